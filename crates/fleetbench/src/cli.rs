@@ -1,0 +1,58 @@
+//! The command line (clap derive), kept apart from what the commands do. INTERFACE.md is the
+//! contract for names, flags and exit codes.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "fleetbench", version, about = "Load tests for the Supabase backend of System Health AI", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Install, start, stop and report the embedded local stack.
+    Stack {
+        #[command(subcommand)]
+        action: StackAction,
+    },
+    /// Apply migrations/ in order, recording versions as the Supabase CLI does.
+    Migrate {
+        /// Database to migrate [default: SUPABASE_DB_SESSION_URL, SUPABASE_DB_URL, or the local stack].
+        #[arg(long, value_name = "URL")]
+        db_url: Option<String>,
+        /// Folder of <YYYYMMDDHHMMSS>_<name>.sql files.
+        #[arg(long, value_name = "DIR", default_value = "migrations")]
+        dir: PathBuf,
+    },
+    /// Run a scenario.
+    Run {
+        scenario: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Override a scenario key (`--set fleet.agents=5000`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StackAction {
+    /// Install what is missing and start the stack (idempotent).
+    Up,
+    /// Stop every process of the stack.
+    Down,
+    /// Show what runs and where.
+    Status,
+    /// Print `export SUPABASE_…=…` lines for the running stack.
+    Env,
+    /// The stack daemon (started by `stack up`; not for direct use).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        instance: PathBuf,
+    },
+}

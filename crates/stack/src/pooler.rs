@@ -1,0 +1,102 @@
+//! PgBouncer standing in for Supavisor: one instance in transaction mode (hosted port 6543) and one
+//! in session mode (hosted port 5432), both passing SCRAM through to PostgreSQL. PgBouncer 1.18 has
+//! no prepared-statement support in transaction mode, like Supavisor's default: clients must use
+//! unnamed statements there.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::install::Toolchain;
+use crate::paths::StackPaths;
+use crate::postgres::write_private;
+use crate::process::{ServiceUser, spawn_detached, tail, wait_for_port};
+use crate::{Result, StackError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    Transaction,
+    Session,
+}
+
+impl PoolMode {
+    fn name(self) -> &'static str {
+        match self {
+            PoolMode::Transaction => "transaction",
+            PoolMode::Session => "session",
+        }
+    }
+    /// Server connections per user and database, as Supavisor's "Pool Size".
+    fn pool_size(self) -> u32 {
+        match self {
+            PoolMode::Transaction => 20,
+            PoolMode::Session => 60,
+        }
+    }
+}
+
+pub const MAX_CLIENT_CONN: u32 = 10_000;
+
+fn ini(paths: &StackPaths, mode: PoolMode, port: u16, pg_port: u16) -> String {
+    let reset = if mode == PoolMode::Session {
+        "DISCARD ALL"
+    } else {
+        ""
+    };
+    format!(
+        "[databases]\n\
+         * = host=127.0.0.1 port={pg_port}\n\
+         \n\
+         [pgbouncer]\n\
+         listen_addr = 127.0.0.1\n\
+         listen_port = {port}\n\
+         unix_socket_dir =\n\
+         auth_type = scram-sha-256\n\
+         auth_file = {userlist}\n\
+         admin_users = postgres\n\
+         stats_users = postgres\n\
+         pool_mode = {mode}\n\
+         default_pool_size = {pool}\n\
+         max_client_conn = {max}\n\
+         listen_backlog = 4096\n\
+         server_reset_query = {reset}\n\
+         ignore_startup_parameters = extra_float_digits,options,search_path\n",
+        userlist = paths.run().join("userlist.txt").display(),
+        mode = mode.name(),
+        pool = mode.pool_size(),
+        max = MAX_CLIENT_CONN,
+    )
+}
+
+pub fn write_userlist(paths: &StackPaths, user: ServiceUser, userlist: &str) -> Result<()> {
+    let path = paths.run().join("userlist.txt");
+    write_private(&path, userlist)?;
+    user.own(&path)
+}
+
+/// Starts PgBouncer in the foreground of a detached process group; returns its pid once it listens.
+pub fn start(
+    paths: &StackPaths,
+    tools: &Toolchain,
+    user: ServiceUser,
+    mode: PoolMode,
+    port: u16,
+    pg_port: u16,
+) -> Result<u32> {
+    let conf: PathBuf = paths.run().join(format!("pgbouncer-{}.ini", mode.name()));
+    write_private(&conf, &ini(paths, mode, port, pg_port))?;
+    user.own(&conf)?;
+    let log = paths.logs().join(format!("pgbouncer-{}.log", mode.name()));
+    let mut cmd = user.command(&tools.pgbouncer, &paths.instance);
+    cmd.arg(&conf);
+    let service = format!("pgbouncer ({} mode)", mode.name());
+    let pid = spawn_detached(cmd, &log, &service)?;
+    wait_for_port(port, Some(pid), Duration::from_secs(15)).map_err(|reason| {
+        StackError::Start {
+            service,
+            reason,
+            log: log.display().to_string(),
+            tail: tail(&log, 20),
+        }
+    })?;
+    Ok(pid)
+}

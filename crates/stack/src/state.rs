@@ -1,0 +1,163 @@
+//! The state file of a running stack (`<instance>/state.json`, mode 0600: it holds secrets): which
+//! ports and pids each service has, the secrets, and the connection settings users and the
+//! fleet engine derive from it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, StackError, io_err};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceState {
+    pub port: u16,
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Secrets {
+    pub postgres_password: String,
+    pub authenticator_password: String,
+    pub jwt_secret: String,
+    pub anon_key: String,
+    pub service_role_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionState {
+    pub port: u16,
+    pub pid: Option<u32>,
+    pub verify_jwt: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StackState {
+    pub instance: std::path::PathBuf,
+    /// `bin/` of the PostgreSQL the cluster was created with (for `pg_ctl stop` without reinstalling).
+    pub pg_bin: std::path::PathBuf,
+    pub postgres: ServiceState,
+    /// PgBouncer in transaction mode: the stand-in for Supavisor's port 6543.
+    pub pooler_transaction: ServiceState,
+    /// PgBouncer in session mode: the stand-in for Supavisor's port 5432.
+    pub pooler_session: ServiceState,
+    /// The stack daemon (scheduler today; the HTTP gateway attaches here).
+    pub daemon: Option<ServiceState>,
+    pub functions: BTreeMap<String, FunctionState>,
+    pub secrets: Secrets,
+    pub started_at: String,
+}
+
+impl StackState {
+    pub fn load(path: &Path) -> Result<StackState> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StackError::NotRunning(path.display().to_string()));
+            }
+            Err(e) => return Err(io_err(format!("reading {}", path.display()))(e)),
+        };
+        serde_json::from_str(&text).map_err(|e| {
+            StackError::Config(format!("{} is not a stack state file: {e}", path.display()))
+        })
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err(format!("writing {}", tmp.display())))?;
+        let text = serde_json::to_string_pretty(self).expect("state serialises");
+        f.write_all(text.as_bytes())
+            .map_err(io_err(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, path).map_err(io_err(format!("writing {}", path.display())))
+    }
+
+    /// Direct superuser connection (migrations, maintenance, probes that need the real server).
+    pub fn direct_db_url(&self) -> String {
+        self.url(
+            "postgres",
+            &self.secrets.postgres_password,
+            self.postgres.port,
+        )
+    }
+    /// `SUPABASE_DB_URL`: the transaction-mode pooler.
+    pub fn pooler_db_url(&self) -> String {
+        self.url(
+            "postgres",
+            &self.secrets.postgres_password,
+            self.pooler_transaction.port,
+        )
+    }
+    /// `SUPABASE_DB_SESSION_URL`: the session-mode pooler.
+    pub fn session_db_url(&self) -> String {
+        self.url(
+            "postgres",
+            &self.secrets.postgres_password,
+            self.pooler_session.port,
+        )
+    }
+    /// The role the Data API stand-in logs in as, through the transaction pooler.
+    pub fn authenticator_db_url(&self) -> String {
+        self.url(
+            "authenticator",
+            &self.secrets.authenticator_password,
+            self.pooler_transaction.port,
+        )
+    }
+    /// `SUPABASE_URL`: the daemon's HTTP gateway, when the daemon runs.
+    pub fn api_url(&self) -> Option<String> {
+        self.daemon
+            .as_ref()
+            .map(|d| format!("http://127.0.0.1:{}", d.port))
+    }
+    pub fn function_url(&self, name: &str) -> Option<String> {
+        self.functions
+            .get(name)
+            .map(|f| format!("http://127.0.0.1:{}", f.port))
+    }
+
+    fn url(&self, user: &str, password: &str, port: u16) -> String {
+        format!("postgres://{user}:{password}@127.0.0.1:{port}/postgres?sslmode=disable")
+    }
+
+    /// The `export …` lines of `fleetbench stack env`, in INTERFACE.md's order.
+    pub fn env_exports(&self) -> Vec<(&'static str, String)> {
+        let mut vars = Vec::new();
+        if let Some(url) = self.api_url() {
+            vars.push(("SUPABASE_URL", url));
+        }
+        vars.extend([
+            ("SUPABASE_ANON_KEY", self.secrets.anon_key.clone()),
+            (
+                "SUPABASE_SERVICE_ROLE_KEY",
+                self.secrets.service_role_key.clone(),
+            ),
+            ("SUPABASE_DB_URL", self.pooler_db_url()),
+            ("SUPABASE_DB_SESSION_URL", self.session_db_url()),
+            ("SUPABASE_JWT_SECRET", self.secrets.jwt_secret.clone()),
+        ]);
+        vars
+    }
+
+    /// Every pid the state knows of.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = [
+            &self.postgres,
+            &self.pooler_transaction,
+            &self.pooler_session,
+        ]
+        .into_iter()
+        .chain(self.daemon.as_ref())
+        .filter_map(|s| s.pid)
+        .collect();
+        pids.extend(self.functions.values().filter_map(|f| f.pid));
+        pids
+    }
+}
