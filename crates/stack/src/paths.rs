@@ -12,16 +12,17 @@ pub struct StackPaths {
 }
 
 impl StackPaths {
-    /// The CLI's stack: `$FLEETBENCH_HOME` (default `./.fleetbench`), instance `<home>/stack`.
+    /// The CLI's stack: `$FLEETBENCH_HOME` (default `./.fleetbench`), instance
+    /// `$FLEETBENCH_STACK_DIR` (default `<home>/stack`).
     pub fn from_env() -> StackPaths {
         let home = std::env::var_os("FLEETBENCH_HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(".fleetbench"));
         let home = absolute(&home);
-        StackPaths {
-            instance: home.join("stack"),
-            home,
-        }
+        let instance = std::env::var_os("FLEETBENCH_STACK_DIR")
+            .map(|d| absolute(&PathBuf::from(d)))
+            .unwrap_or_else(|| home.join("stack"));
+        StackPaths { instance, home }
     }
 
     pub fn venv(&self) -> PathBuf {

@@ -52,7 +52,10 @@ pub fn shared(configure: impl FnOnce(&mut StackOptions)) -> &'static StackState 
         *SHARED_PATHS.lock().unwrap() = Some(opts.paths.clone());
         // SAFETY: registering a plain extern "C" function with no captured state.
         unsafe { libc::atexit(stop_shared) };
-        Stack::up(&opts, &mut |line| eprintln!("[test stack] {line}"))
+        // On its own thread: `up` drives its own runtime, and callers are often inside one.
+        std::thread::spawn(move || Stack::up(&opts, &mut |line| eprintln!("[test stack] {line}")))
+            .join()
+            .expect("the stack thread panicked")
             .unwrap_or_else(|e| panic!("bringing up the test stack: {e}"))
     })
 }

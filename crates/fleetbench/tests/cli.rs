@@ -1,0 +1,170 @@
+//! The `fleetbench` binary end to end, as a user types it.
+//!
+//! Contents:
+//! - stack: `stack up` → `migrate` (twice) → the daemon's scheduler runs the partition maintenance
+//!   → `stack env` / `status` → `stack down` leaves nothing behind.
+//! - input errors: a migrations folder with a misnamed file exits 2 before connecting.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use fleetbench_stack::testing::workspace_root;
+use fleetbench_stack::{StackPaths, process};
+
+fn fleetbench(instance: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fleetbench"))
+        .args(args)
+        .current_dir(workspace_root())
+        .env("FLEETBENCH_HOME", workspace_root().join(".fleetbench"))
+        .env("FLEETBENCH_STACK_DIR", instance)
+        .env_remove("SUPABASE_URL")
+        .output()
+        .expect("running fleetbench")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Removes the instance even when the test fails half-way.
+struct Instance(PathBuf);
+impl Drop for Instance {
+    fn drop(&mut self) {
+        fleetbench_stack::testing::remove_instance(&StackPaths {
+            home: PathBuf::new(),
+            instance: self.0.clone(),
+        });
+    }
+}
+
+#[tokio::test]
+async fn stack_up_migrate_schedule_env_down() {
+    let dir = tempfile::Builder::new()
+        .prefix("fleetbench-test-cli-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    std::fs::write(dir.join("owner.pid"), std::process::id().to_string()).unwrap();
+    let instance = Instance(dir.clone());
+
+    let status = ok(fleetbench(&dir, &["stack", "up"]));
+    for service in [
+        "postgres",
+        "pgbouncer (transaction mode)",
+        "pgbouncer (session mode)",
+        "stack daemon",
+        "edge function anomaly-webhook",
+    ] {
+        let line = status
+            .lines()
+            .find(|l| l.contains(service))
+            .unwrap_or_else(|| panic!("{service} missing:\n{status}"));
+        assert!(line.ends_with("running"), "{line}");
+    }
+
+    let env = ok(fleetbench(&dir, &["stack", "env"]));
+    let var = |name: &str| -> String {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}='")))
+            .and_then(|v| v.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("{name} missing from stack env:\n{env}"))
+            .to_string()
+    };
+    for name in [
+        "SUPABASE_URL",
+        "SUPABASE_ANON_KEY",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "SUPABASE_DB_URL",
+        "SUPABASE_DB_SESSION_URL",
+        "SUPABASE_JWT_SECRET",
+    ] {
+        assert!(!var(name).is_empty());
+    }
+
+    // Listen before migrating, so the scheduler's first run cannot be missed.
+    let (client, mut conn) =
+        tokio_postgres::connect(&var("SUPABASE_DB_SESSION_URL"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (tx, mut runs) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = msg {
+                let _ = tx.send(n.payload().to_string());
+            }
+        }
+    });
+    client
+        .batch_execute("listen fleetbench_schedule_runs")
+        .await
+        .unwrap();
+
+    let first = ok(fleetbench(&dir, &["migrate"]));
+    assert!(
+        first.contains("5 applied now") || first.contains("applied now, 0 already"),
+        "{first}"
+    );
+    let second = ok(fleetbench(&dir, &["migrate"]));
+    assert!(second.contains("0 applied now"), "{second}");
+
+    let job = tokio::time::timeout(Duration::from_secs(30), runs.recv())
+        .await
+        .expect("the stack daemon ran no scheduled job within 30 s of migrate")
+        .unwrap();
+    assert_eq!(job, "system-metrics-partitions");
+    let row = client
+        .query_one("select status from fleetbench.schedule_runs where name = 'system-metrics-partitions' order by id desc limit 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "succeeded");
+    drop(client);
+
+    let gateway = var("SUPABASE_URL");
+    let pids = fleetbench_stack::StackState::load(&dir.join("state.json"))
+        .unwrap()
+        .pids();
+    let down = ok(fleetbench(&dir, &["stack", "down"]));
+    assert!(down.contains("stopped postgres"), "{down}");
+    assert!(!down.contains("killed"), "{down}");
+    assert!(
+        pids.iter().all(|&p| !process::is_alive(p)),
+        "pids alive after down: {pids:?}"
+    );
+    assert!(process::pids_using(&dir).is_empty());
+    let port = gateway.rsplit(':').next().unwrap();
+    assert!(
+        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err(),
+        "the gateway still answers"
+    );
+    drop(instance);
+}
+
+#[test]
+fn misnamed_migration_is_invalid_input() {
+    let migrations = tempfile::tempdir().unwrap();
+    std::fs::write(migrations.path().join("001_init.sql"), "select 1").unwrap();
+    let out = fleetbench(
+        Path::new("/nonexistent"),
+        &[
+            "migrate",
+            "--dir",
+            migrations.path().to_str().unwrap(),
+            "--db-url",
+            "postgres://nobody@127.0.0.1:1/x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("001_init.sql") && stderr.contains("14 digits"),
+        "{stderr}"
+    );
+}
