@@ -436,3 +436,82 @@ fn cosine_distance(a: &[f32], b: &[f32]) -> f64 {
     let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     1.0 - dot / (na * nb)
 }
+
+#[tokio::test]
+async fn cleanup_run_removes_exactly_that_runs_rows() {
+    let mut db = Db::connect().await;
+    let run = |id: &str| format!("cleanup-{id}-{}", uuid::Uuid::new_v4());
+    let (gone, kept) = (run("a"), run("b"));
+    let mut users = Vec::new();
+    for run_id in [&gone, &gone, &kept] {
+        let user = common::new_user_in_run(&db.client, run_id).await;
+        let device = new_device(&mut db.client, user).await;
+        let tx = user_tx(&mut db.client, user).await;
+        for i in 0..5 {
+            tx.query_typed(
+                "insert into system_metrics (device_id, ts, cpu_temp_c) values ($1, now() - make_interval(secs => $2), 99)",
+                &[(&device, Type::UUID), (&(i as f64), Type::FLOAT8)],
+            )
+            .await
+            .unwrap();
+        }
+        tx.batch_execute(&format!(
+            "insert into memories (content, embedding) values ('m', array_fill(0.5, array[{}])::extensions.vector)",
+            fleetbench_schema::names::EMBEDDING_DIM
+        ))
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        users.push(user);
+    }
+    let count = |users: Vec<uuid::Uuid>| {
+        let sql = "select (select count(*) from system_metrics where user_id = any($1)) \
+                        + (select count(*) from alerts where user_id = any($1)) \
+                        + (select count(*) from memories where user_id = any($1)) \
+                        + (select count(*) from devices where user_id = any($1)) \
+                        + (select count(*) from profiles where user_id = any($1)) \
+                        + (select count(*) from auth.users where id = any($1))";
+        (sql, users)
+    };
+    let (sql, kept_users) = count(vec![users[2]]);
+    let kept_before: i64 = db
+        .client
+        .query_typed(sql, &[(&kept_users, Type::UUID_ARRAY)])
+        .await
+        .unwrap()[0]
+        .get(0);
+    // 5 metrics, 5 alerts (99 °C), 1 memory, 1 device, 1 profile, 1 user.
+    assert_eq!(kept_before, 14);
+
+    let report = db
+        .client
+        .query_typed(
+            "select table_name, rows_deleted from fleetbench.cleanup_run($1)",
+            &[(&gone, Type::TEXT)],
+        )
+        .await
+        .unwrap();
+    let deleted: std::collections::BTreeMap<String, i64> =
+        report.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(deleted["system_metrics"], 10);
+    assert_eq!(deleted["alerts"], 10);
+    assert_eq!(deleted["memories"], 2);
+    assert_eq!(deleted["devices"], 2);
+    assert_eq!(deleted["auth.users"], 2);
+
+    let (sql, gone_users) = count(users[..2].to_vec());
+    let left: i64 = db
+        .client
+        .query_typed(sql, &[(&gone_users, Type::UUID_ARRAY)])
+        .await
+        .unwrap()[0]
+        .get(0);
+    assert_eq!(left, 0);
+    let kept_after: i64 = db
+        .client
+        .query_typed(sql, &[(&kept_users, Type::UUID_ARRAY)])
+        .await
+        .unwrap()[0]
+        .get(0);
+    assert_eq!(kept_after, kept_before);
+}

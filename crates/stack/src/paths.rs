@@ -16,9 +16,8 @@ impl StackPaths {
     /// `$FLEETBENCH_STACK_DIR` (default `<home>/stack`).
     pub fn from_env() -> StackPaths {
         let home = std::env::var_os("FLEETBENCH_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(".fleetbench"));
-        let home = absolute(&home);
+            .map(|h| absolute(&PathBuf::from(h)))
+            .unwrap_or_else(|| reachable_home(absolute(Path::new(".fleetbench"))));
         let instance = std::env::var_os("FLEETBENCH_STACK_DIR")
             .map(|d| absolute(&PathBuf::from(d)))
             .unwrap_or_else(|| home.join("stack"));
@@ -48,6 +47,17 @@ impl StackPaths {
     }
     pub fn lock_file(&self) -> PathBuf {
         self.instance.join("stack.lock")
+    }
+}
+
+/// `preferred`, unless the `postgres` service user could not reach binaries installed there (a
+/// checkout under `/root`, say): then a shared home under `/var/tmp`.
+pub fn reachable_home(preferred: PathBuf) -> PathBuf {
+    let probe = preferred.parent().unwrap_or(&preferred);
+    if nix::unistd::geteuid().is_root() && untraversable_ancestor(probe).is_some() {
+        PathBuf::from("/var/tmp/fleetbench-home")
+    } else {
+        preferred
     }
 }
 

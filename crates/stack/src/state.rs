@@ -17,13 +17,20 @@ pub struct ServiceState {
     pub pid: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Secrets {
     pub postgres_password: String,
     pub authenticator_password: String,
     pub jwt_secret: String,
     pub anon_key: String,
     pub service_role_key: String,
+}
+
+/// Never printed: `{:?}` of a state shows that secrets exist, not what they are.
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets { <redacted> }")
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ pub fn test_options() -> StackOptions {
     let root = workspace_root();
     let home = std::env::var_os("FLEETBENCH_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".fleetbench"));
+        .unwrap_or_else(|| crate::paths::reachable_home(root.join(".fleetbench")));
     let instance = tempfile::Builder::new()
         .prefix(PREFIX)
         .tempdir()

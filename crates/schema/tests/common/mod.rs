@@ -49,14 +49,19 @@ async fn raw_connect(url: &str) -> Client {
     client
 }
 
-/// A user as the Auth admin API would create it, tagged with a run id.
+/// A user as the Auth admin API would create it, tagged with the schema tests' run id.
 pub async fn new_user(client: &Client, label: &str) -> Uuid {
-    let email = format!("{label}-{}@fleetbench.test", Uuid::new_v4());
+    new_user_in_run(client, &format!("schema-tests-{label}")).await
+}
+
+/// A user tagged with `run_id` in `app_metadata`, as fleetbench provisions its agents.
+pub async fn new_user_in_run(client: &Client, run_id: &str) -> Uuid {
+    let email = format!("{run_id}-{}@fleetbench.test", Uuid::new_v4());
     client
         .query_typed(
             "insert into auth.users (email, email_confirmed_at, raw_app_meta_data) \
-             values ($1, now(), jsonb_build_object('provider', 'email', 'fleetbench_run_id', 'schema-tests')) returning id",
-            &[(&email, Type::TEXT)],
+             values ($1, now(), jsonb_build_object('provider', 'email', $2::text, $3::text)) returning id",
+            &[(&email, Type::TEXT), (&fleetbench_schema::names::RUN_ID_KEY, Type::TEXT), (&run_id, Type::TEXT)],
         )
         .await
         .unwrap()[0]
