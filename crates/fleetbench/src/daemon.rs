@@ -1,6 +1,6 @@
 //! `fleetbench stack serve`: the stack daemon that `stack up` starts in the background. It runs the
-//! pg_cron stand-in and listens on the stack's API port (`SUPABASE_URL`), where the Auth, Data API,
-//! Realtime and Functions stand-ins attach. It stops on SIGTERM or SIGINT.
+//! pg_cron stand-in and serves the stack's API gateway (`SUPABASE_URL`): Auth at `/auth/v1` today;
+//! the Data API, Realtime and Functions stand-ins attach here next. It stops on SIGTERM or SIGINT.
 
 use std::path::PathBuf;
 
@@ -29,9 +29,15 @@ pub fn serve(instance: PathBuf) -> Result<(), Failure> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let scheduler = tokio::spawn(scheduler::run(state.direct_db_url(), stop_rx.clone()));
 
+        let gateway = fleetbench_gateway::GatewayConfig::new(
+            state.direct_db_url(),
+            state.secrets.jwt_secret.clone(),
+            format!("http://127.0.0.1:{port}"),
+        );
         let app = axum::Router::new()
             .route("/", get(root))
             .route("/health", get(root))
+            .merge(fleetbench_gateway::router(gateway)?)
             .fallback(not_served);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await

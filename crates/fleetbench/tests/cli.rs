@@ -1,7 +1,8 @@
 //! The `fleetbench` binary end to end, as a user types it.
 //!
 //! Contents:
-//! - stack: `stack up` → `migrate` (twice) → the daemon's scheduler runs the partition maintenance
+//! - stack: `stack up` → the gateway answers Auth → `migrate` (twice) → the daemon's scheduler runs
+//!   the partition maintenance
 //!   → `stack env` / `status` → `stack down` leaves nothing behind.
 //! - input errors: a migrations folder with a misnamed file exits 2 before connecting.
 
@@ -88,6 +89,22 @@ async fn stack_up_migrate_schedule_env_down() {
     ] {
         assert!(!var(name).is_empty());
     }
+
+    // The gateway behind SUPABASE_URL speaks Auth and wants an apikey, as Kong does.
+    let http = reqwest::Client::new();
+    let settings = http
+        .get(format!("{}/auth/v1/settings", var("SUPABASE_URL")))
+        .header("apikey", var("SUPABASE_ANON_KEY"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(settings.status(), 200);
+    let no_key = http
+        .get(format!("{}/auth/v1/settings", var("SUPABASE_URL")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_key.status(), 401);
 
     // Listen before migrating, so the scheduler's first run cannot be missed.
     let (client, mut conn) =

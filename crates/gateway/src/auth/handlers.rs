@@ -1,0 +1,325 @@
+//! The `/auth/v1` endpoints a load test meets. Provisioning goes through `POST /admin/users` (no rate
+//! limiter on hosted projects); agents use the password and refresh grants and `/user`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use super::tokens::{self, AccessClaims, USER_COLUMNS, UserRow};
+use super::{AuthError, AuthState};
+use crate::apikey::jwt_role;
+
+type Shared = State<Arc<AuthState>>;
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn require_bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    bearer(headers).ok_or_else(|| {
+        AuthError::new(
+            StatusCode::UNAUTHORIZED,
+            "no_authorization",
+            "This endpoint requires a valid Bearer token",
+        )
+    })
+}
+
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, AuthError> {
+    serde_json::from_slice(body)
+        .map_err(|e| AuthError::bad_json(format!("Could not parse request body as JSON: {e}")))
+}
+
+#[derive(Deserialize)]
+pub struct AdminUserParams {
+    email: Option<String>,
+    password: Option<String>,
+    #[serde(default)]
+    email_confirm: bool,
+    #[serde(default)]
+    user_metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    app_metadata: Option<serde_json::Value>,
+}
+
+/// `POST /admin/users`: service role only; 200 with the `User`.
+pub async fn admin_create_user(
+    State(s): Shared,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, AuthError> {
+    let token = require_bearer(&headers)?;
+    match jwt_role(token, &s.config.jwt_secret).as_deref() {
+        Some("service_role" | "supabase_admin") => {}
+        Some(_) => {
+            return Err(AuthError::new(
+                StatusCode::FORBIDDEN,
+                "not_admin",
+                "User not allowed",
+            ));
+        }
+        None => {
+            return Err(AuthError::new(
+                StatusCode::FORBIDDEN,
+                "bad_jwt",
+                "invalid JWT: unable to parse or verify signature",
+            ));
+        }
+    }
+    let p: AdminUserParams = parse_body(&body)?;
+    let email = p
+        .email
+        .map(|e| e.trim().to_lowercase())
+        .filter(|e| e.contains('@'))
+        .ok_or_else(|| {
+            AuthError::new(
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+                "Unable to validate email address: invalid format",
+            )
+        })?;
+    let hash = match p.password {
+        Some(pw) if pw.len() < 6 => {
+            return Err(AuthError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "weak_password",
+                "Password should be at least 6 characters.",
+            ));
+        }
+        Some(pw) => Some(hash_password(pw, s.config.bcrypt_cost).await?),
+        None => None,
+    };
+    let mut app = serde_json::json!({ "provider": "email", "providers": ["email"] });
+    if let (Some(extra), Some(obj)) = (
+        p.app_metadata.as_ref().and_then(|v| v.as_object()),
+        app.as_object_mut(),
+    ) {
+        obj.extend(extra.clone());
+    }
+    let user_meta = p.user_metadata.unwrap_or_else(|| serde_json::json!({}));
+    let db = s.pool.get().await?;
+    let rows = db
+        .query_typed(
+            &format!(
+                "insert into auth.users (email, encrypted_password, email_confirmed_at, raw_app_meta_data, raw_user_meta_data) \
+                 values ($1, $2, case when $3 then now() end, $4, $5) on conflict (email) do nothing returning {USER_COLUMNS}"
+            ),
+            &[
+                (&email, Type::TEXT),
+                (&hash, Type::TEXT),
+                (&p.email_confirm, Type::BOOL),
+                (&app, Type::JSONB),
+                (&user_meta, Type::JSONB),
+            ],
+        )
+        .await?;
+    let user = rows.first().map(UserRow::from_row).ok_or_else(|| {
+        AuthError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "email_exists",
+            "A user with this email address has already been registered",
+        )
+    })?;
+    Ok(Json(user.to_json()).into_response())
+}
+
+async fn hash_password(password: String, cost: u32) -> Result<String, AuthError> {
+    tokio::task::spawn_blocking(move || bcrypt::hash(password, cost))
+        .await
+        .map_err(AuthError::internal)?
+        .map_err(AuthError::internal)
+}
+
+#[derive(Deserialize)]
+pub struct GrantQuery {
+    grant_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PasswordGrant {
+    email: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RefreshGrant {
+    refresh_token: Option<String>,
+}
+
+/// `POST /token?grant_type=password|refresh_token`.
+pub async fn token(
+    State(s): Shared,
+    Query(q): Query<GrantQuery>,
+    body: axum::body::Bytes,
+) -> Result<Response, AuthError> {
+    match q.grant_type.as_deref() {
+        Some("password") => password_grant(&s, parse_body(&body)?).await,
+        Some("refresh_token") => {
+            let g: RefreshGrant = parse_body(&body)?;
+            let token = g.refresh_token.filter(|t| !t.is_empty()).ok_or_else(|| {
+                AuthError::new(
+                    StatusCode::BAD_REQUEST,
+                    "validation_failed",
+                    "refresh_token required",
+                )
+            })?;
+            let mut db = s.pool.get().await?;
+            Ok(Json(tokens::refresh(&mut db, &s.config, &token).await?).into_response())
+        }
+        other => Err(AuthError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            format!("unsupported_grant_type: {}", other.unwrap_or("")),
+        )),
+    }
+}
+
+async fn password_grant(s: &AuthState, g: PasswordGrant) -> Result<Response, AuthError> {
+    let invalid = || {
+        AuthError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_credentials",
+            "Invalid login credentials",
+        )
+    };
+    let (Some(email), Some(password)) = (g.email, g.password) else {
+        return Err(invalid());
+    };
+    let db = s.pool.get().await?;
+    let rows = db
+        .query_typed(
+            &format!("select {USER_COLUMNS}, encrypted_password from auth.users where email = $1 and deleted_at is null"),
+            &[(&email.trim().to_lowercase(), Type::TEXT)],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Err(invalid());
+    };
+    let user = UserRow::from_row(row);
+    let Some(hash) = row.get::<_, Option<String>>(11) else {
+        return Err(invalid());
+    };
+    let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+        .await
+        .map_err(AuthError::internal)?;
+    if !ok {
+        return Err(invalid());
+    }
+    if user.email_confirmed_at.is_none() {
+        return Err(AuthError::new(
+            StatusCode::BAD_REQUEST,
+            "email_not_confirmed",
+            "Email not confirmed",
+        ));
+    }
+    db.query_typed(
+        "update auth.users set last_sign_in_at = now() where id = $1",
+        &[(&user.id, Type::UUID)],
+    )
+    .await?;
+    Ok(Json(tokens::start_session(&**db, &s.config, &user, "password").await?).into_response())
+}
+
+/// The claims of a valid user access token whose session still exists.
+async fn authenticated(s: &AuthState, headers: &HeaderMap) -> Result<AccessClaims, AuthError> {
+    let token = require_bearer(headers)?;
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.validate_aud = false;
+    let claims = jsonwebtoken::decode::<AccessClaims>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(s.config.jwt_secret.as_bytes()),
+        &v,
+    )
+    .map_err(|e| {
+        AuthError::new(
+            StatusCode::FORBIDDEN,
+            "bad_jwt",
+            format!("invalid JWT: unable to parse or verify signature, {e}"),
+        )
+    })?
+    .claims;
+    let db = s.pool.get().await?;
+    let live = db
+        .query_typed(
+            "select 1 from auth.sessions where id = $1",
+            &[(&claims.session_id, Type::UUID)],
+        )
+        .await?;
+    if live.is_empty() {
+        return Err(AuthError::new(
+            StatusCode::FORBIDDEN,
+            "session_not_found",
+            "Session from session_id claim in JWT does not exist",
+        ));
+    }
+    Ok(claims)
+}
+
+/// `GET /user`.
+pub async fn user(State(s): Shared, headers: HeaderMap) -> Result<Response, AuthError> {
+    let claims = authenticated(&s, &headers).await?;
+    let db = s.pool.get().await?;
+    let user = tokens::load_user(&**db, claims.sub).await?.ok_or_else(|| {
+        AuthError::new(
+            StatusCode::NOT_FOUND,
+            "user_not_found",
+            "User from sub claim in JWT does not exist",
+        )
+    })?;
+    Ok(Json(user.to_json()).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct LogoutQuery {
+    scope: Option<String>,
+}
+
+/// `POST /logout?scope=global|local|others`: 204; the refresh tokens of the affected sessions stop working.
+pub async fn logout(
+    State(s): Shared,
+    Query(q): Query<LogoutQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AuthError> {
+    let claims = authenticated(&s, &headers).await?;
+    let db = s.pool.get().await?;
+    let (sql, arg): (&str, Uuid) = match q.scope.as_deref().unwrap_or("global") {
+        "global" => ("delete from auth.sessions where user_id = $1", claims.sub),
+        "local" => ("delete from auth.sessions where id = $1", claims.session_id),
+        "others" => (
+            "delete from auth.sessions where user_id = (select user_id from auth.sessions where id = $1) and id <> $1",
+            claims.session_id,
+        ),
+        other => {
+            return Err(AuthError::new(
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+                format!("Unsupported logout scope {other:?}"),
+            ));
+        }
+    };
+    db.query_typed(sql, &[(&arg, Type::UUID)]).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /settings`.
+pub async fn settings() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "external": { "anonymous_users": false, "email": true, "phone": false, "google": false },
+        "disable_signup": true,
+        "mailer_autoconfirm": true,
+        "phone_autoconfirm": false,
+        "sms_provider": "",
+        "saml_enabled": false,
+    }))
+}

@@ -1,0 +1,80 @@
+//! Supabase Auth (GoTrue) at `/auth/v1`, storing users, sessions and refresh tokens in the real
+//! `auth` schema. Errors are GoTrue's JSON: `{"code", "error_code", "msg"}`.
+//!
+//! - [`tokens`]: access-token claims, sessions, refresh-token rotation and reuse detection.
+//! - [`handlers`]: the endpoints.
+
+pub mod handlers;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::GatewayConfig;
+
+pub struct AuthState {
+    pub config: GatewayConfig,
+    pub pool: deadpool_postgres::Pool,
+}
+
+pub fn routes(state: Arc<AuthState>) -> Router {
+    Router::new()
+        .route("/admin/users", post(handlers::admin_create_user))
+        .route("/token", post(handlers::token))
+        .route("/user", get(handlers::user))
+        .route("/logout", post(handlers::logout))
+        .route("/settings", get(handlers::settings))
+        .with_state(state)
+}
+
+/// An error as GoTrue answers it.
+#[derive(Debug)]
+pub struct AuthError {
+    pub status: StatusCode,
+    pub error_code: &'static str,
+    pub msg: String,
+}
+
+impl AuthError {
+    pub fn new(status: StatusCode, error_code: &'static str, msg: impl Into<String>) -> AuthError {
+        AuthError {
+            status,
+            error_code,
+            msg: msg.into(),
+        }
+    }
+    pub fn bad_json(msg: impl Into<String>) -> AuthError {
+        AuthError::new(StatusCode::BAD_REQUEST, "bad_json", msg)
+    }
+    pub fn internal(e: impl std::fmt::Display) -> AuthError {
+        tracing::error!("auth: {e}");
+        AuthError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unexpected_failure",
+            "Unexpected failure, please check server logs for more information",
+        )
+    }
+}
+
+impl From<tokio_postgres::Error> for AuthError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        AuthError::internal(e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for AuthError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        AuthError::internal(e)
+    }
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "code": self.status.as_u16(), "error_code": self.error_code, "msg": self.msg });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
