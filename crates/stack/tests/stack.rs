@@ -82,7 +82,7 @@ async fn pooler_holds_2000_clients_in_transaction_mode() {
             drop(permit);
             let driver = tokio::spawn(conn);
             let rows = client.simple_query("select 1").await?;
-            anyhow_ok(rows.len(), client, driver)
+            hold(rows.len(), client, driver)
         }));
     }
     let mut held = Vec::with_capacity(CLIENTS);
@@ -137,7 +137,7 @@ type Held = (
     tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
 );
 
-fn anyhow_ok(
+fn hold(
     rows: usize,
     client: tokio_postgres::Client,
     driver: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
