@@ -68,6 +68,8 @@ fn bad_schedule(text: &str, why: &str) -> StackError {
 
 #[derive(Debug, Clone)]
 struct Job {
+    /// The schedule as written in the table, to notice changes without re-parsing.
+    text: String,
     schedule: Schedule,
     command: String,
     next: DateTime<Utc>,
@@ -163,6 +165,12 @@ async fn reload(client: &Client, jobs: &mut BTreeMap<String, Job>) -> Result<()>
         let (name, schedule_text, command): (String, String, String) =
             (row.get(0), row.get(1), row.get(2));
         seen.push(name.clone());
+        if jobs
+            .get(&name)
+            .is_some_and(|j| j.text == schedule_text && j.command == command)
+        {
+            continue;
+        }
         let schedule = match Schedule::parse(&schedule_text) {
             Ok(s) => s,
             Err(e) => {
@@ -170,28 +178,22 @@ async fn reload(client: &Client, jobs: &mut BTreeMap<String, Job>) -> Result<()>
                 continue;
             }
         };
-        match jobs.get_mut(&name) {
-            Some(job)
-                if job.command == command
-                    && format!("{:?}", job.schedule) == format!("{schedule:?}") => {}
-            Some(job) => {
-                job.next = schedule
-                    .next_after(Utc::now())
-                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
-                job.schedule = schedule;
-                job.command = command;
-            }
-            None => {
-                jobs.insert(
-                    name,
-                    Job {
-                        schedule,
-                        command,
-                        next: Utc::now(),
-                    },
-                );
-            }
-        }
+        // A changed job is re-planned from now; a new one is due at once.
+        let next = match jobs.contains_key(&name) {
+            true => schedule
+                .next_after(Utc::now())
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            false => Utc::now(),
+        };
+        jobs.insert(
+            name,
+            Job {
+                text: schedule_text,
+                schedule,
+                command,
+                next,
+            },
+        );
     }
     jobs.retain(|name, _| seen.contains(name));
     Ok(())
