@@ -42,7 +42,11 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum StackAction {
     /// Install what is missing and start the stack (idempotent).
-    Up,
+    Up {
+        /// `hosted` applies GoTrue's per-IP Auth rate limits (from supabase/config.toml); `unlimited` does not.
+        #[arg(long, env = "FLEETBENCH_STACK_PROFILE", default_value = "unlimited")]
+        profile: fleetbench_stack::Profile,
+    },
     /// Stop every process of the stack.
     Down,
     /// Show what runs and where.

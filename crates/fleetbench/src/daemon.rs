@@ -1,6 +1,7 @@
 //! `fleetbench stack serve`: the stack daemon that `stack up` starts in the background. It runs the
-//! pg_cron stand-in and serves the stack's API gateway (`SUPABASE_URL`): Auth at `/auth/v1` today;
-//! the Data API, Realtime and Functions stand-ins attach here next. It stops on SIGTERM or SIGINT.
+//! pg_cron stand-in and serves the stack's API gateway (`SUPABASE_URL`): Auth at `/auth/v1` and the
+//! Data API at `/rest/v1`, configured from the project's `supabase/config.toml` and the stack
+//! profile; Realtime and Functions attach here next. It stops on SIGTERM or SIGINT.
 
 use std::path::PathBuf;
 
@@ -8,7 +9,7 @@ use anyhow::Context;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::routing::get;
-use fleetbench_stack::{StackPaths, StackState, scheduler};
+use fleetbench_stack::{ProjectConfig, StackPaths, StackState, scheduler};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::Failure;
@@ -29,9 +30,13 @@ pub fn serve(instance: PathBuf) -> Result<(), Failure> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let scheduler = tokio::spawn(scheduler::run(state.direct_db_url(), stop_rx.clone()));
 
-        let gateway = fleetbench_gateway::GatewayConfig::new(
-            state.direct_db_url(),
-            state.secrets.jwt_secret.clone(),
+        let project = match &state.supabase_dir {
+            Some(dir) => ProjectConfig::load(dir)?,
+            None => ProjectConfig::default(),
+        };
+        let gateway = fleetbench_gateway::GatewayConfig::for_stack(
+            &state,
+            &project,
             format!("http://127.0.0.1:{port}"),
         );
         let app = axum::Router::new()
@@ -45,11 +50,14 @@ pub fn serve(instance: PathBuf) -> Result<(), Failure> {
         tracing::info!("stack daemon listening on 127.0.0.1:{port}");
         let mut stop_http = stop_rx.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_http.changed().await;
-                })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop_http.changed().await;
+            })
+            .await
         });
 
         let mut term = signal(SignalKind::terminate())?;

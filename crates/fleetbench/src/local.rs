@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use fleetbench_stack::{Stack, StackOptions, StackPaths, StackState};
+use fleetbench_stack::{Profile, Stack, StackOptions, StackPaths, StackState};
 
 use crate::Failure;
 
-pub fn options() -> anyhow::Result<StackOptions> {
+pub fn options(profile: Profile) -> anyhow::Result<StackOptions> {
     Ok(StackOptions {
         paths: StackPaths::from_env(),
         supabase_dir: PathBuf::from("supabase")
@@ -15,17 +15,24 @@ pub fn options() -> anyhow::Result<StackOptions> {
             .unwrap_or_else(|_| PathBuf::from("supabase")),
         function_env: Default::default(),
         daemon_exe: Some(std::env::current_exe().context("locating the fleetbench executable")?),
+        profile,
     })
 }
 
-/// Brings the stack up (installing what is missing), reporting each step on stderr.
-pub fn ensure_up() -> anyhow::Result<StackState> {
-    let opts = options()?;
+/// Brings the stack up (installing what is missing), reporting each step on stderr. Without a
+/// profile, a running stack keeps the one it has.
+pub fn ensure_up(profile: Option<Profile>) -> anyhow::Result<StackState> {
+    let profile = profile.unwrap_or_else(|| {
+        StackState::load(&StackPaths::from_env().state_file())
+            .map(|s| s.profile)
+            .unwrap_or_default()
+    });
+    let opts = options(profile)?;
     Ok(Stack::up(&opts, &mut |line| eprintln!("stack: {line}"))?)
 }
 
-pub fn up() -> Result<(), Failure> {
-    let state = ensure_up()?;
+pub fn up(profile: Profile) -> Result<(), Failure> {
+    let state = ensure_up(Some(profile))?;
     print_services(&state)?;
     eprintln!("stack: up; `fleetbench stack env` prints the connection settings");
     Ok(())

@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Stack { action } => match action {
-            StackAction::Up => local::up(),
+            StackAction::Up { profile } => local::up(profile),
             StackAction::Down => local::down(),
             StackAction::Status => local::status(),
             StackAction::Env => local::env(),

@@ -18,7 +18,7 @@ pub fn target_url(flag: Option<String>) -> anyhow::Result<String> {
             .or_else(|_| std::env::var("SUPABASE_DB_URL"))
             .context("SUPABASE_URL is set, so a remote project is targeted, but neither SUPABASE_DB_SESSION_URL nor SUPABASE_DB_URL is: set one or pass --db-url");
     }
-    Ok(local::ensure_up()?.direct_db_url())
+    Ok(local::ensure_up(None)?.direct_db_url())
 }
 
 pub fn run(db_url: Option<String>, dir: &Path) -> Result<(), Failure> {

@@ -15,7 +15,7 @@ pub fn run(scenario: &Path, _out: Option<PathBuf>, _overrides: &[String]) -> Res
         .with_context(|| format!("{} is not valid TOML", scenario.display()))
         .map_err(Failure::invalid)?;
     if std::env::var_os("SUPABASE_URL").is_none() {
-        local::ensure_up()?;
+        local::ensure_up(None)?;
         migrate::run(None, Path::new("migrations"))?;
         local::status()?;
     }

@@ -2,8 +2,8 @@
 //!
 //! Contents:
 //! - stack: `stack up` → the gateway answers Auth → `migrate` (twice) → the daemon's scheduler runs
-//!   the partition maintenance
-//!   → `stack env` / `status` → `stack down` leaves nothing behind.
+//!   the partition maintenance → the Data API serves the new tables → `stack up --profile hosted`
+//!   rate-limits `/token` → `stack down` leaves nothing behind.
 //! - input errors: a migrations folder with a misnamed file exits 2 before connecting.
 
 use std::path::{Path, PathBuf};
@@ -142,7 +142,59 @@ async fn stack_up_migrate_schedule_env_down() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "succeeded");
+
+    // The daemon's Data API sees the tables the migration made after it started, and reaches them
+    // as `authenticator` through the transaction pooler.
+    let devices = http
+        .get(format!("{}/rest/v1/devices?select=id", var("SUPABASE_URL")))
+        .header("apikey", var("SUPABASE_SERVICE_ROLE_KEY"))
+        .header(
+            "Authorization",
+            format!("Bearer {}", var("SUPABASE_SERVICE_ROLE_KEY")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(devices.status(), 200);
+    assert_eq!(devices.text().await.unwrap(), "[]");
+    let through_pooler = client
+        .query_one(
+            "select count(*) from pg_stat_activity where usename = 'authenticator'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(through_pooler.get::<_, i64>(0) >= 1);
     drop(client);
+
+    // `--profile hosted` restarts the stack with GoTrue's limits: a burst of 30 `/token` calls per
+    // client IP, then 429 (the bucket refills one call per 2 s, far slower than these arrive).
+    ok(fleetbench(&dir, &["stack", "up", "--profile", "hosted"]));
+    let env = ok(fleetbench(&dir, &["stack", "env"]));
+    let url = env
+        .lines()
+        .find_map(|l| l.strip_prefix("export SUPABASE_URL='"))
+        .and_then(|v| v.strip_suffix('\''))
+        .unwrap()
+        .to_string();
+    // A new client: pooled connections to the previous daemon died with it.
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let r = http
+            .post(format!("{url}/auth/v1/token?grant_type=password"))
+            .header("apikey", var("SUPABASE_ANON_KEY"))
+            .json(&serde_json::json!({ "email": "nobody@fleetbench.test", "password": "wrong-password" }))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert!(statuses[..30].iter().all(|s| *s == 400), "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 5,
+        "{statuses:?}"
+    );
 
     let gateway = var("SUPABASE_URL");
     let pids = fleetbench_stack::StackState::load(&dir.join("state.json"))

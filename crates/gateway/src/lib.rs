@@ -5,13 +5,18 @@
 //!
 //! # Layout
 //! - [`apikey`]: the gateway's key check (anon / service-role HS256 JWTs) and role selection.
-//! - [`auth`]: Supabase Auth (GoTrue) at `/auth/v1`: admin user creation, password and refresh
-//!   grants with rotation and reuse detection, `/user`, `/logout`, `/settings`.
+//! - [`auth`]: Supabase Auth (GoTrue) at `/auth/v1`: admin user creation, sign-up (also anonymous),
+//!   password and refresh grants with rotation and reuse detection, `/user`, `/logout`, `/settings`.
+//! - [`ratelimit`]: GoTrue's per-client-IP token buckets (the `hosted` stack profile).
+//! - [`rest`]: the Data API (PostgREST) at `/rest/v1`: tables, filters, bulk inserts, RPC, each
+//!   request one transaction under the caller's role so row-level security is Postgres's own.
 //!
-//! The Data API (`/rest/v1`) and Realtime (`/realtime/v1`) stand-ins are the next pieces to attach.
+//! The Realtime (`/realtime/v1`) stand-in is the next piece to attach.
 
 pub mod apikey;
 pub mod auth;
+pub mod ratelimit;
+pub mod rest;
 
 use std::sync::Arc;
 
@@ -20,28 +25,92 @@ use axum::Router;
 /// What the gateway needs from the stack.
 #[derive(Clone)]
 pub struct GatewayConfig {
-    /// A direct superuser connection (GoTrue owns the `auth` schema and connects directly too).
+    /// A direct superuser connection: GoTrue owns the `auth` schema and connects directly, and the
+    /// Data API's schema cache listens for `NOTIFY pgrst` on it.
     pub db_url: String,
+    /// The Data API's connection: `authenticator` through the transaction-mode pooler, as PostgREST
+    /// reaches a hosted database.
+    pub rest_db_url: String,
     pub jwt_secret: String,
     /// The externally visible base URL, for the `iss` claim (`<url>/auth/v1`).
     pub public_url: String,
+    pub auth: AuthSettings,
+    pub rest: RestSettings,
+}
+
+/// GoTrue's settings (`[auth]` of `supabase/config.toml`).
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
     /// Access-token lifetime (`GOTRUE_JWT_EXP`, default 3600).
     pub jwt_expiry_s: i64,
     /// How long a rotated refresh token may still be used (`REFRESH_TOKEN_REUSE_INTERVAL`, CLI default 10).
     pub refresh_reuse_interval_s: i64,
     /// bcrypt cost of stored passwords (GoTrue uses bcrypt's default, 10).
     pub bcrypt_cost: u32,
+    pub enable_signup: bool,
+    pub enable_anonymous_sign_ins: bool,
+    pub minimum_password_length: usize,
+    /// Sign-ups are confirmed at once (`[auth.email] enable_confirmations = false`).
+    pub mailer_autoconfirm: bool,
+    /// Per-IP token buckets; `None` is the `unlimited` profile.
+    pub rate_limits: Option<ratelimit::Limits>,
+    /// Take the client IP from this header instead of the peer address (`GOTRUE_RATE_LIMIT_HEADER`).
+    pub rate_limit_header: Option<String>,
+}
+
+/// PostgREST's settings.
+#[derive(Debug, Clone)]
+pub struct RestSettings {
+    /// The exposed schema (`[api] schemas`; the first one is the default, as in PostgREST).
+    pub schema: String,
+    /// `[api] max_rows`: the most rows a read returns.
+    pub max_rows: u32,
+    /// `db-pool` (PostgREST's default is 10).
+    pub pool_size: usize,
+    /// `db-pool-acquisition-timeout` (default 10 s); exceeding it answers 504 `PGRST003`.
+    pub pool_timeout: std::time::Duration,
 }
 
 impl GatewayConfig {
-    pub fn new(db_url: String, jwt_secret: String, public_url: String) -> GatewayConfig {
+    /// The gateway of a local stack, with the project's `supabase/config.toml` settings.
+    pub fn for_stack(
+        state: &fleetbench_stack::StackState,
+        project: &fleetbench_stack::ProjectConfig,
+        public_url: String,
+    ) -> GatewayConfig {
+        let auth = &project.auth;
         GatewayConfig {
-            db_url,
-            jwt_secret,
+            db_url: state.direct_db_url(),
+            rest_db_url: state.authenticator_db_url(),
+            jwt_secret: state.secrets.jwt_secret.clone(),
             public_url,
-            jwt_expiry_s: 3600,
-            refresh_reuse_interval_s: 10,
-            bcrypt_cost: 10,
+            auth: AuthSettings {
+                jwt_expiry_s: auth.jwt_expiry,
+                refresh_reuse_interval_s: auth.refresh_token_reuse_interval,
+                bcrypt_cost: 10,
+                enable_signup: auth.enable_signup,
+                enable_anonymous_sign_ins: auth.enable_anonymous_sign_ins,
+                minimum_password_length: auth.minimum_password_length,
+                mailer_autoconfirm: !auth.email.enable_confirmations,
+                rate_limits: match state.profile {
+                    fleetbench_stack::Profile::Hosted => {
+                        Some(ratelimit::Limits::from_config(&auth.rate_limit))
+                    }
+                    fleetbench_stack::Profile::Unlimited => None,
+                },
+                rate_limit_header: None,
+            },
+            rest: RestSettings {
+                schema: project
+                    .api
+                    .schemas
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "public".into()),
+                max_rows: project.api.max_rows,
+                pool_size: 10,
+                pool_timeout: std::time::Duration::from_secs(10),
+            },
         }
     }
 }
@@ -52,19 +121,36 @@ pub enum GatewayError {
     Pool(String),
 }
 
-/// The whole gateway.
+/// The whole gateway: Auth at `/auth/v1`, the Data API at `/rest/v1`, behind the key check. Serve it
+/// with `into_make_service_with_connect_info::<SocketAddr>()` so rate limits see the client's IP.
 pub fn router(config: GatewayConfig) -> Result<Router, GatewayError> {
-    let pool = pool(&config.db_url)?;
-    let state = Arc::new(auth::AuthState {
+    let auth = Arc::new(auth::AuthState {
+        limiter: ratelimit::Limiter::new(config.auth.rate_limits.clone()),
+        pool: pool(&config.db_url, 16, std::time::Duration::from_secs(10))?,
         config: config.clone(),
-        pool,
     });
-    Ok(Router::new().nest("/auth/v1", auth::routes(state)).layer(
-        axum::middleware::from_fn_with_state(Arc::new(config), apikey::require_apikey),
-    ))
+    let rest = rest::RestState::new(
+        config.clone(),
+        pool(
+            &config.rest_db_url,
+            config.rest.pool_size,
+            config.rest.pool_timeout,
+        )?,
+    );
+    Ok(Router::new()
+        .nest("/auth/v1", auth::routes(auth))
+        .nest("/rest/v1", rest::routes(rest))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(config),
+            apikey::require_apikey,
+        )))
 }
 
-fn pool(db_url: &str) -> Result<deadpool_postgres::Pool, GatewayError> {
+fn pool(
+    db_url: &str,
+    size: usize,
+    wait: std::time::Duration,
+) -> Result<deadpool_postgres::Pool, GatewayError> {
     let pg: tokio_postgres::Config = db_url
         .parse()
         .map_err(|e| GatewayError::Pool(format!("{e}")))?;
@@ -76,7 +162,9 @@ fn pool(db_url: &str) -> Result<deadpool_postgres::Pool, GatewayError> {
         },
     );
     deadpool_postgres::Pool::builder(manager)
-        .max_size(16)
+        .max_size(size)
+        .wait_timeout(Some(wait))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .map_err(|e| GatewayError::Pool(e.to_string()))
 }

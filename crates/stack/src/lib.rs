@@ -13,6 +13,7 @@
 //! - [`postgres`]: initdb, configuration, start/stop, and the Supabase base schema (`sql/bootstrap.sql`).
 //! - [`pooler`]: the two PgBouncer instances.
 //! - [`functions`]: one Deno process per edge function, honouring `supabase/config.toml`.
+//! - [`project`]: the `[api]` and `[auth]` settings of `supabase/config.toml`, and the stack profile.
 //! - [`keys`]: the JWT secret and the anon / service-role API keys signed with it.
 //! - [`state`]: the state file (ports, pids, secrets) and the connection settings derived from it.
 //! - [`scheduler`]: runs `fleetbench.schedules` where pg_cron is absent.
@@ -26,12 +27,14 @@ pub mod paths;
 pub mod pooler;
 pub mod postgres;
 pub mod process;
+pub mod project;
 pub mod scheduler;
 pub mod stack;
 pub mod state;
 pub mod testing;
 
 pub use paths::StackPaths;
+pub use project::{Profile, ProjectConfig};
 pub use stack::{DownReport, Stack, StackOptions, Status};
 pub use state::{ServiceState, StackState};
 

@@ -16,6 +16,7 @@ use crate::keys::{api_key, random_secret};
 use crate::paths::{StackPaths, untraversable_ancestor};
 use crate::pooler::{self, PoolMode};
 use crate::process::{self, ServiceUser, is_alive, pids_using, raise_fd_limit, stop_all};
+use crate::project::Profile;
 use crate::state::{Secrets, ServiceState, StackState};
 use crate::{Result, StackError, functions, io_err, postgres};
 
@@ -30,6 +31,8 @@ pub struct StackOptions {
     /// The `fleetbench` executable to run as the stack daemon (`<exe> stack serve --instance DIR`),
     /// or none for a stack without scheduler and gateway.
     pub daemon_exe: Option<PathBuf>,
+    /// `hosted` applies GoTrue's per-IP rate limits in the Auth stand-in; `unlimited` does not.
+    pub profile: Profile,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,10 +80,13 @@ impl Stack {
 
         let previous = StackState::load(&paths.state_file()).ok();
         if let Some(prev) = &previous {
-            if status_of(prev).all_running() {
+            let same_settings = prev.profile == opts.profile
+                && prev.supabase_dir.as_deref() == Some(opts.supabase_dir.as_path());
+            if same_settings && status_of(prev).all_running() {
                 return Ok(prev.clone());
             }
-            // Partly up (a crash, a killed service): stop the rest and start cleanly.
+            // Partly up (a crash, a killed service) or asked for other settings: stop the rest and
+            // start cleanly.
             stop(paths, prev, user);
         }
 
@@ -112,6 +118,8 @@ impl Stack {
             functions: BTreeMap::new(),
             secrets,
             started_at: chrono::Utc::now().to_rfc3339(),
+            supabase_dir: Some(opts.supabase_dir.clone()),
+            profile: opts.profile,
         };
         match start_all(opts, &tools, user, previous.as_ref(), &mut state, progress) {
             Ok(()) => {

@@ -55,6 +55,12 @@ pub struct StackState {
     pub functions: BTreeMap<String, FunctionState>,
     pub secrets: Secrets,
     pub started_at: String,
+    /// The project's `supabase/` folder the stack serves (config.toml, functions/).
+    #[serde(default)]
+    pub supabase_dir: Option<std::path::PathBuf>,
+    /// Whether the Auth stand-in applies hosted rate limits.
+    #[serde(default)]
+    pub profile: crate::project::Profile,
 }
 
 impl StackState {

@@ -37,6 +37,7 @@ pub fn test_options() -> StackOptions {
         supabase_dir: root.join("supabase"),
         function_env: Default::default(),
         daemon_exe: None,
+        profile: Default::default(),
     }
 }
 

@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio_postgres::types::Type;
@@ -14,6 +16,7 @@ use uuid::Uuid;
 use super::tokens::{self, AccessClaims, USER_COLUMNS, UserRow};
 use super::{AuthError, AuthState};
 use crate::apikey::jwt_role;
+use crate::ratelimit::Group;
 
 type Shared = State<Arc<AuthState>>;
 
@@ -97,7 +100,7 @@ pub async fn admin_create_user(
                 "Password should be at least 6 characters.",
             ));
         }
-        Some(pw) => Some(hash_password(pw, s.config.bcrypt_cost).await?),
+        Some(pw) => Some(hash_password(pw, s.config.auth.bcrypt_cost).await?),
         None => None,
     };
     let mut app = serde_json::json!({ "provider": "email", "providers": ["email"] });
@@ -157,12 +160,149 @@ struct RefreshGrant {
     refresh_token: Option<String>,
 }
 
+/// The key GoTrue's limiters count a request under: the configured header if the request has it
+/// (`GOTRUE_RATE_LIMIT_HEADER`), else the peer's IP address.
+fn client_key(s: &AuthState, headers: &HeaderMap, ext: &Extensions) -> String {
+    if let Some(name) = &s.config.auth.rate_limit_header
+        && let Some(v) = headers.get(name.as_str()).and_then(|v| v.to_str().ok())
+    {
+        return v.split(',').next().unwrap_or("").trim().to_string();
+    }
+    ext.get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default()
+}
+
+fn limit(
+    s: &AuthState,
+    group: Group,
+    headers: &HeaderMap,
+    ext: &Extensions,
+) -> Result<(), AuthError> {
+    if s.limiter.allow(group, &client_key(s, headers, ext)) {
+        Ok(())
+    } else {
+        Err(AuthError::rate_limited())
+    }
+}
+
+#[derive(Deserialize)]
+struct SignupParams {
+    email: Option<String>,
+    password: Option<String>,
+    phone: Option<String>,
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+}
+
+/// `POST /signup`: with an email, a new confirmed user and a session (sign-ups are auto-confirmed
+/// locally, as with `enable_confirmations = false`); without email or phone, an anonymous user.
+pub async fn signup(
+    State(s): Shared,
+    headers: HeaderMap,
+    ext: Extensions,
+    body: axum::body::Bytes,
+) -> Result<Response, AuthError> {
+    let p: SignupParams = parse_body(&body)?;
+    let user_meta = p.data.unwrap_or_else(|| serde_json::json!({}));
+    let anonymous = p.email.is_none() && p.phone.is_none();
+    if anonymous {
+        if !s.config.auth.enable_anonymous_sign_ins {
+            return Err(AuthError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "anonymous_provider_disabled",
+                "Anonymous sign-ins are disabled",
+            ));
+        }
+        limit(&s, Group::Anonymous, &headers, &ext)?;
+        let db = s.pool.get().await?;
+        let rows = db
+            .query_typed(
+                &format!(
+                    "insert into auth.users (is_anonymous, raw_app_meta_data, raw_user_meta_data, last_sign_in_at) \
+                     values (true, '{{}}', $1, now()) returning {USER_COLUMNS}"
+                ),
+                &[(&user_meta, Type::JSONB)],
+            )
+            .await?;
+        let user = UserRow::from_row(&rows[0]);
+        return Ok(
+            Json(tokens::start_session(&**db, &s.config, &user, "anonymous").await?)
+                .into_response(),
+        );
+    }
+    if !s.config.auth.enable_signup {
+        return Err(AuthError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "signup_disabled",
+            "Signups not allowed for this instance",
+        ));
+    }
+    limit(&s, Group::Signup, &headers, &ext)?;
+    let Some(email) = p
+        .email
+        .map(|e| e.trim().to_lowercase())
+        .filter(|e| e.contains('@'))
+    else {
+        return Err(AuthError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            "Unable to validate email address: invalid format",
+        ));
+    };
+    let password = p.password.unwrap_or_default();
+    if password.chars().count() < s.config.auth.minimum_password_length {
+        return Err(AuthError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "weak_password",
+            format!(
+                "Password should be at least {} characters.",
+                s.config.auth.minimum_password_length
+            ),
+        ));
+    }
+    let hash = hash_password(password, s.config.auth.bcrypt_cost).await?;
+    let app = serde_json::json!({ "provider": "email", "providers": ["email"] });
+    let confirmed = s.config.auth.mailer_autoconfirm;
+    let db = s.pool.get().await?;
+    let rows = db
+        .query_typed(
+            &format!(
+                "insert into auth.users (email, encrypted_password, email_confirmed_at, last_sign_in_at, raw_app_meta_data, raw_user_meta_data) \
+                 values ($1, $2, case when $3 then now() end, case when $3 then now() end, $4, $5) \
+                 on conflict (email) do nothing returning {USER_COLUMNS}"
+            ),
+            &[
+                (&email, Type::TEXT),
+                (&hash, Type::TEXT),
+                (&confirmed, Type::BOOL),
+                (&app, Type::JSONB),
+                (&user_meta, Type::JSONB),
+            ],
+        )
+        .await?;
+    let user = rows.first().map(UserRow::from_row).ok_or_else(|| {
+        AuthError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "user_already_exists",
+            "User already registered",
+        )
+    })?;
+    if !confirmed {
+        return Ok(Json(user.to_json()).into_response());
+    }
+    Ok(Json(tokens::start_session(&**db, &s.config, &user, "password").await?).into_response())
+}
+
 /// `POST /token?grant_type=password|refresh_token`.
 pub async fn token(
     State(s): Shared,
     Query(q): Query<GrantQuery>,
+    headers: HeaderMap,
+    ext: Extensions,
     body: axum::body::Bytes,
 ) -> Result<Response, AuthError> {
+    limit(&s, Group::Token, &headers, &ext)?;
     match q.grant_type.as_deref() {
         Some("password") => password_grant(&s, parse_body(&body)?).await,
         Some("refresh_token") => {
@@ -313,11 +453,12 @@ pub async fn logout(
 }
 
 /// `GET /settings`.
-pub async fn settings() -> Json<serde_json::Value> {
+pub async fn settings(State(s): Shared) -> Json<serde_json::Value> {
+    let a = &s.config.auth;
     Json(serde_json::json!({
-        "external": { "anonymous_users": false, "email": true, "phone": false, "google": false },
-        "disable_signup": true,
-        "mailer_autoconfirm": true,
+        "external": { "anonymous_users": a.enable_anonymous_sign_ins, "email": true, "phone": false, "google": false },
+        "disable_signup": !a.enable_signup,
+        "mailer_autoconfirm": a.mailer_autoconfirm,
         "phone_autoconfirm": false,
         "sms_provider": "",
         "saml_enabled": false,

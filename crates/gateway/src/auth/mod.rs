@@ -19,11 +19,13 @@ use crate::GatewayConfig;
 pub struct AuthState {
     pub config: GatewayConfig,
     pub pool: deadpool_postgres::Pool,
+    pub limiter: crate::ratelimit::Limiter,
 }
 
 pub fn routes(state: Arc<AuthState>) -> Router {
     Router::new()
         .route("/admin/users", post(handlers::admin_create_user))
+        .route("/signup", post(handlers::signup))
         .route("/token", post(handlers::token))
         .route("/user", get(handlers::user))
         .route("/logout", post(handlers::logout))
@@ -46,6 +48,13 @@ impl AuthError {
             error_code,
             msg: msg.into(),
         }
+    }
+    pub fn rate_limited() -> AuthError {
+        AuthError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "over_request_rate_limit",
+            "Request rate limit reached",
+        )
     }
     pub fn bad_json(msg: impl Into<String>) -> AuthError {
         AuthError::new(StatusCode::BAD_REQUEST, "bad_json", msg)

@@ -138,7 +138,7 @@ pub fn access_token(
         iss: format!("{}/auth/v1", config.public_url),
         sub: user.id,
         aud: user.aud.clone(),
-        exp: now + config.jwt_expiry_s,
+        exp: now + config.auth.jwt_expiry_s,
         iat: now,
         email: user.email.clone().unwrap_or_default(),
         phone: String::new(),
@@ -171,7 +171,7 @@ fn token_response(
 ) -> Result<serde_json::Value, AuthError> {
     let (jwt, exp) = access_token(config, user, session, method)?;
     Ok(serde_json::json!({
-        "access_token": jwt, "token_type": "bearer", "expires_in": config.jwt_expiry_s, "expires_at": exp,
+        "access_token": jwt, "token_type": "bearer", "expires_in": config.auth.jwt_expiry_s, "expires_at": exp,
         "refresh_token": refresh_token, "user": user.to_json(),
     }))
 }
@@ -197,7 +197,7 @@ pub async fn refresh(
              from auth.refresh_tokens where token = $1 for update",
             &[
                 (&token, Type::TEXT),
-                (&(config.refresh_reuse_interval_s as f64), Type::FLOAT8),
+                (&(config.auth.refresh_reuse_interval_s as f64), Type::FLOAT8),
             ],
         )
         .await?;

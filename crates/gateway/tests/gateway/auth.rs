@@ -1,134 +1,30 @@
-//! Supabase Auth stand-in over HTTP, against a real stack (one per test binary).
-//!
-//! Contents:
-//! - keys: no `apikey` → 401 with Kong's message.
-//! - admin: only the service role creates users; duplicates are 422 `email_exists`.
-//! - password: wrong password → 400 `invalid_credentials`; right → GoTrue's token response and claims.
-//! - refresh: rotation; reuse within the interval answers with the current token; reuse after it
-//!   revokes the session (`refresh_token_already_used`); logout ends the session.
+//! Supabase Auth: keys, admin users, password and refresh grants, logout, sign-up, rate limits.
 
-use std::sync::OnceLock;
-
-use fleetbench_gateway::GatewayConfig;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-struct Gateway {
-    url: String,
-    anon: String,
-    service: String,
-    secret: String,
-    db_url: String,
-}
-
-fn gateway() -> &'static Gateway {
-    static G: OnceLock<Gateway> = OnceLock::new();
-    G.get_or_init(|| {
-        let state = fleetbench_stack::testing::shared(|_| {});
-        let db_url = state.direct_db_url();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let config = GatewayConfig::new(
-            db_url.clone(),
-            state.secrets.jwt_secret.clone(),
-            url.clone(),
-        );
-        let migrate_url = db_url.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async move {
-                let (mut client, conn) =
-                    tokio_postgres::connect(&migrate_url, tokio_postgres::NoTls)
-                        .await
-                        .unwrap();
-                tokio::spawn(conn);
-                let dir = fleetbench_stack::testing::workspace_root().join("migrations");
-                fleetbench_schema::apply(
-                    &mut client,
-                    &fleetbench_schema::load_dir(&dir).unwrap(),
-                    &mut |_| {},
-                )
-                .await
-                .unwrap();
-                let app = fleetbench_gateway::router(config).unwrap();
-                axum::serve(tokio::net::TcpListener::from_std(listener).unwrap(), app)
-                    .await
-                    .unwrap();
-            });
-        });
-        Gateway {
-            url,
-            anon: state.secrets.anon_key.clone(),
-            service: state.secrets.service_role_key.clone(),
-            secret: state.secrets.jwt_secret.clone(),
-            db_url,
-        }
-    })
-}
+use crate::common::{Gateway, gateway, start, unique};
 
 async fn call(
-    method: reqwest::Method,
+    method: Method,
     path: &str,
     bearer: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let g = gateway();
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{}{path}", g.url))
-        .header("apikey", &g.anon);
-    if let Some(b) = bearer {
-        req = req.bearer_auth(b);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    // The gateway thread may still be migrating: retry connection refusals only.
-    let res = loop {
-        match req.try_clone().unwrap().send().await {
-            Ok(r) => break r,
-            Err(e) if e.is_connect() => tokio::task::yield_now().await,
-            Err(e) => panic!("{path}: {e}"),
-        }
-    };
-    let status = res.status();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    gateway().call(method, path, bearer, body).await
 }
 
 async fn create_user(email: &str, password: &str) -> Value {
-    let (status, body) = call(
-        reqwest::Method::POST,
-        "/auth/v1/admin/users",
-        Some(&gateway().service),
-        Some(json!({ "email": email, "password": password, "email_confirm": true, "app_metadata": { "fleetbench_run_id": "auth-tests" } })),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body
+    gateway().create_user(email, password).await
 }
 
 async fn sign_in(email: &str, password: &str) -> (StatusCode, Value) {
-    call(
-        reqwest::Method::POST,
-        "/auth/v1/token?grant_type=password",
-        None,
-        Some(json!({ "email": email, "password": password })),
-    )
-    .await
-}
-
-fn unique(label: &str) -> String {
-    format!("{label}-{}@fleetbench.test", uuid::Uuid::new_v4())
+    gateway().sign_in(email, password).await
 }
 
 #[tokio::test]
 async fn requests_without_apikey_are_refused() {
     let g = gateway();
-    let _ = call(reqwest::Method::GET, "/auth/v1/settings", None, None).await; // gateway up
     let res = reqwest::get(format!("{}/auth/v1/settings", g.url))
         .await
         .unwrap();
@@ -143,7 +39,7 @@ async fn requests_without_apikey_are_refused() {
 async fn only_the_service_role_creates_users() {
     let email = unique("admin");
     let (status, body) = call(
-        reqwest::Method::POST,
+        Method::POST,
         "/auth/v1/admin/users",
         Some(&gateway().anon),
         Some(json!({ "email": email, "password": "secret123" })),
@@ -158,11 +54,11 @@ async fn only_the_service_role_creates_users() {
     let user = create_user(&email, "secret123").await;
     assert_eq!(user["email"], email.as_str());
     assert_eq!(user["app_metadata"]["provider"], "email");
-    assert_eq!(user["app_metadata"]["fleetbench_run_id"], "auth-tests");
+    assert_eq!(user["app_metadata"]["fleetbench_run_id"], "gateway-tests");
     assert!(user["email_confirmed_at"].is_string());
 
     let (status, body) = call(
-        reqwest::Method::POST,
+        Method::POST,
         "/auth/v1/admin/users",
         Some(&gateway().service),
         Some(json!({ "email": email, "password": "secret123" })),
@@ -215,7 +111,7 @@ async fn password_grant_issues_gotrue_tokens() {
     assert_eq!(body["expires_at"], claims["exp"]);
     assert!(claims["session_id"].is_string());
 
-    let (status, me) = call(reqwest::Method::GET, "/auth/v1/user", Some(jwt), None).await;
+    let (status, me) = call(Method::GET, "/auth/v1/user", Some(jwt), None).await;
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["id"], user["id"]);
 }
@@ -228,7 +124,7 @@ async fn refresh_rotates_tolerates_quick_reuse_and_revokes_on_late_reuse() {
     let r0 = session["refresh_token"].as_str().unwrap().to_string();
     let refresh = |token: String| async move {
         call(
-            reqwest::Method::POST,
+            Method::POST,
             "/auth/v1/token?grant_type=refresh_token",
             None,
             Some(json!({ "refresh_token": token })),
@@ -276,10 +172,10 @@ async fn logout_ends_the_session() {
     create_user(&email, "secret123").await;
     let (_, session) = sign_in(&email, "secret123").await;
     let jwt = session["access_token"].as_str().unwrap();
-    let (status, _) = call(reqwest::Method::POST, "/auth/v1/logout", Some(jwt), None).await;
+    let (status, _) = call(Method::POST, "/auth/v1/logout", Some(jwt), None).await;
     assert_eq!(status, 204);
     let (status, body) = call(
-        reqwest::Method::POST,
+        Method::POST,
         "/auth/v1/token?grant_type=refresh_token",
         None,
         Some(json!({ "refresh_token": session["refresh_token"] })),
@@ -290,4 +186,128 @@ async fn logout_ends_the_session() {
         (StatusCode::BAD_REQUEST, Some("refresh_token_not_found")),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn signup_follows_the_project_settings() {
+    // supabase/config.toml: sign-ups on, confirmations off, anonymous sign-ins off.
+    let email = unique("signup");
+    let (status, body) = call(Method::POST, "/auth/v1/signup", None,
+        Some(json!({ "email": email, "password": "long-enough", "data": { "display_name": "Dana" } }))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["email"], email.as_str());
+    assert_eq!(body["user"]["user_metadata"]["display_name"], "Dana");
+    assert!(body["access_token"].is_string() && body["refresh_token"].is_string());
+    let (status, body) = call(
+        Method::POST,
+        "/auth/v1/signup",
+        None,
+        Some(json!({ "email": email, "password": "long-enough" })),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("user_already_exists")
+        ),
+        "{body}"
+    );
+    let (status, body) = call(
+        Method::POST,
+        "/auth/v1/signup",
+        None,
+        Some(json!({ "email": unique("short"), "password": "12345" })),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("weak_password")),
+        "{body}"
+    );
+    let (status, body) = call(Method::POST, "/auth/v1/signup", None, Some(json!({}))).await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("anonymous_provider_disabled")
+        ),
+        "{body}"
+    );
+
+    let open = start(|c| c.auth.enable_anonymous_sign_ins = true);
+    let (status, body) = open
+        .call(Method::POST, "/auth/v1/signup", None, Some(json!({})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["is_anonymous"], true);
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.set_audience(&["authenticated"]);
+    let claims = jsonwebtoken::decode::<Value>(
+        body["access_token"].as_str().unwrap(),
+        &jsonwebtoken::DecodingKey::from_secret(open.secret.as_bytes()),
+        &v,
+    )
+    .unwrap()
+    .claims;
+    assert_eq!(
+        (claims["role"].as_str(), claims["is_anonymous"].as_bool()),
+        (Some("authenticated"), Some(true))
+    );
+    let (_, settings) = open
+        .call(Method::GET, "/auth/v1/settings", None, None)
+        .await;
+    assert_eq!(settings["external"]["anonymous_users"], true);
+}
+
+/// Under the `hosted` profile each client IP gets GoTrue's buckets: 30 `/token` calls at once, then
+/// 429 until the bucket refills; other clients are not affected. The refill here is 1 per 5 min
+/// (not GoTrue's 150) so that no token comes back while the test runs, however slow the machine;
+/// the refill arithmetic itself is checked with explicit instants in `ratelimit`'s unit tests.
+#[tokio::test]
+async fn hosted_profile_limits_token_calls_per_client() {
+    let hosted = start(|c| {
+        c.auth.rate_limits = Some(fleetbench_gateway::ratelimit::Limits::from_config(
+            &fleetbench_stack::project::AuthRateLimits {
+                token_refresh: 1,
+                ..Default::default()
+            },
+        ));
+        c.auth.rate_limit_header = Some("x-client-ip".into());
+    });
+    let email = unique("limited");
+    hosted.create_user(&email, "secret123").await;
+    let grant = |ip: &'static str| {
+        Gateway::send(
+            hosted
+                .request(Method::POST, "/auth/v1/token?grant_type=password", None)
+                .header("x-client-ip", ip)
+                .json(&json!({ "email": email, "password": "secret123" })),
+        )
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..31 {
+        statuses.push(grant("203.0.113.7").await.status.as_u16());
+    }
+    assert!(statuses[..30].iter().all(|s| *s == 200), "{statuses:?}");
+    let limited = grant("203.0.113.7").await;
+    assert_eq!(statuses[30], 429);
+    assert_eq!(limited.status, 429);
+    assert_eq!(
+        limited.body,
+        json!({ "code": 429, "error_code": "over_request_rate_limit", "msg": "Request rate limit reached" })
+    );
+    assert_eq!(
+        grant("203.0.113.8").await.status,
+        200,
+        "another client has its own bucket"
+    );
+    // Admin routes carry no limiter.
+    hosted
+        .create_user(&unique("admin-unlimited"), "secret123")
+        .await;
+
+    // Without the header, the peer address is the key: 127.0.0.1 has its own fresh bucket.
+    let (status, _) = hosted.sign_in(&email, "secret123").await;
+    assert_eq!(status, 200);
 }

@@ -1,0 +1,207 @@
+//! Conformance with the official clients, unmodified: `@supabase/supabase-js` (npm, run by Deno)
+//! and the Python `supabase` package (PyPI, in the project venv), both installed by
+//! `fleetbench_stack::install::ensure_clients`. Each script signs in, refreshes, inserts a batch,
+//! reads its own rows (and none of another user's), calls `match_memories`, and meets PostgREST
+//! errors; this side checks every observation against the database.
+
+use std::process::Command;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::common::{Agent, Gateway, gateway};
+
+fn clients() -> fleetbench_stack::install::Clients {
+    let paths = fleetbench_stack::testing::test_options().paths;
+    let _ = std::fs::remove_dir_all(&paths.instance);
+    fleetbench_stack::install::ensure_clients(&paths, &mut |line| eprintln!("[clients] {line}"))
+        .expect("installing the official Supabase clients")
+}
+
+fn script(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(name)
+}
+
+/// Two agents; `a` owns memories whose nearest three to the query are known.
+async fn fixture(label: &str) -> (Agent, Agent, Value, Vec<String>) {
+    let g = gateway();
+    let (a, b) = (
+        g.agent(&format!("{label}-a")).await,
+        g.agent(&format!("{label}-b")).await,
+    );
+    let basis =
+        |i: usize| -> Vec<f32> { (0..384).map(|d| if d == i { 1.0 } else { 0.0 }).collect() };
+    // Memory i points along axis i; the query leans on axes 3, 1, 4 in that order.
+    let memories: Vec<Value> = (0..8)
+        .map(|i| json!({ "content": format!("m{i}"), "embedding": basis(i) }))
+        .collect();
+    let r = Gateway::send(
+        g.request(Method::POST, "/rest/v1/memories", Some(&a.token))
+            .json(&memories),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let mut query = vec![0.0f32; 384];
+    (query[3], query[1], query[4], query[0]) = (0.8, 0.5, 0.3, 0.1);
+    let cpu: Vec<f64> = (0..25).map(|i| f64::from((i * 37) % 100)).collect();
+    let input = json!({
+        "email": a.email, "password": a.password, "device_id": a.device_id, "other_device_id": b.device_id,
+        "cpu": cpu, "query_embedding": query,
+    });
+    (a, b, input, vec!["m3".into(), "m1".into(), "m4".into()])
+}
+
+fn run(mut cmd: Command, input: &Value) -> Value {
+    let g = gateway();
+    let out = cmd
+        .env("SUPABASE_URL", &g.url)
+        .env("SUPABASE_ANON_KEY", &g.anon)
+        .env("CONFORMANCE_INPUT", input.to_string())
+        .env("DENO_NO_UPDATE_CHECK", "1")
+        .output()
+        .expect("running the client script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client script failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// What both clients must have observed, checked against the database.
+async fn check(out: &Value, a: &Agent, b: &Agent, input: &Value, nearest: &[String]) {
+    let db = gateway().db().await;
+    let stored: Vec<f64> = db
+        .query("select cpu_pct::float8 from public.system_metrics where device_id = $1::text::uuid order by cpu_pct", &[&a.device_id])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut sent: Vec<f64> = input["cpu"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    sent.sort_by(f64::total_cmp);
+    assert_eq!(
+        stored, sent,
+        "the batch arrived whole, and the failed inserts left nothing"
+    );
+    assert_eq!(out["user_id"], a.user_id.as_str());
+    assert_eq!(out["rotated"], true);
+    assert_eq!(out["read"]["count"], json!(sent.len()));
+    let read: Vec<f64> = out["read"]["cpu"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(read, sent);
+    assert_eq!(out["read"]["users"], json!([a.user_id]));
+    assert_eq!(out["other_rows"], 0);
+    let b_rows: i64 = db
+        .query_one(
+            "select count(*) from public.system_metrics where device_id = $1::text::uuid",
+            &[&b.device_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(b_rows, 0);
+    assert_eq!(out["matches"], json!(nearest));
+    assert_eq!(out["bad_check"]["code"], "23514", "{out}");
+    assert!(
+        out["bad_check"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("check constraint"),
+        "{out}"
+    );
+    assert_eq!(out["bad_column"]["code"], "PGRST204", "{out}");
+    assert_eq!(out["rls"]["code"], "42501", "{out}");
+    assert!(
+        out["rls"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("row-level security"),
+        "{out}"
+    );
+    assert_eq!(out["signed_out"], true);
+    let sessions: i64 = db
+        .query_one(
+            "select count(*) from auth.sessions where user_id = $1::text::uuid",
+            &[&a.user_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        sessions, 0,
+        "sign-out (scope global, the clients' default) ended every session of the user"
+    );
+}
+
+#[tokio::test]
+async fn supabase_js_works_unmodified() {
+    let c = tokio::task::spawn_blocking(clients).await.unwrap();
+    let (a, b, input, nearest) = fixture("js").await;
+    let mut cmd = Command::new(&c.deno);
+    cmd.args([
+        "run",
+        "--cached-only",
+        "--no-config",
+        "--node-modules-dir=none",
+        "--allow-net=127.0.0.1",
+        "--allow-env",
+    ])
+    .arg(script("supabase_js.ts"))
+    .env("DENO_DIR", &c.deno_dir);
+    let sent = input.clone();
+    let out = tokio::task::spawn_blocking(move || run(cmd, &sent))
+        .await
+        .unwrap();
+    assert_eq!(out["insert"]["status"], 201, "{out}");
+    assert_eq!(out["bad_check"]["status"], 400, "{out}");
+    assert_eq!(out["bad_column"]["status"], 400, "{out}");
+    assert_eq!(out["rls"]["status"], 403, "{out}");
+    // supabase-js reports `{status, error}`; the shared checks read the error objects.
+    let errors: serde_json::Map<String, Value> = out
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.get("error")
+                    .filter(|e| !e.is_null())
+                    .cloned()
+                    .unwrap_or_else(|| v.clone()),
+            )
+        })
+        .collect();
+    check(&Value::Object(errors), &a, &b, &input, &nearest).await;
+}
+
+#[tokio::test]
+async fn supabase_py_works_unmodified() {
+    let c = tokio::task::spawn_blocking(clients).await.unwrap();
+    let (a, b, input, nearest) = fixture("py").await;
+    let mut cmd = Command::new(&c.python);
+    cmd.arg(script("supabase_py.py"));
+    let sent = input.clone();
+    let out = tokio::task::spawn_blocking(move || run(cmd, &sent))
+        .await
+        .unwrap();
+    assert_eq!(
+        out["inserted_returned"],
+        input["cpu"].as_array().unwrap().len(),
+        "{out}"
+    );
+    check(&out, &a, &b, &input, &nearest).await;
+}
