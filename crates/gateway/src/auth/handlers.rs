@@ -112,22 +112,17 @@ pub async fn admin_create_user(
     }
     let user_meta = p.user_metadata.unwrap_or_else(|| serde_json::json!({}));
     let db = s.pool.get().await?;
-    let rows = db
-        .query_typed(
-            &format!(
-                "insert into auth.users (email, encrypted_password, email_confirmed_at, raw_app_meta_data, raw_user_meta_data) \
-                 values ($1, $2, case when $3 then now() end, $4, $5) on conflict (email) do nothing returning {USER_COLUMNS}"
-            ),
-            &[
-                (&email, Type::TEXT),
-                (&hash, Type::TEXT),
-                (&p.email_confirm, Type::BOOL),
-                (&app, Type::JSONB),
-                (&user_meta, Type::JSONB),
-            ],
-        )
-        .await?;
-    let user = rows.first().map(UserRow::from_row).ok_or_else(|| {
+    let user = insert_email_user(
+        &db,
+        &email,
+        hash.as_deref(),
+        p.email_confirm,
+        false,
+        &app,
+        &user_meta,
+    )
+    .await?
+    .ok_or_else(|| {
         AuthError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "email_exists",
@@ -135,6 +130,37 @@ pub async fn admin_create_user(
         )
     })?;
     Ok(Json(user.to_json()).into_response())
+}
+
+/// A new email user, or `None` when the email is taken. `signed_in` also stamps `last_sign_in_at`
+/// (sign-up starts a session at once; admin creation does not).
+async fn insert_email_user(
+    db: &tokio_postgres::Client,
+    email: &str,
+    hash: Option<&str>,
+    confirmed: bool,
+    signed_in: bool,
+    app: &serde_json::Value,
+    user_meta: &serde_json::Value,
+) -> Result<Option<UserRow>, AuthError> {
+    let rows = db
+        .query_typed(
+            &format!(
+                "insert into auth.users (email, encrypted_password, email_confirmed_at, last_sign_in_at, raw_app_meta_data, raw_user_meta_data) \
+                 values ($1, $2, case when $3 then now() end, case when $3 and $4 then now() end, $5, $6) \
+                 on conflict (email) do nothing returning {USER_COLUMNS}"
+            ),
+            &[
+                (&email, Type::TEXT),
+                (&hash, Type::TEXT),
+                (&confirmed, Type::BOOL),
+                (&signed_in, Type::BOOL),
+                (app, Type::JSONB),
+                (user_meta, Type::JSONB),
+            ],
+        )
+        .await?;
+    Ok(rows.first().map(UserRow::from_row))
 }
 
 async fn hash_password(password: String, cost: u32) -> Result<String, AuthError> {
@@ -265,29 +291,15 @@ pub async fn signup(
     let app = serde_json::json!({ "provider": "email", "providers": ["email"] });
     let confirmed = s.config.auth.mailer_autoconfirm;
     let db = s.pool.get().await?;
-    let rows = db
-        .query_typed(
-            &format!(
-                "insert into auth.users (email, encrypted_password, email_confirmed_at, last_sign_in_at, raw_app_meta_data, raw_user_meta_data) \
-                 values ($1, $2, case when $3 then now() end, case when $3 then now() end, $4, $5) \
-                 on conflict (email) do nothing returning {USER_COLUMNS}"
-            ),
-            &[
-                (&email, Type::TEXT),
-                (&hash, Type::TEXT),
-                (&confirmed, Type::BOOL),
-                (&app, Type::JSONB),
-                (&user_meta, Type::JSONB),
-            ],
-        )
-        .await?;
-    let user = rows.first().map(UserRow::from_row).ok_or_else(|| {
-        AuthError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "user_already_exists",
-            "User already registered",
-        )
-    })?;
+    let user = insert_email_user(&db, &email, Some(&hash), confirmed, true, &app, &user_meta)
+        .await?
+        .ok_or_else(|| {
+            AuthError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "user_already_exists",
+                "User already registered",
+            )
+        })?;
     if !confirmed {
         return Ok(Json(user.to_json()).into_response());
     }

@@ -306,6 +306,36 @@ fn write_response(
     Ok(json(representation_status, body, Some(range)))
 }
 
+/// What every table write starts from: who calls, the query, the preferences, the table.
+struct Write {
+    caller: Caller,
+    q: Query,
+    prefer: Prefer,
+    schema: Arc<Schema>,
+    table: Table,
+}
+
+impl Write {
+    async fn parse(
+        s: &RestState,
+        name: &str,
+        pairs: &[(String, String)],
+        headers: &HeaderMap,
+    ) -> Result<Write, RestError> {
+        let caller = Caller::from_headers(&s.config, headers)?;
+        let q = Query::parse(pairs)?;
+        reject_unknown_params(&q)?;
+        let (schema, table) = table_of(s, name).await?;
+        Ok(Write {
+            caller,
+            q,
+            prefer: Prefer::from(headers),
+            schema,
+            table,
+        })
+    }
+}
+
 /// `POST /<table>`: the whole body is one `INSERT`.
 pub async fn insert(
     State(s): Shared,
@@ -314,11 +344,13 @@ pub async fn insert(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, RestError> {
-    let caller = Caller::from_headers(&s.config, &headers)?;
-    let q = Query::parse(&pairs)?;
-    reject_unknown_params(&q)?;
-    let prefer = Prefer::from(&headers);
-    let (schema, table) = table_of(&s, &name).await?;
+    let Write {
+        caller,
+        q,
+        prefer,
+        schema,
+        table,
+    } = Write::parse(&s, &name, &pairs, &headers).await?;
     let (rows, rows_json) = payload(&body)?;
     let columns: Vec<String> = match &q.columns {
         Some(cols) => cols.clone(),
@@ -414,11 +446,13 @@ pub async fn update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, RestError> {
-    let caller = Caller::from_headers(&s.config, &headers)?;
-    let q = Query::parse(&pairs)?;
-    reject_unknown_params(&q)?;
-    let prefer = Prefer::from(&headers);
-    let (schema, table) = table_of(&s, &name).await?;
+    let Write {
+        caller,
+        q,
+        prefer,
+        schema,
+        table,
+    } = Write::parse(&s, &name, &pairs, &headers).await?;
     let obj: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&body).map_err(|_| RestError::body("Empty or invalid json"))?;
     let columns: Vec<String> = obj.keys().cloned().collect();
@@ -469,11 +503,13 @@ pub async fn delete(
     QueryPairs(pairs): Pairs,
     headers: HeaderMap,
 ) -> Result<Response, RestError> {
-    let caller = Caller::from_headers(&s.config, &headers)?;
-    let q = Query::parse(&pairs)?;
-    reject_unknown_params(&q)?;
-    let prefer = Prefer::from(&headers);
-    let (schema, _) = table_of(&s, &name).await?;
+    let Write {
+        caller,
+        q,
+        prefer,
+        schema,
+        ..
+    } = Write::parse(&s, &name, &pairs, &headers).await?;
     let target = qualified(&s.config.rest.schema, &name);
     let write = format!("delete from {target} _t{}", q.where_sql("_t")?);
     let stmt = write_statement(write, prefer.representation, q.select_sql(), None);

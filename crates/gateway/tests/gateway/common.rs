@@ -98,6 +98,20 @@ impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// A PostgREST error: this status, this `code`, and the other three keys present.
+    #[track_caller]
+    pub fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(
+            (self.status, self.body["code"].as_str()),
+            (status, Some(code)),
+            "{}",
+            self.body
+        );
+        for key in ["message", "details", "hint"] {
+            assert!(self.body.get(key).is_some(), "{key} missing: {}", self.body);
+        }
+    }
 }
 
 impl Gateway {

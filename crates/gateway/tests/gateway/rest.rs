@@ -141,10 +141,7 @@ async fn bad_bodies_get_postgrest_errors() {
             .body("[{\"ts\":"),
     )
     .await;
-    assert_eq!(
-        (r.status, r.body["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("PGRST102"))
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "PGRST102");
     assert_eq!(r.body["message"], "Empty or invalid json");
 
     let r = insert(
@@ -155,32 +152,17 @@ async fn bad_bodies_get_postgrest_errors() {
         "",
     )
     .await;
-    assert_eq!(
-        (r.status, r.body["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("PGRST204")),
-        "{}",
-        r.body
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "PGRST204");
 
     // A check constraint (cpu_pct <= 100) and a row with no partition (year 2099) are 23514 → 400.
     let mut bad = metrics(&a, 1);
     bad[0]["cpu_pct"] = json!(150.0);
     let r = insert(g, &a, &json!(bad), "return=minimal", "").await;
-    assert_eq!(
-        (r.status, r.body["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("23514")),
-        "{}",
-        r.body
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "23514");
     let mut future = metrics(&a, 1);
     future[0]["ts"] = json!("2099-01-01T00:00:00Z");
     let r = insert(g, &a, &json!(future), "return=minimal", "").await;
-    assert_eq!(
-        (r.status, r.body["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("23514")),
-        "{}",
-        r.body
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "23514");
     assert!(
         r.body["message"].as_str().unwrap().contains("no partition"),
         "{}",
@@ -193,22 +175,14 @@ async fn bad_bodies_get_postgrest_errors() {
     );
 
     let r = Gateway::send(g.request(Method::GET, "/rest/v1/no_such_table", Some(&a.token))).await;
-    assert_eq!(
-        (r.status, r.body["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("PGRST205"))
-    );
+    r.assert_error(StatusCode::NOT_FOUND, "PGRST205");
     let r = Gateway::send(g.request(
         Method::GET,
         "/rest/v1/system_metrics?cpu_pct=around.5",
         Some(&a.token),
     ))
     .await;
-    assert_eq!(
-        (r.status, r.body["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("PGRST100")),
-        "{}",
-        r.body
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "PGRST100");
 }
 
 #[tokio::test]
@@ -219,12 +193,7 @@ async fn rls_and_grant_denials_are_401_for_anon_and_403_for_users() {
     let mut rows = metrics(&a, 1);
     rows[0]["device_id"] = json!(b.device_id);
     let r = insert(g, &a, &json!(rows), "return=minimal", "").await;
-    assert_eq!(
-        (r.status, r.body["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("42501")),
-        "{}",
-        r.body
-    );
+    r.assert_error(StatusCode::FORBIDDEN, "42501");
     assert!(
         r.body["message"]
             .as_str()
@@ -239,12 +208,7 @@ async fn rls_and_grant_denials_are_401_for_anon_and_403_for_users() {
             .json(&json!(metrics(&a, 1))),
     )
     .await;
-    assert_eq!(
-        (r.status, r.body["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("42501")),
-        "{}",
-        r.body
-    );
+    r.assert_error(StatusCode::UNAUTHORIZED, "42501");
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     // A forged token is refused before Postgres is asked.
     let r = Gateway::send(g.request(
@@ -253,12 +217,7 @@ async fn rls_and_grant_denials_are_401_for_anon_and_403_for_users() {
         Some("eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl"),
     ))
     .await;
-    assert_eq!(
-        (r.status, r.body["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("PGRST301")),
-        "{}",
-        r.body
-    );
+    r.assert_error(StatusCode::UNAUTHORIZED, "PGRST301");
     assert_eq!(stored_rows(g, &b.device_id).await, 0);
 }
 
@@ -420,23 +379,13 @@ async fn match_memories_ranks_the_callers_rows_by_cosine_similarity() {
             .json(&json!({ "query_embedding": query })),
     )
     .await;
-    assert_eq!(
-        (r.status, r.body["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("42501")),
-        "{}",
-        r.body
-    );
+    r.assert_error(StatusCode::UNAUTHORIZED, "42501");
     let r = Gateway::send(
         g.request(Method::POST, "/rest/v1/rpc/match_memories", Some(&a.token))
             .json(&json!({ "embedding": query })),
     )
     .await;
-    assert_eq!(
-        (r.status, r.body["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("PGRST202")),
-        "{}",
-        r.body
-    );
+    r.assert_error(StatusCode::NOT_FOUND, "PGRST202");
 }
 
 /// Functions created after the gateway started are found (DDL → `NOTIFY pgrst` → cache reload),
@@ -469,12 +418,7 @@ async fn role_settings_apply_and_statement_timeouts_cancel() {
             .json(&json!({ "seconds": 4 })),
     )
     .await;
-    assert_eq!(
-        (r.status, r.body["code"].as_str()),
-        (StatusCode::INTERNAL_SERVER_ERROR, Some("57014")),
-        "{}",
-        r.body
-    );
+    r.assert_error(StatusCode::INTERNAL_SERVER_ERROR, "57014");
     let r = Gateway::send(
         g.request(Method::POST, "/rest/v1/rpc/test_sleep", Some(&a.token))
             .json(&json!({ "seconds": 0.01 })),
