@@ -2,7 +2,8 @@
 //!
 //! Contents:
 //! - stack: `stack up` → the gateway answers Auth → `migrate` (twice) → the daemon's scheduler runs
-//!   the partition maintenance → the Data API serves the new tables → `stack up --profile hosted`
+//!   the partition maintenance → the Data API serves the new tables → Edge Functions answer behind
+//!   `verify_jwt` → `stack up --profile hosted`
 //!   rate-limits `/token` → `stack down` leaves nothing behind.
 //! - input errors: a migrations folder with a misnamed file exits 2 before connecting.
 
@@ -166,6 +167,24 @@ async fn stack_up_migrate_schedule_env_down() {
         .unwrap();
     assert!(through_pooler.get::<_, i64>(0) >= 1);
     drop(client);
+
+    // Edge Functions behind the same URL: verify_jwt first, then the Deno process answers.
+    let function = format!("{}/functions/v1/anomaly-webhook", var("SUPABASE_URL"));
+    let payload = serde_json::json!({ "type": "UPDATE", "table": "alerts", "schema": "public", "record": {}, "old_record": {} });
+    let unsigned = http.post(&function).json(&payload).send().await.unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let signed = http
+        .post(&function)
+        .bearer_auth(var("SUPABASE_ANON_KEY"))
+        .json(&payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 200);
+    assert_eq!(
+        signed.json::<serde_json::Value>().await.unwrap()["forwarded"],
+        false
+    );
 
     // `--profile hosted` restarts the stack with GoTrue's limits: a burst of 30 `/token` calls per
     // client IP, then 429 (the bucket refills one call per 2 s, far slower than these arrive).

@@ -7,6 +7,8 @@
 //! - [`apikey`]: the gateway's key check (anon / service-role HS256 JWTs) and role selection.
 //! - [`auth`]: Supabase Auth (GoTrue) at `/auth/v1`: admin user creation, sign-up (also anonymous),
 //!   password and refresh grants with rotation and reuse detection, `/user`, `/logout`, `/settings`.
+//! - [`functions`]: Edge Functions at `/functions/v1/<name>`, proxied to their Deno processes with
+//!   `verify_jwt` enforced per function.
 //! - [`ratelimit`]: GoTrue's per-client-IP token buckets (the `hosted` stack profile).
 //! - [`rest`]: the Data API (PostgREST) at `/rest/v1`: tables, filters, bulk inserts, RPC, each
 //!   request one transaction under the caller's role so row-level security is Postgres's own.
@@ -15,6 +17,7 @@
 
 pub mod apikey;
 pub mod auth;
+pub mod functions;
 pub mod ratelimit;
 pub mod rest;
 
@@ -36,6 +39,8 @@ pub struct GatewayConfig {
     pub public_url: String,
     pub auth: AuthSettings,
     pub rest: RestSettings,
+    /// The edge functions the stack runs, by name.
+    pub functions: std::collections::BTreeMap<String, functions::FunctionRoute>,
 }
 
 /// GoTrue's settings (`[auth]` of `supabase/config.toml`).
@@ -111,6 +116,19 @@ impl GatewayConfig {
                 pool_size: 10,
                 pool_timeout: std::time::Duration::from_secs(10),
             },
+            functions: state
+                .functions
+                .iter()
+                .map(|(name, f)| {
+                    (
+                        name.clone(),
+                        functions::FunctionRoute {
+                            url: format!("http://127.0.0.1:{}", f.port),
+                            verify_jwt: f.verify_jwt,
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -121,7 +139,8 @@ pub enum GatewayError {
     Pool(String),
 }
 
-/// The whole gateway: Auth at `/auth/v1`, the Data API at `/rest/v1`, behind the key check. Serve it
+/// The whole gateway: Auth at `/auth/v1` and the Data API at `/rest/v1` behind the key check, and
+/// Edge Functions at `/functions/v1` (which check the bearer themselves). Serve it
 /// with `into_make_service_with_connect_info::<SocketAddr>()` so rate limits see the client's IP.
 pub fn router(config: GatewayConfig) -> Result<Router, GatewayError> {
     let auth = Arc::new(auth::AuthState {
@@ -137,13 +156,19 @@ pub fn router(config: GatewayConfig) -> Result<Router, GatewayError> {
             config.rest.pool_timeout,
         )?,
     );
-    Ok(Router::new()
+    let functions = Arc::new(functions::FunctionsState {
+        routes: config.functions.clone(),
+        jwt_secret: config.jwt_secret.clone(),
+        http: reqwest::Client::new(),
+    });
+    let keyed = Router::new()
         .nest("/auth/v1", auth::routes(auth))
         .nest("/rest/v1", rest::routes(rest))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(config),
             apikey::require_apikey,
-        )))
+        ));
+    Ok(keyed.nest("/functions/v1", functions::routes(functions)))
 }
 
 fn pool(

@@ -240,10 +240,36 @@ fn start_all(
         );
     }
 
-    if let Some(exe) = &opts.daemon_exe {
+    // The daemon's port is chosen first: the functions get it as SUPABASE_URL, and the daemon, started
+    // after them, reads their ports from the state file to serve /functions/v1.
+    if opts.daemon_exe.is_some() {
         let port = process::free_port(previous.and_then(|p| p.daemon.as_ref()).map(|d| d.port))?;
         state.daemon = Some(ServiceState { port, pid: None });
         state.save(&paths.state_file())?;
+    }
+
+    let mut env = functions::read_dotenv(&opts.supabase_dir.join("functions/.env"));
+    if let Some(url) = state.api_url() {
+        env.insert("SUPABASE_URL".into(), url);
+    }
+    env.insert("SUPABASE_ANON_KEY".into(), state.secrets.anon_key.clone());
+    env.insert(
+        "SUPABASE_SERVICE_ROLE_KEY".into(),
+        state.secrets.service_role_key.clone(),
+    );
+    env.insert("SUPABASE_DB_URL".into(), state.pooler_db_url());
+    env.extend(opts.function_env.clone());
+    for spec in functions::discover(&opts.supabase_dir)? {
+        let f = functions::start(paths, tools, &spec, &env)?;
+        progress(&format!(
+            "edge function {} listening on 127.0.0.1:{}",
+            spec.name, f.port
+        ));
+        state.functions.insert(spec.name.clone(), f);
+        state.save(&paths.state_file())?;
+    }
+    if let Some(exe) = &opts.daemon_exe {
+        let port = state.daemon.as_ref().map(|d| d.port).unwrap_or_default();
         let mut cmd = std::process::Command::new(exe);
         cmd.args(["stack", "serve", "--instance"])
             .arg(&paths.instance)
@@ -268,26 +294,6 @@ fn start_all(
         ));
     }
 
-    let mut env = functions::read_dotenv(&opts.supabase_dir.join("functions/.env"));
-    if let Some(url) = state.api_url() {
-        env.insert("SUPABASE_URL".into(), url);
-    }
-    env.insert("SUPABASE_ANON_KEY".into(), state.secrets.anon_key.clone());
-    env.insert(
-        "SUPABASE_SERVICE_ROLE_KEY".into(),
-        state.secrets.service_role_key.clone(),
-    );
-    env.insert("SUPABASE_DB_URL".into(), state.pooler_db_url());
-    env.extend(opts.function_env.clone());
-    for spec in functions::discover(&opts.supabase_dir)? {
-        let f = functions::start(paths, tools, &spec, &env)?;
-        progress(&format!(
-            "edge function {} listening on 127.0.0.1:{}",
-            spec.name, f.port
-        ));
-        state.functions.insert(spec.name.clone(), f);
-        state.save(&paths.state_file())?;
-    }
     Ok(())
 }
 

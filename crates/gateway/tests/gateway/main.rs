@@ -10,9 +10,11 @@
 //!   RPC (`match_memories` against an independent cosine ranking), statement timeouts, `PGRST003`.
 //! - [`clients`]: the official clients, unmodified: `@supabase/supabase-js` under Deno and the
 //!   Python `supabase` package, each running the dashboard's and an agent's calls.
+//! - [`functions`]: Edge Functions through the gateway, `verify_jwt` per function.
 //! - [`common`]: the fixtures: a gateway on a free port, users, signed-in agents with a device.
 
 mod auth;
 mod clients;
 mod common;
+mod functions;
 mod rest;
