@@ -28,12 +28,34 @@ pub enum Command {
         #[arg(long, value_name = "DIR", default_value = "migrations")]
         dir: PathBuf,
     },
-    /// Run a scenario.
+    /// Run a scenario: provision the fleet, apply the load, write the run directory.
     Run {
         scenario: PathBuf,
+        /// The run directory [default: reports/<UTC timestamp>-<scenario name>/].
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
-        /// Override a scenario key (`--set fleet.agents=5000`).
+        /// Override a scenario key (`--set fleet.agents=5000`, `--set load.stages.0.agents=100`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Check scenario files without running them.
+    Scenarios {
+        #[command(subcommand)]
+        action: ScenariosAction,
+    },
+    /// Remove everything a run wrote to the target (its users and their rows).
+    Cleanup {
+        #[arg(long, value_name = "ID")]
+        run_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScenariosAction {
+    /// Validate each file; every problem is printed with file:line:column.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },

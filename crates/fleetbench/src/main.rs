@@ -6,18 +6,23 @@ mod cli;
 mod daemon;
 mod local;
 mod migrate;
+mod output;
+mod progress;
 mod run;
+mod target;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, StackAction};
+use cli::{Cli, Command, ScenariosAction, StackAction};
 
 /// Invalid input: nothing was sent.
 pub const EXIT_INVALID: u8 = 2;
 /// The run could not be carried out.
 pub const EXIT_FAILED: u8 = 1;
+/// The run finished and crossed a threshold (k6's code).
+pub const EXIT_THRESHOLDS: u8 = 99;
 
 /// An error that knows its exit code.
 #[derive(Debug)]
@@ -67,6 +72,10 @@ fn main() -> ExitCode {
             out,
             overrides,
         } => run::run(&scenario, out, &overrides),
+        Command::Scenarios {
+            action: ScenariosAction::Validate { files, overrides },
+        } => run::validate(&files, &overrides),
+        Command::Cleanup { run_id } => run::cleanup(&run_id),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

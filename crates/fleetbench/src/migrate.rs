@@ -22,6 +22,13 @@ pub fn target_url(flag: Option<String>) -> anyhow::Result<String> {
 }
 
 pub fn run(db_url: Option<String>, dir: &Path) -> Result<(), Failure> {
+    let line = apply_dir(db_url, dir)?;
+    println!("{line}");
+    Ok(())
+}
+
+/// Applies the folder's migrations and returns the one-line account of what was done.
+pub fn apply_dir(db_url: Option<String>, dir: &Path) -> Result<String, Failure> {
     let migrations = load_dir(dir).map_err(Failure::invalid)?;
     let url = target_url(db_url)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -44,12 +51,11 @@ pub fn run(db_url: Option<String>, dir: &Path) -> Result<(), Failure> {
             .await?,
         )
     })?;
-    println!(
+    Ok(format!(
         "migrations: {} applied now, {} already applied ({} in {})",
         report.applied.len(),
         report.already_applied,
         migrations.len(),
         dir.display()
-    );
-    Ok(())
+    ))
 }

@@ -1,27 +1,177 @@
-//! `fleetbench run`: until the fleet engine lands, it prepares the target the scenario would run
-//! against (the local stack, migrated) and says so; it sends no load.
+//! `fleetbench run`, `scenarios validate` and `cleanup`: the scenario is validated before anything
+//! is sent (exit 2 with every problem located), the target resolved, the fleet run with live
+//! progress, and the run directory written even when the run is interrupted (Ctrl-C / SIGTERM stop
+//! new work and drain in-flight requests for the scenario's grace period). Thresholds decide the
+//! exit code: 0 pass, 99 crossed.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use fleetbench_fleet::{Progress, Target};
+use fleetbench_metrics::Summary;
+use fleetbench_metrics::summary::{RunFacts, Target as SummaryTarget};
+use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{Failure, local, migrate};
+use crate::{EXIT_THRESHOLDS, Failure, output, progress, target};
 
-pub fn run(scenario: &Path, _out: Option<PathBuf>, _overrides: &[String]) -> Result<(), Failure> {
-    let text = std::fs::read_to_string(scenario)
-        .with_context(|| format!("reading scenario {}", scenario.display()))
-        .map_err(Failure::invalid)?;
-    text.parse::<toml::Table>()
-        .with_context(|| format!("{} is not valid TOML", scenario.display()))
-        .map_err(Failure::invalid)?;
-    if std::env::var_os("SUPABASE_URL").is_none() {
-        local::ensure_up(None)?;
-        migrate::run(None, Path::new("migrations"))?;
-        local::status()?;
+fn load(path: &Path, overrides: &[String]) -> Result<(fleetbench_scenario::Plan, String), Failure> {
+    let (_, plan, resolved) = fleetbench_scenario::load_file(path, overrides)
+        .map_err(|e| Failure::invalid(anyhow::anyhow!("the scenario is not valid:\n{e}")))?;
+    Ok((plan, resolved))
+}
+
+pub fn validate(files: &[PathBuf], overrides: &[String]) -> Result<(), Failure> {
+    let mut bad = Vec::new();
+    for f in files {
+        match fleetbench_scenario::load_file(f, overrides) {
+            Ok((_, plan, _)) => println!(
+                "{}: ok ({} agents, {:.0} s, {} thresholds)",
+                f.display(),
+                plan.agents,
+                plan.duration().as_secs_f64(),
+                plan.thresholds.len()
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                bad.push(f.display().to_string());
+            }
+        }
     }
-    println!(
-        "the target is ready; the fleet engine (issue 5) is not built yet, so {} sent no load",
-        scenario.display()
-    );
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::invalid(anyhow::anyhow!(
+            "{} invalid: {}",
+            bad.len(),
+            bad.join(", ")
+        )))
+    }
+}
+
+pub fn cleanup(run_id: &str) -> Result<(), Failure> {
+    let resolved = target::resolve(false)?;
+    let db = resolved
+        .admin_db_url
+        .context("cleanup needs SQL access: set SUPABASE_DB_SESSION_URL or SUPABASE_DB_URL")?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let deleted = rt
+        .block_on(fleetbench_fleet::cleanup(&db, run_id))
+        .map_err(|e| anyhow::anyhow!("cleanup_run: {}", fleetbench_stack::db_error_text(&e)))?;
+    for (table, n) in deleted {
+        println!("{table}: {n} rows deleted");
+    }
     Ok(())
+}
+
+fn default_out(name: &str) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    PathBuf::from("reports").join(format!("{stamp}-{name}"))
+}
+
+pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<(), Failure> {
+    let (plan, resolved_toml) = load(scenario, overrides)?;
+    let needs_pooler = plan
+        .ingest
+        .iter()
+        .any(|(p, share)| p == "pooler" && *share > 0.0);
+    let resolved = target::resolve(needs_pooler)?;
+    let out = out.unwrap_or_else(|| default_out(&plan.name));
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("creating the run directory {}", out.display()))?;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    eprintln!(
+        "run {run_id}: {} against {} {} ({} agents, {:.0} s of load)",
+        plan.name,
+        resolved.config.kind,
+        target::redact(&resolved.config.api_url),
+        plan.agents,
+        plan.duration().as_secs_f64()
+    );
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let summary = runtime.block_on(async {
+        let pooler_connections = 16;
+        let target = Arc::new(Target::new(resolved.config.clone(), pooler_connections).map_err(|e| anyhow::anyhow!(e))?);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            eprintln!("run: stopping: no new work; in-flight requests get the grace period");
+            let _ = stop_tx.send(true);
+        });
+        let progress = Arc::new(Progress::default());
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        let shown = tokio::spawn(progress::show(progress.clone(), plan.agents, done_rx));
+        let started_wall = SystemTime::now();
+        let thresholds = plan.thresholds.clone();
+        let cleanup = plan.cleanup;
+        let name = plan.name.clone();
+        let result = fleetbench_fleet::run(plan, target, run_id.clone(), progress, stop_rx).await;
+        let _ = done_tx.send(true);
+        let _ = shown.await;
+        let outcome = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let duration = Duration::from_micros(outcome.clock.now_us());
+        let summary = Summary::new(
+            &outcome.aggregate,
+            RunFacts {
+                run_id: run_id.clone(),
+                scenario: name,
+                started_at: outcome.clock.started_at().to_rfc3339(),
+                duration_s: duration.as_secs_f64(),
+                target: SummaryTarget {
+                    kind: resolved.config.kind.clone(),
+                    url: target::redact(&resolved.config.api_url),
+                },
+                interrupted: outcome.interrupted,
+            },
+            &thresholds,
+        );
+        output::write(&out, &resolved_toml, &summary, &outcome.aggregate, started_wall)?;
+        let written: u64 = outcome.rows_written.values().sum();
+        eprintln!(
+            "run: {} agents; rows sampled {}, written {written}, unsent {}, dropped {}; {} late, {} abandoned in flight",
+            outcome.agents, outcome.rows_sampled, outcome.rows_unsent, outcome.rows_dropped, outcome.aggregate.late, outcome.aggregate.dropped
+        );
+        for t in &summary.thresholds {
+            let observed = t.observed.map_or("no samples".into(), |v| format!("{v:.3}"));
+            eprintln!("  {} {:<24} {:<22} observed {observed}", if t.pass { "pass" } else { "FAIL" }, t.operation, t.expr);
+        }
+        if cleanup {
+            match &resolved.admin_db_url {
+                Some(db) => match fleetbench_fleet::cleanup(db, &run_id).await {
+                    Ok(deleted) => {
+                        let users = deleted.iter().find(|(t, _)| t == "auth.users").map_or(0, |d| d.1);
+                        eprintln!("run: cleaned up {users} users and their rows");
+                    }
+                    Err(e) => eprintln!("run: cleanup failed ({}); run `fleetbench cleanup --run-id {run_id}`", fleetbench_stack::db_error_text(&e)),
+                },
+                None => eprintln!("run: no SQL access for cleanup; run `fleetbench cleanup --run-id {run_id}` with SUPABASE_DB_URL set"),
+            }
+        }
+        anyhow::Ok(summary)
+    })?;
+    println!("{}", out.join("index.html").display());
+    if summary.passed() {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: EXIT_THRESHOLDS,
+            error: anyhow::anyhow!(
+                "thresholds crossed: {}",
+                summary
+                    .thresholds
+                    .iter()
+                    .filter(|t| !t.pass)
+                    .map(|t| format!("{} {}", t.operation, t.expr))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+    }
 }

@@ -3,7 +3,8 @@
 //! Contents:
 //! - stack: `stack up` → the gateway answers Auth → `migrate` (twice) → the daemon's scheduler runs
 //!   the partition maintenance → the Data API serves the new tables → Edge Functions answer behind
-//!   `verify_jwt` → `stack up --profile hosted`
+//!   `verify_jwt` → a smoke fleet run (report path, exit 0; a crossed threshold exits 99; a broken
+//!   scenario exits 2 with its location; no secret in any output) → `stack up --profile hosted`
 //!   rate-limits `/token` → `stack down` leaves nothing behind.
 //! - input errors: a migrations folder with a misnamed file exits 2 before connecting.
 
@@ -185,6 +186,104 @@ async fn stack_up_migrate_schedule_env_down() {
         signed.json::<serde_json::Value>().await.unwrap()["forwarded"],
         false
     );
+
+    // A short smoke fleet through the binary: exit 0, the run directory, the report path printed,
+    // and no secret in any file it wrote.
+    let out_dir = dir.join("run-smoke");
+    let short = [
+        "--set",
+        "fleet.agents=6",
+        "--set",
+        "load.stages.0.agents=6",
+        "--set",
+        "load.stages.1.agents=6",
+        "--set",
+        "load.stages.1.duration=\"2s\"",
+    ];
+    let mut args = vec![
+        "run",
+        "scenarios/smoke.toml",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    args.extend(short);
+    let printed = ok(fleetbench(&dir, &args));
+    assert_eq!(
+        printed.trim(),
+        out_dir.join("index.html").display().to_string()
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["verdict"], "pass", "{summary}");
+    assert_eq!(summary["target"]["kind"], "local");
+    let rows = summary["operations"]["rest.insert_metrics"]["rows"]
+        .as_u64()
+        .unwrap()
+        + summary["operations"]["pooler.insert_metrics"]["rows"]
+            .as_u64()
+            .unwrap_or(0);
+    assert!(rows > 0, "{summary}");
+    let state = fleetbench_stack::StackState::load(&dir.join("state.json")).unwrap();
+    let secrets = [
+        &state.secrets.anon_key,
+        &state.secrets.service_role_key,
+        &state.secrets.jwt_secret,
+        &state.secrets.postgres_password,
+        &state.secrets.authenticator_password,
+    ];
+    for file in [
+        "summary.json",
+        "index.html",
+        "junit.xml",
+        "scenario.toml",
+        "histograms.hlog",
+    ] {
+        let text = std::fs::read_to_string(out_dir.join(file)).unwrap();
+        assert!(!text.is_empty(), "{file} is empty");
+        for s in secrets {
+            assert!(!text.contains(s.as_str()), "a secret leaked into {file}");
+        }
+    }
+    // A threshold that cannot hold: exit 99 and a failed JUnit case; a broken scenario: exit 2.
+    let strict = dir.join("strict.toml");
+    let smoke = std::fs::read_to_string(workspace_root().join("scenarios/smoke.toml")).unwrap();
+    std::fs::write(
+        &strict,
+        smoke.replace(
+            "[\"p(99) < 2s\", \"error_rate < 1%\"]",
+            "[\"p(50) < 0.001ms\"]",
+        ),
+    )
+    .unwrap();
+    let mut args = vec![
+        "run",
+        strict.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    args.extend(short);
+    let crossed = fleetbench(&dir, &args);
+    assert_eq!(
+        crossed.status.code(),
+        Some(99),
+        "{}",
+        String::from_utf8_lossy(&crossed.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(out_dir.join("junit.xml"))
+            .unwrap()
+            .contains("<failure")
+    );
+    std::fs::write(
+        &strict,
+        smoke.replace("agents = 20\nseed", "agents = \"many\"\nseed"),
+    )
+    .unwrap();
+    let invalid = fleetbench(&dir, &["run", strict.to_str().unwrap()]);
+    assert_eq!(invalid.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&invalid.stderr);
+    assert!(stderr.contains("strict.toml:8:10"), "{stderr}");
 
     // `--profile hosted` restarts the stack with GoTrue's limits: a burst of 30 `/token` calls per
     // client IP, then 429 (the bucket refills one call per 2 s, far slower than these arrive).

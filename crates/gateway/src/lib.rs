@@ -171,6 +171,32 @@ pub fn router(config: GatewayConfig) -> Result<Router, GatewayError> {
     Ok(keyed.nest("/functions/v1", functions::routes(functions)))
 }
 
+/// Serves a gateway on a free 127.0.0.1 port from a thread and runtime of its own (tests, benches,
+/// embedding); returns its base URL. The listener is bound before this returns, so requests made
+/// right away wait in the backlog instead of being refused.
+pub fn spawn(config: impl FnOnce(String) -> GatewayConfig) -> std::io::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let config = config(url.clone());
+    std::thread::Builder::new()
+        .name("fleetbench-gateway".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime for the gateway");
+            runtime.block_on(async move {
+                let app = router(config).expect("the gateway's pools");
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .await
+                .expect("serving the gateway");
+            });
+        })?;
+    Ok(url)
+}
+
 fn pool(
     db_url: &str,
     size: usize,

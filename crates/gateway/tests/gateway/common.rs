@@ -55,29 +55,16 @@ pub fn gateway() -> &'static Gateway {
 /// A gateway of its own, on a free port, with `configure` applied to the project's settings.
 pub fn start(configure: impl FnOnce(&mut GatewayConfig)) -> Gateway {
     let state = stack();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let project = fleetbench_stack::ProjectConfig::load(
         &fleetbench_stack::testing::workspace_root().join("supabase"),
     )
     .unwrap();
-    let mut config = GatewayConfig::for_stack(state, &project, url.clone());
-    configure(&mut config);
-    // Bound before this returns: requests wait in the backlog until the server thread accepts.
-    std::thread::spawn(move || {
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(async move {
-                let app = fleetbench_gateway::router(config).unwrap();
-                axum::serve(
-                    tokio::net::TcpListener::from_std(listener).unwrap(),
-                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                )
-                .await
-                .unwrap();
-            });
-    });
+    let url = fleetbench_gateway::spawn(|url| {
+        let mut config = GatewayConfig::for_stack(state, &project, url);
+        configure(&mut config);
+        config
+    })
+    .unwrap();
     Gateway {
         url,
         anon: state.secrets.anon_key.clone(),

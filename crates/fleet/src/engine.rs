@@ -1,0 +1,597 @@
+//! A run: provision the fleet (users through the Auth admin API, never `/signup`; password sign-in;
+//! a device each), then the load phase. Agents are spread over a few workers; each worker owns its
+//! agents, a schedule (a heap of due times) and its own [`Aggregate`], so the hot path takes no
+//! lock. Each active agent samples at `sample_interval` and uploads every `upload_interval` on its
+//! own phase whatever the target does (open model); a tick that finds the agent still uploading
+//! adds its samples to the backlog, and the next upload's latency counts from that tick.
+//!
+//! At the end of the stages (or on stop) no new work starts; in-flight uploads get `grace` to
+//! finish and are counted as dropped after it. Rows never accepted are reported, not hidden.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use fleetbench_metrics::Aggregate;
+use fleetbench_scenario::Plan;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::agent::{Agent, Attempt, Path, Upload, backoff};
+use crate::target::{Failure, Target};
+use crate::telemetry::Machine;
+
+/// Microseconds since a fixed start, shared by every sample of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+    wall: DateTime<Utc>,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock {
+            start: Instant::now(),
+            wall: Utc::now(),
+        }
+    }
+    pub fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+    pub fn instant(&self, us: u64) -> Instant {
+        self.start + Duration::from_micros(us)
+    }
+    pub fn wall(&self, us: u64) -> DateTime<Utc> {
+        self.wall + chrono::Duration::microseconds(us as i64)
+    }
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.wall
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// Live counters for the progress display (relaxed atomics; the measurements are the aggregates).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub provisioned: AtomicU64,
+    pub active: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub uploads: AtomicU64,
+    pub errors: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub backlog_rows: AtomicU64,
+    pub load_started: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no agent could be provisioned; the last failure: {0}")]
+    NoAgents(String),
+}
+
+/// What the run produced.
+pub struct RunOutcome {
+    pub aggregate: Aggregate,
+    pub clock: Clock,
+    pub agents: u32,
+    /// Rows the target acknowledged, per ingestion path operation.
+    pub rows_written: HashMap<&'static str, u64>,
+    pub rows_sampled: u64,
+    /// Rows dropped from full backlogs, and rows still unsent when the run ended.
+    pub rows_dropped: u64,
+    pub rows_unsent: u64,
+    pub interrupted: bool,
+    pub user_ids: Vec<String>,
+}
+
+fn pick(roll: f64, mix: &[(String, f64)]) -> &str {
+    let mut left = roll;
+    for (name, share) in mix {
+        left -= share;
+        if left < 0.0 {
+            return name;
+        }
+    }
+    mix.last().map_or("rest", |(n, _)| n)
+}
+
+async fn with_retries<T, F, Fut>(
+    clock: &Clock,
+    operation: &'static str,
+    agg: &mut Aggregate,
+    rng: &mut SmallRng,
+    stop: &watch::Receiver<bool>,
+    mut call: F,
+) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    let mut failures = 0;
+    loop {
+        let sent = clock.now_us();
+        let result = call().await;
+        let done = clock.now_us();
+        agg.add(&fleetbench_metrics::Sample {
+            operation,
+            intended_us: sent,
+            sent_us: sent,
+            done_us: done,
+            outcome: match &result {
+                Ok(_) => fleetbench_metrics::Outcome::Ok,
+                Err(f) => fleetbench_metrics::Outcome::Error(f.kind()),
+            },
+            rows: 0,
+            bytes: 0,
+        });
+        match result {
+            Err(f) if f.retryable() && failures < 8 && !*stop.borrow() => {
+                failures += 1;
+                tokio::time::sleep(backoff(failures, f.retry_after(), rng)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Creates, signs in and registers the device of agent `index`.
+async fn provision_one(
+    target: Arc<Target>,
+    plan: Arc<Plan>,
+    run_id: String,
+    index: u32,
+    clock: Clock,
+    window_us: u64,
+    stop: watch::Receiver<bool>,
+) -> (Aggregate, Result<Agent, Failure>) {
+    let mut agg = Aggregate::new(window_us);
+    let mut rng = SmallRng::seed_from_u64(plan.seed.wrapping_add(u64::from(index)));
+    let short = &run_id[..8.min(run_id.len())];
+    let email = format!("agent-{index:06}-{short}@fleetbench.load.test");
+    let password = format!("fb-{run_id}-{index}");
+    let machine = Machine::new(plan.seed, index, &plan.profiles, &plan.anomalies);
+    let result = async {
+        let user_id = with_retries(
+            &clock,
+            "auth.admin_create_user",
+            &mut agg,
+            &mut rng,
+            &stop,
+            || target.create_user(&email, &password, &run_id),
+        )
+        .await?;
+        let session = with_retries(&clock, "auth.password", &mut agg, &mut rng, &stop, || {
+            target.sign_in(&email, &password)
+        })
+        .await?;
+        let hostname = format!("{}-{index:06}", machine.device.form_factor);
+        let device_id = with_retries(
+            &clock,
+            "rest.create_device",
+            &mut agg,
+            &mut rng,
+            &stop,
+            || target.create_device(&session.access_token, &machine.device, &hostname),
+        )
+        .await?;
+        let path = if pick(rng.random(), &plan.ingest) == "pooler" {
+            Path::Pooler
+        } else {
+            Path::Rest
+        };
+        Ok(Agent {
+            index,
+            email: email.clone(),
+            password: password.clone(),
+            user_id,
+            device_id,
+            machine: machine.clone(),
+            path,
+            session: Some(session),
+            backlog: Vec::new(),
+            pending_since_us: None,
+            failures: 0,
+            retry_at_us: 0,
+            from_us: 0,
+            until_us: 0,
+        })
+    }
+    .await;
+    (agg, result)
+}
+
+/// Runs `plan` against `target` until the stages end or `stop` turns true.
+pub async fn run(
+    plan: Plan,
+    target: Arc<Target>,
+    run_id: String,
+    progress: Arc<Progress>,
+    stop: watch::Receiver<bool>,
+) -> Result<RunOutcome, EngineError> {
+    let plan = Arc::new(plan);
+    let clock = Clock::new();
+    let window_us = plan.window.as_micros().max(1) as u64;
+    let mut aggregate = Aggregate::new(window_us);
+
+    // Provisioning: the most agents any stage asks for, a few at a time.
+    let needed = plan
+        .stages
+        .iter()
+        .map(|s| s.1)
+        .max()
+        .unwrap_or(0)
+        .min(plan.agents);
+    let mut agents: Vec<Agent> = Vec::with_capacity(needed as usize);
+    let mut last_failure = String::from("none");
+    let mut set = JoinSet::new();
+    let mut next = 0;
+    while (next < needed || !set.is_empty()) && !(*stop.borrow() && set.is_empty()) {
+        while next < needed && set.len() < plan.provision_concurrency as usize && !*stop.borrow() {
+            set.spawn(provision_one(
+                target.clone(),
+                plan.clone(),
+                run_id.clone(),
+                next,
+                clock,
+                window_us,
+                stop.clone(),
+            ));
+            next += 1;
+        }
+        let Some(done) = set.join_next().await else {
+            break;
+        };
+        let (agg, result) = done.expect("provisioning task");
+        aggregate.merge(&agg);
+        match result {
+            Ok(agent) => {
+                progress.provisioned.fetch_add(1, Relaxed);
+                agents.push(agent);
+            }
+            Err(f) => last_failure = f.to_string(),
+        }
+    }
+    if agents.is_empty() {
+        return Err(EngineError::NoAgents(last_failure));
+    }
+    agents.sort_by_key(|a| a.index);
+    let user_ids = agents.iter().map(|a| a.user_id.clone()).collect();
+    let provisioned = agents.len() as u32;
+
+    // The load phase's clock starts now; agent k takes the k-th activation slot.
+    let load_start = clock.now_us();
+    progress.load_started.store(1, Relaxed);
+    for (k, a) in agents.iter_mut().enumerate() {
+        let k = k as u32;
+        a.from_us = load_start
+            + plan
+                .activation(k)
+                .map_or(u64::MAX / 4, |d| d.as_micros() as u64);
+        a.until_us = load_start + plan.deactivation(k).as_micros() as u64;
+    }
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    let mut shards: Vec<Vec<Agent>> = (0..workers).map(|_| Vec::new()).collect();
+    for a in agents {
+        shards[a.index as usize % workers].push(a);
+    }
+    let end_us = load_start + plan.duration().as_micros() as u64;
+    let mut handles = Vec::new();
+    for (w, shard) in shards.into_iter().enumerate() {
+        let worker = Worker {
+            plan: plan.clone(),
+            target: target.clone(),
+            clock,
+            progress: progress.clone(),
+            rng: SmallRng::seed_from_u64(
+                plan.seed ^ (w as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F),
+            ),
+            agg: Aggregate::new(window_us),
+            end_us,
+            stats: Stats::default(),
+        };
+        handles.push(tokio::spawn(worker.run(shard, stop.clone())));
+    }
+    let mut outcome = RunOutcome {
+        aggregate,
+        clock,
+        agents: provisioned,
+        rows_written: HashMap::new(),
+        rows_sampled: 0,
+        rows_dropped: 0,
+        rows_unsent: 0,
+        interrupted: *stop.borrow(),
+        user_ids,
+    };
+    for h in handles {
+        let (agg, stats) = h.await.expect("worker task");
+        outcome.aggregate.merge(&agg);
+        for (op, n) in stats.rows_written {
+            *outcome.rows_written.entry(op).or_default() += n;
+        }
+        outcome.rows_sampled += stats.rows_sampled;
+        outcome.rows_dropped += stats.rows_dropped;
+        outcome.rows_unsent += stats.rows_unsent;
+    }
+    outcome.interrupted |= *stop.borrow();
+    Ok(outcome)
+}
+
+#[derive(Default)]
+struct Stats {
+    rows_written: HashMap<&'static str, u64>,
+    rows_sampled: u64,
+    rows_dropped: u64,
+    rows_unsent: u64,
+}
+
+struct Worker {
+    plan: Arc<Plan>,
+    target: Arc<Target>,
+    clock: Clock,
+    progress: Arc<Progress>,
+    rng: SmallRng,
+    agg: Aggregate,
+    end_us: u64,
+    stats: Stats,
+}
+
+/// A scheduled event: an agent's upload tick, or a retry after backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Due {
+    at_us: u64,
+    slot: usize,
+    retry: bool,
+}
+
+impl Worker {
+    async fn run(
+        mut self,
+        mut agents: Vec<Agent>,
+        mut stop: watch::Receiver<bool>,
+    ) -> (Aggregate, Stats) {
+        let upload_us = self.plan.upload_interval.as_micros() as u64;
+        let mut heap: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
+        for (slot, a) in agents.iter().enumerate() {
+            if a.from_us < a.until_us {
+                // Each agent's own phase within the cadence.
+                let phase = self.rng.random_range(0..upload_us.max(1));
+                heap.push(Reverse(Due {
+                    at_us: a.from_us + phase,
+                    slot,
+                    retry: false,
+                }));
+            }
+        }
+        let mut active: Vec<bool> = vec![false; agents.len()];
+        let mut inflight: JoinSet<Attempt> = JoinSet::new();
+        let slot_of: HashMap<u32, usize> = agents
+            .iter()
+            .enumerate()
+            .map(|(s, a)| (a.index, s))
+            .collect();
+        let mut stopping = false;
+        loop {
+            // The stages are over, or we were told to stop: no new work.
+            if stopping || self.clock.now_us() >= self.end_us {
+                break;
+            }
+            let next = heap
+                .peek()
+                .map(|Reverse(d)| d.at_us)
+                .filter(|t| *t < self.end_us);
+            if next.is_none() && inflight.is_empty() {
+                break;
+            }
+            let wake = self.clock.instant(next.unwrap_or(self.end_us));
+            tokio::select! {
+                biased;
+                _ = stop.changed() => { if *stop.borrow() { stopping = true; } }
+                Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                    let attempt = done.expect("upload task");
+                    let slot = slot_of[&attempt.index];
+                    self.finish(&mut agents[slot], attempt, &mut heap, slot);
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let now = self.clock.now_us();
+                    while let Some(Reverse(d)) = heap.peek().copied() {
+                        if d.at_us > now || d.at_us >= self.end_us { break; }
+                        heap.pop();
+                        let a = &mut agents[d.slot];
+                        if !d.retry {
+                            if !active[d.slot] {
+                                active[d.slot] = true;
+                                self.progress.active.fetch_add(1, Relaxed);
+                            }
+                            self.sample(a, d.at_us);
+                            if d.at_us + upload_us < a.until_us {
+                                heap.push(Reverse(Due { at_us: d.at_us + upload_us, slot: d.slot, retry: false }));
+                            } else {
+                                active[d.slot] = false;
+                                self.progress.active.fetch_sub(1, Relaxed);
+                            }
+                        }
+                        if let Some(upload) = self.ready(a, now) {
+                            self.progress.in_flight.fetch_add(1, Relaxed);
+                            let target = self.target.clone();
+                            let clock = self.clock;
+                            inflight.spawn(async move { upload.run(&target, &clock).await });
+                        }
+                    }
+                }
+            }
+        }
+        // Drain: in-flight uploads get the grace period; whatever is still out after it is dropped.
+        let deadline = tokio::time::Instant::now() + self.plan.grace;
+        while !inflight.is_empty() {
+            match tokio::time::timeout_at(deadline, inflight.join_next()).await {
+                Ok(Some(done)) => {
+                    let attempt = done.expect("upload task");
+                    let slot = slot_of[&attempt.index];
+                    let mut ignored = BinaryHeap::new();
+                    self.finish(&mut agents[slot], attempt, &mut ignored, slot);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    self.agg.dropped += inflight.len() as u64;
+                    inflight.abort_all();
+                    break;
+                }
+            }
+        }
+        for (slot, a) in agents.iter().enumerate() {
+            self.stats.rows_unsent += a.backlog.len() as u64;
+            if active[slot] {
+                self.progress.active.fetch_sub(1, Relaxed);
+            }
+        }
+        (self.agg, self.stats)
+    }
+
+    /// The samples of one upload interval ending at `tick_us`, into the backlog (oldest dropped
+    /// beyond `max_backlog_rows`).
+    fn sample(&mut self, a: &mut Agent, tick_us: u64) {
+        let sample_us = self.plan.sample_interval.as_micros() as u64;
+        let n = u64::from(self.plan.batch_rows);
+        for i in 0..n {
+            let at = tick_us.saturating_sub((n - 1 - i) * sample_us);
+            let row = a
+                .machine
+                .sample(&a.device_id, &a.user_id, self.clock.wall(at));
+            a.backlog.push(row);
+        }
+        self.stats.rows_sampled += n;
+        self.progress.backlog_rows.fetch_add(n, Relaxed);
+        if a.pending_since_us.is_none() {
+            a.pending_since_us = Some(tick_us);
+        }
+        let max = self.plan.max_backlog_rows.max(self.plan.batch_rows) as usize;
+        if a.backlog.len() > max {
+            let excess = a.backlog.len() - max;
+            a.backlog.drain(..excess);
+            self.stats.rows_dropped += excess as u64;
+            self.progress.backlog_rows.fetch_sub(excess as u64, Relaxed);
+        }
+    }
+
+    /// An upload for `a` if it is idle, has rows, and is not backing off.
+    fn ready(&mut self, a: &mut Agent, now_us: u64) -> Option<Upload> {
+        if a.busy() || a.backlog.is_empty() || now_us < a.retry_at_us {
+            return None;
+        }
+        // Latency counts from the tick the oldest rows were due at, through any backoff and outage.
+        let intended = a.pending_since_us.take().unwrap_or(now_us);
+        if a.failures == 0 && now_us.saturating_sub(intended) > self.agg.window_us {
+            // Not a retry, yet more than a window behind its schedule: the generator is late.
+            self.agg.late += 1;
+        }
+        // At most 1000 rows per request (the Data API's max_rows); the rest follow at once.
+        let take = a.backlog.len().min(1000);
+        let rows: Vec<_> = a.backlog.drain(..take).collect();
+        if !a.backlog.is_empty() {
+            a.pending_since_us = Some(now_us);
+        }
+        let margin = self
+            .plan
+            .refresh_margin
+            .mul_f64(1.0 + self.rng.random_range(0.0..0.1));
+        Some(Upload {
+            index: a.index,
+            email: a.email.clone(),
+            password: a.password.clone(),
+            path: a.path,
+            session: a.session.take().expect("idle agent has its session"),
+            rows,
+            intended_us: intended,
+            refresh_margin: margin,
+        })
+    }
+
+    fn finish(
+        &mut self,
+        a: &mut Agent,
+        attempt: Attempt,
+        heap: &mut BinaryHeap<Reverse<Due>>,
+        slot: usize,
+    ) {
+        self.progress.in_flight.fetch_sub(1, Relaxed);
+        for s in &attempt.samples {
+            self.agg.add(s);
+        }
+        a.session = Some(attempt.session);
+        self.progress.uploads.fetch_add(1, Relaxed);
+        match attempt.failure {
+            None => {
+                a.failures = 0;
+                *self
+                    .stats
+                    .rows_written
+                    .entry(a.path.operation())
+                    .or_default() += attempt.rows_written;
+                self.progress
+                    .rows_written
+                    .fetch_add(attempt.rows_written, Relaxed);
+                self.progress.backlog_rows.fetch_sub(
+                    attempt
+                        .rows_written
+                        .min(self.progress.backlog_rows.load(Relaxed)),
+                    Relaxed,
+                );
+                if !a.backlog.is_empty() {
+                    heap.push(Reverse(Due {
+                        at_us: self.clock.now_us(),
+                        slot,
+                        retry: true,
+                    }));
+                }
+            }
+            Some(f) if !f.retryable() => {
+                // The target refused these rows for good (a 4xx other than 401/429): retrying cannot
+                // help, so they are dropped and counted.
+                self.progress.errors.fetch_add(1, Relaxed);
+                self.stats.rows_dropped += attempt.unsent.len() as u64;
+                self.progress
+                    .backlog_rows
+                    .fetch_sub(attempt.unsent.len() as u64, Relaxed);
+                a.failures = 0;
+                if !a.backlog.is_empty() {
+                    heap.push(Reverse(Due {
+                        at_us: self.clock.now_us(),
+                        slot,
+                        retry: true,
+                    }));
+                }
+            }
+            Some(f) => {
+                self.progress.errors.fetch_add(1, Relaxed);
+                // The rows go back in front of anything sampled meanwhile.
+                let mut rows = attempt.unsent;
+                rows.append(&mut a.backlog);
+                a.backlog = rows;
+                a.failures += 1;
+                let wait = backoff(a.failures, f.retry_after(), &mut self.rng);
+                a.retry_at_us = self.clock.now_us() + wait.as_micros() as u64;
+                a.pending_since_us = Some(
+                    a.pending_since_us
+                        .map_or(attempt.intended_us, |p| p.min(attempt.intended_us)),
+                );
+                heap.push(Reverse(Due {
+                    at_us: a.retry_at_us,
+                    slot,
+                    retry: true,
+                }));
+            }
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The fleet engine: virtual desktop agents that sign in and stream telemetry the way the real
+//! agent does, paced by the scenario's plan, measured from the intended start of every upload.
+//!
+//! # Layout
+//! - [`telemetry`]: device profiles, the daily usage curve, correlated metrics, anomalies (seeded).
+//! - [`target`]: Auth, the Data API and the transaction pooler as agents call them; errors by kind.
+//! - [`agent`]: one agent's state machine: tokens, backlog, backoff, one upload at a time.
+//! - [`engine`]: provisioning, workers with their own schedules and aggregates, stop and drain.
+
+pub mod agent;
+pub mod engine;
+pub mod target;
+pub mod telemetry;
+
+pub use engine::{Clock, EngineError, Progress, RunOutcome, run};
+pub use target::{Target, TargetConfig};
+
+/// Removes everything run `run_id` wrote (its users and their rows) through `fleetbench.cleanup_run`;
+/// returns (table, rows deleted).
+pub async fn cleanup(
+    db_url: &str,
+    run_id: &str,
+) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(conn);
+    let rows = client
+        .query_typed(
+            "select table_name, rows_deleted from fleetbench.cleanup_run($1)",
+            &[(&run_id, tokio_postgres::types::Type::TEXT)],
+        )
+        .await?;
+    drop(client);
+    let _ = driver.await;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}

@@ -1,0 +1,332 @@
+//! The system under test as the agents reach it: Supabase Auth and the Data API over HTTP (one
+//! shared `reqwest` client and its connection pool for the whole fleet), and SQL through the
+//! transaction-mode pooler (`SUPABASE_DB_URL`; unnamed statements only). Every call returns either
+//! its value or a [`Failure`] whose `kind` is what the run counts errors by.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_postgres::types::Type;
+
+/// Where the fleet points. Secrets live here and nowhere in the run's outputs.
+#[derive(Clone)]
+pub struct TargetConfig {
+    /// `local` or `remote`.
+    pub kind: String,
+    pub api_url: String,
+    pub anon_key: String,
+    pub service_key: String,
+    /// The transaction-mode pooler, for the `pooler` ingestion path.
+    pub db_url: Option<String>,
+}
+
+impl std::fmt::Debug for TargetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TargetConfig {{ kind: {}, api_url: {}, <keys redacted> }}",
+            self.kind, self.api_url
+        )
+    }
+}
+
+/// Why a call failed, as the run counts it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// An HTTP error status, with `Retry-After` when the server sent one.
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+        body: String,
+    },
+    /// No answer: `timeout`, `connect`, `transport`.
+    Transport(&'static str),
+    /// A database error by SQLSTATE, or `pool`.
+    Db(String),
+    /// An answer that does not have the shape the wire reference promises.
+    Protocol(String),
+}
+
+impl Failure {
+    pub fn kind(&self) -> String {
+        match self {
+            Failure::Status { status, .. } => format!("http_{status}"),
+            Failure::Transport(k) => (*k).to_string(),
+            Failure::Db(code) => format!("db_{code}"),
+            Failure::Protocol(_) => "protocol".into(),
+        }
+    }
+
+    /// Worth retrying later (rate limits, server and transport trouble).
+    pub fn retryable(&self) -> bool {
+        match self {
+            Failure::Status { status, .. } => *status == 429 || *status >= 500,
+            Failure::Transport(_) => true,
+            Failure::Db(code) => {
+                code == "pool"
+                    || code.starts_with("08")
+                    || code.starts_with("53")
+                    || code == "57P01"
+            }
+            Failure::Protocol(_) => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Failure::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Status { status, body, .. } => write!(
+                f,
+                "HTTP {status}: {}",
+                body.chars().take(300).collect::<String>()
+            ),
+            Failure::Transport(k) => write!(f, "no answer ({k})"),
+            Failure::Db(code) => write!(f, "database error {code}"),
+            Failure::Protocol(m) => write!(f, "unexpected answer: {m}"),
+        }
+    }
+}
+
+fn transport(e: &reqwest::Error) -> Failure {
+    Failure::Transport(if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "transport"
+    })
+}
+
+/// A signed-in agent's tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+pub struct Target {
+    pub config: TargetConfig,
+    http: reqwest::Client,
+    pooler: Option<deadpool_postgres::Pool>,
+}
+
+/// The pooler path's statement: the batch as one JSON array, one unnamed INSERT.
+fn pooler_insert_sql() -> String {
+    let cols = crate::telemetry::COLUMNS.join(", ");
+    format!(
+        "insert into public.system_metrics ({cols}) select {cols} from json_populate_recordset(null::public.system_metrics, $1::json)"
+    )
+}
+
+impl Target {
+    pub fn new(config: TargetConfig, pooler_connections: usize) -> Result<Target, String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(1024)
+            .user_agent(concat!("fleetbench/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let pooler = match &config.db_url {
+            Some(url) => {
+                let pg: tokio_postgres::Config =
+                    url.parse().map_err(|e| format!("SUPABASE_DB_URL: {e}"))?;
+                let manager = deadpool_postgres::Manager::from_config(
+                    pg,
+                    tokio_postgres::NoTls,
+                    deadpool_postgres::ManagerConfig {
+                        recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+                    },
+                );
+                Some(
+                    deadpool_postgres::Pool::builder(manager)
+                        .max_size(pooler_connections.max(1))
+                        .wait_timeout(Some(Duration::from_secs(30)))
+                        .create_timeout(Some(Duration::from_secs(10)))
+                        .runtime(deadpool_postgres::Runtime::Tokio1)
+                        .build()
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            None => None,
+        };
+        Ok(Target {
+            config,
+            http,
+            pooler,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.config.api_url)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, String), Failure> {
+        let res = req.send().await.map_err(|e| transport(&e))?;
+        let status = res.status().as_u16();
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = res.text().await.map_err(|e| transport(&e))?;
+        if status >= 400 {
+            return Err(Failure::Status {
+                status,
+                retry_after,
+                body,
+            });
+        }
+        Ok((status, body))
+    }
+
+    fn json(body: &str) -> Result<Value, Failure> {
+        serde_json::from_str(body).map_err(|e| Failure::Protocol(format!("not JSON: {e}")))
+    }
+
+    /// `POST /auth/v1/admin/users` (service role; no rate limiter on hosted Auth): the user's id.
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password: &str,
+        run_id: &str,
+    ) -> Result<String, Failure> {
+        let (_, body) = self
+            .send(
+                self.http
+                    .post(self.url("/auth/v1/admin/users"))
+                    .header("apikey", &self.config.service_key)
+                    .bearer_auth(&self.config.service_key)
+                    .json(
+                        &json!({ "email": email, "password": password, "email_confirm": true,
+                                   "app_metadata": { "fleetbench_run_id": run_id } }),
+                    ),
+            )
+            .await?;
+        Self::json(&body)?["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| Failure::Protocol("admin user without id".into()))
+    }
+
+    fn session(body: &str) -> Result<Session, Failure> {
+        let v = Self::json(body)?;
+        match (
+            v["access_token"].as_str(),
+            v["refresh_token"].as_str(),
+            v["expires_at"].as_i64(),
+        ) {
+            (Some(a), Some(r), Some(e)) => Ok(Session {
+                access_token: a.into(),
+                refresh_token: r.into(),
+                expires_at: e,
+            }),
+            _ => Err(Failure::Protocol(
+                "token response without access_token/refresh_token/expires_at".into(),
+            )),
+        }
+    }
+
+    pub async fn sign_in(&self, email: &str, password: &str) -> Result<Session, Failure> {
+        let (_, body) = self
+            .send(
+                self.http
+                    .post(self.url("/auth/v1/token?grant_type=password"))
+                    .header("apikey", &self.config.anon_key)
+                    .json(&json!({ "email": email, "password": password })),
+            )
+            .await?;
+        Self::session(&body)
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Session, Failure> {
+        let (_, body) = self
+            .send(
+                self.http
+                    .post(self.url("/auth/v1/token?grant_type=refresh_token"))
+                    .header("apikey", &self.config.anon_key)
+                    .json(&json!({ "refresh_token": refresh_token })),
+            )
+            .await?;
+        Self::session(&body)
+    }
+
+    /// `POST /rest/v1/devices` as the user: the new device's id.
+    pub async fn create_device(
+        &self,
+        token: &str,
+        device: &crate::telemetry::Device,
+        hostname: &str,
+    ) -> Result<String, Failure> {
+        let (_, body) = self
+            .send(
+                self.http
+                    .post(self.url("/rest/v1/devices"))
+                    .header("apikey", &self.config.anon_key)
+                    .bearer_auth(token)
+                    .header("Prefer", "return=representation")
+                    .header("Accept", "application/vnd.pgrst.object+json")
+                    .json(&json!({
+                        "hostname": hostname, "os": "linux", "cpu_cores": device.cores,
+                        "ram_bytes": device.ram_bytes, "disk_bytes": device.disk_bytes,
+                        "form_factor": device.form_factor, "has_gpu": device.has_gpu,
+                        "agent_version": concat!("fleetbench/", env!("CARGO_PKG_VERSION")),
+                    })),
+            )
+            .await?;
+        Self::json(&body)?["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| Failure::Protocol("device without id".into()))
+    }
+
+    /// A batch through the Data API (`Prefer: return=minimal`, 201 expected).
+    pub async fn insert_rest(&self, token: &str, body: String) -> Result<(), Failure> {
+        let (status, _) = self
+            .send(
+                self.http
+                    .post(self.url("/rest/v1/system_metrics"))
+                    .header("apikey", &self.config.anon_key)
+                    .bearer_auth(token)
+                    .header("Prefer", "return=minimal")
+                    .header("Content-Type", "application/json")
+                    .body(body),
+            )
+            .await?;
+        if status != 201 {
+            return Err(Failure::Protocol(format!(
+                "insert answered {status}, not 201"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A batch through the transaction pooler: rows written.
+    pub async fn insert_pooler(&self, body: String) -> Result<u64, Failure> {
+        let pool = self
+            .pooler
+            .as_ref()
+            .ok_or_else(|| Failure::Protocol("the pooler path needs SUPABASE_DB_URL".into()))?;
+        let client = pool.get().await.map_err(|_| Failure::Db("pool".into()))?;
+        client
+            .execute_typed(&pooler_insert_sql(), &[(&body, Type::TEXT)])
+            .await
+            .map_err(|e| {
+                Failure::Db(
+                    e.as_db_error()
+                        .map_or_else(|| "connection".into(), |d| d.code().code().to_string()),
+                )
+            })
+    }
+}

@@ -1,0 +1,179 @@
+//! `summary.json`: the machine-readable result of a run (INTERFACE.md), and threshold verdicts
+//! computed from it.
+
+use std::collections::BTreeMap;
+
+use fleetbench_scenario::threshold::{Metric, Threshold};
+use serde::Serialize;
+
+use crate::aggregate::{Aggregate, Counts};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Percentiles {
+    Percentiles {
+        p50: ms(h.value_at_quantile(0.50)),
+        p90: ms(h.value_at_quantile(0.90)),
+        p95: ms(h.value_at_quantile(0.95)),
+        p99: ms(h.value_at_quantile(0.99)),
+        p999: ms(h.value_at_quantile(0.999)),
+        max: ms(h.max()),
+        mean: h.mean() / 1000.0,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OperationSummary {
+    pub count: u64,
+    pub errors: u64,
+    pub rate_per_s: f64,
+    pub rows: u64,
+    pub bytes: u64,
+    /// From the intended start.
+    pub latency_ms: Percentiles,
+    /// From the actual send.
+    pub service_ms: Percentiles,
+    pub errors_by_kind: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub kind: String,
+    /// Scheme, host and port only.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThresholdResult {
+    pub operation: String,
+    pub expr: String,
+    /// `null` when the operation has no samples (the threshold then fails).
+    pub observed: Option<f64>,
+    pub pass: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub scenario: String,
+    pub started_at: String,
+    pub duration_s: f64,
+    pub target: Target,
+    pub verdict: String,
+    pub thresholds: Vec<ThresholdResult>,
+    pub operations: BTreeMap<String, OperationSummary>,
+    /// Scheduled work that started more than one window late, and work never started.
+    pub late: u64,
+    pub dropped: u64,
+    pub interrupted: bool,
+}
+
+fn operation(c: &Counts, duration_s: f64) -> OperationSummary {
+    OperationSummary {
+        count: c.count,
+        errors: c.errors,
+        rate_per_s: if duration_s > 0.0 {
+            c.count as f64 / duration_s
+        } else {
+            0.0
+        },
+        rows: c.rows,
+        bytes: c.bytes,
+        latency_ms: percentiles(&c.latency),
+        service_ms: percentiles(&c.service),
+        errors_by_kind: c.errors_by_kind.clone(),
+    }
+}
+
+/// What a threshold metric observed for one operation, if it has samples.
+pub fn observe(op: &OperationSummary, c: &Counts, metric: Metric) -> Option<f64> {
+    if op.count == 0 {
+        return None;
+    }
+    Some(match metric {
+        Metric::Percentile(p) => ms(c.latency.value_at_quantile(p / 100.0)),
+        Metric::Avg => op.latency_ms.mean,
+        Metric::Min => ms(c.latency.min()),
+        Metric::Max => op.latency_ms.max,
+        Metric::Med => op.latency_ms.p50,
+        Metric::ErrorRate => op.errors as f64 / op.count as f64,
+        Metric::Rate => op.rate_per_s,
+        Metric::Count => op.count as f64,
+        // Delivery probes report loss as their error rate (a lost event is an error of kind `lost`).
+        Metric::Loss => {
+            op.errors_by_kind.get("lost").copied().unwrap_or(0) as f64 / op.count as f64
+        }
+    })
+}
+
+pub struct RunFacts {
+    pub run_id: String,
+    pub scenario: String,
+    pub started_at: String,
+    pub duration_s: f64,
+    pub target: Target,
+    pub interrupted: bool,
+}
+
+impl Summary {
+    pub fn new(agg: &Aggregate, facts: RunFacts, thresholds: &[Threshold]) -> Summary {
+        let operations: BTreeMap<String, OperationSummary> = agg
+            .operations
+            .iter()
+            .map(|(k, op)| (k.clone(), operation(&op.total, facts.duration_s)))
+            .collect();
+        let results: Vec<ThresholdResult> = thresholds
+            .iter()
+            .map(|t| {
+                let observed = match (
+                    operations.get(&t.operation),
+                    agg.operations.get(&t.operation),
+                ) {
+                    (Some(op), Some(a)) => observe(op, &a.total, t.metric),
+                    _ => None,
+                };
+                ThresholdResult {
+                    operation: t.operation.clone(),
+                    expr: t.expr.clone(),
+                    observed,
+                    pass: observed.is_some_and(|v| t.cmp.holds(v, t.value)),
+                }
+            })
+            .collect();
+        let pass = results.iter().all(|r| r.pass);
+        Summary {
+            schema_version: SCHEMA_VERSION,
+            run_id: facts.run_id,
+            scenario: facts.scenario,
+            started_at: facts.started_at,
+            duration_s: facts.duration_s,
+            target: facts.target,
+            verdict: if pass { "pass" } else { "fail" }.into(),
+            thresholds: results,
+            operations,
+            late: agg.late,
+            dropped: agg.dropped,
+            interrupted: facts.interrupted,
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.verdict == "pass"
+    }
+}

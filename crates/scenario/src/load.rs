@@ -1,0 +1,354 @@
+//! Reading a scenario: TOML → `--set` overrides → typed model → semantic checks → [`Plan`]. Every
+//! error carries `file:line:column`; semantic checks all run, so one pass lists every problem.
+//! With overrides the file is re-serialised first, and locations then refer to the resolved
+//! scenario (the run directory's `scenario.toml`), which the file name says.
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::model::{self, Scenario};
+use crate::plan::Plan;
+use crate::threshold::Threshold;
+
+/// One problem and where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for Located {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ScenarioError(pub Vec<Located>);
+
+impl std::fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+struct Errors<'a> {
+    file: &'a str,
+    text: &'a str,
+    list: Vec<Located>,
+}
+
+impl Errors<'_> {
+    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        self.list.push(Located {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, s: &Spanned<String>, what: &str) -> Duration {
+        match humantime::parse_duration(s.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.at(s.span(), format!("{what}: {:?} is not a duration ({e}); write e.g. \"500ms\", \"10s\", \"2m\"", s.get_ref()));
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn mix(
+        &mut self,
+        mix: &std::collections::BTreeMap<Spanned<String>, f64>,
+        allowed: &[&str],
+        what: &str,
+        shares: bool,
+    ) -> Vec<(String, f64)> {
+        let mut out = Vec::new();
+        for (k, v) in mix {
+            if !allowed.contains(&k.get_ref().as_str()) {
+                self.at(
+                    k.span(),
+                    format!(
+                        "unknown {what} {:?}: expected one of {allowed:?}",
+                        k.get_ref()
+                    ),
+                );
+            } else if !(v.is_finite() && *v >= 0.0) || (!shares && *v > 1.0) {
+                self.at(
+                    k.span(),
+                    format!(
+                        "{what} {:?}: {v} is not a share between 0 and {}",
+                        k.get_ref(),
+                        if shares { "any positive weight" } else { "1" }
+                    ),
+                );
+            } else {
+                out.push((k.get_ref().clone(), *v));
+            }
+        }
+        if shares {
+            let total: f64 = out.iter().map(|(_, v)| v).sum();
+            if total > 0.0 {
+                out.iter_mut().for_each(|(_, v)| *v /= total);
+            } else if !mix.is_empty() {
+                let span = mix.keys().next().map(|k| k.span()).unwrap_or(0..0);
+                self.at(span, format!("the {what} weights add up to 0"));
+            }
+        }
+        out
+    }
+}
+
+/// Sets `keys` under `node`; a number indexes an array (`load.stages.1.agents`).
+fn set(node: &mut toml::Value, keys: &[&str], value: toml::Value) -> bool {
+    let Some((first, rest)) = keys.split_first() else {
+        *node = value;
+        return true;
+    };
+    match node {
+        toml::Value::Table(t) if rest.is_empty() => {
+            t.insert(first.to_string(), value);
+            true
+        }
+        toml::Value::Table(t) => {
+            let child = t
+                .entry(first.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            set(child, rest, value)
+        }
+        toml::Value::Array(items) => {
+            match first.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                Some(child) => set(child, rest, value),
+                None => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Applies `key.path=value` overrides to the document. Values are TOML (`5000`, `"2s"`, `true`);
+/// anything that does not parse as TOML is taken as a string.
+fn apply_overrides(doc: &mut toml::Table, overrides: &[String]) -> Result<(), Vec<Located>> {
+    let mut errors = Vec::new();
+    for o in overrides {
+        let bad = |message: String| Located {
+            file: "--set".into(),
+            line: 0,
+            column: 0,
+            message,
+        };
+        let Some((path, raw)) = o.split_once('=') else {
+            errors.push(bad(format!("{o:?} is not KEY=VALUE")));
+            continue;
+        };
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+        let keys: Vec<&str> = path.trim().split('.').collect();
+        let mut root = toml::Value::Table(std::mem::take(doc));
+        let ok = set(&mut root, &keys, value);
+        if let toml::Value::Table(t) = root {
+            *doc = t;
+        }
+        if !ok {
+            errors.push(bad(format!("{path:?} does not name a key that can be set")));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Loads and validates a scenario file with `overrides` applied; returns the model, its plan and
+/// the resolved TOML.
+pub fn load_file(
+    path: &Path,
+    overrides: &[String],
+) -> Result<(Scenario, Plan, String), ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ScenarioError(vec![Located {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the scenario: {e}"),
+        }])
+    })?;
+    load_str(&text, &path.display().to_string(), overrides)
+}
+
+pub fn load_str(
+    text: &str,
+    file: &str,
+    overrides: &[String],
+) -> Result<(Scenario, Plan, String), ScenarioError> {
+    let located = |span: Option<Range<usize>>, text: &str, file: &str, message: String| {
+        let mut e = Errors {
+            file,
+            text,
+            list: Vec::new(),
+        };
+        e.at(span.unwrap_or(0..0), message);
+        e.list
+    };
+    let (text, file) = if overrides.is_empty() {
+        (text.to_string(), file.to_string())
+    } else {
+        let mut doc: toml::Table = toml::from_str(text)
+            .map_err(|e| ScenarioError(located(e.span(), text, file, e.message().to_string())))?;
+        apply_overrides(&mut doc, overrides).map_err(ScenarioError)?;
+        let resolved = toml::to_string(&doc).map_err(|e| {
+            ScenarioError(located(
+                None,
+                text,
+                file,
+                format!("re-serialising with overrides: {e}"),
+            ))
+        })?;
+        (resolved, format!("{file} (as resolved with --set)"))
+    };
+    let scenario: Scenario = toml::from_str(&text).map_err(|e| {
+        ScenarioError(located(
+            e.span(),
+            &text,
+            &file,
+            e.message().trim().to_string(),
+        ))
+    })?;
+    let plan = validate(&scenario, &text, &file)?;
+    Ok((scenario, plan, text))
+}
+
+fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError> {
+    let mut e = Errors {
+        file,
+        text,
+        list: Vec::new(),
+    };
+    if s.name.trim().is_empty() {
+        e.at(0..0, "name must not be empty");
+    }
+    let agents = *s.fleet.agents.get_ref();
+    if agents == 0 {
+        e.at(s.fleet.agents.span(), "fleet.agents must be at least 1");
+    }
+    let profiles = e.mix(&s.fleet.profiles, model::PROFILES, "device profile", true);
+    if s.load.stages.is_empty() {
+        e.at(
+            0..0,
+            "load.stages is empty: add at least one [[load.stages]] with duration and agents",
+        );
+    }
+    let mut end = Duration::ZERO;
+    let mut stages = Vec::new();
+    let errors_before = e.list.len();
+    for stage in &s.load.stages {
+        end += e.duration(&stage.duration, "stage duration");
+        let a = *stage.agents.get_ref();
+        if a > agents {
+            e.at(
+                stage.agents.span(),
+                format!("this stage asks for {a} agents but fleet.agents is {agents}"),
+            );
+        }
+        stages.push((end, a));
+    }
+    if !s.load.stages.is_empty() && end.is_zero() && e.list.len() == errors_before {
+        e.at(
+            s.load.stages[0].duration.span(),
+            "the stages last no time at all",
+        );
+    }
+    let grace = e.duration(&s.load.grace, "load.grace");
+    let w = &s.workload;
+    let sample = e.duration(&w.sample_interval, "workload.sample_interval");
+    let upload = e.duration(&w.upload_interval, "workload.upload_interval");
+    let mut batch_rows = 0;
+    if !sample.is_zero() && !upload.is_zero() {
+        if upload < sample {
+            e.at(
+                w.upload_interval.span(),
+                "upload_interval is shorter than sample_interval: every upload would be empty",
+            );
+        } else {
+            batch_rows = (upload.as_secs_f64() / sample.as_secs_f64()).round() as u32;
+            if batch_rows > 1000 {
+                e.at(w.upload_interval.span(), format!("one upload would carry {batch_rows} rows; the Data API returns at most 1000 per request and large bodies hurt, so keep upload / sample <= 1000"));
+            }
+        }
+    } else if !w.sample_interval.get_ref().is_empty()
+        && sample.is_zero()
+        && humantime::parse_duration(w.sample_interval.get_ref()).is_ok()
+    {
+        e.at(
+            w.sample_interval.span(),
+            "sample_interval must be longer than zero",
+        );
+    }
+    let ingest = e.mix(&w.ingest, model::INGEST_PATHS, "ingestion path", true);
+    let anomalies = e.mix(&w.anomalies, model::ANOMALIES, "anomaly", false);
+    let refresh_margin = e.duration(&w.refresh_margin, "workload.refresh_margin");
+    let mut thresholds = Vec::new();
+    for (op, exprs) in &s.thresholds {
+        if !crate::OPERATIONS.contains(&op.get_ref().as_str()) {
+            e.at(
+                op.span(),
+                format!(
+                    "unknown operation {:?}: expected one of {:?}",
+                    op.get_ref(),
+                    crate::OPERATIONS
+                ),
+            );
+            continue;
+        }
+        for expr in exprs {
+            match Threshold::parse(op.get_ref(), expr.get_ref()) {
+                Ok(t) => thresholds.push(t),
+                Err(msg) => e.at(expr.span(), msg),
+            }
+        }
+    }
+    let window = match &s.output.window {
+        Some(w) => e.duration(w, "output.window"),
+        None => Duration::from_secs(1),
+    };
+    if !e.list.is_empty() {
+        return Err(ScenarioError(e.list));
+    }
+    Ok(Plan {
+        name: s.name.clone(),
+        agents,
+        seed: s.fleet.seed,
+        provision_concurrency: s.fleet.provision_concurrency.max(1),
+        profiles,
+        stages,
+        grace,
+        sample_interval: sample,
+        upload_interval: upload,
+        batch_rows,
+        ingest,
+        anomalies,
+        refresh_margin,
+        max_backlog_rows: w.max_backlog_rows,
+        thresholds,
+        cleanup: s.output.cleanup,
+        window,
+    })
+}

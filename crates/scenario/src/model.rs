@@ -1,0 +1,129 @@
+//! The scenario's sections. Durations and rates stay strings with their spans here so that
+//! [`crate::load`] can say where a bad one is; [`crate::plan`] turns them into numbers.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub fleet: Fleet,
+    pub load: Load,
+    pub workload: Workload,
+    /// Operation name → threshold expressions.
+    #[serde(default)]
+    pub thresholds: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    /// How many agents are provisioned (the most the stages may ask for).
+    pub agents: Spanned<u32>,
+    /// Seeds device profiles, telemetry and anomalies: the same seed, the same fleet.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Device profile → share of the fleet (normalised).
+    #[serde(default = "default_mix")]
+    pub profiles: BTreeMap<Spanned<String>, f64>,
+    /// How many agents sign in at once while the fleet is provisioned.
+    #[serde(default = "default_concurrency")]
+    pub provision_concurrency: u32,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn default_concurrency() -> u32 {
+    16
+}
+
+fn default_mix() -> BTreeMap<Spanned<String>, f64> {
+    [("laptop", 0.6), ("desktop", 0.3), ("workstation", 0.1)]
+        .into_iter()
+        .map(|(k, v)| (Spanned::new(0..0, k.to_string()), v))
+        .collect()
+}
+
+/// The device profiles agents can be drawn from.
+pub const PROFILES: &[&str] = &["laptop", "desktop", "workstation", "server"];
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    pub stages: Vec<Stage>,
+    /// After the last stage, how long in-flight requests may finish before the run ends.
+    #[serde(default = "default_grace")]
+    pub grace: Spanned<String>,
+}
+
+fn default_grace() -> Spanned<String> {
+    Spanned::new(0..0, "5s".into())
+}
+
+/// One stage: over `duration`, the number of active agents moves linearly from the previous
+/// stage's target to `agents` (a hold when they are equal). Each active agent uploads on its own
+/// cadence whatever the target's latency: an open model.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub duration: Spanned<String>,
+    pub agents: Spanned<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// How often an agent samples its machine.
+    pub sample_interval: Spanned<String>,
+    /// How often an agent uploads what it sampled (one batch of upload / sample rows).
+    pub upload_interval: Spanned<String>,
+    /// Ingestion path → share of agents: `rest` (Data API) and `pooler` (SQL through the transaction pooler).
+    #[serde(default = "default_ingest")]
+    pub ingest: BTreeMap<Spanned<String>, f64>,
+    /// Anomaly → share of agents that develop it during the run.
+    #[serde(default)]
+    pub anomalies: BTreeMap<Spanned<String>, f64>,
+    /// Refresh the access token this long before it expires (with up to 10 % jitter).
+    #[serde(default = "default_refresh_margin")]
+    pub refresh_margin: Spanned<String>,
+    /// Samples an agent keeps while the target is unreachable; the oldest are dropped (and counted) beyond it.
+    #[serde(default = "default_backlog")]
+    pub max_backlog_rows: u32,
+}
+
+fn default_ingest() -> BTreeMap<Spanned<String>, f64> {
+    [(Spanned::new(0..0, "rest".to_string()), 1.0)]
+        .into_iter()
+        .collect()
+}
+
+fn default_refresh_margin() -> Spanned<String> {
+    Spanned::new(0..0, "60s".into())
+}
+
+fn default_backlog() -> u32 {
+    3600
+}
+
+pub const INGEST_PATHS: &[&str] = &["rest", "pooler"];
+pub const ANOMALIES: &[&str] = &["thermal_runaway", "memory_leak", "disk_filling"];
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Output {
+    /// Remove the run's users and every row they own from the target when the run ends.
+    #[serde(default)]
+    pub cleanup: bool,
+    /// Width of the time windows of the interval histograms.
+    #[serde(default)]
+    pub window: Option<Spanned<String>>,
+}

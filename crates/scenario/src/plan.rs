@@ -1,0 +1,165 @@
+//! The validated scenario as numbers: every load shape reduces to one plan, the target number of
+//! active agents as a piecewise-linear function of elapsed time, plus the workload's cadences and
+//! mixes (normalised) and the parsed thresholds.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::threshold::Threshold;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub name: String,
+    pub agents: u32,
+    pub seed: u64,
+    pub provision_concurrency: u32,
+    /// (device profile, share), shares summing to 1.
+    pub profiles: Vec<(String, f64)>,
+    /// (end of stage since the start, target agents at that end).
+    pub stages: Vec<(Duration, u32)>,
+    pub grace: Duration,
+    pub sample_interval: Duration,
+    pub upload_interval: Duration,
+    pub batch_rows: u32,
+    /// (ingestion path, share), shares summing to 1.
+    pub ingest: Vec<(String, f64)>,
+    /// (anomaly, share of agents).
+    pub anomalies: Vec<(String, f64)>,
+    pub refresh_margin: Duration,
+    pub max_backlog_rows: u32,
+    pub thresholds: Vec<Threshold>,
+    pub cleanup: bool,
+    pub window: Duration,
+}
+
+impl Plan {
+    /// How long the stages last.
+    pub fn duration(&self) -> Duration {
+        self.stages.last().map(|s| s.0).unwrap_or_default()
+    }
+
+    /// Target active agents `elapsed` into the run (a real number: ramps are linear).
+    pub fn active_at(&self, elapsed: Duration) -> f64 {
+        let (mut start, mut from) = (Duration::ZERO, 0.0);
+        for &(end, to) in &self.stages {
+            if elapsed < end {
+                let span = (end - start).as_secs_f64();
+                let f = if span > 0.0 {
+                    (elapsed - start).as_secs_f64() / span
+                } else {
+                    1.0
+                };
+                return from + (f64::from(to) - from) * f;
+            }
+            (start, from) = (end, f64::from(to));
+        }
+        0.0
+    }
+
+    /// When agent number `index` (0-based) becomes active: the first moment the target reaches
+    /// `index + 1`. `None` if it never does.
+    pub fn activation(&self, index: u32) -> Option<Duration> {
+        let need = f64::from(index) + 1.0;
+        let (mut start, mut from) = (Duration::ZERO, 0.0);
+        for &(end, to) in &self.stages {
+            let to_f = f64::from(to);
+            if to_f >= need && from < need {
+                let span = (end - start).as_secs_f64();
+                let f = if to_f > from {
+                    (need - from) / (to_f - from)
+                } else {
+                    0.0
+                };
+                return Some(start + Duration::from_secs_f64(span * f));
+            }
+            if from >= need && to_f >= need {
+                return Some(start);
+            }
+            (start, from) = (end, to_f);
+        }
+        None
+    }
+
+    /// When agent `index` stops: the first moment after its activation that the target drops below
+    /// `index + 1`, or the end of the stages.
+    pub fn deactivation(&self, index: u32) -> Duration {
+        let need = f64::from(index) + 1.0;
+        let (mut start, mut from) = (Duration::ZERO, 0.0);
+        let mut active = false;
+        for &(end, to) in &self.stages {
+            let to_f = f64::from(to);
+            if !active && to_f >= need {
+                active = true;
+            }
+            if active && to_f < need && from >= need {
+                let span = (end - start).as_secs_f64();
+                let f = (from - need) / (from - to_f);
+                return start + Duration::from_secs_f64(span * f.clamp(0.0, 1.0));
+            }
+            (start, from) = (end, to_f);
+        }
+        self.duration()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(stages: &[(u64, u32)]) -> Plan {
+        let mut end = Duration::ZERO;
+        Plan {
+            name: "t".into(),
+            agents: 100,
+            seed: 1,
+            provision_concurrency: 1,
+            profiles: vec![],
+            stages: stages
+                .iter()
+                .map(|&(d, a)| {
+                    end += Duration::from_secs(d);
+                    (end, a)
+                })
+                .collect(),
+            grace: Duration::ZERO,
+            sample_interval: Duration::from_secs(1),
+            upload_interval: Duration::from_secs(10),
+            batch_rows: 10,
+            ingest: vec![],
+            anomalies: vec![],
+            refresh_margin: Duration::ZERO,
+            max_backlog_rows: 0,
+            thresholds: vec![],
+            cleanup: false,
+            window: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn ramps_are_linear_and_holds_flat() {
+        let p = plan(&[(10, 100), (20, 100), (10, 0)]);
+        assert_eq!(p.duration(), Duration::from_secs(40));
+        assert!((p.active_at(Duration::from_secs(5)) - 50.0).abs() < 1e-9);
+        assert!((p.active_at(Duration::from_secs(25)) - 100.0).abs() < 1e-9);
+        assert!((p.active_at(Duration::from_secs(35)) - 50.0).abs() < 1e-9);
+        // Agent 49 (the 50th) starts at 5 s and, ramping down, stops when the target falls below 50.
+        assert_eq!(p.activation(49), Some(Duration::from_secs(5)));
+        assert_eq!(p.activation(0), Some(Duration::from_millis(100)));
+        assert_eq!(p.activation(100), None);
+        let stop = p.deactivation(49);
+        assert!((stop.as_secs_f64() - 35.0).abs() < 1e-6, "{stop:?}");
+        // Active agents at any moment = floor(target): agent i runs on [activation(i), deactivation(i)).
+        for t in [1.05, 5.55, 12.0, 31.35, 36.75, 39.95] {
+            let at = Duration::from_secs_f64(t);
+            let active = (0..100)
+                .filter(|&i| p.activation(i).is_some_and(|a| a <= at) && at < p.deactivation(i))
+                .count();
+            assert_eq!(active as f64, p.active_at(at).floor(), "at {t} s");
+        }
+        // A step: all agents from zero.
+        let step = plan(&[(0, 10), (5, 10)]);
+        assert_eq!(step.activation(9), Some(Duration::ZERO));
+        assert_eq!(step.deactivation(9), Duration::from_secs(5));
+    }
+}
