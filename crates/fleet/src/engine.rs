@@ -365,8 +365,10 @@ impl Worker {
         let mut heap: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
         for (slot, a) in agents.iter().enumerate() {
             if a.from_us < a.until_us {
-                // Each agent's own phase within the cadence.
-                let phase = self.rng.random_range(0..upload_us.max(1));
+                // Each agent's own phase within the cadence, spread evenly over the fleet (a Weyl
+                // sequence by agent index): a smooth arrival rate at any fleet size, no random clumps.
+                let phase = ((f64::from(a.index) * 0.618_033_988_749_895).fract()
+                    * upload_us as f64) as u64;
                 heap.push(Reverse(Due {
                     at_us: a.from_us + phase,
                     slot,

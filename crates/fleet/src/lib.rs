@@ -5,10 +5,12 @@
 //! - [`telemetry`]: device profiles, the daily usage curve, correlated metrics, anomalies (seeded).
 //! - [`target`]: Auth, the Data API and the transaction pooler as agents call them; errors by kind.
 //! - [`agent`]: one agent's state machine: tokens, backlog, backoff, one upload at a time.
+//! - [`sink`]: `fleetbench sink`, a target with a known latency model, to calibrate the generator.
 //! - [`engine`]: provisioning, workers with their own schedules and aggregates, stop and drain.
 
 pub mod agent;
 pub mod engine;
+pub mod sink;
 pub mod target;
 pub mod telemetry;
 

@@ -43,6 +43,17 @@ pub enum Command {
         #[command(subcommand)]
         action: ScenariosAction,
     },
+    /// A minimal HTTP target with a known latency model, for calibrating the generator.
+    Sink {
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Service time: `5ms`, or `uniform:1ms..9ms`.
+        #[arg(long, value_name = "SPEC", default_value = "0ms")]
+        latency: fleetbench_fleet::sink::Latency,
+        /// Periodic stalls: `200ms/1s` stalls the first 200 ms of every second.
+        #[arg(long, value_name = "SPEC")]
+        stall: Option<fleetbench_fleet::sink::Stall>,
+    },
     /// Remove everything a run wrote to the target (its users and their rows).
     Cleanup {
         #[arg(long, value_name = "ID")]

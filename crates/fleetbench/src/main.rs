@@ -76,6 +76,11 @@ fn main() -> ExitCode {
             action: ScenariosAction::Validate { files, overrides },
         } => run::validate(&files, &overrides),
         Command::Cleanup { run_id } => run::cleanup(&run_id),
+        Command::Sink {
+            listen,
+            latency,
+            stall,
+        } => run::sink(listen, latency, stall),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -65,6 +65,35 @@ pub fn cleanup(run_id: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+pub fn sink(
+    listen: std::net::SocketAddr,
+    latency: fleetbench_fleet::sink::Latency,
+    stall: Option<fleetbench_fleet::sink::Stall>,
+) -> Result<(), Failure> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let sink =
+            fleetbench_fleet::sink::Sink::new(fleetbench_fleet::sink::Model { latency, stall });
+        println!("http://{}", listener.local_addr()?);
+        eprintln!("sink: latency {latency:?}, stall {stall:?}; Ctrl-C stops it");
+        tokio::select! {
+            r = fleetbench_fleet::sink::serve(listener, sink.clone()) => r?,
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!(
+            "sink: {} requests, {} inserts, {} rows",
+            sink.requests.load(std::sync::atomic::Ordering::Relaxed),
+            sink.inserts.load(std::sync::atomic::Ordering::Relaxed),
+            sink.rows.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}
+
 fn default_out(name: &str) -> PathBuf {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     PathBuf::from("reports").join(format!("{stamp}-{name}"))

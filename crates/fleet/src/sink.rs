@@ -1,0 +1,206 @@
+//! `fleetbench sink`: a minimal HTTP target with a known latency model, for calibrating the
+//! generator. It answers just enough of Supabase for a fleet to run against it (admin users,
+//! password and refresh grants, devices, metric inserts; anything else is `200 ok`), and every
+//! answer waits for the model: a fixed or uniform service time, plus periodic stalls during which
+//! every request waits until the stall ends. With a known model the true latency distribution can
+//! be computed, and the generator's numbers checked against it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+
+/// Service time of every request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Latency {
+    Fixed(Duration),
+    Uniform(Duration, Duration),
+}
+
+/// Every `period` (from the sink's start), the first `length` of it is a stall.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stall {
+    pub length: Duration,
+    pub period: Duration,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration like 5ms, 1s, 250us ({e})"))
+}
+
+impl std::str::FromStr for Latency {
+    type Err = String;
+    /// `5ms` (fixed) or `uniform:1ms..9ms`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.strip_prefix("uniform:") {
+            Some(range) => {
+                let (a, b) = range
+                    .split_once("..")
+                    .ok_or_else(|| format!("{s:?}: expected uniform:MIN..MAX"))?;
+                let (a, b) = (duration(a)?, duration(b)?);
+                if a > b {
+                    return Err(format!("{s:?}: the minimum is above the maximum"));
+                }
+                Ok(Latency::Uniform(a, b))
+            }
+            None => Ok(Latency::Fixed(duration(s)?)),
+        }
+    }
+}
+
+impl std::str::FromStr for Stall {
+    type Err = String;
+    /// `200ms/1s`: a 200 ms stall at the start of every second.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (l, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: expected LENGTH/PERIOD, e.g. 200ms/1s"))?;
+        let (length, period) = (duration(l)?, duration(p)?);
+        if period.is_zero() || length >= period {
+            return Err(format!("{s:?}: the stall must be shorter than its period"));
+        }
+        Ok(Stall { length, period })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Model {
+    pub latency: Latency,
+    pub stall: Option<Stall>,
+}
+
+impl Model {
+    /// How long a request arriving `since_start` into the sink's life waits before its answer.
+    pub fn delay(&self, since_start: Duration, draw: f64) -> Duration {
+        let stall = self.stall.map_or(Duration::ZERO, |s| {
+            let into = Duration::from_nanos((since_start.as_nanos() % s.period.as_nanos()) as u64);
+            s.length.saturating_sub(into)
+        });
+        let service = match self.latency {
+            Latency::Fixed(d) => d,
+            Latency::Uniform(a, b) => a + (b - a).mul_f64(draw),
+        };
+        stall + service
+    }
+}
+
+pub struct Sink {
+    model: Model,
+    start: Instant,
+    pub requests: AtomicU64,
+    pub inserts: AtomicU64,
+    pub rows: AtomicU64,
+}
+
+impl Sink {
+    pub fn new(model: Model) -> Arc<Sink> {
+        Arc::new(Sink {
+            model,
+            start: Instant::now(),
+            requests: AtomicU64::new(0),
+            inserts: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+        })
+    }
+
+    /// When the sink's clock started (its stall schedule is relative to it).
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+async fn handle(State(sink): State<Arc<Sink>>, uri: Uri, body: axum::body::Bytes) -> Response {
+    let arrived = sink.start.elapsed();
+    sink.requests.fetch_add(1, Relaxed);
+    let draw: f64 = rand::rng().random();
+    tokio::time::sleep(sink.model.delay(arrived, draw)).await;
+    let path = uri.path();
+    let id = || uuid::Uuid::new_v4().to_string();
+    match path {
+        "/auth/v1/admin/users" => json(StatusCode::OK, serde_json::json!({ "id": id() })),
+        "/auth/v1/token" => json(
+            StatusCode::OK,
+            serde_json::json!({
+                "access_token": format!("sink.{}", id()), "token_type": "bearer", "expires_in": 3600,
+                "expires_at": chrono::Utc::now().timestamp() + 3600, "refresh_token": id(),
+            }),
+        ),
+        "/rest/v1/devices" => json(StatusCode::CREATED, serde_json::json!({ "id": id() })),
+        "/rest/v1/system_metrics" => {
+            sink.inserts.fetch_add(1, Relaxed);
+            let rows = serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&body)
+                .map_or(1, |v| v.len() as u64);
+            sink.rows.fetch_add(rows, Relaxed);
+            StatusCode::CREATED.into_response()
+        }
+        _ => (StatusCode::OK, "ok").into_response(),
+    }
+}
+
+pub fn router(sink: Arc<Sink>) -> Router {
+    Router::new().fallback(handle).with_state(sink)
+}
+
+/// Serves `sink` on `listener` until the future is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, sink: Arc<Sink>) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(sink).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_the_model_is_what_it_says() {
+        let m = Model {
+            latency: "5ms".parse().unwrap(),
+            stall: Some("200ms/1s".parse().unwrap()),
+        };
+        assert_eq!(
+            m.delay(Duration::from_millis(50), 0.5),
+            Duration::from_millis(155)
+        );
+        assert_eq!(
+            m.delay(Duration::from_millis(1_199), 0.5),
+            Duration::from_millis(6)
+        );
+        assert_eq!(
+            m.delay(Duration::from_millis(700), 0.5),
+            Duration::from_millis(5)
+        );
+        let u: Latency = "uniform:1ms..9ms".parse().unwrap();
+        assert_eq!(
+            Model {
+                latency: u,
+                stall: None
+            }
+            .delay(Duration::ZERO, 0.25),
+            Duration::from_millis(3)
+        );
+        for bad in ["5", "fast", "uniform:9ms..1ms", "uniform:1ms"] {
+            assert!(bad.parse::<Latency>().is_err(), "{bad}");
+        }
+        for bad in ["1s/1s", "200ms", "1s/0s"] {
+            assert!(bad.parse::<Stall>().is_err(), "{bad}");
+        }
+        assert_eq!(
+            "250us".parse::<Latency>().unwrap(),
+            Latency::Fixed(Duration::from_micros(250))
+        );
+    }
+}
