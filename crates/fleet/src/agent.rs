@@ -12,6 +12,8 @@ use fleetbench_metrics::{Outcome, Sample};
 use rand::Rng;
 use rand::rngs::SmallRng;
 
+use uuid::Uuid;
+
 use crate::target::{Failure, Session, Target};
 use crate::telemetry::{Machine, Row};
 
@@ -32,10 +34,8 @@ impl Path {
 
 pub struct Agent {
     pub index: u32,
-    pub email: String,
-    pub password: String,
-    pub user_id: String,
-    pub device_id: String,
+    pub user_id: Uuid,
+    pub device_id: Uuid,
     pub machine: Machine,
     pub path: Path,
     /// `None` while an upload holds it.
@@ -56,6 +56,16 @@ impl Agent {
     pub fn busy(&self) -> bool {
         self.session.is_none()
     }
+}
+
+/// An agent's sign-in: derived from the run and the agent's index, so 100,000 idle agents do not
+/// each keep two strings.
+pub fn credentials(run_id: &str, index: u32) -> (String, String) {
+    let short = &run_id[..8.min(run_id.len())];
+    (
+        format!("agent-{index:06}-{short}@fleetbench.load.test"),
+        format!("fb-{run_id}-{index}"),
+    )
 }
 
 /// Full-jitter exponential backoff, capped at 30 s, or the server's `Retry-After` if larger.

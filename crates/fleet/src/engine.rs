@@ -91,7 +91,6 @@ pub struct RunOutcome {
     pub rows_dropped: u64,
     pub rows_unsent: u64,
     pub interrupted: bool,
-    pub user_ids: Vec<String>,
 }
 
 fn pick(roll: f64, mix: &[(String, f64)]) -> &str {
@@ -108,7 +107,7 @@ fn pick(roll: f64, mix: &[(String, f64)]) -> &str {
 async fn with_retries<T, F, Fut>(
     clock: &Clock,
     operation: &'static str,
-    agg: &mut Aggregate,
+    samples: &mut Vec<fleetbench_metrics::Sample>,
     rng: &mut SmallRng,
     stop: &watch::Receiver<bool>,
     mut call: F,
@@ -122,7 +121,7 @@ where
         let sent = clock.now_us();
         let result = call().await;
         let done = clock.now_us();
-        agg.add(&fleetbench_metrics::Sample {
+        samples.push(fleetbench_metrics::Sample {
             operation,
             intended_us: sent,
             sent_us: sent,
@@ -151,26 +150,24 @@ async fn provision_one(
     run_id: String,
     index: u32,
     clock: Clock,
-    window_us: u64,
     stop: watch::Receiver<bool>,
-) -> (Aggregate, Result<Agent, Failure>) {
-    let mut agg = Aggregate::new(window_us);
+) -> (Vec<fleetbench_metrics::Sample>, Result<Agent, Failure>) {
+    // Samples, not an aggregate: a few per agent, added to the run's aggregate by the caller.
+    let mut samples = Vec::with_capacity(3);
     let mut rng = SmallRng::seed_from_u64(plan.seed.wrapping_add(u64::from(index)));
-    let short = &run_id[..8.min(run_id.len())];
-    let email = format!("agent-{index:06}-{short}@fleetbench.load.test");
-    let password = format!("fb-{run_id}-{index}");
+    let (email, password) = crate::agent::credentials(&run_id, index);
     let machine = Machine::new(plan.seed, index, &plan.profiles, &plan.anomalies);
     let result = async {
         let user_id = with_retries(
             &clock,
             "auth.admin_create_user",
-            &mut agg,
+            &mut samples,
             &mut rng,
             &stop,
             || target.create_user(&email, &password, &run_id),
         )
         .await?;
-        let session = with_retries(&clock, "auth.password", &mut agg, &mut rng, &stop, || {
+        let session = with_retries(&clock, "auth.password", &mut samples, &mut rng, &stop, || {
             target.sign_in(&email, &password)
         })
         .await?;
@@ -178,7 +175,7 @@ async fn provision_one(
         let device_id = with_retries(
             &clock,
             "rest.create_device",
-            &mut agg,
+            &mut samples,
             &mut rng,
             &stop,
             || target.create_device(&session.access_token, &machine.device, &hostname),
@@ -191,8 +188,6 @@ async fn provision_one(
         };
         Ok(Agent {
             index,
-            email: email.clone(),
-            password: password.clone(),
             user_id,
             device_id,
             machine: machine.clone(),
@@ -207,7 +202,7 @@ async fn provision_one(
         })
     }
     .await;
-    (agg, result)
+    (samples, result)
 }
 
 /// Runs `plan` against `target` until the stages end or `stop` turns true.
@@ -243,7 +238,6 @@ pub async fn run(
                 run_id.clone(),
                 next,
                 clock,
-                window_us,
                 stop.clone(),
             ));
             next += 1;
@@ -251,8 +245,8 @@ pub async fn run(
         let Some(done) = set.join_next().await else {
             break;
         };
-        let (agg, result) = done.expect("provisioning task");
-        aggregate.merge(&agg);
+        let (samples, result) = done.expect("provisioning task");
+        samples.iter().for_each(|s| aggregate.add(s));
         match result {
             Ok(agent) => {
                 progress.provisioned.fetch_add(1, Relaxed);
@@ -265,7 +259,6 @@ pub async fn run(
         return Err(EngineError::NoAgents(last_failure));
     }
     agents.sort_by_key(|a| a.index);
-    let user_ids = agents.iter().map(|a| a.user_id.clone()).collect();
     let provisioned = agents.len() as u32;
 
     // The load phase's clock starts now; agent k takes the k-th activation slot.
@@ -282,7 +275,8 @@ pub async fn run(
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
-    let mut shards: Vec<Vec<Agent>> = (0..workers).map(|_| Vec::new()).collect();
+    let per_worker = agents.len() / workers + 1;
+    let mut shards: Vec<Vec<Agent>> = (0..workers).map(|_| Vec::with_capacity(per_worker)).collect();
     for a in agents {
         shards[a.index as usize % workers].push(a);
     }
@@ -290,6 +284,7 @@ pub async fn run(
     let mut handles = Vec::new();
     for (w, shard) in shards.into_iter().enumerate() {
         let worker = Worker {
+            run_id: Arc::from(run_id.as_str()),
             plan: plan.clone(),
             target: target.clone(),
             clock,
@@ -312,7 +307,6 @@ pub async fn run(
         rows_dropped: 0,
         rows_unsent: 0,
         interrupted: *stop.borrow(),
-        user_ids,
     };
     for h in handles {
         let (agg, stats) = h.await.expect("worker task");
@@ -337,6 +331,7 @@ struct Stats {
 }
 
 struct Worker {
+    run_id: Arc<str>,
     plan: Arc<Plan>,
     target: Arc<Target>,
     clock: Clock,
@@ -393,9 +388,7 @@ impl Worker {
                 .peek()
                 .map(|Reverse(d)| d.at_us)
                 .filter(|t| *t < self.end_us);
-            if next.is_none() && inflight.is_empty() {
-                break;
-            }
+            // Nothing due before the end: idle agents stay signed in until the stages are over.
             let wake = self.clock.instant(next.unwrap_or(self.end_us));
             tokio::select! {
                 biased;
@@ -470,7 +463,7 @@ impl Worker {
             let at = tick_us.saturating_sub((n - 1 - i) * sample_us);
             let row = a
                 .machine
-                .sample(&a.device_id, &a.user_id, self.clock.wall(at));
+                .sample(a.device_id, a.user_id, self.clock.wall(at));
             a.backlog.push(row);
         }
         self.stats.rows_sampled += n;
@@ -508,10 +501,11 @@ impl Worker {
             .plan
             .refresh_margin
             .mul_f64(1.0 + self.rng.random_range(0.0..0.1));
+        let credentials = crate::agent::credentials(&self.run_id, a.index);
         Some(Upload {
             index: a.index,
-            email: a.email.clone(),
-            password: a.password.clone(),
+            email: credentials.0,
+            password: credentials.1,
             path: a.path,
             session: a.session.take().expect("idle agent has its session"),
             rows,

@@ -116,6 +116,21 @@ impl Sink {
     }
 }
 
+/// A token of the size GoTrue issues (HS256, GoTrue's claims), so that agents hold what they would
+/// hold against a real project (memory benchmarks depend on it).
+fn access_token(exp: i64) -> String {
+    let claims = serde_json::json!({
+        "iss": "http://127.0.0.1/auth/v1", "sub": uuid::Uuid::new_v4(), "aud": "authenticated",
+        "exp": exp, "iat": exp - 3600, "email": "agent-000000-00000000@fleetbench.load.test", "phone": "",
+        "app_metadata": { "provider": "email", "providers": ["email"], "fleetbench_run_id": uuid::Uuid::new_v4() },
+        "user_metadata": {}, "role": "authenticated", "aal": "aal1",
+        "amr": [{ "method": "password", "timestamp": exp - 3600 }],
+        "session_id": uuid::Uuid::new_v4(), "is_anonymous": false,
+    });
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(b"fleetbench-sink"))
+        .expect("HS256 encoding")
+}
+
 fn json(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
@@ -129,13 +144,16 @@ async fn handle(State(sink): State<Arc<Sink>>, uri: Uri, body: axum::body::Bytes
     let id = || uuid::Uuid::new_v4().to_string();
     match path {
         "/auth/v1/admin/users" => json(StatusCode::OK, serde_json::json!({ "id": id() })),
-        "/auth/v1/token" => json(
-            StatusCode::OK,
-            serde_json::json!({
-                "access_token": format!("sink.{}", id()), "token_type": "bearer", "expires_in": 3600,
-                "expires_at": chrono::Utc::now().timestamp() + 3600, "refresh_token": id(),
-            }),
-        ),
+        "/auth/v1/token" => {
+            let exp = chrono::Utc::now().timestamp() + 3600;
+            json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "access_token": access_token(exp), "token_type": "bearer", "expires_in": 3600,
+                    "expires_at": exp, "refresh_token": &id()[..22],
+                }),
+            )
+        }
         "/rest/v1/devices" => json(StatusCode::CREATED, serde_json::json!({ "id": id() })),
         "/rest/v1/system_metrics" => {
             sink.inserts.fetch_add(1, Relaxed);

@@ -201,7 +201,7 @@ impl Target {
         email: &str,
         password: &str,
         run_id: &str,
-    ) -> Result<String, Failure> {
+    ) -> Result<uuid::Uuid, Failure> {
         let (_, body) = self
             .send(
                 self.http
@@ -214,10 +214,14 @@ impl Target {
                     ),
             )
             .await?;
-        Self::json(&body)?["id"]
+        Self::id(&body, "admin user")
+    }
+
+    fn id(body: &str, what: &str) -> Result<uuid::Uuid, Failure> {
+        Self::json(body)?["id"]
             .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| Failure::Protocol("admin user without id".into()))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Failure::Protocol(format!("{what} without a uuid id")))
     }
 
     fn session(body: &str) -> Result<Session, Failure> {
@@ -268,7 +272,7 @@ impl Target {
         token: &str,
         device: &crate::telemetry::Device,
         hostname: &str,
-    ) -> Result<String, Failure> {
+    ) -> Result<uuid::Uuid, Failure> {
         let (_, body) = self
             .send(
                 self.http
@@ -285,10 +289,7 @@ impl Target {
                     })),
             )
             .await?;
-        Self::json(&body)?["id"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| Failure::Protocol("device without id".into()))
+        Self::id(&body, "device")
     }
 
     /// A batch through the Data API (`Prefer: return=minimal`, 201 expected).

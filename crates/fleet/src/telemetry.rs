@@ -84,8 +84,8 @@ impl Anomaly {
 /// One sample, in `system_metrics`' column names. Field order is the JSON key order.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Row {
-    pub device_id: String,
-    pub user_id: String,
+    pub device_id: uuid::Uuid,
+    pub user_id: uuid::Uuid,
     pub ts: DateTime<Utc>,
     pub cpu_pct: f32,
     pub load_1m: f32,
@@ -184,7 +184,7 @@ impl Machine {
     }
 
     /// The next sample, taken at `ts`.
-    pub fn sample(&mut self, device_id: &str, user_id: &str, ts: DateTime<Utc>) -> Row {
+    pub fn sample(&mut self, device_id: uuid::Uuid, user_id: uuid::Uuid, ts: DateTime<Utc>) -> Row {
         let r = &mut self.rng;
         self.samples += 1;
         let active = self
@@ -226,8 +226,8 @@ impl Machine {
             self.battery = (self.battery + 0.1).min(100.0);
         }
         Row {
-            device_id: device_id.to_string(),
-            user_id: user_id.to_string(),
+            device_id,
+            user_id,
             ts,
             cpu_pct: cpu_pct as f32,
             load_1m: (load * f64::from(self.device.cores)) as f32,
@@ -271,7 +271,7 @@ mod tests {
         let series = |seed| -> Vec<Row> {
             fleet(seed)
                 .iter_mut()
-                .flat_map(|m| (0..5).map(|_| m.sample("d", "u", ts)).collect::<Vec<_>>())
+                .flat_map(|m| (0..5).map(|_| m.sample(uuid::Uuid::nil(), uuid::Uuid::nil(), ts)).collect::<Vec<_>>())
                 .collect()
         };
         assert_eq!(series(1), series(1));
@@ -300,7 +300,7 @@ mod tests {
             .unwrap()
             .to_utc();
         for mut m in fleet(3) {
-            let rows: Vec<Row> = (0..120).map(|_| m.sample("d", "u", ts)).collect();
+            let rows: Vec<Row> = (0..120).map(|_| m.sample(uuid::Uuid::nil(), uuid::Uuid::nil(), ts)).collect();
             for r in &rows {
                 assert!(
                     (0.0..=100.0).contains(&r.cpu_pct) && (0.0..=100.0).contains(&r.disk_used_pct)

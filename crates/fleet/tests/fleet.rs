@@ -254,7 +254,7 @@ async fn an_expired_access_token_signs_in_again() {
     let user_id = claims["sub"].as_str().unwrap().to_string();
     let mut m = machine.clone();
     let rows = (0..5)
-        .map(|_| m.sample(&device, &user_id, chrono::Utc::now()))
+        .map(|_| m.sample(device, user_id.parse().unwrap(), chrono::Utc::now()))
         .collect();
     let attempt = fleetbench_fleet::agent::Upload {
         index: 0,

@@ -11,8 +11,15 @@ use crate::sample::{Outcome, Sample};
 /// Highest trackable latency: one hour in microseconds (larger values are clamped and counted).
 pub const MAX_US: u64 = 3_600_000_000;
 
+/// The whole-run histograms: 3 significant digits (0.1 %).
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_US, 3).expect("valid histogram bounds")
+}
+
+/// Per-window histograms: 2 significant digits (1 %), a tenth of the memory; one exists per
+/// operation and window, so a long run holds thousands.
+pub fn window_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_US, 2).expect("valid histogram bounds")
 }
 
 #[derive(Debug, Clone)]
@@ -28,9 +35,15 @@ pub struct Counts {
 
 impl Default for Counts {
     fn default() -> Self {
+        Counts::with(histogram)
+    }
+}
+
+impl Counts {
+    pub fn with(make: fn() -> Histogram<u64>) -> Counts {
         Counts {
-            latency: histogram(),
-            service: histogram(),
+            latency: make(),
+            service: make(),
             count: 0,
             errors: 0,
             rows: 0,
@@ -100,7 +113,7 @@ impl Aggregate {
         op.total.add(s);
         op.windows
             .entry(s.intended_us / self.window_us)
-            .or_default()
+            .or_insert_with(|| Counts::with(window_histogram))
             .add(s);
     }
 
@@ -114,7 +127,10 @@ impl Aggregate {
             let mine = self.operations.entry(name.clone()).or_default();
             mine.total.merge(&op.total);
             for (w, c) in &op.windows {
-                mine.windows.entry(*w).or_default().merge(c);
+                mine.windows
+                    .entry(*w)
+                    .or_insert_with(|| Counts::with(window_histogram))
+                    .merge(c);
             }
         }
         self.late += other.late;
