@@ -94,8 +94,8 @@ pub struct Attempt {
 /// Everything one upload needs, moved into its task.
 pub struct Upload {
     pub index: u32,
-    pub email: String,
-    pub password: String,
+    /// With the index, the agent's credentials should it have to sign in again.
+    pub run_id: std::sync::Arc<str>,
     pub path: Path,
     pub session: Session,
     pub rows: Vec<Row>,
@@ -131,44 +131,79 @@ async fn timed<T>(
     (result, sample)
 }
 
+/// One batch on `path`, timed from `intended_us`: rows written.
+async fn insert(
+    target: &Target,
+    clock: &crate::Clock,
+    path: Path,
+    session: &Session,
+    intended_us: u64,
+    rows: u64,
+    body: bytes::Bytes,
+) -> (Result<u64, Failure>, Sample) {
+    let bytes = body.len() as u64;
+    let sent_us = clock.now_us();
+    let result = match path {
+        Path::Rest => target
+            .insert_rest(session.bearer(), body)
+            .await
+            .map(|()| rows),
+        Path::Pooler => Box::pin(target.insert_pooler(body)).await,
+    };
+    let done_us = clock.now_us();
+    let sample = Sample {
+        operation: path.operation(),
+        intended_us: intended_us.min(sent_us),
+        sent_us,
+        done_us,
+        rows: if result.is_ok() { rows } else { 0 },
+        bytes,
+        outcome: match &result {
+            Ok(_) => Outcome::Ok,
+            Err(f) => Outcome::Error(f.kind()),
+        },
+    };
+    (result, sample)
+}
+
 impl Upload {
     /// Refresh if due, upload, and on 401 sign in once and upload again.
     pub async fn run(self, target: &Target, clock: &crate::Clock) -> Attempt {
         let Upload {
             index,
-            email,
-            password,
+            run_id,
             path,
             mut session,
             rows,
             intended_us,
             refresh_margin,
         } = self;
-        let mut samples = Vec::new();
+        let mut samples = Vec::with_capacity(1);
         let now_s = chrono::Utc::now().timestamp();
         if session.expires_at - now_s <= refresh_margin.as_secs() as i64 {
-            let (r, s) = timed(
+            let (r, s) = Box::pin(timed(
                 clock,
                 "auth.refresh",
                 clock.now_us(),
                 0,
                 0,
                 target.refresh(&session.refresh_token),
-            )
+            ))
             .await;
             samples.push(s);
             match r {
                 Ok(next) => session = next,
                 // A refresh token the server no longer honours: sign in again.
                 Err(Failure::Status { status: 400, .. }) => {
-                    let (r, s) = timed(
+                    let (email, password) = credentials(&run_id, index);
+                    let (r, s) = Box::pin(timed(
                         clock,
                         "auth.password",
                         clock.now_us(),
                         0,
                         0,
                         target.sign_in(&email, &password),
-                    )
+                    ))
                     .await;
                     samples.push(s);
                     if let Ok(next) = r {
@@ -178,46 +213,43 @@ impl Upload {
                 Err(_) => {}
             }
         }
-        let body = serde_json::to_string(&rows).expect("rows serialise");
-        let n = rows.len() as u64;
-        let bytes = body.len() as u64;
-        let send = |token: String, body: String| async move {
-            match path {
-                Path::Rest => target.insert_rest(&token, body).await.map(|()| n),
-                Path::Pooler => target.insert_pooler(body).await,
-            }
-        };
-        let (mut result, s) = timed(
+        let body = bytes::Bytes::from(serde_json::to_vec(&rows).expect("rows serialise"));
+        // Futures are moved when tasks are spawned: the upload's own future stays small, with the
+        // rare and the large paths boxed.
+        let (mut result, s) = insert(
+            target,
             clock,
-            path.operation(),
+            path,
+            &session,
             intended_us,
-            n,
-            bytes,
-            send(session.access_token.clone(), body.clone()),
+            rows.len() as u64,
+            body.clone(),
         )
         .await;
         samples.push(s);
         if let Err(Failure::Status { status: 401, .. }) = result {
-            let (r, s) = timed(
+            let (email, password) = credentials(&run_id, index);
+            let (r, s) = Box::pin(timed(
                 clock,
                 "auth.password",
                 clock.now_us(),
                 0,
                 0,
                 target.sign_in(&email, &password),
-            )
+            ))
             .await;
             samples.push(s);
             if let Ok(next) = r {
                 session = next;
-                let (retry, s) = timed(
+                let (retry, s) = Box::pin(insert(
+                    target,
                     clock,
-                    path.operation(),
+                    path,
+                    &session,
                     clock.now_us(),
-                    n,
-                    bytes,
-                    send(session.access_token.clone(), body),
-                )
+                    rows.len() as u64,
+                    body,
+                ))
                 .await;
                 samples.push(s);
                 result = retry;

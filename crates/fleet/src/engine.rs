@@ -1,9 +1,14 @@
 //! A run: provision the fleet (users through the Auth admin API, never `/signup`; password sign-in;
 //! a device each), then the load phase. Agents are spread over a few workers; each worker owns its
 //! agents, a schedule (a heap of due times) and its own [`Aggregate`], so the hot path takes no
-//! lock. Each active agent samples at `sample_interval` and uploads every `upload_interval` on its
-//! own phase whatever the target does (open model); a tick that finds the agent still uploading
-//! adds its samples to the backlog, and the next upload's latency counts from that tick.
+//! lock. The load model decides what is due:
+//! - `agents`: each active agent samples at `sample_interval` and uploads every `upload_interval`
+//!   on its own phase whatever the target does (open model); a tick that finds the agent still
+//!   uploading adds its samples to the backlog, and the next upload's latency counts from that tick.
+//! - `arrival_rate`: uploads are due at the plan's fleet-wide rate (worker `w` of `W` takes
+//!   arrivals `w, w+W, …`); each is carried by an idle agent of the worker, and an arrival that
+//!   finds none is counted as dropped. Latency counts from the arrival's due time.
+//! - `closed`: each active agent uploads again `think_time` after its previous upload ends.
 //!
 //! At the end of the stages (or on stop) no new work starts; in-flight uploads get `grace` to
 //! finish and are counted as dropped after it. Rows never accepted are reported, not hidden.
@@ -16,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use fleetbench_metrics::Aggregate;
-use fleetbench_scenario::Plan;
+use fleetbench_scenario::{LoadModel, Plan};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
@@ -83,6 +88,8 @@ pub enum EngineError {
 pub struct RunOutcome {
     pub aggregate: Aggregate,
     pub clock: Clock,
+    /// When the load phase began on `clock` (provisioning is before it).
+    pub load_start_us: u64,
     pub agents: u32,
     /// Rows the target acknowledged, per ingestion path operation.
     pub rows_written: HashMap<&'static str, u64>,
@@ -167,9 +174,14 @@ async fn provision_one(
             || target.create_user(&email, &password, &run_id),
         )
         .await?;
-        let session = with_retries(&clock, "auth.password", &mut samples, &mut rng, &stop, || {
-            target.sign_in(&email, &password)
-        })
+        let session = with_retries(
+            &clock,
+            "auth.password",
+            &mut samples,
+            &mut rng,
+            &stop,
+            || target.sign_in(&email, &password),
+        )
         .await?;
         let hostname = format!("{}-{index:06}", machine.device.form_factor);
         let device_id = with_retries(
@@ -178,7 +190,7 @@ async fn provision_one(
             &mut samples,
             &mut rng,
             &stop,
-            || target.create_device(&session.access_token, &machine.device, &hostname),
+            || target.create_device(session.access_token(), &machine.device, &hostname),
         )
         .await?;
         let path = if pick(rng.random(), &plan.ingest) == "pooler" {
@@ -218,14 +230,8 @@ pub async fn run(
     let window_us = plan.window.as_micros().max(1) as u64;
     let mut aggregate = Aggregate::new(window_us);
 
-    // Provisioning: the most agents any stage asks for, a few at a time.
-    let needed = plan
-        .stages
-        .iter()
-        .map(|s| s.1)
-        .max()
-        .unwrap_or(0)
-        .min(plan.agents);
+    // Provisioning: the agents the load model needs, a few at a time.
+    let needed = plan.agents_needed();
     let mut agents: Vec<Agent> = Vec::with_capacity(needed as usize);
     let mut last_failure = String::from("none");
     let mut set = JoinSet::new();
@@ -261,11 +267,17 @@ pub async fn run(
     agents.sort_by_key(|a| a.index);
     let provisioned = agents.len() as u32;
 
-    // The load phase's clock starts now; agent k takes the k-th activation slot.
+    // The load phase's clock starts now. With agent levels, agent k takes the k-th activation
+    // slot; with an arrival rate every agent is available for the whole phase.
     let load_start = clock.now_us();
     progress.load_started.store(1, Relaxed);
     for (k, a) in agents.iter_mut().enumerate() {
         let k = k as u32;
+        if plan.model == LoadModel::ArrivalRate {
+            a.from_us = load_start;
+            a.until_us = load_start + plan.duration().as_micros() as u64;
+            continue;
+        }
         a.from_us = load_start
             + plan
                 .activation(k)
@@ -276,7 +288,9 @@ pub async fn run(
         .map_or(2, |n| n.get())
         .clamp(1, 8);
     let per_worker = agents.len() / workers + 1;
-    let mut shards: Vec<Vec<Agent>> = (0..workers).map(|_| Vec::with_capacity(per_worker)).collect();
+    let mut shards: Vec<Vec<Agent>> = (0..workers)
+        .map(|_| Vec::with_capacity(per_worker))
+        .collect();
     for a in agents {
         shards[a.index as usize % workers].push(a);
     }
@@ -284,6 +298,9 @@ pub async fn run(
     let mut handles = Vec::new();
     for (w, shard) in shards.into_iter().enumerate() {
         let worker = Worker {
+            load_start,
+            worker: w as u64,
+            workers: workers as u64,
             run_id: Arc::from(run_id.as_str()),
             plan: plan.clone(),
             target: target.clone(),
@@ -301,6 +318,7 @@ pub async fn run(
     let mut outcome = RunOutcome {
         aggregate,
         clock,
+        load_start_us: load_start,
         agents: provisioned,
         rows_written: HashMap::new(),
         rows_sampled: 0,
@@ -331,6 +349,10 @@ struct Stats {
 }
 
 struct Worker {
+    load_start: u64,
+    /// This worker takes arrivals `worker`, `worker + workers`, … of an arrival-rate plan.
+    worker: u64,
+    workers: u64,
     run_id: Arc<str>,
     plan: Arc<Plan>,
     target: Arc<Target>,
@@ -340,6 +362,21 @@ struct Worker {
     agg: Aggregate,
     end_us: u64,
     stats: Stats,
+}
+
+/// A worker's agents and what it knows of them.
+struct Shard {
+    agents: Vec<Agent>,
+    /// Ticks and retries by due time.
+    heap: BinaryHeap<Reverse<Due>>,
+    /// Whether each agent counts as active (for the progress gauge).
+    active: Vec<bool>,
+    /// Arrival rate: agents free to carry the next arrival, the next arrival's number and due time.
+    idle: std::collections::VecDeque<usize>,
+    next_arrival: u64,
+    arrival_at: Option<u64>,
+    inflight: JoinSet<Attempt>,
+    slot_of: HashMap<u32, usize>,
 }
 
 /// A scheduled event: an agent's upload tick, or a retry after backoff.
@@ -353,105 +390,219 @@ struct Due {
 impl Worker {
     async fn run(
         mut self,
-        mut agents: Vec<Agent>,
+        agents: Vec<Agent>,
         mut stop: watch::Receiver<bool>,
     ) -> (Aggregate, Stats) {
         let upload_us = self.plan.upload_interval.as_micros() as u64;
-        let mut heap: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
-        for (slot, a) in agents.iter().enumerate() {
-            if a.from_us < a.until_us {
+        let model = self.plan.model;
+        let mut sh = Shard {
+            heap: BinaryHeap::new(),
+            active: vec![false; agents.len()],
+            idle: std::collections::VecDeque::new(),
+            next_arrival: self.worker,
+            arrival_at: self.arrival_us(self.worker),
+            inflight: JoinSet::new(),
+            slot_of: agents
+                .iter()
+                .enumerate()
+                .map(|(s, a)| (a.index, s))
+                .collect(),
+            agents,
+        };
+        for slot in 0..sh.agents.len() {
+            let a = &sh.agents[slot];
+            match model {
+                LoadModel::ArrivalRate => {
+                    sh.idle.push_back(slot);
+                    sh.active[slot] = true;
+                    self.progress.active.fetch_add(1, Relaxed);
+                }
                 // Each agent's own phase within the cadence, spread evenly over the fleet (a Weyl
                 // sequence by agent index): a smooth arrival rate at any fleet size, no random clumps.
-                let phase = ((f64::from(a.index) * 0.618_033_988_749_895).fract()
-                    * upload_us as f64) as u64;
-                heap.push(Reverse(Due {
-                    at_us: a.from_us + phase,
-                    slot,
-                    retry: false,
-                }));
+                LoadModel::Agents if a.from_us < a.until_us => {
+                    let phase = ((f64::from(a.index) * 0.618_033_988_749_895).fract()
+                        * upload_us as f64) as u64;
+                    sh.heap.push(Reverse(Due {
+                        at_us: a.from_us + phase,
+                        slot,
+                        retry: false,
+                    }));
+                }
+                // A closed loop starts at once and goes again when each upload ends.
+                LoadModel::Closed if a.from_us < a.until_us => {
+                    sh.heap.push(Reverse(Due {
+                        at_us: a.from_us,
+                        slot,
+                        retry: false,
+                    }));
+                }
+                _ => {}
             }
         }
-        let mut active: Vec<bool> = vec![false; agents.len()];
-        let mut inflight: JoinSet<Attempt> = JoinSet::new();
-        let slot_of: HashMap<u32, usize> = agents
-            .iter()
-            .enumerate()
-            .map(|(s, a)| (a.index, s))
-            .collect();
-        let mut stopping = false;
+        // One timer, moved rather than re-created: the loop turns once per event.
+        let sleep = tokio::time::sleep_until(self.clock.instant(self.end_us).into());
+        tokio::pin!(sleep);
+        let mut stop_open = !*stop.borrow();
+        let mut deadline = self.end_us;
         loop {
             // The stages are over, or we were told to stop: no new work.
-            if stopping || self.clock.now_us() >= self.end_us {
+            if self.clock.now_us() >= self.end_us {
                 break;
             }
-            let next = heap
+            // Everything that has finished, then everything that is due, without waiting.
+            while let Some(done) = sh.inflight.try_join_next() {
+                self.complete(&mut sh, done.expect("upload task"));
+            }
+            let now = self.clock.now_us();
+            self.start_due(&mut sh, now);
+            let next = sh
+                .heap
                 .peek()
                 .map(|Reverse(d)| d.at_us)
+                .into_iter()
+                .chain(sh.arrival_at)
+                .min()
                 .filter(|t| *t < self.end_us);
+            if next.is_some_and(|t| t <= self.clock.now_us()) {
+                continue;
+            }
             // Nothing due before the end: idle agents stay signed in until the stages are over.
-            let wake = self.clock.instant(next.unwrap_or(self.end_us));
+            // Resetting registers with the timer driver: only when the deadline moves.
+            let wake = next.unwrap_or(self.end_us);
+            if wake != deadline {
+                deadline = wake;
+                sleep.as_mut().reset(self.clock.instant(wake).into());
+            }
             tokio::select! {
                 biased;
-                _ = stop.changed() => { if *stop.borrow() { stopping = true; } }
-                Some(done) = inflight.join_next(), if !inflight.is_empty() => {
-                    let attempt = done.expect("upload task");
-                    let slot = slot_of[&attempt.index];
-                    self.finish(&mut agents[slot], attempt, &mut heap, slot);
+                changed = stop.changed(), if stop_open => {
+                    // A dropped sender can no longer stop the run: stop listening to it.
+                    stop_open = changed.is_ok();
+                    if *stop.borrow() { break; }
                 }
-                _ = tokio::time::sleep_until(wake.into()) => {
-                    let now = self.clock.now_us();
-                    while let Some(Reverse(d)) = heap.peek().copied() {
-                        if d.at_us > now || d.at_us >= self.end_us { break; }
-                        heap.pop();
-                        let a = &mut agents[d.slot];
-                        if !d.retry {
-                            if !active[d.slot] {
-                                active[d.slot] = true;
-                                self.progress.active.fetch_add(1, Relaxed);
-                            }
-                            self.sample(a, d.at_us);
-                            if d.at_us + upload_us < a.until_us {
-                                heap.push(Reverse(Due { at_us: d.at_us + upload_us, slot: d.slot, retry: false }));
-                            } else {
-                                active[d.slot] = false;
-                                self.progress.active.fetch_sub(1, Relaxed);
-                            }
-                        }
-                        if let Some(upload) = self.ready(a, now) {
-                            self.progress.in_flight.fetch_add(1, Relaxed);
-                            let target = self.target.clone();
-                            let clock = self.clock;
-                            inflight.spawn(async move { upload.run(&target, &clock).await });
-                        }
-                    }
+                Some(done) = sh.inflight.join_next(), if !sh.inflight.is_empty() => {
+                    self.complete(&mut sh, done.expect("upload task"));
                 }
+                () = &mut sleep => {}
             }
         }
         // Drain: in-flight uploads get the grace period; whatever is still out after it is dropped.
         let deadline = tokio::time::Instant::now() + self.plan.grace;
-        while !inflight.is_empty() {
-            match tokio::time::timeout_at(deadline, inflight.join_next()).await {
+        while !sh.inflight.is_empty() {
+            match tokio::time::timeout_at(deadline, sh.inflight.join_next()).await {
                 Ok(Some(done)) => {
                     let attempt = done.expect("upload task");
-                    let slot = slot_of[&attempt.index];
+                    let slot = sh.slot_of[&attempt.index];
                     let mut ignored = BinaryHeap::new();
-                    self.finish(&mut agents[slot], attempt, &mut ignored, slot);
+                    self.finish(&mut sh.agents[slot], attempt, &mut ignored, slot);
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    self.agg.dropped += inflight.len() as u64;
-                    inflight.abort_all();
+                    self.agg.dropped += sh.inflight.len() as u64;
+                    sh.inflight.abort_all();
                     break;
                 }
             }
         }
-        for (slot, a) in agents.iter().enumerate() {
+        for (slot, a) in sh.agents.iter().enumerate() {
             self.stats.rows_unsent += a.backlog.len() as u64;
-            if active[slot] {
+            if sh.active[slot] {
                 self.progress.active.fetch_sub(1, Relaxed);
             }
         }
         (self.agg, self.stats)
+    }
+
+    /// An upload came back: account for it, and in the closed and arrival-rate models free the
+    /// agent for its next one.
+    fn complete(&mut self, sh: &mut Shard, attempt: Attempt) {
+        let slot = sh.slot_of[&attempt.index];
+        if !self.finish(&mut sh.agents[slot], attempt, &mut sh.heap, slot) {
+            return;
+        }
+        match self.plan.model {
+            LoadModel::ArrivalRate => sh.idle.push_back(slot),
+            LoadModel::Closed => {
+                let at = self.clock.now_us() + self.plan.think_time.as_micros() as u64;
+                if at < sh.agents[slot].until_us {
+                    sh.heap.push(Reverse(Due {
+                        at_us: at,
+                        slot,
+                        retry: false,
+                    }));
+                } else if sh.active[slot] {
+                    sh.active[slot] = false;
+                    self.progress.active.fetch_sub(1, Relaxed);
+                }
+            }
+            LoadModel::Agents => {}
+        }
+    }
+
+    /// Starts every arrival and every scheduled tick or retry due by `now`.
+    fn start_due(&mut self, sh: &mut Shard, now: u64) {
+        // Arrivals, each to an idle agent; none idle means the arrival is dropped.
+        while let Some(at) = sh.arrival_at.filter(|t| *t <= now && *t < self.end_us) {
+            match sh.idle.pop_front() {
+                Some(slot) => {
+                    let a = &mut sh.agents[slot];
+                    self.sample(a, at);
+                    self.launch(a, now, &mut sh.inflight);
+                }
+                None => self.agg.dropped += 1,
+            }
+            sh.next_arrival += self.workers;
+            sh.arrival_at = self.arrival_us(sh.next_arrival);
+        }
+        let upload_us = self.plan.upload_interval.as_micros() as u64;
+        while let Some(Reverse(d)) = sh.heap.peek().copied() {
+            if d.at_us > now || d.at_us >= self.end_us {
+                break;
+            }
+            sh.heap.pop();
+            let a = &mut sh.agents[d.slot];
+            if !d.retry {
+                if !sh.active[d.slot] {
+                    sh.active[d.slot] = true;
+                    self.progress.active.fetch_add(1, Relaxed);
+                }
+                self.sample(a, d.at_us);
+                if self.plan.model == LoadModel::Agents {
+                    if d.at_us + upload_us < a.until_us {
+                        sh.heap.push(Reverse(Due {
+                            at_us: d.at_us + upload_us,
+                            slot: d.slot,
+                            retry: false,
+                        }));
+                    } else {
+                        sh.active[d.slot] = false;
+                        self.progress.active.fetch_sub(1, Relaxed);
+                    }
+                }
+            }
+            self.launch(a, now, &mut sh.inflight);
+        }
+    }
+
+    /// When this worker's arrival number `k` is due (microseconds on the run's clock).
+    fn arrival_us(&self, k: u64) -> Option<u64> {
+        if self.plan.model != LoadModel::ArrivalRate {
+            return None;
+        }
+        self.plan
+            .arrival(k)
+            .map(|d| self.load_start + d.as_micros() as u64)
+    }
+
+    /// Starts `a`'s upload if it is ready for one.
+    fn launch(&mut self, a: &mut Agent, now: u64, inflight: &mut JoinSet<Attempt>) {
+        if let Some(upload) = self.ready(a, now) {
+            self.progress.in_flight.fetch_add(1, Relaxed);
+            let target = self.target.clone();
+            let clock = self.clock;
+            // Boxed: the task then moves a pointer, not the upload's whole state.
+            inflight.spawn(Box::pin(async move { upload.run(&target, &clock).await }));
+        }
     }
 
     /// The samples of one upload interval ending at `tick_us`, into the backlog (oldest dropped
@@ -501,11 +652,9 @@ impl Worker {
             .plan
             .refresh_margin
             .mul_f64(1.0 + self.rng.random_range(0.0..0.1));
-        let credentials = crate::agent::credentials(&self.run_id, a.index);
         Some(Upload {
             index: a.index,
-            email: credentials.0,
-            password: credentials.1,
+            run_id: self.run_id.clone(),
             path: a.path,
             session: a.session.take().expect("idle agent has its session"),
             rows,
@@ -520,7 +669,7 @@ impl Worker {
         attempt: Attempt,
         heap: &mut BinaryHeap<Reverse<Due>>,
         slot: usize,
-    ) {
+    ) -> bool {
         self.progress.in_flight.fetch_sub(1, Relaxed);
         for s in &attempt.samples {
             self.agg.add(s);
@@ -550,7 +699,9 @@ impl Worker {
                         slot,
                         retry: true,
                     }));
+                    return false;
                 }
+                true
             }
             Some(f) if !f.retryable() => {
                 // The target refused these rows for good (a 4xx other than 401/429): retrying cannot
@@ -567,7 +718,9 @@ impl Worker {
                         slot,
                         retry: true,
                     }));
+                    return false;
                 }
+                true
             }
             Some(f) => {
                 self.progress.errors.fetch_add(1, Relaxed);
@@ -587,6 +740,7 @@ impl Worker {
                     slot,
                     retry: true,
                 }));
+                false
             }
         }
     }

@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod engine;
+pub mod http;
 pub mod sink;
 pub mod target;
 pub mod telemetry;

@@ -1,6 +1,7 @@
 //! `fleetbench sink`: a minimal HTTP target with a known latency model, for calibrating the
 //! generator. It answers just enough of Supabase for a fleet to run against it (admin users,
-//! password and refresh grants, devices, metric inserts; anything else is `200 ok`), and every
+//! password and refresh grants, devices, metric inserts; `GET /_sink/insert` shows one recent
+//! insert as it arrived; anything else is `200 ok`), and every
 //! answer waits for the model: a fixed or uniform service time, plus periodic stalls during which
 //! every request waits until the stall ends. With a known model the true latency distribution can
 //! be computed, and the generator's numbers checked against it.
@@ -97,6 +98,9 @@ pub struct Sink {
     pub requests: AtomicU64,
     pub inserts: AtomicU64,
     pub rows: AtomicU64,
+    /// One recent insert as it arrived (headers and body), served at `GET /_sink/insert` so that
+    /// a peer tool can be made to send byte-identical requests.
+    sampled: std::sync::Mutex<Option<serde_json::Value>>,
 }
 
 impl Sink {
@@ -107,6 +111,7 @@ impl Sink {
             requests: AtomicU64::new(0),
             inserts: AtomicU64::new(0),
             rows: AtomicU64::new(0),
+            sampled: std::sync::Mutex::new(None),
         })
     }
 
@@ -127,19 +132,33 @@ fn access_token(exp: i64) -> String {
         "amr": [{ "method": "password", "timestamp": exp - 3600 }],
         "session_id": uuid::Uuid::new_v4(), "is_anonymous": false,
     });
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(b"fleetbench-sink"))
-        .expect("HS256 encoding")
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"fleetbench-sink"),
+    )
+    .expect("HS256 encoding")
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn handle(State(sink): State<Arc<Sink>>, uri: Uri, body: axum::body::Bytes) -> Response {
+async fn handle(
+    State(sink): State<Arc<Sink>>,
+    method: axum::http::Method,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let arrived = sink.start.elapsed();
     sink.requests.fetch_add(1, Relaxed);
     let draw: f64 = rand::rng().random();
-    tokio::time::sleep(sink.model.delay(arrived, draw)).await;
+    let delay = sink.model.delay(arrived, draw);
+    // A zero delay skips the timer (whose granularity is a millisecond) altogether.
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let path = uri.path();
     let id = || uuid::Uuid::new_v4().to_string();
     match path {
@@ -155,8 +174,31 @@ async fn handle(State(sink): State<Arc<Sink>>, uri: Uri, body: axum::body::Bytes
             )
         }
         "/rest/v1/devices" => json(StatusCode::CREATED, serde_json::json!({ "id": id() })),
+        "/_sink/insert" if method == axum::http::Method::GET => {
+            let sampled = sink.sampled.lock().expect("sample lock").clone();
+            match sampled {
+                Some(v) => json(StatusCode::OK, v),
+                None => json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({ "message": "no insert yet" }),
+                ),
+            }
+        }
         "/rest/v1/system_metrics" => {
-            sink.inserts.fetch_add(1, Relaxed);
+            let n = sink.inserts.fetch_add(1, Relaxed);
+            if n % 1024 == 0 {
+                let headers: serde_json::Map<String, serde_json::Value> = headers
+                    .iter()
+                    .filter(|(k, _)| {
+                        *k != axum::http::header::HOST && *k != axum::http::header::CONTENT_LENGTH
+                    })
+                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                    .collect();
+                *sink.sampled.lock().expect("sample lock") = Some(serde_json::json!({
+                    "method": method.as_str(), "path": path, "headers": headers,
+                    "body": String::from_utf8_lossy(&body),
+                }));
+            }
             let rows = serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&body)
                 .map_or(1, |v| v.len() as u64);
             sink.rows.fetch_add(rows, Relaxed);

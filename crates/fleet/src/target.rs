@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use hyper::header::{HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use tokio_postgres::types::Type;
 
@@ -105,31 +107,86 @@ fn transport(e: &reqwest::Error) -> Failure {
     })
 }
 
-/// A signed-in agent's tokens.
+/// A signed-in agent's tokens. The access token is kept as the ready `Authorization` header
+/// value (`Bearer <jwt>`): no bigger than the bare token, and every upload shares it instead of
+/// formatting and validating a new header.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
-    pub access_token: String,
+    bearer: HeaderValue,
     pub refresh_token: String,
     /// Unix seconds.
     pub expires_at: i64,
 }
 
+impl Session {
+    pub fn new(
+        access_token: &str,
+        refresh_token: String,
+        expires_at: i64,
+    ) -> Result<Session, Failure> {
+        let bearer = HeaderValue::from_str(&format!("Bearer {access_token}")).map_err(|_| {
+            Failure::Protocol("the access token is not a valid header value".into())
+        })?;
+        Ok(Session {
+            bearer,
+            refresh_token,
+            expires_at,
+        })
+    }
+
+    pub fn access_token(&self) -> &str {
+        // Built from a `&str` in `new`, so visible ASCII after the 7-byte prefix.
+        &self.bearer.to_str().expect("built from a str")[7..]
+    }
+
+    pub fn bearer(&self) -> &HeaderValue {
+        &self.bearer
+    }
+}
+
 pub struct Target {
     pub config: TargetConfig,
+    /// Auth and provisioning calls.
     http: reqwest::Client,
+    /// Uploads: the fleet's fixed set of keep-alive connections.
+    uploads: crate::http::Pool,
+    upload_headers: [(HeaderName, HeaderValue); 3],
     pooler: Option<deadpool_postgres::Pool>,
 }
 
 /// The pooler path's statement: the batch as one JSON array, one unnamed INSERT.
-fn pooler_insert_sql() -> String {
+static POOLER_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let cols = crate::telemetry::COLUMNS.join(", ");
     format!(
         "insert into public.system_metrics ({cols}) select {cols} from json_populate_recordset(null::public.system_metrics, $1::json)"
     )
-}
+});
 
 impl Target {
-    pub fn new(config: TargetConfig, pooler_connections: usize) -> Result<Target, String> {
+    /// `pooler_connections` SQL connections for the pooler path and `http_connections` for uploads
+    /// through the Data API.
+    pub fn new(
+        config: TargetConfig,
+        pooler_connections: usize,
+        http_connections: usize,
+    ) -> Result<Target, String> {
+        let uploads =
+            crate::http::Pool::new(&config.api_url, http_connections, Duration::from_secs(30))?;
+        let upload_headers = [
+            (
+                HeaderName::from_static("apikey"),
+                HeaderValue::from_str(&config.anon_key)
+                    .map_err(|_| "the anon key is not a valid header value".to_string())?,
+            ),
+            (
+                HeaderName::from_static("prefer"),
+                HeaderValue::from_static("return=minimal"),
+            ),
+            (
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+        ];
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
@@ -163,6 +220,8 @@ impl Target {
         Ok(Target {
             config,
             http,
+            uploads,
+            upload_headers,
             pooler,
         })
     }
@@ -231,11 +290,7 @@ impl Target {
             v["refresh_token"].as_str(),
             v["expires_at"].as_i64(),
         ) {
-            (Some(a), Some(r), Some(e)) => Ok(Session {
-                access_token: a.into(),
-                refresh_token: r.into(),
-                expires_at: e,
-            }),
+            (Some(a), Some(r), Some(e)) => Session::new(a, r.into(), e),
             _ => Err(Failure::Protocol(
                 "token response without access_token/refresh_token/expires_at".into(),
             )),
@@ -292,36 +347,54 @@ impl Target {
         Self::id(&body, "device")
     }
 
-    /// A batch through the Data API (`Prefer: return=minimal`, 201 expected).
-    pub async fn insert_rest(&self, token: &str, body: String) -> Result<(), Failure> {
-        let (status, _) = self
-            .send(
-                self.http
-                    .post(self.url("/rest/v1/system_metrics"))
-                    .header("apikey", &self.config.anon_key)
-                    .bearer_auth(token)
-                    .header("Prefer", "return=minimal")
-                    .header("Content-Type", "application/json")
-                    .body(body),
-            )
+    /// A batch through the Data API (`Prefer: return=minimal`, 201 expected), on one of the
+    /// fleet's upload connections.
+    pub async fn insert_rest(&self, bearer: &HeaderValue, body: Bytes) -> Result<(), Failure> {
+        let [apikey, prefer, content_type] = &self.upload_headers;
+        let headers = [
+            apikey.clone(),
+            prefer.clone(),
+            content_type.clone(),
+            (hyper::header::AUTHORIZATION, bearer.clone()),
+        ];
+        let reply = self
+            .uploads
+            .post("/rest/v1/system_metrics", &headers, body)
             .await?;
-        if status != 201 {
+        if reply.status >= 400 {
+            return Err(Failure::Status {
+                status: reply.status,
+                retry_after: reply.retry_after,
+                body: String::from_utf8_lossy(&reply.body).into_owned(),
+            });
+        }
+        if reply.status != 201 {
             return Err(Failure::Protocol(format!(
-                "insert answered {status}, not 201"
+                "insert answered {}, not 201",
+                reply.status
             )));
         }
         Ok(())
     }
 
+    /// Upload connections opened so far.
+    pub fn upload_connections_opened(&self) -> u64 {
+        self.uploads
+            .opened
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A batch through the transaction pooler: rows written.
-    pub async fn insert_pooler(&self, body: String) -> Result<u64, Failure> {
+    pub async fn insert_pooler(&self, body: Bytes) -> Result<u64, Failure> {
+        let body = std::str::from_utf8(&body)
+            .map_err(|_| Failure::Protocol("the batch is not UTF-8".into()))?;
         let pool = self
             .pooler
             .as_ref()
             .ok_or_else(|| Failure::Protocol("the pooler path needs SUPABASE_DB_URL".into()))?;
         let client = pool.get().await.map_err(|_| Failure::Db("pool".into()))?;
         client
-            .execute_typed(&pooler_insert_sql(), &[(&body, Type::TEXT)])
+            .execute_typed(POOLER_INSERT.as_str(), &[(&body, Type::TEXT)])
             .await
             .map_err(|e| {
                 Failure::Db(

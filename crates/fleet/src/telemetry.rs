@@ -225,27 +225,30 @@ impl Machine {
         } else {
             self.battery = (self.battery + 0.1).min(100.0);
         }
+        // Values at the precision the desktop agent reports them (psutil: percentages and
+        // temperatures to 0.1, load to 0.01, rates in whole bytes per second).
+        let tenth = |x: f64| ((x * 10.0).round() / 10.0) as f32;
         Row {
             device_id,
             user_id,
             ts,
-            cpu_pct: cpu_pct as f32,
-            load_1m: (load * f64::from(self.device.cores)) as f32,
+            cpu_pct: tenth(cpu_pct),
+            load_1m: ((load * f64::from(self.device.cores) * 100.0).round() / 100.0) as f32,
             mem_used_bytes: self.mem_used as i64,
             mem_total_bytes: self.device.ram_bytes as i64,
             swap_used_bytes: ((self.mem_used / ram - 0.8).max(0.0) * ram) as i64,
-            disk_used_pct: self.disk_used_pct as f32,
-            disk_read_bytes_per_s: load * r.random_range(1e5..5e7),
-            disk_write_bytes_per_s: load * r.random_range(1e5..2e7),
-            net_rx_bytes_per_s: r.random_range(1e3..5e6),
-            net_tx_bytes_per_s: r.random_range(1e3..1e6),
-            cpu_temp_c: self.temp as f32,
+            disk_used_pct: tenth(self.disk_used_pct),
+            disk_read_bytes_per_s: (load * r.random_range(1e5..5e7)).round(),
+            disk_write_bytes_per_s: (load * r.random_range(1e5..2e7)).round(),
+            net_rx_bytes_per_s: r.random_range(1e3..5e6_f64).round(),
+            net_tx_bytes_per_s: r.random_range(1e3..1e6_f64).round(),
+            cpu_temp_c: tenth(self.temp),
             gpu_temp_c: self
                 .device
                 .has_gpu
-                .then(|| (self.temp - 5.0 + r.random_range(-2.0..2.0)) as f32),
+                .then(|| tenth(self.temp - 5.0 + r.random_range(-2.0..2.0))),
             process_count: 150 + (load * 250.0) as i32 + r.random_range(0..20),
-            battery_pct: self.device.has_battery.then_some(self.battery as f32),
+            battery_pct: self.device.has_battery.then_some(tenth(self.battery)),
             on_battery: self.device.has_battery.then_some(on_battery),
         }
     }
@@ -271,7 +274,11 @@ mod tests {
         let series = |seed| -> Vec<Row> {
             fleet(seed)
                 .iter_mut()
-                .flat_map(|m| (0..5).map(|_| m.sample(uuid::Uuid::nil(), uuid::Uuid::nil(), ts)).collect::<Vec<_>>())
+                .flat_map(|m| {
+                    (0..5)
+                        .map(|_| m.sample(uuid::Uuid::nil(), uuid::Uuid::nil(), ts))
+                        .collect::<Vec<_>>()
+                })
                 .collect()
         };
         assert_eq!(series(1), series(1));
@@ -300,7 +307,9 @@ mod tests {
             .unwrap()
             .to_utc();
         for mut m in fleet(3) {
-            let rows: Vec<Row> = (0..120).map(|_| m.sample(uuid::Uuid::nil(), uuid::Uuid::nil(), ts)).collect();
+            let rows: Vec<Row> = (0..120)
+                .map(|_| m.sample(uuid::Uuid::nil(), uuid::Uuid::nil(), ts))
+                .collect();
             for r in &rows {
                 assert!(
                     (0.0..=100.0).contains(&r.cpu_pct) && (0.0..=100.0).contains(&r.disk_used_pct)

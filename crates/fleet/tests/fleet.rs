@@ -74,6 +74,7 @@ fn target(api_url: &str) -> Arc<Target> {
                 db_url: Some(state.pooler_db_url()),
             },
             8,
+            64,
         )
         .unwrap(),
     )
@@ -223,14 +224,14 @@ async fn tokens_are_refreshed_before_they_expire() {
 async fn an_expired_access_token_signs_in_again() {
     let g = gateway(|_| {});
     let t = target(&g);
-    let email = format!("reauth-{}@fleetbench.test", uuid::Uuid::new_v4());
-    t.create_user(&email, "reauth-password", "reauth-test")
-        .await
-        .unwrap();
-    let mut session = t.sign_in(&email, "reauth-password").await.unwrap();
+    // The agent's own credentials, as the engine derives them from the run and its index.
+    let run_id: std::sync::Arc<str> = uuid::Uuid::new_v4().to_string().into();
+    let (email, password) = fleetbench_fleet::agent::credentials(&run_id, 0);
+    t.create_user(&email, &password, &run_id).await.unwrap();
+    let mut session = t.sign_in(&email, &password).await.unwrap();
     let machine = fleetbench_fleet::telemetry::Machine::new(1, 0, &[("laptop".into(), 1.0)], &[]);
     let device = t
-        .create_device(&session.access_token, &machine.device, "reauth")
+        .create_device(session.access_token(), &machine.device, "reauth")
         .await
         .unwrap();
     // An access token that expired two minutes ago (beyond any clock-skew allowance), signed right.
@@ -238,17 +239,23 @@ async fn an_expired_access_token_signs_in_again() {
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     v.validate_aud = false;
     let mut claims: serde_json::Value = jsonwebtoken::decode(
-        &session.access_token,
+        session.access_token(),
         &jsonwebtoken::DecodingKey::from_secret(key),
         &v,
     )
     .unwrap()
     .claims;
     claims["exp"] = (chrono::Utc::now().timestamp() - 120).into();
-    session.access_token = jsonwebtoken::encode(
+    let expired = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &claims,
         &jsonwebtoken::EncodingKey::from_secret(key),
+    )
+    .unwrap();
+    session = fleetbench_fleet::target::Session::new(
+        &expired,
+        session.refresh_token.clone(),
+        session.expires_at,
     )
     .unwrap();
     let user_id = claims["sub"].as_str().unwrap().to_string();
@@ -258,8 +265,7 @@ async fn an_expired_access_token_signs_in_again() {
         .collect();
     let attempt = fleetbench_fleet::agent::Upload {
         index: 0,
-        email,
-        password: "reauth-password".into(),
+        run_id,
         path: fleetbench_fleet::agent::Path::Rest,
         session: session.clone(),
         rows,
@@ -291,7 +297,7 @@ async fn an_expired_access_token_signs_in_again() {
             ("rest.insert_metrics", "ok".into())
         ]
     );
-    assert_ne!(attempt.session.access_token, session.access_token);
+    assert_ne!(attempt.session.access_token(), session.access_token());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,11 +458,11 @@ async fn backlog_survives_an_outage_and_is_flushed() {
     );
 }
 
-/// A fleet against `fleetbench sink` with `model`: (outcome, sink).
-async fn against_sink(
+/// A sink with `model` on a free port, and a target for it with `connections` upload connections.
+async fn sink_target(
     model: fleetbench_fleet::sink::Model,
-    overrides: &[&str],
-) -> (RunOutcome, Arc<fleetbench_fleet::sink::Sink>) {
+    connections: usize,
+) -> (Arc<Target>, Arc<fleetbench_fleet::sink::Sink>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let sink = fleetbench_fleet::sink::Sink::new(model);
@@ -471,9 +477,26 @@ async fn against_sink(
                 db_url: None,
             },
             1,
+            connections,
         )
         .unwrap(),
     );
+    (target, sink)
+}
+
+fn fixed(ms: u64) -> fleetbench_fleet::sink::Model {
+    fleetbench_fleet::sink::Model {
+        latency: fleetbench_fleet::sink::Latency::Fixed(Duration::from_millis(ms)),
+        stall: None,
+    }
+}
+
+/// A fleet against `fleetbench sink` with `model`: (outcome, sink).
+async fn against_sink(
+    model: fleetbench_fleet::sink::Model,
+    overrides: &[&str],
+) -> (RunOutcome, Arc<fleetbench_fleet::sink::Sink>) {
+    let (target, sink) = sink_target(model, 256).await;
     let mut o = vec![
         "workload.ingest.rest=1",
         "workload.ingest.pooler=0",
@@ -487,6 +510,273 @@ async fn against_sink(
     o.extend_from_slice(overrides);
     let (out, _) = run(plan(&o), target).await;
     (out, sink)
+}
+
+/// Runs `scenario` (a whole file) against `target`.
+async fn run_text(scenario: &str, target: Arc<Target>) -> RunOutcome {
+    let plan = fleetbench_scenario::load_str(scenario, "t.toml", &[])
+        .unwrap()
+        .1;
+    run(plan, target).await.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrival_rates_are_held_constant_and_ramping() {
+    let (target, sink) = sink_target(fixed(2), 256).await;
+    // 200/s held for 4 s, then a ramp to 400/s over 4 s: 800 + 1200 arrivals.
+    let out = run_text(
+        r#"name = "rate"
+[fleet]
+agents = 50
+[load]
+model = "arrival_rate"
+[[load.stages]]
+duration = "0s"
+rate = "200/s"
+[[load.stages]]
+duration = "4s"
+rate = "200/s"
+[[load.stages]]
+duration = "4s"
+rate = "24000/m"
+[workload]
+sample_interval = "1s"
+upload_interval = "2s"
+"#,
+        target,
+    )
+    .await;
+    let ops = &out.aggregate.operations["rest.insert_metrics"];
+    assert_eq!(out.aggregate.dropped, 0);
+    assert_eq!(out.aggregate.late, 0);
+    assert_eq!(ops.total.count, 2000, "every arrival carried once");
+    assert_eq!(sink.inserts.load(Relaxed), 2000);
+    assert_eq!(sink.rows.load(Relaxed), 4000, "two rows per upload");
+    // Per one-second window, the count is the rate's integral over that window (independently:
+    // 200 in the hold, 200 + 50·t at t seconds into the ramp), within one arrival per worker.
+    let rate = |t: f64| {
+        if t < 4.0 {
+            200.0
+        } else {
+            200.0 + 50.0 * (t - 4.0)
+        }
+    };
+    let start = out.load_start_us as f64 / 1e6;
+    for (w, c) in &ops.windows {
+        let (a, b) = (
+            (*w as f64 - start).max(0.0),
+            (*w as f64 + 1.0 - start).min(8.0),
+        );
+        if b <= a {
+            continue;
+        }
+        let steps = 1000;
+        let truth: f64 = (0..steps)
+            .map(|i| rate(a + (b - a) * (i as f64 + 0.5) / steps as f64) * (b - a) / steps as f64)
+            .sum();
+        assert!(
+            (c.count as f64 - truth).abs() <= 2.5,
+            "window {w}: {} uploads, the rate's integral is {truth:.1}",
+            c.count
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrivals_that_find_no_idle_agent_are_dropped_and_counted() {
+    // Two agents, each busy 100 ms per upload, cannot carry 100 arrivals a second.
+    let (target, sink) = sink_target(fixed(100), 256).await;
+    let out = run_text(
+        r#"name = "overload"
+[fleet]
+agents = 2
+[load]
+model = "arrival_rate"
+[[load.stages]]
+duration = "3s"
+rate = "100/s"
+[[load.stages]]
+duration = "0s"
+rate = "100/s"
+[workload]
+sample_interval = "1s"
+upload_interval = "1s"
+"#,
+        target,
+    )
+    .await;
+    // The ramp from 0 to 100/s over 3 s asks for 150 arrivals in all.
+    let carried = out.aggregate.operations["rest.insert_metrics"].total.count;
+    assert_eq!(carried + out.aggregate.dropped, 150);
+    assert!(
+        carried <= 2 * 31,
+        "{carried} uploads from two agents at 100 ms each"
+    );
+    assert!(
+        out.aggregate.dropped >= 80,
+        "dropped {}",
+        out.aggregate.dropped
+    );
+    assert_eq!(sink.inserts.load(Relaxed), carried);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_agents_go_again_when_their_upload_ends() {
+    let (target, sink) = sink_target(fixed(20), 256).await;
+    let out = run_text(
+        r#"name = "closed"
+[fleet]
+agents = 10
+[load]
+model = "closed"
+[[load.stages]]
+duration = "0s"
+agents = 10
+[[load.stages]]
+duration = "4s"
+agents = 10
+[workload]
+sample_interval = "1s"
+upload_interval = "1s"
+think_time = "30ms"
+"#,
+        target,
+    )
+    .await;
+    let ops = &out.aggregate.operations["rest.insert_metrics"];
+    // Each agent cycles in 20 ms of service + 30 ms of thinking: at most 80 uploads each in 4 s.
+    let n = ops.total.count;
+    assert!(
+        (560..=810).contains(&n),
+        "{n} uploads from 10 agents at 50 ms a cycle"
+    );
+    assert_eq!(sink.inserts.load(Relaxed), n);
+    // A closed loop has no schedule to fall behind: its latency is its service time.
+    let (lat, svc) = (
+        ops.total.latency.value_at_quantile(0.5),
+        ops.total.service.value_at_quantile(0.5),
+    );
+    assert!(
+        lat >= 20_000 && lat - svc < 2_000,
+        "latency p50 {lat} µs, service p50 {svc} µs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_shares_at_most_its_connections() {
+    let (target, sink) = sink_target(fixed(20), 4).await;
+    let out = run_text(
+        r#"name = "capped"
+[fleet]
+agents = 32
+connections = 4
+[load]
+model = "closed"
+[[load.stages]]
+duration = "0s"
+agents = 32
+[[load.stages]]
+duration = "3s"
+agents = 32
+[workload]
+sample_interval = "1s"
+upload_interval = "1s"
+"#,
+        target.clone(),
+    )
+    .await;
+    // Four connections at 20 ms a request carry at most 200 uploads a second, whatever 32 agents want.
+    let ops = &out.aggregate.operations["rest.insert_metrics"];
+    assert!(
+        ops.total.count <= 3 * 200 + 4,
+        "{} uploads",
+        ops.total.count
+    );
+    assert!(ops.total.count >= 3 * 100, "{} uploads", ops.total.count);
+    assert_eq!(target.upload_connections_opened(), 4);
+    assert_eq!(sink.inserts.load(Relaxed), ops.total.count);
+    // 32 agents queue for 4 connections: each waits about 7 others' 20 ms.
+    assert!(ops.total.latency.value_at_quantile(0.5) > 100_000);
+}
+
+/// A TLS server with a fresh self-signed certificate for `localhost` answering 201 to anything;
+/// (port, certificate).
+async fn tls_server() -> (u16, rustls::pki_types::CertificateDer<'static>) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = key.cert.der().clone();
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], private)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let path = req.uri().path().to_string();
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .status(201)
+                                .body(http_body_util::Full::new(bytes::Bytes::from(path)))
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, cert)
+}
+
+#[tokio::test]
+async fn uploads_go_over_verified_tls() {
+    let (port, cert) = tls_server().await;
+    let url = format!("https://localhost:{port}/base");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let trusting = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let pool =
+        fleetbench_fleet::http::Pool::with_tls(&url, 2, Duration::from_secs(10), Some(trusting))
+            .unwrap();
+    for _ in 0..5 {
+        let reply = pool
+            .post(
+                "/rest/v1/system_metrics",
+                &[],
+                bytes::Bytes::from_static(b"[]"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 201);
+        assert_eq!(&reply.body[..], b"/base/rest/v1/system_metrics");
+    }
+    assert_eq!(
+        pool.opened.load(Relaxed),
+        1,
+        "one kept-alive connection serves them all"
+    );
+    // The platform's roots do not know a self-signed certificate: refused as a TLS failure.
+    let strict = fleetbench_fleet::http::Pool::new(&url, 2, Duration::from_secs(10)).unwrap();
+    let err = strict
+        .post("/x", &[], bytes::Bytes::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "tls");
 }
 
 /// The windows of `op` strictly inside the hold (the first and last two dropped), merged.

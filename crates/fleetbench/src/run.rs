@@ -122,7 +122,7 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
     let runtime = tokio::runtime::Runtime::new()?;
     let summary = runtime.block_on(async {
         let pooler_connections = 16;
-        let target = Arc::new(Target::new(resolved.config.clone(), pooler_connections).map_err(|e| anyhow::anyhow!(e))?);
+        let target = Arc::new(Target::new(resolved.config.clone(), pooler_connections, plan.connections as usize).map_err(|e| anyhow::anyhow!(e))?);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;

@@ -109,7 +109,15 @@ impl Aggregate {
     }
 
     pub fn add(&mut self, s: &Sample) {
-        let op = self.operations.entry(s.operation.to_string()).or_default();
+        // The operation's name is allocated once, not per sample.
+        if !self.operations.contains_key(s.operation) {
+            self.operations
+                .insert(s.operation.to_string(), Operation::default());
+        }
+        let op = self
+            .operations
+            .get_mut(s.operation)
+            .expect("inserted above");
         op.total.add(s);
         op.windows
             .entry(s.intended_us / self.window_us)

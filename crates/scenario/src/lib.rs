@@ -14,7 +14,7 @@ pub mod plan;
 pub mod threshold;
 
 pub use load::{Located, ScenarioError, load_file, load_str};
-pub use model::Scenario;
+pub use model::{LoadModel, Scenario};
 pub use plan::Plan;
 pub use threshold::{Metric, Threshold};
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::model::{self, Scenario};
+use crate::model::{self, LoadModel, Scenario};
 use crate::plan::Plan;
 use crate::threshold::Threshold;
 
@@ -67,6 +67,25 @@ impl Errors<'_> {
             Err(e) => {
                 self.at(s.span(), format!("{what}: {:?} is not a duration ({e}); write e.g. \"500ms\", \"10s\", \"2m\"", s.get_ref()));
                 Duration::ZERO
+            }
+        }
+    }
+
+    /// `"200/s"`, `"6000/m"`, `"10/h"` (or a bare number, per second) → uploads per second.
+    fn rate(&mut self, s: &Spanned<String>) -> f64 {
+        let text = s.get_ref().trim();
+        let (n, per) = text.split_once('/').unwrap_or((text, "s"));
+        let unit = match per.trim() {
+            "s" | "1s" => Some(1.0),
+            "m" | "1m" | "min" => Some(60.0),
+            "h" | "1h" => Some(3600.0),
+            _ => None,
+        };
+        match (n.trim().parse::<f64>(), unit) {
+            (Ok(v), Some(u)) if v.is_finite() && v >= 0.0 => v / u,
+            _ => {
+                self.at(s.span(), format!("{text:?} is not a rate: write uploads per second, minute or hour, like \"200/s\" or \"600/m\""));
+                0.0
             }
         }
     }
@@ -246,6 +265,7 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         e.at(0..0, "name must not be empty");
     }
     let agents = *s.fleet.agents.get_ref();
+    let agents_max = agents;
     if agents == 0 {
         e.at(s.fleet.agents.span(), "fleet.agents must be at least 1");
     }
@@ -259,21 +279,73 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
     let mut end = Duration::ZERO;
     let mut stages = Vec::new();
     let errors_before = e.list.len();
+    let model = s.load.model;
     for stage in &s.load.stages {
         end += e.duration(&stage.duration, "stage duration");
-        let a = *stage.agents.get_ref();
-        if a > agents {
-            e.at(
-                stage.agents.span(),
-                format!("this stage asks for {a} agents but fleet.agents is {agents}"),
-            );
-        }
-        stages.push((end, a));
+        let level = match (model, &stage.agents, &stage.rate) {
+            (LoadModel::ArrivalRate, _, Some(rate)) => {
+                if let Some(a) = &stage.agents {
+                    e.at(a.span(), "an arrival_rate stage sets `rate`, not `agents` (agents come from fleet.agents)");
+                }
+                e.rate(rate)
+            }
+            (LoadModel::ArrivalRate, _, None) => {
+                e.at(
+                    stage.duration.span(),
+                    "this arrival_rate stage has no `rate` (like rate = \"200/s\")",
+                );
+                0.0
+            }
+            (_, agents, rate) => {
+                if let Some(r) = rate {
+                    e.at(r.span(), format!("`rate` belongs to load.model = \"arrival_rate\"; the {model:?} model's stages set `agents`").to_lowercase());
+                }
+                match agents {
+                    Some(a) => {
+                        let n = *a.get_ref();
+                        if n > agents_max {
+                            e.at(a.span(), format!("this stage asks for {n} agents but fleet.agents is {agents_max}"));
+                        }
+                        f64::from(n)
+                    }
+                    None => {
+                        if rate.is_none() {
+                            e.at(stage.duration.span(), "this stage has no `agents`");
+                        }
+                        0.0
+                    }
+                }
+            }
+        };
+        stages.push((end, level));
     }
     if !s.load.stages.is_empty() && end.is_zero() && e.list.len() == errors_before {
         e.at(
             s.load.stages[0].duration.span(),
             "the stages last no time at all",
+        );
+    }
+    let think_time = s
+        .workload
+        .think_time
+        .as_ref()
+        .map_or(Duration::ZERO, |t| e.duration(t, "workload.think_time"));
+    if let Some(t) = s
+        .workload
+        .think_time
+        .as_ref()
+        .filter(|_| model != LoadModel::Closed)
+    {
+        e.at(
+            t.span(),
+            "think_time applies to load.model = \"closed\" only",
+        );
+    }
+    let connections = *s.fleet.connections.get_ref();
+    if connections == 0 {
+        e.at(
+            s.fleet.connections.span(),
+            "fleet.connections must be at least 1",
         );
     }
     let grace = e.duration(&s.load.grace, "load.grace");
@@ -337,6 +409,8 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         agents,
         seed: s.fleet.seed,
         provision_concurrency: s.fleet.provision_concurrency.max(1),
+        connections,
+        model,
         profiles,
         stages,
         grace,
@@ -346,6 +420,7 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         ingest,
         anomalies,
         refresh_margin,
+        think_time,
         max_backlog_rows: w.max_backlog_rows,
         thresholds,
         cleanup: s.output.cleanup,

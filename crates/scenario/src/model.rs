@@ -36,6 +36,14 @@ pub struct Fleet {
     /// How many agents sign in at once while the fleet is provisioned.
     #[serde(default = "default_concurrency")]
     pub provision_concurrency: u32,
+    /// HTTP connections the whole fleet shares for its uploads (at most this many requests in
+    /// flight to the Data API; the rest wait for a connection, and that wait counts as latency).
+    #[serde(default = "default_connections")]
+    pub connections: Spanned<u32>,
+}
+
+fn default_connections() -> Spanned<u32> {
+    Spanned::new(0..0, 256)
 }
 
 fn default_seed() -> u64 {
@@ -56,9 +64,27 @@ fn default_mix() -> BTreeMap<Spanned<String>, f64> {
 /// The device profiles agents can be drawn from.
 pub const PROFILES: &[&str] = &["laptop", "desktop", "workstation", "server"];
 
+/// How the stages drive the fleet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadModel {
+    /// Stages set the number of active agents; each uploads on its own cadence whatever the
+    /// target's latency (open model, the real fleet's shape).
+    #[default]
+    Agents,
+    /// Stages set a fleet-wide rate of uploads (`rate = "200/s"`), constant or ramping; each is
+    /// carried by an idle agent, and an arrival that finds none idle is counted as dropped (open model).
+    ArrivalRate,
+    /// Stages set a number of agents that each upload again as soon as the previous upload ends
+    /// (after `workload.think_time`): the closed loop of goose, Locust and k6 VUs, and of wrk.
+    Closed,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Load {
+    #[serde(default)]
+    pub model: LoadModel,
     pub stages: Vec<Stage>,
     /// After the last stage, how long in-flight requests may finish before the run ends.
     #[serde(default = "default_grace")]
@@ -69,14 +95,17 @@ fn default_grace() -> Spanned<String> {
     Spanned::new(0..0, "5s".into())
 }
 
-/// One stage: over `duration`, the number of active agents moves linearly from the previous
-/// stage's target to `agents` (a hold when they are equal). Each active agent uploads on its own
-/// cadence whatever the target's latency: an open model.
+/// One stage: over `duration`, the level moves linearly from the previous stage's target to this
+/// one (a hold when they are equal). The level is `agents` for the `agents` and `closed` models and
+/// `rate` (uploads per second, minute or hour: `"200/s"`) for `arrival_rate`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     pub duration: Spanned<String>,
-    pub agents: Spanned<u32>,
+    #[serde(default)]
+    pub agents: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub rate: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -95,6 +124,9 @@ pub struct Workload {
     /// Refresh the access token this long before it expires (with up to 10 % jitter).
     #[serde(default = "default_refresh_margin")]
     pub refresh_margin: Spanned<String>,
+    /// In the `closed` model, the pause between the end of an upload and the next one.
+    #[serde(default)]
+    pub think_time: Option<Spanned<String>>,
     /// Samples an agent keeps while the target is unreachable; the oldest are dropped (and counted) beyond it.
     #[serde(default = "default_backlog")]
     pub max_backlog_rows: u32,

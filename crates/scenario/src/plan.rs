@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::model::LoadModel;
 use crate::threshold::Threshold;
 
 #[derive(Debug, Clone, Serialize)]
@@ -14,10 +15,14 @@ pub struct Plan {
     pub agents: u32,
     pub seed: u64,
     pub provision_concurrency: u32,
+    /// HTTP connections the fleet shares.
+    pub connections: u32,
+    pub model: LoadModel,
     /// (device profile, share), shares summing to 1.
     pub profiles: Vec<(String, f64)>,
-    /// (end of stage since the start, target agents at that end).
-    pub stages: Vec<(Duration, u32)>,
+    /// (end of stage since the start, level at that end): agents, or uploads per second for
+    /// [`LoadModel::ArrivalRate`].
+    pub stages: Vec<(Duration, f64)>,
     pub grace: Duration,
     pub sample_interval: Duration,
     pub upload_interval: Duration,
@@ -27,6 +32,7 @@ pub struct Plan {
     /// (anomaly, share of agents).
     pub anomalies: Vec<(String, f64)>,
     pub refresh_margin: Duration,
+    pub think_time: Duration,
     pub max_backlog_rows: u32,
     pub thresholds: Vec<Threshold>,
     pub cleanup: bool,
@@ -39,7 +45,18 @@ impl Plan {
         self.stages.last().map(|s| s.0).unwrap_or_default()
     }
 
-    /// Target active agents `elapsed` into the run (a real number: ramps are linear).
+    /// How many agents the run provisions: all of them for an arrival rate (any may carry an
+    /// upload), otherwise the most any stage asks for.
+    pub fn agents_needed(&self) -> u32 {
+        match self.model {
+            LoadModel::ArrivalRate => self.agents,
+            _ => {
+                (self.stages.iter().map(|s| s.1).fold(0.0, f64::max).ceil() as u32).min(self.agents)
+            }
+        }
+    }
+
+    /// The level (active agents, or uploads per second) `elapsed` into the run: ramps are linear.
     pub fn active_at(&self, elapsed: Duration) -> f64 {
         let (mut start, mut from) = (Duration::ZERO, 0.0);
         for &(end, to) in &self.stages {
@@ -50,11 +67,37 @@ impl Plan {
                 } else {
                     1.0
                 };
-                return from + (f64::from(to) - from) * f;
+                return from + (to - from) * f;
             }
-            (start, from) = (end, f64::from(to));
+            (start, from) = (end, to);
         }
         0.0
+    }
+
+    /// When upload number `k` (0-based) of an arrival-rate run starts: the moment the integral of
+    /// the rate reaches `k` (so a constant rate `r` gives `k / r`). `None` after the stages end.
+    pub fn arrival(&self, k: u64) -> Option<Duration> {
+        let mut need = k as f64;
+        let (mut start, mut from) = (Duration::ZERO, 0.0);
+        for &(end, to) in &self.stages {
+            let span = (end - start).as_secs_f64();
+            let total = span * (from + to) / 2.0;
+            if need < total || (need == 0.0 && total > 0.0) {
+                // Solve from·t + (to − from)·t²/(2·span) = need in the form that stays exact as
+                // the ramp flattens: t = 2·need / (from + √(from² + 4·a·need)), a = (to − from)/(2·span).
+                let a = (to - from) / (2.0 * span);
+                let root = (from * from + 4.0 * a * need).max(0.0).sqrt();
+                let t = if from + root > 0.0 {
+                    2.0 * need / (from + root)
+                } else {
+                    0.0
+                };
+                return Some(start + Duration::from_secs_f64(t.min(span)));
+            }
+            need -= total;
+            (start, from) = (end, to);
+        }
+        None
     }
 
     /// When agent number `index` (0-based) becomes active: the first moment the target reaches
@@ -62,8 +105,7 @@ impl Plan {
     pub fn activation(&self, index: u32) -> Option<Duration> {
         let need = f64::from(index) + 1.0;
         let (mut start, mut from) = (Duration::ZERO, 0.0);
-        for &(end, to) in &self.stages {
-            let to_f = f64::from(to);
+        for &(end, to_f) in &self.stages {
             if to_f >= need && from < need {
                 let span = (end - start).as_secs_f64();
                 let f = if to_f > from {
@@ -87,8 +129,7 @@ impl Plan {
         let need = f64::from(index) + 1.0;
         let (mut start, mut from) = (Duration::ZERO, 0.0);
         let mut active = false;
-        for &(end, to) in &self.stages {
-            let to_f = f64::from(to);
+        for &(end, to_f) in &self.stages {
             if !active && to_f >= need {
                 active = true;
             }
@@ -114,12 +155,14 @@ mod tests {
             agents: 100,
             seed: 1,
             provision_concurrency: 1,
+            connections: 1,
+            model: LoadModel::Agents,
             profiles: vec![],
             stages: stages
                 .iter()
                 .map(|&(d, a)| {
                     end += Duration::from_secs(d);
-                    (end, a)
+                    (end, f64::from(a))
                 })
                 .collect(),
             grace: Duration::ZERO,
@@ -129,6 +172,7 @@ mod tests {
             ingest: vec![],
             anomalies: vec![],
             refresh_margin: Duration::ZERO,
+            think_time: Duration::ZERO,
             max_backlog_rows: 0,
             thresholds: vec![],
             cleanup: false,
@@ -161,5 +205,37 @@ mod tests {
         let step = plan(&[(0, 10), (5, 10)]);
         assert_eq!(step.activation(9), Some(Duration::ZERO));
         assert_eq!(step.deactivation(9), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn arrivals_follow_the_integral_of_the_rate() {
+        // 10/s for 10 s, then a ramp from 10/s to 30/s over 10 s (200 more), then nothing.
+        let mut p = plan(&[(10, 10), (10, 30)]);
+        p.stages[0].1 = 10.0;
+        p.stages.insert(0, (Duration::ZERO, 10.0));
+        assert_eq!(p.arrival(0), Some(Duration::ZERO));
+        assert_eq!(p.arrival(55), Some(Duration::from_secs_f64(5.5)));
+        // In the ramp, rate(t) = 10 + 2t, so 100 + 10t + t² arrivals by 10 + t.
+        for k in [100u64, 101, 150, 250, 299] {
+            let t = (-10.0 + (100.0 + 4.0 * (k as f64 - 100.0)).sqrt()) / 2.0;
+            let got = p.arrival(k).unwrap().as_secs_f64();
+            assert!(
+                (got - (10.0 + t)).abs() < 1e-6,
+                "arrival {k}: {got} vs {}",
+                10.0 + t
+            );
+        }
+        assert_eq!(p.arrival(300), None);
+        // Counting arrivals per second recovers the rate.
+        let in_second = |s: f64| {
+            (0..300)
+                .filter(|&k| {
+                    let t = p.arrival(k).unwrap().as_secs_f64();
+                    t >= s && t < s + 1.0
+                })
+                .count()
+        };
+        assert_eq!(in_second(3.0), 10);
+        assert_eq!(in_second(14.0), 10 + 2 * 4 + 1);
     }
 }

@@ -85,6 +85,82 @@ ingest = { rest = 1, carrier_pigeon = 1 }
 }
 
 #[test]
+fn load_models_check_their_own_stage_keys() {
+    let bad = r#"name = "t"
+[fleet]
+agents = 10
+connections = 0
+[load]
+model = "arrival_rate"
+[[load.stages]]
+duration = "10s"
+rate = "fast"
+[[load.stages]]
+duration = "10s"
+agents = 5
+rate = "5/s"
+[[load.stages]]
+duration = "10s"
+[workload]
+sample_interval = "1s"
+upload_interval = "5s"
+think_time = "1s"
+"#;
+    let err = load_str(bad, "rate.toml", &[]).unwrap_err();
+    let lines: Vec<String> = err.0.iter().map(ToString::to_string).collect();
+    let expect = [
+        ("rate.toml:9:8:", "not a rate"),
+        ("rate.toml:12:10:", "not `agents`"),
+        ("rate.toml:15:12:", "no `rate`"),
+        ("rate.toml:19:14:", "closed"),
+        ("rate.toml:4:15:", "connections must be at least 1"),
+    ];
+    assert_eq!(lines.len(), expect.len(), "{lines:#?}");
+    for (line, (at, what)) in lines.iter().zip(expect) {
+        assert!(
+            line.starts_with(at) && line.contains(what),
+            "{line} (wanted {at} … {what})"
+        );
+    }
+    // A rate in a model of agents, and an unknown model.
+    let stray = GOOD.replace(
+        "agents = 10
+[workload]",
+        "agents = 10
+rate = \"3/s\"\n[workload]",
+    );
+    let err = load_str(&stray, "stray.toml", &[]).unwrap_err().to_string();
+    assert!(
+        err.starts_with("stray.toml:7:8:") && err.contains("arrival_rate"),
+        "{err}"
+    );
+    let unknown = GOOD.replace(
+        "[[load.stages]]",
+        "[load]\nmodel = \"poisson\"\n[[load.stages]]",
+    );
+    let err = load_str(&unknown, "model.toml", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("model.toml:5:9:") && err.contains("closed"),
+        "{err}"
+    );
+    // Rates per second, minute and hour plan to the same per-second levels.
+    for (text, per_s) in [
+        ("\"120/s\"", 120.0),
+        ("\"600/m\"", 10.0),
+        ("\"36/h\"", 0.01),
+    ] {
+        let ok = format!(
+            "name = \"t\"\n[fleet]\nagents = 3\n[load]\nmodel = \"arrival_rate\"\n[[load.stages]]\nduration = \"1s\"\nrate = {text}\n[workload]\nsample_interval = \"1s\"\nupload_interval = \"1s\"\n"
+        );
+        let plan = load_str(&ok, "ok.toml", &[]).unwrap().1;
+        assert!((plan.stages[0].1 - per_s).abs() < 1e-12, "{text}");
+        assert_eq!(plan.agents_needed(), 3);
+    }
+}
+
+#[test]
 fn overrides_reach_any_key() {
     let (s, plan, resolved) = load_str(
         GOOD,
@@ -97,7 +173,7 @@ fn overrides_reach_any_key() {
     )
     .unwrap();
     assert_eq!(*s.fleet.agents.get_ref(), 5000);
-    assert_eq!(plan.stages, vec![(Duration::from_secs(10), 4000)]);
+    assert_eq!(plan.stages, vec![(Duration::from_secs(10), 4000.0)]);
     assert_eq!(plan.batch_rows, 10);
     assert!(resolved.contains("agents = 5000"), "{resolved}");
 
