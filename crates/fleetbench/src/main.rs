@@ -13,12 +13,6 @@ mod target;
 
 use std::process::ExitCode;
 
-/// The generator allocates a little per request (request, response, batch); mimalloc's
-/// thread-local free lists make that measurably cheaper than glibc's malloc (see
-/// `reports/benchmarks/*-generator-vs-wrk`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser;
 
 use cli::{Cli, Command, ScenariosAction, StackAction};
