@@ -76,6 +76,9 @@ pub struct Progress {
     pub rows_written: AtomicU64,
     pub backlog_rows: AtomicU64,
     pub load_started: AtomicU64,
+    /// The generator behind its schedule: uploads started over a window late, arrivals dropped.
+    pub late: AtomicU64,
+    pub dropped: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -498,7 +501,7 @@ impl Worker {
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    self.agg.dropped += sh.inflight.len() as u64;
+                    self.agg.abandoned += sh.inflight.len() as u64;
                     sh.inflight.abort_all();
                     break;
                 }
@@ -549,7 +552,10 @@ impl Worker {
                     self.sample(a, at);
                     self.launch(a, now, &mut sh.inflight);
                 }
-                None => self.agg.dropped += 1,
+                None => {
+                    self.agg.dropped += 1;
+                    self.progress.dropped.fetch_add(1, Relaxed);
+                }
             }
             sh.next_arrival += self.workers;
             sh.arrival_at = self.arrival_us(sh.next_arrival);
@@ -641,6 +647,7 @@ impl Worker {
         if a.failures == 0 && now_us.saturating_sub(intended) > self.agg.window_us {
             // Not a retry, yet more than a window behind its schedule: the generator is late.
             self.agg.late += 1;
+            self.progress.late.fetch_add(1, Relaxed);
         }
         // At most 1000 rows per request (the Data API's max_rows); the rest follow at once.
         let take = a.backlog.len().min(1000);

@@ -20,7 +20,7 @@ fn line(p: &Progress, agents: u32, since: Instant, last_uploads: &mut (u64, Inst
     let (prev, at) = *last_uploads;
     let rate = (uploads - prev) as f64 / at.elapsed().as_secs_f64().max(1e-3);
     *last_uploads = (uploads, Instant::now());
-    format!(
+    let mut text = format!(
         "{:>4}s  agents {}/{agents}  uploads {uploads} ({rate:.0}/s)  rows {}  errors {}  in flight {}  backlog {}",
         since.elapsed().as_secs(),
         p.active.load(Relaxed),
@@ -28,7 +28,15 @@ fn line(p: &Progress, agents: u32, since: Instant, last_uploads: &mut (u64, Inst
         p.errors.load(Relaxed),
         p.in_flight.load(Relaxed),
         p.backlog_rows.load(Relaxed),
-    )
+    );
+    // The generator says so as soon as it falls behind its own schedule.
+    let (late, dropped) = (p.late.load(Relaxed), p.dropped.load(Relaxed));
+    if late + dropped > 0 {
+        text.push_str(&format!(
+            "  BEHIND SCHEDULE: {late} late, {dropped} dropped"
+        ));
+    }
+    text
 }
 
 /// Shows progress until `done` resolves.

@@ -163,10 +163,17 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
         );
         output::write(&out, &resolved_toml, &summary, &outcome.aggregate, started_wall)?;
         let written: u64 = outcome.rows_written.values().sum();
+        let agg = &outcome.aggregate;
         eprintln!(
-            "run: {} agents; rows sampled {}, written {written}, unsent {}, dropped {}; {} late, {} abandoned in flight",
-            outcome.agents, outcome.rows_sampled, outcome.rows_unsent, outcome.rows_dropped, outcome.aggregate.late, outcome.aggregate.dropped
+            "run: {} agents; rows sampled {}, written {written}, unsent {}, dropped {}; uploads {} late, {} dropped, {} abandoned in flight",
+            outcome.agents, outcome.rows_sampled, outcome.rows_unsent, outcome.rows_dropped, agg.late, agg.dropped, agg.abandoned
         );
+        if agg.late + agg.dropped > 0 {
+            eprintln!(
+                "run: warning: the generator fell behind the schedule the scenario asked for ({} uploads started over a window late, {} arrivals found no idle agent): the target saw less load than planned; add agents (arrival_rate) or CPU",
+                agg.late, agg.dropped
+            );
+        }
         for t in &summary.thresholds {
             let observed = t.observed.map_or("no samples".into(), |v| format!("{v:.3}"));
             eprintln!("  {} {:<24} {:<22} observed {observed}", if t.pass { "pass" } else { "FAIL" }, t.operation, t.expr);

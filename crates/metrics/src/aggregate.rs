@@ -93,9 +93,12 @@ pub struct Operation {
 pub struct Aggregate {
     pub window_us: u64,
     pub operations: BTreeMap<String, Operation>,
-    /// Work the schedule asked for that started late (more than one window behind) or never.
+    /// Work the schedule asked for that started late (more than one window behind), that never
+    /// started (an arrival that found no idle agent), and that was still in flight when the grace
+    /// period ended.
     pub late: u64,
     pub dropped: u64,
+    pub abandoned: u64,
 }
 
 impl Aggregate {
@@ -105,6 +108,7 @@ impl Aggregate {
             operations: BTreeMap::new(),
             late: 0,
             dropped: 0,
+            abandoned: 0,
         }
     }
 
@@ -143,6 +147,7 @@ impl Aggregate {
         }
         self.late += other.late;
         self.dropped += other.dropped;
+        self.abandoned += other.abandoned;
     }
 }
 

@@ -78,9 +78,11 @@ pub struct Summary {
     pub verdict: String,
     pub thresholds: Vec<ThresholdResult>,
     pub operations: BTreeMap<String, OperationSummary>,
-    /// Scheduled work that started more than one window late, and work never started.
+    /// Scheduled work that started more than one window late, work never started, and work still
+    /// in flight when the grace period ended.
     pub late: u64,
     pub dropped: u64,
+    pub abandoned: u64,
     pub interrupted: bool,
 }
 
@@ -169,6 +171,7 @@ impl Summary {
             operations,
             late: agg.late,
             dropped: agg.dropped,
+            abandoned: agg.abandoned,
             interrupted: facts.interrupted,
         }
     }
