@@ -141,6 +141,14 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
         let thresholds = plan.thresholds.clone();
         let cleanup = plan.cleanup;
         let name = plan.name.clone();
+        // The planned load for the report: the stages' corners, from the start of the load phase.
+        let unit = match plan.model {
+            fleetbench_scenario::LoadModel::ArrivalRate => "uploads/s",
+            _ => "active agents",
+        };
+        let corners: Vec<(f64, f64)> = std::iter::once((0.0, 0.0))
+            .chain(plan.stages.iter().map(|(end, level)| (end.as_secs_f64(), *level)))
+            .collect();
         let result = fleetbench_fleet::run(plan, target, run_id.clone(), progress, stop_rx).await;
         let _ = done_tx.send(true);
         let _ = shown.await;
@@ -161,7 +169,12 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
             },
             &thresholds,
         );
-        output::write(&out, &resolved_toml, &summary, &outcome.aggregate, started_wall)?;
+        let load_start_s = outcome.load_start_us as f64 / 1e6;
+        let shape = fleetbench_report::LoadShape {
+            unit: unit.to_string(),
+            points: corners.iter().map(|(t, l)| (load_start_s + t, *l)).collect(),
+        };
+        output::write(&out, &resolved_toml, &summary, &outcome.aggregate, &shape, started_wall)?;
         let written: u64 = outcome.rows_written.values().sum();
         let agg = &outcome.aggregate;
         eprintln!(

@@ -1,0 +1,318 @@
+//! The run's `index.html`: one self-contained page (inline CSS and SVG, no script, nothing fetched)
+//! that answers "did it hold, where did it break": the verdict and every threshold, the run's facts,
+//! a table per operation (intended-start latency and service time), throughput and errors over
+//! time with the planned load shape, latency percentiles over time, each operation's full
+//! percentile spectrum on HdrHistogram's log scale, and errors by kind.
+//!
+//! # Layout
+//! - [`svg`]: the line charts (hand-written; why is in its module doc).
+//! - this file: the page, from a [`Summary`], the run's [`Aggregate`] and its [`LoadShape`].
+
+pub mod svg;
+
+use std::fmt::Write;
+
+use fleetbench_metrics::{Aggregate, Summary};
+use hdrhistogram::Histogram;
+
+use svg::{Chart, Series, XAxis, escape};
+
+/// The load the scenario asked for, on the run's clock.
+pub struct LoadShape {
+    /// What the level is: `active agents` or `uploads/s`.
+    pub unit: String,
+    /// (seconds since the run started, planned level), the stages' corners.
+    pub points: Vec<(f64, f64)>,
+}
+
+const COLORS: [&str; 8] = [
+    "#1f5fa8", "#c2410c", "#15803d", "#7c3aed", "#b91c1c", "#0e7490", "#a16207", "#4b5563",
+];
+
+const STYLE: &str = "body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0 auto;max-width:1100px;padding:1.2em;color:#1f2328}\
+h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.15em;margin:1.6em 0 .4em;border-bottom:1px solid #d0d7de}h3{font-size:1em;margin:1em 0 .3em}\
+.verdict{display:inline-block;padding:.1em .6em;border-radius:4px;color:#fff}.v-pass{background:#1a7f37}.v-fail{background:#cf222e}\
+.facts{color:#57606a}.scroll{overflow-x:auto}table{border-collapse:collapse;margin:.5em 0;font-variant-numeric:tabular-nums}\
+td,th{border:1px solid #d0d7de;padding:3px 8px;text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}\
+th{background:#f6f8fa}tr.fail td{color:#cf222e;font-weight:600}tr.pass td:last-child{color:#1a7f37}\
+svg.chart{width:100%;max-width:760px;height:auto;display:block;margin:.4em 0}svg .axis line{stroke:#57606a}\
+svg .grid{stroke:#d0d7de;stroke-width:.6}svg text{font:11px system-ui,sans-serif;fill:#57606a}svg .ct{font-weight:600;fill:#1f2328}\
+svg .yl{text-anchor:end}svg .xl{text-anchor:middle}svg .al{text-anchor:middle}svg .note{fill:#8c959f}\
+.ops{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:0 1.5em}\
+@media print{body{max-width:none;padding:0}h2{break-after:avoid}svg.chart{break-inside:avoid}}";
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// (x = log10(1 / (1 - q)), latency ms) from 0 % to the last percentile the count resolves.
+fn spectrum(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let top = (h.len() as f64).log10().max(1.0);
+    let mut out = Vec::new();
+    let mut k = 0;
+    loop {
+        let x = f64::from(k) / 20.0;
+        if x > top {
+            break;
+        }
+        let q = 1.0 - 10f64.powf(-x);
+        out.push((x, ms(h.value_at_quantile(q))));
+        k += 1;
+    }
+    out.push((top, ms(h.max())));
+    out
+}
+
+fn latency_of(c: &fleetbench_metrics::aggregate::Counts) -> &Histogram<u64> {
+    &c.latency
+}
+
+fn service_of(c: &fleetbench_metrics::aggregate::Counts) -> &Histogram<u64> {
+    &c.service
+}
+
+/// The page.
+pub fn html(s: &Summary, agg: &Aggregate, load: &LoadShape) -> String {
+    let window_s = agg.window_us as f64 / 1e6;
+    let mut o = String::with_capacity(64 * 1024);
+    let verdict = if s.verdict == "pass" {
+        "v-pass"
+    } else {
+        "v-fail"
+    };
+    let _ = write!(
+        o,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<title>fleetbench: {name} {v}</title><style>{STYLE}</style></head><body>\n\
+<h1>{name} <span class=\"verdict {verdict}\">{v}</span></h1>\n\
+<p class=\"facts\">run {run} · started {started} · {dur:.1} s · target {kind} {url} · fleetbench {ver}{interrupted}</p>\n",
+        name = escape(&s.scenario),
+        v = s.verdict.to_uppercase(),
+        run = escape(&s.run_id),
+        started = escape(&s.started_at),
+        dur = s.duration_s,
+        kind = escape(&s.target.kind),
+        url = escape(&s.target.url),
+        ver = env!("CARGO_PKG_VERSION"),
+        interrupted = if s.interrupted {
+            " · <strong>interrupted</strong>"
+        } else {
+            ""
+        },
+    );
+    if s.late + s.dropped > 0 {
+        let _ = writeln!(
+            o,
+            "<p><strong>The generator fell behind its schedule:</strong> {} uploads started over a window late, {} arrivals dropped; the target saw less load than planned.</p>",
+            s.late, s.dropped
+        );
+    }
+
+    o.push_str("<h2>Thresholds</h2>\n");
+    if s.thresholds.is_empty() {
+        o.push_str("<p>No thresholds: the run passes by finishing.</p>\n");
+    } else {
+        o.push_str("<div class=\"scroll\"><table><tr><th>operation</th><th>threshold</th><th>observed</th><th>verdict</th></tr>\n");
+        for t in &s.thresholds {
+            let _ = writeln!(
+                o,
+                "<tr class=\"{c}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&t.operation),
+                escape(&t.expr),
+                t.observed
+                    .map_or("no samples".into(), |v| format!("{v:.3}")),
+                if t.pass { "pass" } else { "FAIL" },
+                c = if t.pass { "pass" } else { "fail" },
+            );
+        }
+        o.push_str("</table></div>\n");
+    }
+
+    o.push_str("<h2>Operations</h2>\n<p>Latency in ms from the <em>intended</em> start (when the work was due); service time from the actual send.</p>\n<div class=\"scroll\"><table><tr><th>operation</th><th>count</th><th>rate/s</th><th>error %</th><th>rows</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th><th>service p50</th><th>p90</th><th>p99</th><th>max</th></tr>\n");
+    for (name, op) in &s.operations {
+        let (l, v) = (&op.latency_ms, &op.service_ms);
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.2}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td></tr>",
+            escape(name),
+            op.count,
+            op.rate_per_s,
+            if op.count > 0 {
+                op.errors as f64 * 100.0 / op.count as f64
+            } else {
+                0.0
+            },
+            op.rows,
+            l.p50,
+            l.p90,
+            l.p95,
+            l.p99,
+            l.p999,
+            l.max,
+            v.p50,
+            v.p90,
+            v.p99,
+            v.max
+        );
+    }
+    o.push_str("</table></div>\n");
+
+    // Throughput and errors over time, and the load the scenario asked for.
+    o.push_str("<h2>Load</h2>\n");
+    let mut rate = Vec::new();
+    let mut errors: Vec<(f64, f64)> = Vec::new();
+    for (i, (name, op)) in agg.operations.iter().enumerate() {
+        let pts: Vec<(f64, f64)> = op
+            .windows
+            .iter()
+            .map(|(w, c)| (*w as f64 * window_s, c.count as f64 / window_s))
+            .collect();
+        rate.push(Series {
+            name: name.clone(),
+            points: pts,
+            color: COLORS[i % COLORS.len()],
+            dashed: false,
+        });
+        for (w, c) in &op.windows {
+            let x = *w as f64 * window_s;
+            match errors.iter_mut().find(|p| p.0 == x) {
+                Some(p) => p.1 += c.errors as f64 / window_s,
+                None => errors.push((x, c.errors as f64 / window_s)),
+            }
+        }
+    }
+    errors.sort_by(|a, b| a.0.total_cmp(&b.0));
+    rate.push(Series {
+        name: "errors".into(),
+        points: errors,
+        color: "#111111",
+        dashed: true,
+    });
+    o.push_str(
+        &Chart {
+            title: "Throughput and errors (per second, by intended start)",
+            y_label: "per second",
+            x: XAxis::Seconds,
+            log_y: false,
+            series: rate,
+        }
+        .render(),
+    );
+    o.push_str(
+        &Chart {
+            title: &format!("Planned load ({})", load.unit),
+            y_label: &load.unit,
+            x: XAxis::Seconds,
+            log_y: false,
+            series: vec![Series {
+                name: load.unit.clone(),
+                points: load.points.clone(),
+                color: "#4b5563",
+                dashed: true,
+            }],
+        }
+        .render(),
+    );
+
+    o.push_str("<h2>Latency by operation</h2>\n<div class=\"ops\">\n");
+    for (name, op) in &agg.operations {
+        let _ = writeln!(o, "<section><h3>{}</h3>", escape(name));
+        let q = |f: fn(&fleetbench_metrics::aggregate::Counts) -> &Histogram<u64>,
+                 p: f64|
+         -> Vec<(f64, f64)> {
+            op.windows
+                .iter()
+                .filter(|(_, c)| c.count > 0)
+                .map(|(w, c)| (*w as f64 * window_s, ms(f(c).value_at_quantile(p))))
+                .collect()
+        };
+        o.push_str(
+            &Chart {
+                title: "Percentiles over time (ms)",
+                y_label: "ms",
+                x: XAxis::Seconds,
+                log_y: false,
+                series: vec![
+                    Series {
+                        name: "p50".into(),
+                        points: q(latency_of, 0.5),
+                        color: COLORS[0],
+                        dashed: false,
+                    },
+                    Series {
+                        name: "p90".into(),
+                        points: q(latency_of, 0.9),
+                        color: COLORS[2],
+                        dashed: false,
+                    },
+                    Series {
+                        name: "p99".into(),
+                        points: q(latency_of, 0.99),
+                        color: COLORS[1],
+                        dashed: false,
+                    },
+                    Series {
+                        name: "service p99".into(),
+                        points: q(service_of, 0.99),
+                        color: COLORS[3],
+                        dashed: true,
+                    },
+                ],
+            }
+            .render(),
+        );
+        o.push_str(
+            &Chart {
+                title: "Percentile spectrum (ms, log scale)",
+                y_label: "ms",
+                x: XAxis::Percentile,
+                log_y: true,
+                series: vec![
+                    Series {
+                        name: "intended start".into(),
+                        points: spectrum(&op.total.latency),
+                        color: COLORS[0],
+                        dashed: false,
+                    },
+                    Series {
+                        name: "service".into(),
+                        points: spectrum(&op.total.service),
+                        color: COLORS[3],
+                        dashed: true,
+                    },
+                ],
+            }
+            .render(),
+        );
+        o.push_str("</section>\n");
+    }
+    o.push_str("</div>\n");
+
+    o.push_str("<h2>Errors by kind</h2>\n");
+    let kinds: Vec<(&String, &String, &u64)> = s
+        .operations
+        .iter()
+        .flat_map(|(n, op)| op.errors_by_kind.iter().map(move |(k, c)| (n, k, c)))
+        .collect();
+    if kinds.is_empty() {
+        o.push_str("<p>None.</p>\n");
+    } else {
+        o.push_str(
+            "<div class=\"scroll\"><table><tr><th>operation</th><th>kind</th><th>count</th></tr>\n",
+        );
+        for (n, k, c) in kinds {
+            let _ = writeln!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{c}</td></tr>",
+                escape(n),
+                escape(k)
+            );
+        }
+        o.push_str("</table></div>\n");
+    }
+    o.push_str("</body></html>\n");
+    o
+}

@@ -1,0 +1,336 @@
+//! Line charts as inline SVG. Hand-written because the charts need only polylines, ticks and
+//! labels: a plotting crate (plotters) needs a font backend for its text (system fonts through
+//! fontconfig, or a bundled TTF), whereas SVG's own `<text>` is drawn by the viewer in its font,
+//! and the page must carry nothing but itself.
+
+use std::fmt::Write;
+
+/// One line of a chart.
+pub struct Series {
+    pub name: String,
+    /// (x, y) points, x ascending.
+    pub points: Vec<(f64, f64)>,
+    pub color: &'static str,
+    /// Dashed (a planned or secondary quantity).
+    pub dashed: bool,
+}
+
+pub enum XAxis {
+    /// Seconds since the run started.
+    Seconds,
+    /// Percentiles on HdrHistogram's scale: x = log10(1 / (1 - q)), labelled 0 %, 90 %, 99 %, …
+    Percentile,
+}
+
+pub struct Chart<'a> {
+    pub title: &'a str,
+    pub y_label: &'a str,
+    pub x: XAxis,
+    pub series: Vec<Series>,
+    /// Log scale on y (latency spectra).
+    pub log_y: bool,
+}
+
+const W: f64 = 720.0;
+const H: f64 = 240.0;
+const L: f64 = 64.0;
+const R: f64 = 16.0;
+const T: f64 = 28.0;
+const B: f64 = 36.0;
+
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// "Nice" tick values covering `lo..=hi`.
+fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    let span = (hi - lo).max(1e-12);
+    let raw = span / n as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| span / s <= n as f64)
+        .unwrap_or(10.0 * mag);
+    let mut t = (lo / step).ceil() * step;
+    let mut out = Vec::new();
+    while t <= hi + step * 1e-9 {
+        out.push(t);
+        t += step;
+    }
+    out
+}
+
+fn label(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v.abs() >= 10.0 {
+        format!("{:.0}", v)
+    } else if v.abs() >= 1.0 {
+        format!("{:.1}", v)
+    } else {
+        format!("{:.2}", v)
+    }
+}
+
+impl Chart<'_> {
+    /// The chart as an `<svg>` element (empty series are skipped; no points at all gives a note).
+    pub fn render(&self) -> String {
+        let pts: Vec<(f64, f64)> = self
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().copied())
+            .filter(|(x, y)| x.is_finite() && y.is_finite() && (!self.log_y || *y > 0.0))
+            .collect();
+        // Legend entries left to right, wrapping onto more rows; the plot starts below them.
+        let mut legend = Vec::new();
+        let (mut lx, mut row) = (L + 8.0, 0.0);
+        for s in self.series.iter().filter(|s| !s.points.is_empty()) {
+            let width = 22.0 + 6.5 * s.name.chars().count() as f64;
+            if lx + width > W - R && lx > L + 8.0 {
+                (lx, row) = (L + 8.0, row + 1.0);
+            }
+            legend.push((s, lx, 30.0 + 13.0 * row));
+            lx += width;
+        }
+        let top = T + 13.0 * row + 6.0;
+        let mut o = String::new();
+        let _ = write!(
+            o,
+            "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{t}\"><title>{t}</title>\
+<text x=\"{L}\" y=\"18\" class=\"ct\">{t}</text>",
+            t = escape(self.title)
+        );
+        if pts.is_empty() {
+            let _ = write!(
+                o,
+                "<text x=\"{}\" y=\"{}\" class=\"note\">no samples</text></svg>",
+                W / 2.0 - 30.0,
+                H / 2.0
+            );
+            return o;
+        }
+        let fy = |y: f64| if self.log_y { y.log10() } else { y };
+        let (x0, x1) = pts
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+        let (y0, y1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
+            (a.min(fy(p.1)), b.max(fy(p.1)))
+        });
+        let (x1, y0) = (
+            if x1 > x0 { x1 } else { x0 + 1.0 },
+            if self.log_y {
+                y0.floor()
+            } else {
+                0.0f64.min(y0)
+            },
+        );
+        let y1 = if self.log_y {
+            y1.ceil().max(y0 + 1.0)
+        } else if y1 > y0 {
+            y1 * 1.05
+        } else {
+            y0 + 1.0
+        };
+        let sx = |x: f64| L + (x - x0) / (x1 - x0) * (W - L - R);
+        let sy = |y: f64| H - B - (fy(y) - y0) / (y1 - y0) * (H - top - B);
+        // Axes and grid.
+        let _ = write!(
+            o,
+            "<g class=\"axis\"><line x1=\"{L}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/><line x1=\"{L}\" y1=\"{top}\" x2=\"{L}\" y2=\"{}\"/>",
+            H - B,
+            W - R,
+            H - B,
+            H - B
+        );
+        let yt: Vec<f64> = if self.log_y {
+            (y0 as i32..=y1 as i32).map(|e| 10f64.powi(e)).collect()
+        } else {
+            ticks(y0, y1, 5)
+        };
+        for v in yt {
+            let y = sy(v);
+            let _ = write!(
+                o,
+                "<line class=\"grid\" x1=\"{L}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\"/><text x=\"{}\" y=\"{:.1}\" class=\"yl\">{}</text>",
+                W - R,
+                L - 6.0,
+                y + 4.0,
+                label(v)
+            );
+        }
+        match self.x {
+            XAxis::Seconds => {
+                for v in ticks(x0, x1, 8) {
+                    let x = sx(v);
+                    let _ = write!(
+                        o,
+                        "<text x=\"{x:.1}\" y=\"{}\" class=\"xl\">{}s</text>",
+                        H - B + 16.0,
+                        label(v)
+                    );
+                }
+            }
+            XAxis::Percentile => {
+                let mut n = 0;
+                while f64::from(n) <= x1 {
+                    let x = sx(f64::from(n));
+                    let text = if n == 0 {
+                        "0%".to_string()
+                    } else {
+                        format!("{}%", 100.0 - 100.0 / 10f64.powi(n))
+                    };
+                    let _ = write!(
+                        o,
+                        "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{}\"/><text x=\"{x:.1}\" y=\"{}\" class=\"xl\">{text}</text>",
+                        H - B,
+                        H - B + 16.0
+                    );
+                    n += 1;
+                }
+            }
+        }
+        let _ = write!(
+            o,
+            "<text x=\"12\" y=\"{}\" class=\"al\" transform=\"rotate(-90 12 {})\">{}</text></g>",
+            H / 2.0,
+            H / 2.0,
+            escape(self.y_label)
+        );
+        // Lines, then the legend above them.
+        for s in &self.series {
+            let line: Vec<String> = s
+                .points
+                .iter()
+                .filter(|(x, y)| x.is_finite() && y.is_finite() && (!self.log_y || *y > 0.0))
+                .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+                .collect();
+            if line.is_empty() {
+                continue;
+            }
+            let dash = if s.dashed {
+                " stroke-dasharray=\"5 4\""
+            } else {
+                ""
+            };
+            let _ = write!(
+                o,
+                "<polyline class=\"series\" data-series=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"1.6\"{dash} points=\"{}\"/>",
+                escape(&s.name),
+                s.color,
+                line.join(" ")
+            );
+        }
+        for (s, x, y) in legend {
+            let _ = write!(
+                o,
+                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"10\" height=\"3\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"lg\">{}</text>",
+                y - 4.0,
+                s.color,
+                x + 14.0,
+                y,
+                escape(&s.name)
+            );
+        }
+        o.push_str("</svg>");
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round_and_cover_the_range() {
+        assert_eq!(ticks(0.0, 10.0, 5), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+        let t = ticks(0.0, 437.0, 5);
+        assert!(
+            t.windows(2).all(|w| (w[1] - w[0] - 100.0).abs() < 1e-9),
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn points_land_inside_the_plot_area() {
+        let c = Chart {
+            title: "t",
+            y_label: "ms",
+            x: XAxis::Seconds,
+            log_y: false,
+            series: vec![Series {
+                name: "a".into(),
+                points: vec![(0.0, 1.0), (10.0, 5.0)],
+                color: "#000",
+                dashed: false,
+            }],
+        };
+        let svg = c.render();
+        let pts = svg
+            .split("points=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        for p in pts.split(' ') {
+            let (x, y) = p.split_once(',').unwrap();
+            let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+            assert!((L..=W - R).contains(&x) && (T..=H - B).contains(&y), "{p}");
+        }
+        // Many long names wrap the legend onto more rows, and the plot moves down below them.
+        let many = Chart {
+            title: "t",
+            y_label: "ms",
+            x: XAxis::Seconds,
+            log_y: false,
+            series: (0..8)
+                .map(|i| Series {
+                    name: format!("operation.number_{i}"),
+                    points: vec![(0.0, 1.0), (1.0, 2.0)],
+                    color: "#000",
+                    dashed: false,
+                })
+                .collect(),
+        }
+        .render();
+        let legend: Vec<&str> = many
+            .split("<text x=\"")
+            .skip(1)
+            .filter(|t| t.contains("class=\"lg\""))
+            .collect();
+        let ys: Vec<f64> = legend
+            .iter()
+            .map(|t| {
+                t.split("y=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(ys.len(), 8);
+        assert!(ys.iter().any(|y| *y > ys[0]), "{ys:?}");
+        for text in legend {
+            let x: f64 = text.split('"').next().unwrap().parse().unwrap();
+            assert!(x < W - R, "legend text starts at {x}");
+        }
+        assert!(
+            Chart {
+                title: "e",
+                y_label: "",
+                x: XAxis::Seconds,
+                log_y: true,
+                series: vec![]
+            }
+            .render()
+            .contains("no samples")
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! The page from a run whose every sample the test chose: it carries nothing from outside itself,
+//! draws one chart per view, and its numbers are the samples' own.
+
+use fleetbench_metrics::summary::{RunFacts, Target};
+use fleetbench_metrics::{Aggregate, Outcome, Sample, Summary};
+use fleetbench_report::{LoadShape, html};
+
+/// 20 s of `rest.insert_metrics`: in second `s`, `10 + s` uploads whose latency is `(s + 1) ms`
+/// (service half of it); one `http_503` per even second; and one `auth.password` at the start.
+fn run() -> (Summary, Aggregate) {
+    let mut agg = Aggregate::new(1_000_000);
+    for s in 0..20u64 {
+        for i in 0..10 + s {
+            let at = s * 1_000_000 + i * 1_000;
+            agg.add(&Sample {
+                operation: "rest.insert_metrics",
+                intended_us: at,
+                sent_us: at + (s + 1) * 500,
+                done_us: at + (s + 1) * 1_000,
+                outcome: if i == 0 && s % 2 == 0 {
+                    Outcome::Error("http_503".into())
+                } else {
+                    Outcome::Ok
+                },
+                rows: 10,
+                bytes: 100,
+            });
+        }
+    }
+    agg.add(&Sample {
+        operation: "auth.password",
+        intended_us: 0,
+        sent_us: 0,
+        done_us: 80_000,
+        outcome: Outcome::Ok,
+        rows: 0,
+        bytes: 0,
+    });
+    let thresholds = vec![
+        fleetbench_scenario::Threshold::parse("rest.insert_metrics", "p(99) < 15ms").unwrap(),
+        fleetbench_scenario::Threshold::parse("rest.insert_metrics", "error_rate < 1%").unwrap(),
+    ];
+    let facts = RunFacts {
+        run_id: "r-1".into(),
+        scenario: "unit <test>".into(),
+        started_at: "2026-11-26T00:00:00Z".into(),
+        duration_s: 20.0,
+        target: Target {
+            kind: "local".into(),
+            url: "http://127.0.0.1:1".into(),
+        },
+        interrupted: false,
+    };
+    (Summary::new(&agg, facts, &thresholds), agg)
+}
+
+fn shape() -> LoadShape {
+    LoadShape {
+        unit: "active agents".into(),
+        points: vec![(0.0, 0.0), (5.0, 50.0), (20.0, 50.0)],
+    }
+}
+
+/// The `points` of the polyline named `series` in the chart titled `title` (the n-th such chart).
+fn points(page: &str, title: &str, nth: usize, series: &str) -> Vec<(f64, f64)> {
+    let chart = page
+        .split("<svg")
+        .filter(|c| c.contains(&format!("<title>{title}</title>")))
+        .nth(nth)
+        .expect(title);
+    let line = chart
+        .split("<polyline")
+        .find(|p| p.contains(&format!("data-series=\"{series}\"")))
+        .expect(series);
+    let pts = line
+        .split("points=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    pts.split(' ')
+        .map(|p| {
+            let (x, y) = p.split_once(',').unwrap();
+            (x.parse().unwrap(), y.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn the_page_carries_nothing_from_outside_and_draws_every_view() {
+    let (s, agg) = run();
+    let page = html(&s, &agg, &shape());
+    for outside in [
+        "<script", "<link", "<img", "<iframe", "src=", "href=", "url(", "@import",
+    ] {
+        assert!(
+            !page.contains(outside),
+            "the page refers outside itself: {outside}"
+        );
+    }
+    // Throughput, planned load, and two charts for each of the two operations.
+    assert_eq!(page.matches("<svg class=\"chart\"").count(), 2 + 2 * 2);
+    // Names are escaped, the verdict is the summary's, every threshold is listed.
+    assert!(page.contains("unit &lt;test&gt;") && !page.contains("unit <test>"));
+    assert!(page.contains(&format!(">{}<", s.verdict.to_uppercase())));
+    assert_eq!(
+        page.matches("<tr class=\"pass\">").count() + page.matches("<tr class=\"fail\">").count(),
+        2
+    );
+    assert!(page.contains("<td>http_503</td><td>10</td>"));
+}
+
+#[test]
+fn charts_follow_the_samples() {
+    let (s, agg) = run();
+    let page = html(&s, &agg, &shape());
+    // Throughput: one point per second, rising by one upload per second: equal steps in y, and
+    // x in time order.
+    let rate = points(
+        &page,
+        "Throughput and errors (per second, by intended start)",
+        0,
+        "rest.insert_metrics",
+    );
+    assert_eq!(rate.len(), 20);
+    let steps: Vec<f64> = rate.windows(2).map(|w| w[0].1 - w[1].1).collect();
+    assert!(
+        steps.iter().all(|d| *d > 0.0 && (d - steps[0]).abs() < 0.2),
+        "{steps:?}"
+    );
+    // Percentiles over time: every second's latency is one value, so p50 = p99 and they climb.
+    let p50 = points(&page, "Percentiles over time (ms)", 1, "p50");
+    let p99 = points(&page, "Percentiles over time (ms)", 1, "p99");
+    assert_eq!(p50.len(), 20);
+    assert_eq!(p50, p99);
+    assert!(
+        p50.windows(2).all(|w| w[1].1 < w[0].1),
+        "svg y falls as latency rises"
+    );
+    // Service time is half the latency: its line lies below (larger svg y) from the start.
+    let svc = points(&page, "Percentiles over time (ms)", 1, "service p99");
+    assert!(svc.iter().zip(&p99).all(|(a, b)| a.1 > b.1));
+    // The planned load is drawn through its corners.
+    assert_eq!(
+        points(&page, "Planned load (active agents)", 0, "active agents").len(),
+        3
+    );
+}
+
+#[test]
+fn the_spectrum_runs_from_the_minimum_to_the_maximum() {
+    let (_, agg) = run();
+    let h = &agg.operations["rest.insert_metrics"].total.latency;
+    let page = html(&run().0, &agg, &shape());
+    let spec = points(
+        &page,
+        "Percentile spectrum (ms, log scale)",
+        1,
+        "intended start",
+    );
+    // Monotone: svg y never rises (latency never falls) as the percentile grows.
+    assert!(spec.windows(2).all(|w| w[1].1 <= w[0].1 + 1e-9));
+    assert!(spec.windows(2).all(|w| w[1].0 >= w[0].0));
+    assert!(
+        h.min() <= 1_001 && h.max() >= 19_990,
+        "{} {}",
+        h.min(),
+        h.max()
+    );
+    // The last point is the maximum: on the log axis it sits at the top decade's height for 20 ms.
+    let (top, bottom) = (spec.last().unwrap().1, spec.first().unwrap().1);
+    assert!(top < bottom);
+}
