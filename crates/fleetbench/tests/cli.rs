@@ -217,6 +217,18 @@ async fn stack_up_migrate_schedule_env_down() {
             .unwrap();
     assert_eq!(summary["verdict"], "pass", "{summary}");
     assert_eq!(summary["target"]["kind"], "local");
+    // The real summary.json keeps the committed schema.
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace_root().join("crates/metrics/summary.schema.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let errors: Vec<String> = jsonschema::validator_for(&schema)
+        .unwrap()
+        .iter_errors(&summary)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
     let rows = summary["operations"]["rest.insert_metrics"]["rows"]
         .as_u64()
         .unwrap()

@@ -1,0 +1,100 @@
+//! `summary.json` against its committed JSON Schema (`crates/metrics/summary.schema.json`): a
+//! summary with every kind of content validates, and documents that break the contract do not.
+
+use fleetbench_metrics::summary::{RunFacts, Target};
+use fleetbench_metrics::{Aggregate, Outcome, Sample, Summary};
+
+fn schema() -> jsonschema::Validator {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/summary.schema.json"))
+        .unwrap();
+    jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
+}
+
+fn summary() -> serde_json::Value {
+    let mut agg = Aggregate::new(1_000_000);
+    for i in 0..100u64 {
+        agg.add(&Sample {
+            operation: "rest.insert_metrics",
+            intended_us: i * 10_000,
+            sent_us: i * 10_000 + 100,
+            done_us: i * 10_000 + 5_000,
+            outcome: if i % 10 == 0 {
+                Outcome::Error("http_503".into())
+            } else {
+                Outcome::Ok
+            },
+            rows: 10,
+            bytes: 500,
+        });
+    }
+    agg.add(&Sample {
+        operation: "auth.password",
+        intended_us: 0,
+        sent_us: 0,
+        done_us: 9_000,
+        outcome: Outcome::Ok,
+        rows: 0,
+        bytes: 0,
+    });
+    agg.late = 3;
+    agg.dropped = 2;
+    let thresholds = vec![
+        fleetbench_scenario::Threshold::parse("rest.insert_metrics", "p(99) < 250ms").unwrap(),
+        // No samples for this one: observed is null and it fails.
+        fleetbench_scenario::Threshold::parse("rest.select_metrics", "error_rate < 1%").unwrap(),
+    ];
+    let facts = RunFacts {
+        run_id: "6f1c".into(),
+        scenario: "schema".into(),
+        started_at: "2026-11-26T07:00:00+00:00".into(),
+        duration_s: 1.5,
+        target: Target {
+            kind: "remote".into(),
+            url: "https://abc.supabase.co".into(),
+        },
+        interrupted: true,
+    };
+    serde_json::to_value(Summary::new(&agg, facts, &thresholds)).unwrap()
+}
+
+#[test]
+fn summaries_validate_against_the_committed_schema() {
+    let v = schema();
+    let doc = summary();
+    let errors: Vec<String> = v
+        .iter_errors(&doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(doc["thresholds"][1]["observed"].is_null() && doc["verdict"] == "fail");
+}
+
+#[test]
+fn documents_that_break_the_contract_are_refused() {
+    let v = schema();
+    let breaks: [(&str, fn(&mut serde_json::Value)); 6] = [
+        ("a missing field", |d| {
+            d.as_object_mut().unwrap().remove("operations");
+        }),
+        ("an unknown verdict", |d| d["verdict"] = "maybe".into()),
+        ("another schema version", |d| d["schema_version"] = 2.into()),
+        ("a percentile missing", |d| {
+            d["operations"]["rest.insert_metrics"]["latency_ms"]
+                .as_object_mut()
+                .unwrap()
+                .remove("p99");
+        }),
+        ("a negative count", |d| {
+            d["operations"]["auth.password"]["count"] = (-1).into()
+        }),
+        ("an operation name that is not dotted", |d| {
+            let op = d["operations"]["auth.password"].clone();
+            d["operations"]["Password"] = op;
+        }),
+    ];
+    for (what, break_it) in breaks {
+        let mut doc = summary();
+        break_it(&mut doc);
+        assert!(!v.is_valid(&doc), "{what} was accepted");
+    }
+}
