@@ -72,7 +72,8 @@ fn summaries_validate_against_the_committed_schema() {
 #[test]
 fn documents_that_break_the_contract_are_refused() {
     let v = schema();
-    let breaks: [(&str, fn(&mut serde_json::Value)); 6] = [
+    type Break = fn(&mut serde_json::Value);
+    let breaks: [(&str, Break); 6] = [
         ("a missing field", |d| {
             d.as_object_mut().unwrap().remove("operations");
         }),
