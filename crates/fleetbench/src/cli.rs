@@ -38,6 +38,8 @@ pub enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Re-render a finished run's index.html from its saved data.
+    Report { run_dir: PathBuf },
     /// Check scenario files without running them.
     Scenarios {
         #[command(subcommand)]

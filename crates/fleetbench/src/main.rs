@@ -76,6 +76,16 @@ fn main() -> ExitCode {
             action: ScenariosAction::Validate { files, overrides },
         } => run::validate(&files, &overrides),
         Command::Cleanup { run_id } => run::cleanup(&run_id),
+        Command::Report { run_dir } => match output::rerender(&run_dir) {
+            Ok(page) => {
+                println!("{}", page.display());
+                Ok(())
+            }
+            Err(e) => Err(Failure {
+                code: EXIT_INVALID,
+                error: anyhow::anyhow!(e),
+            }),
+        },
         Command::Sink {
             listen,
             latency,

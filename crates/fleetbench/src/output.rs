@@ -1,5 +1,6 @@
 //! The run directory (INTERFACE.md): `scenario.toml` as resolved, `summary.json`,
-//! `histograms.hlog`, `junit.xml` (one test case per threshold) and `index.html` (drawn by the
+//! `histograms.hlog`, `timeline.json` (with the log, the run's saved data: `fleetbench report`
+//! re-renders from them), `junit.xml` (one test case per threshold) and `index.html` (drawn by the
 //! report crate). Nothing here holds a secret: the target URL is redacted before it reaches the
 //! summary.
 
@@ -36,6 +37,14 @@ pub fn write(
     );
     fleetbench_metrics::hlog::write(&mut hlog, agg, started).context("writing histograms.hlog")?;
     std::io::Write::flush(&mut hlog)?;
+    let mut timeline = fleetbench_metrics::hlog::Timeline::of(agg);
+    timeline.load_unit = load.unit.clone();
+    timeline.load_points = load.points.clone();
+    std::fs::write(
+        file("timeline.json"),
+        serde_json::to_string(&timeline)? + "\n",
+    )
+    .context("writing timeline.json")?;
     std::fs::write(file("junit.xml"), junit(summary)).context("writing junit.xml")?;
     std::fs::write(
         file("index.html"),
@@ -72,4 +81,30 @@ fn junit(s: &Summary) -> String {
     }
     x.push_str("  </testsuite>\n</testsuites>\n");
     x
+}
+
+/// `fleetbench report RUN_DIR`: index.html again, from the run's saved data alone.
+pub fn rerender(dir: &Path) -> Result<std::path::PathBuf, String> {
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).map_err(|e| {
+            format!(
+                "{}: {e}; a run directory holds summary.json, timeline.json and histograms.hlog",
+                dir.join(name).display()
+            )
+        })
+    };
+    let summary: Summary = serde_json::from_slice(&read("summary.json")?)
+        .map_err(|e| format!("{}: {e}", dir.join("summary.json").display()))?;
+    let timeline: fleetbench_metrics::hlog::Timeline =
+        serde_json::from_slice(&read("timeline.json")?)
+            .map_err(|e| format!("{}: {e}", dir.join("timeline.json").display()))?;
+    let agg = fleetbench_metrics::hlog::read(&read("histograms.hlog")?, &timeline)?;
+    let load = fleetbench_report::LoadShape {
+        unit: timeline.load_unit.clone(),
+        points: timeline.load_points.clone(),
+    };
+    let page = dir.join("index.html");
+    std::fs::write(&page, fleetbench_report::html(&summary, &agg, &load))
+        .map_err(|e| format!("writing {}: {e}", page.display()))?;
+    Ok(page)
 }

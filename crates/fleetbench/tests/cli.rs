@@ -229,6 +229,23 @@ async fn stack_up_migrate_schedule_env_down() {
         .map(|e| format!("{e} at {}", e.instance_path()))
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
+    // `fleetbench report` re-renders the very same page from the saved data alone.
+    let page = std::fs::read(out_dir.join("index.html")).unwrap();
+    std::fs::remove_file(out_dir.join("index.html")).unwrap();
+    let printed = ok(fleetbench(&dir, &["report", out_dir.to_str().unwrap()]));
+    assert_eq!(
+        printed.trim(),
+        out_dir.join("index.html").display().to_string()
+    );
+    assert!(
+        std::fs::read(out_dir.join("index.html")).unwrap() == page,
+        "the re-rendered page differs"
+    );
+    let empty = dir.join("not-a-run");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = fleetbench(&dir, &["report", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("summary.json"));
     let rows = summary["operations"]["rest.insert_metrics"]["rows"]
         .as_u64()
         .unwrap()
@@ -246,6 +263,7 @@ async fn stack_up_migrate_schedule_env_down() {
     ];
     for file in [
         "summary.json",
+        "timeline.json",
         "index.html",
         "junit.xml",
         "scenario.toml",

@@ -1,6 +1,9 @@
-//! `histograms.hlog`: one interval histogram per operation and window, tagged with the operation
-//! name, in HdrHistogram's V2 compressed interval-log format (readable by `HistogramLogProcessor` and
-//! HdrHistogram's plotters). Values are intended-start latencies in microseconds.
+//! `histograms.hlog`: HdrHistogram's V2 compressed interval log (readable by `HistogramLogProcessor`
+//! and HdrHistogram's plotters), values in microseconds. Per window, tag `<operation>` holds the
+//! latency from the intended start and `<operation>/service` the service time; at the end, one
+//! interval spanning the run per operation holds the full-precision totals (`<operation>/total`,
+//! `<operation>/service/total`). With `timeline.json` (the windows' counters) it is the run's saved
+//! data: [`read`] rebuilds the run's [`Aggregate`] exactly.
 
 use std::io::Write;
 use std::time::{Duration, SystemTime};
@@ -30,19 +33,195 @@ pub fn write(out: &mut impl Write, agg: &Aggregate, started: SystemTime) -> std:
         .collect();
     windows.sort_unstable();
     windows.dedup();
+    let tag = |name: String| {
+        Tag::new(&name)
+            .map(|_| name.clone())
+            .ok_or_else(|| std::io::Error::other(format!("{name:?} cannot be an interval-log tag")))
+    };
+    let mut put =
+        |h: &hdrhistogram::Histogram<u64>, start: Duration, span: Duration, name: String| {
+            let name = tag(name)?;
+            writer
+                .write_histogram(h, start, span, Tag::new(&name))
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))
+        };
     for w in windows {
         for (name, op) in &agg.operations {
             if let Some(c) = op.windows.get(&w) {
-                let tag = Tag::new(name).ok_or_else(|| {
-                    std::io::Error::other(format!("{name:?} cannot be an interval-log tag"))
-                })?;
-                writer
-                    .write_histogram(&c.latency, window * (w as u32), window, Some(tag))
-                    .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+                put(&c.latency, window * (w as u32), window, name.clone())?;
+                put(
+                    &c.service,
+                    window * (w as u32),
+                    window,
+                    format!("{name}/service"),
+                )?;
             }
         }
     }
+    let last = agg
+        .operations
+        .values()
+        .flat_map(|op| op.windows.keys().copied())
+        .max()
+        .map_or(window, |w| window * (w as u32 + 1));
+    for (name, op) in &agg.operations {
+        put(
+            &op.total.latency,
+            Duration::ZERO,
+            last,
+            format!("{name}/total"),
+        )?;
+        put(
+            &op.total.service,
+            Duration::ZERO,
+            last,
+            format!("{name}/service/total"),
+        )?;
+    }
     Ok(())
+}
+
+/// One window's counters, as `timeline.json` keeps them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WindowCounts {
+    pub window: u64,
+    pub count: u64,
+    pub errors: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub errors_by_kind: std::collections::BTreeMap<String, u64>,
+}
+
+/// `timeline.json`: what the interval log does not hold.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Timeline {
+    pub window_us: u64,
+    pub late: u64,
+    pub dropped: u64,
+    pub abandoned: u64,
+    /// The load the scenario asked for: what its level is, and (seconds on the run's clock, level)
+    /// at the stages' corners.
+    #[serde(default)]
+    pub load_unit: String,
+    #[serde(default)]
+    pub load_points: Vec<(f64, f64)>,
+    /// Operation → its windows' counters, and its totals' errors by kind.
+    pub operations: std::collections::BTreeMap<
+        String,
+        (Vec<WindowCounts>, std::collections::BTreeMap<String, u64>),
+    >,
+}
+
+impl Timeline {
+    pub fn of(agg: &Aggregate) -> Timeline {
+        Timeline {
+            window_us: agg.window_us,
+            late: agg.late,
+            dropped: agg.dropped,
+            abandoned: agg.abandoned,
+            load_unit: String::new(),
+            load_points: Vec::new(),
+            operations: agg
+                .operations
+                .iter()
+                .map(|(name, op)| {
+                    let windows = op
+                        .windows
+                        .iter()
+                        .map(|(w, c)| WindowCounts {
+                            window: *w,
+                            count: c.count,
+                            errors: c.errors,
+                            rows: c.rows,
+                            bytes: c.bytes,
+                            errors_by_kind: c.errors_by_kind.clone(),
+                        })
+                        .collect();
+                    (name.clone(), (windows, op.total.errors_by_kind.clone()))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Rebuilds the run's aggregate from its interval log and timeline.
+pub fn read(hlog: &[u8], timeline: &Timeline) -> Result<Aggregate, String> {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let mut agg = Aggregate::new(timeline.window_us);
+    agg.late = timeline.late;
+    agg.dropped = timeline.dropped;
+    agg.abandoned = timeline.abandoned;
+    let mut deserializer = hdrhistogram::serialization::Deserializer::new();
+    let window_s = timeline.window_us as f64 / 1e6;
+    for entry in IntervalLogIterator::new(hlog) {
+        let LogEntry::Interval(h) = entry.map_err(|e| format!("histograms.hlog: {e:?}"))? else {
+            continue;
+        };
+        let tag = h
+            .tag()
+            .map(|t| t.as_str().to_string())
+            .ok_or("histograms.hlog: an interval without a tag")?;
+        let bytes = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            h.encoded_histogram(),
+        )
+        .map_err(|e| format!("histograms.hlog: {e}"))?;
+        let hist: hdrhistogram::Histogram<u64> = deserializer
+            .deserialize(&mut &bytes[..])
+            .map_err(|e| format!("histograms.hlog: {e:?}"))?;
+        let (name, kind) = match tag.split_once('/') {
+            Some((n, k)) => (n.to_string(), k),
+            None => (tag.clone(), ""),
+        };
+        let op = agg.operations.entry(name).or_default();
+        let w = (h.start_timestamp().as_secs_f64() / window_s).round() as u64;
+        match kind {
+            "total" => op.total.latency = hist,
+            "service/total" => op.total.service = hist,
+            "" => {
+                op.windows
+                    .entry(w)
+                    .or_insert_with(|| {
+                        crate::aggregate::Counts::with(crate::aggregate::window_histogram)
+                    })
+                    .latency = hist
+            }
+            "service" => {
+                op.windows
+                    .entry(w)
+                    .or_insert_with(|| {
+                        crate::aggregate::Counts::with(crate::aggregate::window_histogram)
+                    })
+                    .service = hist
+            }
+            other => {
+                return Err(format!(
+                    "histograms.hlog: unknown tag kind {other:?} in {tag:?}"
+                ));
+            }
+        }
+    }
+    for (name, (windows, by_kind)) in &timeline.operations {
+        let op = agg.operations.get_mut(name).ok_or_else(|| {
+            format!("timeline.json names {name:?}, which histograms.hlog does not hold")
+        })?;
+        for wc in windows {
+            let c = op.windows.get_mut(&wc.window).ok_or_else(|| {
+                format!(
+                    "timeline.json: {name} window {} is not in histograms.hlog",
+                    wc.window
+                )
+            })?;
+            (c.count, c.errors, c.rows, c.bytes) = (wc.count, wc.errors, wc.rows, wc.bytes);
+            c.errors_by_kind = wc.errors_by_kind.clone();
+            op.total.count += wc.count;
+            op.total.errors += wc.errors;
+            op.total.rows += wc.rows;
+            op.total.bytes += wc.bytes;
+        }
+        op.total.errors_by_kind = by_kind.clone();
+    }
+    Ok(agg)
 }
 
 #[cfg(test)]
@@ -81,6 +260,9 @@ mod tests {
         for entry in IntervalLogIterator::new(&buf) {
             if let Ok(LogEntry::Interval(h)) = entry {
                 let tag = h.tag().unwrap().as_str().to_string();
+                if tag.contains('/') {
+                    continue;
+                }
                 let bytes = base64::Engine::decode(
                     &base64::engine::general_purpose::STANDARD,
                     h.encoded_histogram(),
@@ -97,5 +279,25 @@ mod tests {
             }
         }
         assert_eq!(seen, 6);
+        // Log and timeline rebuild the aggregate exactly: totals, windows, counters.
+        let timeline = Timeline::of(&agg);
+        let json = serde_json::to_string(&timeline).unwrap();
+        let back = read(&buf, &serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(back.operations.len(), agg.operations.len());
+        for (name, op) in &agg.operations {
+            let b = &back.operations[name];
+            assert_eq!(b.total.latency, op.total.latency, "{name}");
+            assert_eq!(b.total.service, op.total.service, "{name}");
+            assert_eq!(
+                (b.total.count, b.total.rows, b.total.bytes),
+                (op.total.count, op.total.rows, op.total.bytes)
+            );
+            assert_eq!(b.windows.len(), op.windows.len());
+            for (w, c) in &op.windows {
+                assert_eq!(b.windows[w].latency, c.latency);
+                assert_eq!(b.windows[w].service, c.service);
+                assert_eq!(b.windows[w].count, c.count);
+            }
+        }
     }
 }
