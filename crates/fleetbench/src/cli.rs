@@ -38,6 +38,13 @@ pub enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Merge shard runs that ran side by side into one run directory, exactly.
+    Merge {
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Re-render a finished run's index.html from its saved data.
     Report { run_dir: PathBuf },
     /// Check scenario files without running them.

@@ -6,7 +6,6 @@ mod cli;
 mod daemon;
 mod local;
 mod migrate;
-mod output;
 mod progress;
 mod run;
 mod target;
@@ -76,7 +75,24 @@ fn main() -> ExitCode {
             action: ScenariosAction::Validate { files, overrides },
         } => run::validate(&files, &overrides),
         Command::Cleanup { run_id } => run::cleanup(&run_id),
-        Command::Report { run_dir } => match output::rerender(&run_dir) {
+        Command::Merge { shards, out } => match fleetbench_report::rundir::merge(&shards, &out) {
+            Ok(summary) => {
+                println!("{}", out.join("index.html").display());
+                if summary.passed() {
+                    Ok(())
+                } else {
+                    Err(Failure {
+                        code: EXIT_THRESHOLDS,
+                        error: anyhow::anyhow!("the merged run crossed its thresholds"),
+                    })
+                }
+            }
+            Err(e) => Err(Failure {
+                code: EXIT_INVALID,
+                error: anyhow::anyhow!(e),
+            }),
+        },
+        Command::Report { run_dir } => match fleetbench_report::rundir::rerender(&run_dir) {
             Ok(page) => {
                 println!("{}", page.display());
                 Ok(())

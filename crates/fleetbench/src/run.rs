@@ -14,7 +14,7 @@ use fleetbench_metrics::Summary;
 use fleetbench_metrics::summary::{RunFacts, Target as SummaryTarget};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{EXIT_THRESHOLDS, Failure, output, progress, target};
+use crate::{EXIT_THRESHOLDS, Failure, progress, target};
 
 fn load(path: &Path, overrides: &[String]) -> Result<(fleetbench_scenario::Plan, String), Failure> {
     let (_, plan, resolved) = fleetbench_scenario::load_file(path, overrides)
@@ -174,7 +174,8 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
             unit: unit.to_string(),
             points: corners.iter().map(|(t, l)| (load_start_s + t, *l)).collect(),
         };
-        output::write(&out, &resolved_toml, &summary, &outcome.aggregate, &shape, started_wall)?;
+        fleetbench_report::rundir::write(&out, &resolved_toml, &summary, &outcome.aggregate, &shape, started_wall)
+            .map_err(|e| anyhow::anyhow!(e))?;
         let written: u64 = outcome.rows_written.values().sum();
         let agg = &outcome.aggregate;
         eprintln!(

@@ -144,8 +144,9 @@ impl Timeline {
     }
 }
 
-/// Rebuilds the run's aggregate from its interval log and timeline.
-pub fn read(hlog: &[u8], timeline: &Timeline) -> Result<Aggregate, String> {
+/// Rebuilds the run's aggregate from its interval log and timeline; with the log's start time
+/// (since the Unix epoch).
+pub fn read(hlog: &[u8], timeline: &Timeline) -> Result<(Aggregate, Duration), String> {
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
     let mut agg = Aggregate::new(timeline.window_us);
     agg.late = timeline.late;
@@ -153,9 +154,15 @@ pub fn read(hlog: &[u8], timeline: &Timeline) -> Result<Aggregate, String> {
     agg.abandoned = timeline.abandoned;
     let mut deserializer = hdrhistogram::serialization::Deserializer::new();
     let window_s = timeline.window_us as f64 / 1e6;
+    let mut started = Duration::ZERO;
     for entry in IntervalLogIterator::new(hlog) {
-        let LogEntry::Interval(h) = entry.map_err(|e| format!("histograms.hlog: {e:?}"))? else {
-            continue;
+        let h = match entry.map_err(|e| format!("histograms.hlog: {e:?}"))? {
+            LogEntry::Interval(h) => h,
+            LogEntry::StartTime(t) => {
+                started = t;
+                continue;
+            }
+            _ => continue,
         };
         let tag = h
             .tag()
@@ -221,7 +228,7 @@ pub fn read(hlog: &[u8], timeline: &Timeline) -> Result<Aggregate, String> {
         }
         op.total.errors_by_kind = by_kind.clone();
     }
-    Ok(agg)
+    Ok((agg, started))
 }
 
 #[cfg(test)]
@@ -282,7 +289,8 @@ mod tests {
         // Log and timeline rebuild the aggregate exactly: totals, windows, counters.
         let timeline = Timeline::of(&agg);
         let json = serde_json::to_string(&timeline).unwrap();
-        let back = read(&buf, &serde_json::from_str(&json).unwrap()).unwrap();
+        let (back, started) = read(&buf, &serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(started, Duration::from_secs(1_800_000_000));
         assert_eq!(back.operations.len(), agg.operations.len());
         for (name, op) in &agg.operations {
             let b = &back.operations[name];

@@ -6,8 +6,10 @@
 //!
 //! # Layout
 //! - [`svg`]: the line charts (hand-written; why is in its module doc).
+//! - [`rundir`]: the run directory's files: written, read back, drawn again, merged.
 //! - this file: the page, from a [`Summary`], the run's [`Aggregate`] and its [`LoadShape`].
 
+pub mod rundir;
 pub mod svg;
 
 use std::fmt::Write;

@@ -1,0 +1,260 @@
+//! The run directory (INTERFACE.md): `scenario.toml` as resolved, `summary.json`,
+//! `histograms.hlog`, `timeline.json` (with the log, the run's saved data), `junit.xml` (one test
+//! case per threshold) and `index.html`. [`read`] loads the saved data back; [`rerender`] draws the
+//! page again from it and [`merge`] adds shard runs into one, exactly (HdrHistograms add without
+//! loss). Nothing here holds a secret: the target URL is redacted before it reaches the summary.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use fleetbench_metrics::summary::{RunFacts, Target};
+use fleetbench_metrics::{Aggregate, Summary};
+
+use crate::LoadShape;
+use crate::svg::escape;
+
+type Result<T> = std::result::Result<T, String>;
+
+fn context<T, E: std::fmt::Display>(
+    r: std::result::Result<T, E>,
+    what: impl Fn() -> String,
+) -> Result<T> {
+    r.map_err(|e| format!("{}: {e}", what()))
+}
+
+/// Writes every file of the run directory `dir`.
+pub fn write(
+    dir: &Path,
+    resolved_toml: &str,
+    summary: &Summary,
+    agg: &Aggregate,
+    load: &LoadShape,
+    started: SystemTime,
+) -> Result<()> {
+    let file = |name: &str| dir.join(name);
+    let at = |name: &'static str| move || format!("writing {}", dir.join(name).display());
+    context(
+        std::fs::write(file("scenario.toml"), resolved_toml),
+        at("scenario.toml"),
+    )?;
+    let json = context(serde_json::to_string_pretty(summary), at("summary.json"))?;
+    context(
+        std::fs::write(file("summary.json"), json + "\n"),
+        at("summary.json"),
+    )?;
+    let mut hlog = Vec::new();
+    context(
+        fleetbench_metrics::hlog::write(&mut hlog, agg, started),
+        at("histograms.hlog"),
+    )?;
+    context(
+        std::fs::write(file("histograms.hlog"), hlog),
+        at("histograms.hlog"),
+    )?;
+    let mut timeline = fleetbench_metrics::hlog::Timeline::of(agg);
+    timeline.load_unit = load.unit.clone();
+    timeline.load_points = load.points.clone();
+    let json = context(serde_json::to_string(&timeline), at("timeline.json"))?;
+    context(
+        std::fs::write(file("timeline.json"), json + "\n"),
+        at("timeline.json"),
+    )?;
+    context(
+        std::fs::write(file("junit.xml"), junit(summary)),
+        at("junit.xml"),
+    )?;
+    context(
+        std::fs::write(file("index.html"), crate::html(summary, agg, load)),
+        at("index.html"),
+    )?;
+    Ok(())
+}
+
+/// A run directory's saved data.
+pub struct Saved {
+    pub summary: Summary,
+    pub agg: Aggregate,
+    pub load: LoadShape,
+    pub scenario_toml: String,
+    /// The interval log's start time.
+    pub started: SystemTime,
+}
+
+/// Loads the saved data of run directory `dir`.
+pub fn read(dir: &Path) -> Result<Saved> {
+    let bytes = |name: &str| {
+        std::fs::read(dir.join(name)).map_err(|e| {
+            format!(
+                "{}: {e}; a run directory holds summary.json, timeline.json and histograms.hlog",
+                dir.join(name).display()
+            )
+        })
+    };
+    let at = |name: &'static str| move || dir.join(name).display().to_string();
+    let summary: Summary = context(
+        serde_json::from_slice(&bytes("summary.json")?),
+        at("summary.json"),
+    )?;
+    let timeline: fleetbench_metrics::hlog::Timeline = context(
+        serde_json::from_slice(&bytes("timeline.json")?),
+        at("timeline.json"),
+    )?;
+    let (agg, started) = fleetbench_metrics::hlog::read(&bytes("histograms.hlog")?, &timeline)?;
+    let scenario_toml =
+        String::from_utf8_lossy(&bytes("scenario.toml").unwrap_or_default()).into_owned();
+    Ok(Saved {
+        summary,
+        agg,
+        load: LoadShape {
+            unit: timeline.load_unit,
+            points: timeline.load_points,
+        },
+        scenario_toml,
+        started: SystemTime::UNIX_EPOCH + started,
+    })
+}
+
+/// `fleetbench report RUN_DIR`: index.html again, from the run's saved data alone.
+pub fn rerender(dir: &Path) -> Result<PathBuf> {
+    let saved = read(dir)?;
+    let page = dir.join("index.html");
+    context(
+        std::fs::write(&page, crate::html(&saved.summary, &saved.agg, &saved.load)),
+        || format!("writing {}", page.display()),
+    )?;
+    Ok(page)
+}
+
+/// The sum of piecewise-linear load shapes (shards run side by side).
+fn add_loads(loads: &[&LoadShape]) -> LoadShape {
+    let at = |l: &LoadShape, x: f64| -> f64 {
+        let p = &l.points;
+        match p.iter().position(|q| q.0 >= x) {
+            None => p.last().map_or(0.0, |q| q.1),
+            Some(0) => p.first().map_or(0.0, |q| if q.0 == x { q.1 } else { 0.0 }),
+            Some(i) => {
+                let (a, b) = (p[i - 1], p[i]);
+                if b.0 > a.0 {
+                    a.1 + (b.1 - a.1) * (x - a.0) / (b.0 - a.0)
+                } else {
+                    b.1
+                }
+            }
+        }
+    };
+    let mut xs: Vec<f64> = loads
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.0))
+        .collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    LoadShape {
+        unit: loads.first().map_or_else(String::new, |l| l.unit.clone()),
+        points: xs
+            .iter()
+            .map(|&x| (x, loads.iter().map(|l| at(l, x)).sum()))
+            .collect(),
+    }
+}
+
+/// `fleetbench merge SHARD_DIR... --out DIR`: one run from shard runs that ran side by side
+/// (windows aligned by each shard's start). Histograms add exactly, so the merged percentiles are
+/// those of one run over all the shards' samples; thresholds are the first shard's, evaluated again.
+pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Summary> {
+    let saved: Vec<Saved> = shards.iter().map(|d| read(d)).collect::<Result<_>>()?;
+    let first = saved
+        .first()
+        .ok_or("merge needs at least one shard run directory")?;
+    let mut agg = Aggregate::new(first.agg.window_us);
+    for (s, dir) in saved.iter().zip(shards) {
+        if s.agg.window_us != agg.window_us {
+            return Err(format!(
+                "{}: windows of {} µs, but the first shard's are {} µs; merge runs with the same output.window",
+                dir.display(),
+                s.agg.window_us,
+                agg.window_us
+            ));
+        }
+        agg.merge(&s.agg);
+    }
+    let thresholds = first
+        .summary
+        .thresholds
+        .iter()
+        .map(|t| fleetbench_scenario::Threshold::parse(&t.operation, &t.expr))
+        .collect::<Result<Vec<_>>>()?;
+    let facts = RunFacts {
+        run_id: saved
+            .iter()
+            .map(|s| s.summary.run_id.as_str())
+            .collect::<Vec<_>>()
+            .join("+"),
+        scenario: first.summary.scenario.clone(),
+        started_at: saved
+            .iter()
+            .map(|s| s.summary.started_at.clone())
+            .min()
+            .unwrap_or_default(),
+        duration_s: saved
+            .iter()
+            .map(|s| s.summary.duration_s)
+            .fold(0.0, f64::max),
+        target: Target {
+            kind: first.summary.target.kind.clone(),
+            url: first.summary.target.url.clone(),
+        },
+        interrupted: saved.iter().any(|s| s.summary.interrupted),
+    };
+    let summary = Summary::new(&agg, facts, &thresholds);
+    let load = add_loads(&saved.iter().map(|s| &s.load).collect::<Vec<_>>());
+    let started = saved
+        .iter()
+        .map(|s| s.started)
+        .min()
+        .unwrap_or(SystemTime::UNIX_EPOCH + Duration::ZERO);
+    let toml = format!(
+        "# merged from {} shard runs: {}\n{}",
+        shards.len(),
+        shards
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        first.scenario_toml
+    );
+    context(std::fs::create_dir_all(out), || {
+        format!("creating {}", out.display())
+    })?;
+    write(out, &toml, &summary, &agg, &load, started)?;
+    Ok(summary)
+}
+
+/// One test case per threshold.
+pub fn junit(s: &Summary) -> String {
+    let failures = s.thresholds.iter().filter(|t| !t.pass).count();
+    let mut x = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites tests=\"{n}\" failures=\"{failures}\">\n  <testsuite name=\"fleetbench.{}\" tests=\"{n}\" failures=\"{failures}\" time=\"{:.3}\">\n",
+        escape(&s.scenario),
+        s.duration_s,
+        n = s.thresholds.len()
+    );
+    for t in &s.thresholds {
+        x.push_str(&format!(
+            "    <testcase classname=\"{}\" name=\"{}\">",
+            escape(&t.operation),
+            escape(&t.expr)
+        ));
+        if !t.pass {
+            let observed = t
+                .observed
+                .map_or("no samples".into(), |v| format!("{v:.3}"));
+            x.push_str(&format!(
+                "<failure message=\"observed {}\"/>",
+                escape(&observed)
+            ));
+        }
+        x.push_str("</testcase>\n");
+    }
+    x.push_str("  </testsuite>\n</testsuites>\n");
+    x
+}

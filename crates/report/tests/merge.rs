@@ -1,0 +1,165 @@
+//! Shard runs merged: the merged run directory holds exactly what one run over all the shards'
+//! samples would hold, and is itself a run directory that reads back and draws again.
+
+use std::time::{Duration, SystemTime};
+
+use fleetbench_metrics::summary::{RunFacts, Target};
+use fleetbench_metrics::{Aggregate, Outcome, Sample, Summary};
+use fleetbench_report::LoadShape;
+use fleetbench_report::rundir::{merge, read, rerender, write};
+
+/// 30,000 samples with a long-tailed latency, some errors, over 30 one-second windows.
+fn samples() -> Vec<Sample> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..30_000u64)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let intended = i * 1_000;
+            let service = 200 + x % 5_000 + if x.is_multiple_of(97) { 250_000 } else { 0 };
+            Sample {
+                operation: if i % 5 == 0 {
+                    "auth.refresh"
+                } else {
+                    "rest.insert_metrics"
+                },
+                intended_us: intended,
+                sent_us: intended + x % 300,
+                done_us: intended + x % 300 + service,
+                outcome: if x.is_multiple_of(41) {
+                    Outcome::Error("http_503".into())
+                } else {
+                    Outcome::Ok
+                },
+                rows: 10,
+                bytes: 480,
+            }
+        })
+        .collect()
+}
+
+fn summary(agg: &Aggregate, id: &str) -> Summary {
+    let thresholds = vec![
+        fleetbench_scenario::Threshold::parse("rest.insert_metrics", "p(99) < 100ms").unwrap(),
+        fleetbench_scenario::Threshold::parse("rest.insert_metrics", "error_rate < 5%").unwrap(),
+    ];
+    let facts = RunFacts {
+        run_id: id.into(),
+        scenario: "shards".into(),
+        started_at: "2026-11-26T07:00:00+00:00".into(),
+        duration_s: 30.0,
+        target: Target {
+            kind: "remote".into(),
+            url: "https://abc.supabase.co".into(),
+        },
+        interrupted: false,
+    };
+    Summary::new(agg, facts, &thresholds)
+}
+
+#[test]
+fn merged_shards_equal_one_run_over_the_same_samples() {
+    let all = samples();
+    let mut one = Aggregate::new(1_000_000);
+    let mut shards = [
+        Aggregate::new(1_000_000),
+        Aggregate::new(1_000_000),
+        Aggregate::new(1_000_000),
+    ];
+    for (i, s) in all.iter().enumerate() {
+        one.add(s);
+        shards[i % 3].add(s);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+    let load = LoadShape {
+        unit: "active agents".into(),
+        points: vec![(0.0, 0.0), (1.0, 10.0), (30.0, 10.0)],
+    };
+    let mut dirs = Vec::new();
+    for (k, agg) in shards.iter().enumerate() {
+        let dir = tmp.path().join(format!("shard-{k}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        write(
+            &dir,
+            "name = \"shards\"\n",
+            &summary(agg, &format!("s{k}")),
+            agg,
+            &load,
+            started,
+        )
+        .unwrap();
+        dirs.push(dir);
+    }
+    let out = tmp.path().join("merged");
+    let merged = merge(&dirs, &out).unwrap();
+    let truth = summary(&one, "one");
+    // Every operation's counts and every percentile, intended start and service time, exactly.
+    assert_eq!(merged.operations.len(), truth.operations.len());
+    for (name, want) in &truth.operations {
+        let got = &merged.operations[name];
+        assert_eq!(got.latency_ms, want.latency_ms, "{name} latency");
+        assert_eq!(got.service_ms, want.service_ms, "{name} service");
+        assert_eq!(
+            (got.count, got.errors, got.rows, got.bytes),
+            (want.count, want.errors, want.rows, want.bytes),
+            "{name}"
+        );
+        assert_eq!(got.errors_by_kind, want.errors_by_kind, "{name}");
+    }
+    for (g, w) in merged.thresholds.iter().zip(&truth.thresholds) {
+        assert_eq!((g.observed, g.pass), (w.observed, w.pass), "{}", w.expr);
+    }
+    assert_eq!(merged.run_id, "s0+s1+s2");
+    // The merged directory is a run directory: it reads back to the one-run aggregate, window by
+    // window, and draws the same page again; the planned load is the shards' sum.
+    let back = read(&out).unwrap();
+    for (name, op) in &one.operations {
+        let b = &back.agg.operations[name];
+        assert_eq!(b.total.latency, op.total.latency);
+        for (w, c) in &op.windows {
+            assert_eq!(b.windows[w].latency, c.latency, "{name} window {w}");
+            assert_eq!(b.windows[w].count, c.count);
+        }
+    }
+    assert_eq!(
+        back.load.points,
+        vec![(0.0, 0.0), (1.0, 30.0), (30.0, 30.0)]
+    );
+    let page = std::fs::read(out.join("index.html")).unwrap();
+    rerender(&out).unwrap();
+    assert!(std::fs::read(out.join("index.html")).unwrap() == page);
+}
+
+#[test]
+fn shards_that_cannot_merge_are_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let load = LoadShape {
+        unit: "active agents".into(),
+        points: vec![],
+    };
+    let mut dirs = Vec::new();
+    for (k, window) in [1_000_000u64, 5_000_000].iter().enumerate() {
+        let mut agg = Aggregate::new(*window);
+        agg.add(&samples()[k]);
+        let dir = tmp.path().join(format!("s{k}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        write(
+            &dir,
+            "",
+            &summary(&agg, "x"),
+            &agg,
+            &load,
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap();
+        dirs.push(dir);
+    }
+    let err = merge(&dirs, &tmp.path().join("m")).err().unwrap();
+    assert!(err.contains("s1") && err.contains("output.window"), "{err}");
+    let err = merge(&[tmp.path().join("nothing-here")], &tmp.path().join("m"))
+        .err()
+        .unwrap();
+    assert!(err.contains("summary.json"), "{err}");
+}
