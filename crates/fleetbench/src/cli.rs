@@ -38,6 +38,20 @@ pub enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Regressions of RUN against BASELINE, per operation and percentile (exit 3 if any).
+    Compare {
+        baseline: PathBuf,
+        run: PathBuf,
+        /// How much worse a latency percentile (or lower a rate) may be before it is a regression.
+        #[arg(long, value_name = "PCT", default_value = "10%", value_parser = percent)]
+        tolerance: f64,
+        /// Latency changes smaller than this are never regressions (jitter).
+        #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = humantime::parse_duration)]
+        min_delta: std::time::Duration,
+        /// How many percentage points the error rate may rise.
+        #[arg(long, value_name = "PCT", default_value = "0.1%", value_parser = percent)]
+        error_tolerance: f64,
+    },
     /// Merge shard runs that ran side by side into one run directory, exactly.
     Merge {
         #[arg(required = true)]
@@ -68,6 +82,20 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         run_id: String,
     },
+}
+
+/// `10%` or `10` → 10.0 (percent).
+fn percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage like 10% or 0.5%"))?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s:?}: a percentage must be 0 or more"))
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -22,6 +22,8 @@ pub const EXIT_INVALID: u8 = 2;
 pub const EXIT_FAILED: u8 = 1;
 /// The run finished and crossed a threshold (k6's code).
 pub const EXIT_THRESHOLDS: u8 = 99;
+/// `compare` found regressions.
+pub const EXIT_REGRESSIONS: u8 = 3;
 
 /// An error that knows its exit code.
 #[derive(Debug)]
@@ -75,6 +77,55 @@ fn main() -> ExitCode {
             action: ScenariosAction::Validate { files, overrides },
         } => run::validate(&files, &overrides),
         Command::Cleanup { run_id } => run::cleanup(&run_id),
+        Command::Compare {
+            baseline,
+            run,
+            tolerance,
+            min_delta,
+            error_tolerance,
+        } => {
+            let tol = fleetbench_report::compare::Tolerance {
+                relative: tolerance / 100.0,
+                min_delta_ms: min_delta.as_secs_f64() * 1000.0,
+                error_points: error_tolerance,
+            };
+            match fleetbench_report::rundir::compare_dirs(&baseline, &run, tol) {
+                Ok(c) => {
+                    for ch in c.regressions() {
+                        println!(
+                            "REGRESSED {} {}: {:.3} -> {:.3} ({})",
+                            ch.operation,
+                            ch.metric,
+                            ch.baseline,
+                            ch.run,
+                            ch.relative
+                                .map_or("n/a".into(), |r| format!("{:+.1} %", r * 100.0))
+                        );
+                    }
+                    let n = c.regressions().count();
+                    eprintln!(
+                        "compare: {n} regression(s) of {} figures; {} written",
+                        c.changes.len(),
+                        run.join("compare.json").display()
+                    );
+                    if n == 0 {
+                        Ok(())
+                    } else {
+                        Err(Failure {
+                            code: EXIT_REGRESSIONS,
+                            error: anyhow::anyhow!(
+                                "{n} regression(s) against {}",
+                                baseline.display()
+                            ),
+                        })
+                    }
+                }
+                Err(e) => Err(Failure {
+                    code: EXIT_INVALID,
+                    error: anyhow::anyhow!(e),
+                }),
+            }
+        }
         Command::Merge { shards, out } => match fleetbench_report::rundir::merge(&shards, &out) {
             Ok(summary) => {
                 println!("{}", out.join("index.html").display());

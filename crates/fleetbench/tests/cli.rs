@@ -275,6 +275,41 @@ async fn stack_up_migrate_schedule_env_down() {
             assert!(!text.contains(s.as_str()), "a secret leaked into {file}");
         }
     }
+    // `compare`: the run against itself has no regression; against a baseline whose insert p99
+    // was a microsecond, p99 regresses and the exit code is 3.
+    ok(fleetbench(
+        &dir,
+        &[
+            "compare",
+            out_dir.to_str().unwrap(),
+            out_dir.to_str().unwrap(),
+        ],
+    ));
+    let base_dir = dir.join("baseline");
+    std::fs::create_dir_all(&base_dir).unwrap();
+    let mut base = summary.clone();
+    base["operations"]["rest.insert_metrics"]["latency_ms"]["p99"] = 0.001.into();
+    std::fs::write(base_dir.join("summary.json"), base.to_string()).unwrap();
+    let out = fleetbench(
+        &dir,
+        &[
+            "compare",
+            base_dir.to_str().unwrap(),
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("REGRESSED rest.insert_metrics p99"));
+    assert!(
+        std::fs::read_to_string(out_dir.join("index.html"))
+            .unwrap()
+            .contains("Compared with baseline")
+    );
     // A threshold that cannot hold: exit 99 and a failed JUnit case; a broken scenario: exit 2.
     let strict = dir.join("strict.toml");
     let smoke = std::fs::read_to_string(workspace_root().join("scenarios/smoke.toml")).unwrap();

@@ -7,8 +7,10 @@
 //! # Layout
 //! - [`svg`]: the line charts (hand-written; why is in its module doc).
 //! - [`rundir`]: the run directory's files: written, read back, drawn again, merged.
+//! - [`compare`]: a run against a baseline, per operation and percentile, with tolerances.
 //! - this file: the page, from a [`Summary`], the run's [`Aggregate`] and its [`LoadShape`].
 
+pub mod compare;
 pub mod rundir;
 pub mod svg;
 
@@ -78,6 +80,16 @@ fn service_of(c: &fleetbench_metrics::aggregate::Counts) -> &Histogram<u64> {
 
 /// The page.
 pub fn html(s: &Summary, agg: &Aggregate, load: &LoadShape) -> String {
+    html_with(s, agg, load, None)
+}
+
+/// The page, with a section comparing the run to a baseline.
+pub fn html_with(
+    s: &Summary,
+    agg: &Aggregate,
+    load: &LoadShape,
+    baseline: Option<&compare::Comparison>,
+) -> String {
     let window_s = agg.window_us as f64 / 1e6;
     let mut o = String::with_capacity(64 * 1024);
     let verdict = if s.verdict == "pass" {
@@ -131,6 +143,46 @@ pub fn html(s: &Summary, agg: &Aggregate, load: &LoadShape) -> String {
             );
         }
         o.push_str("</table></div>\n");
+    }
+
+    if let Some(c) = baseline {
+        let regressed = c.regressions().count();
+        let _ = write!(
+            o,
+            "<h2>Compared with baseline {}</h2>\n<p>{} regression{} (tolerance {:.1} % and {:.1} ms on latency percentiles from the intended start, {:.2} points on error rate, {:.1} % on rate).</p>\n",
+            escape(&c.baseline_run_id),
+            regressed,
+            if regressed == 1 { "" } else { "s" },
+            c.tolerance_pct,
+            c.min_delta_ms,
+            c.error_tolerance_points,
+            c.tolerance_pct
+        );
+        o.push_str("<div class=\"scroll\"><table><tr><th>operation</th><th>metric</th><th>baseline</th><th>run</th><th>change</th><th>verdict</th></tr>\n");
+        for ch in &c.changes {
+            let _ = writeln!(
+                o,
+                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>",
+                if ch.regressed { "fail" } else { "pass" },
+                escape(&ch.operation),
+                escape(&ch.metric),
+                ch.baseline,
+                ch.run,
+                ch.relative
+                    .map_or("n/a".into(), |r| format!("{:+.1} %", r * 100.0)),
+                if ch.regressed { "REGRESSED" } else { "ok" },
+            );
+        }
+        o.push_str("</table></div>\n");
+        for (what, ops) in [
+            ("only in the baseline", &c.only_in_baseline),
+            ("only in this run", &c.only_in_run),
+        ] {
+            if !ops.is_empty() {
+                let names: Vec<String> = ops.iter().map(|n| escape(n)).collect();
+                let _ = writeln!(o, "<p>Operations {what}: {}.</p>", names.join(", "));
+            }
+        }
     }
 
     o.push_str("<h2>Operations</h2>\n<p>Latency in ms from the <em>intended</em> start (when the work was due); service time from the actual send.</p>\n<div class=\"scroll\"><table><tr><th>operation</th><th>count</th><th>rate/s</th><th>error %</th><th>rows</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th><th>service p50</th><th>p90</th><th>p99</th><th>max</th></tr>\n");

@@ -114,15 +114,51 @@ pub fn read(dir: &Path) -> Result<Saved> {
     })
 }
 
-/// `fleetbench report RUN_DIR`: index.html again, from the run's saved data alone.
+/// `fleetbench report RUN_DIR`: index.html again, from the run's saved data alone (with its
+/// baseline comparison, `compare.json`, when `fleetbench compare` left one).
 pub fn rerender(dir: &Path) -> Result<PathBuf> {
     let saved = read(dir)?;
+    let baseline: Option<crate::compare::Comparison> = match std::fs::read(dir.join("compare.json"))
+    {
+        Ok(bytes) => Some(context(serde_json::from_slice(&bytes), || {
+            dir.join("compare.json").display().to_string()
+        })?),
+        Err(_) => None,
+    };
     let page = dir.join("index.html");
     context(
-        std::fs::write(&page, crate::html(&saved.summary, &saved.agg, &saved.load)),
+        std::fs::write(
+            &page,
+            crate::html_with(&saved.summary, &saved.agg, &saved.load, baseline.as_ref()),
+        ),
         || format!("writing {}", page.display()),
     )?;
     Ok(page)
+}
+
+/// `fleetbench compare BASELINE_DIR RUN_DIR`: the comparison, also kept as `RUN_DIR/compare.json`
+/// and shown in `RUN_DIR/index.html`.
+pub fn compare_dirs(
+    base: &Path,
+    run: &Path,
+    tol: crate::compare::Tolerance,
+) -> Result<crate::compare::Comparison> {
+    let summary = |dir: &Path| -> Result<Summary> {
+        let path = dir.join("summary.json");
+        let bytes = std::fs::read(&path)
+            .map_err(|e| format!("{}: {e}; is this a run directory?", path.display()))?;
+        context(serde_json::from_slice(&bytes), || {
+            path.display().to_string()
+        })
+    };
+    let c = crate::compare::compare(&summary(base)?, &summary(run)?, tol);
+    let json = context(serde_json::to_string_pretty(&c), || "compare.json".into())?;
+    context(
+        std::fs::write(run.join("compare.json"), json + "\n"),
+        || format!("writing {}", run.join("compare.json").display()),
+    )?;
+    rerender(run)?;
+    Ok(c)
 }
 
 /// The sum of piecewise-linear load shapes (shards run side by side).
