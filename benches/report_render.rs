@@ -11,8 +11,16 @@ use fleetbench_metrics::{Aggregate, Outcome, Sample, Summary};
 use fleetbench_report::LoadShape;
 
 const OPERATIONS: [&str; 10] = [
-    "auth.password", "auth.refresh", "rest.insert_metrics", "pooler.insert_metrics", "rest.select_metrics",
-    "rpc.match_memories", "realtime.connect", "realtime.alert_delivery", "functions.webhook_delivery", "pooler.connect",
+    "auth.password",
+    "auth.refresh",
+    "rest.insert_metrics",
+    "pooler.insert_metrics",
+    "rest.select_metrics",
+    "rpc.match_memories",
+    "realtime.connect",
+    "realtime.alert_delivery",
+    "functions.webhook_delivery",
+    "pooler.connect",
 ];
 
 fn hour() -> (Summary, Aggregate, LoadShape) {
@@ -30,7 +38,11 @@ fn hour() -> (Summary, Aggregate, LoadShape) {
                     intended_us: at,
                     sent_us: at + x % 500,
                     done_us: at + x % 500 + 1_000 + x % 40_000,
-                    outcome: if x % 200 == 0 { Outcome::Error("http_503".into()) } else { Outcome::Ok },
+                    outcome: if x.is_multiple_of(200) {
+                        Outcome::Error("http_503".into())
+                    } else {
+                        Outcome::Ok
+                    },
                     rows: 10,
                     bytes: 500,
                 });
@@ -42,19 +54,31 @@ fn hour() -> (Summary, Aggregate, LoadShape) {
         scenario: "one hour".into(),
         started_at: "2026-11-26T00:00:00+00:00".into(),
         duration_s: 3_600.0,
-        target: Target { kind: "local".into(), url: "http://127.0.0.1:1".into() },
+        target: Target {
+            kind: "local".into(),
+            url: "http://127.0.0.1:1".into(),
+        },
         interrupted: false,
     };
     let summary = Summary::new(&agg, facts, &[]);
-    let load = LoadShape { unit: "active agents".into(), points: vec![(0.0, 0.0), (60.0, 10_000.0), (3_600.0, 10_000.0)] };
+    let load = LoadShape {
+        unit: "active agents".into(),
+        points: vec![(0.0, 0.0), (60.0, 10_000.0), (3_600.0, 10_000.0)],
+    };
     (summary, agg, load)
 }
 
 fn render(c: &mut Criterion) {
     let (summary, agg, load) = hour();
     let page = fleetbench_report::html(&summary, &agg, &load);
-    println!("index.html for one hour, ten operations, 1 s windows: {} bytes ({:.2} MB)", page.len(), page.len() as f64 / 1e6);
-    c.bench_function("index.html, 1 h x 10 operations", |b| b.iter(|| fleetbench_report::html(&summary, &agg, &load)));
+    println!(
+        "index.html for one hour, ten operations, 1 s windows: {} bytes ({:.2} MB)",
+        page.len(),
+        page.len() as f64 / 1e6
+    );
+    c.bench_function("index.html, 1 h x 10 operations", |b| {
+        b.iter(|| fleetbench_report::html(&summary, &agg, &load))
+    });
 }
 
 criterion_group! {
