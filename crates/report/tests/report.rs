@@ -172,3 +172,42 @@ fn the_spectrum_runs_from_the_minimum_to_the_maximum() {
     let (top, bottom) = (spec.last().unwrap().1, spec.first().unwrap().1);
     assert!(top < bottom);
 }
+
+#[test]
+fn junit_is_well_formed_with_one_case_per_threshold() {
+    let (s, _) = run();
+    let xml = fleetbench_report::rundir::junit(&s);
+    let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites");
+    let suites: Vec<_> = root
+        .children()
+        .filter(|n| n.has_tag_name("testsuite"))
+        .collect();
+    assert_eq!(suites.len(), 1);
+    let cases: Vec<_> = suites[0]
+        .children()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    assert_eq!(cases.len(), s.thresholds.len());
+    let failed = s.thresholds.iter().filter(|t| !t.pass).count();
+    assert_eq!(
+        root.attribute("tests"),
+        Some(s.thresholds.len().to_string().as_str())
+    );
+    assert_eq!(
+        root.attribute("failures"),
+        Some(failed.to_string().as_str())
+    );
+    for (case, t) in cases.iter().zip(&s.thresholds) {
+        // Expressions with `<` survive escaping intact.
+        assert_eq!(case.attribute("name"), Some(t.expr.as_str()));
+        assert_eq!(case.attribute("classname"), Some(t.operation.as_str()));
+        assert_eq!(
+            case.children().any(|n| n.has_tag_name("failure")),
+            !t.pass,
+            "{}",
+            t.expr
+        );
+    }
+}
