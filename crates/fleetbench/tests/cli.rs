@@ -254,13 +254,22 @@ async fn stack_up_migrate_schedule_env_down() {
             .unwrap_or(0);
     assert!(rows > 0, "{summary}");
     let state = fleetbench_stack::StackState::load(&dir.join("state.json")).unwrap();
+    // The agents' passwords derive from the run id (`fb-<run id>-<index>`): their prefix is secret too.
+    let agent_password = format!("fb-{}-", summary["run_id"].as_str().unwrap());
     let secrets = [
         &state.secrets.anon_key,
         &state.secrets.service_role_key,
         &state.secrets.jwt_secret,
         &state.secrets.postgres_password,
         &state.secrets.authenticator_password,
+        &agent_password,
     ];
+    // Every file of the run directory, whatever it is named.
+    let files: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.len() >= 6, "{files:?}");
     for file in [
         "summary.json",
         "timeline.json",
@@ -269,7 +278,14 @@ async fn stack_up_migrate_schedule_env_down() {
         "scenario.toml",
         "histograms.hlog",
     ] {
-        let text = std::fs::read_to_string(out_dir.join(file)).unwrap();
+        assert!(
+            files.iter().any(|f| f == file),
+            "{file} missing from {files:?}"
+        );
+    }
+    for file in &files {
+        let text =
+            String::from_utf8_lossy(&std::fs::read(out_dir.join(file)).unwrap()).into_owned();
         assert!(!text.is_empty(), "{file} is empty");
         for s in secrets {
             assert!(!text.contains(s.as_str()), "a secret leaked into {file}");
