@@ -59,6 +59,7 @@ fn hour() -> (Summary, Aggregate, LoadShape) {
             url: "http://127.0.0.1:1".into(),
         },
         interrupted: false,
+        aborted: None,
     };
     let summary = Summary::new(&agg, facts, &[]);
     let load = LoadShape {

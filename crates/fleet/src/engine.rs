@@ -101,6 +101,8 @@ pub struct RunOutcome {
     pub rows_dropped: u64,
     pub rows_unsent: u64,
     pub interrupted: bool,
+    /// The `abort_on_fail` threshold that stopped the run, with what it observed.
+    pub aborted: Option<String>,
 }
 
 fn pick(roll: f64, mix: &[(String, f64)]) -> &str {
@@ -220,18 +222,98 @@ async fn provision_one(
     (samples, result)
 }
 
-/// Runs `plan` against `target` until the stages end or `stop` turns true.
+/// The operations that `abort_on_fail` thresholds watch, aggregated across workers as samples
+/// arrive (a lock per sample of those operations only), for the evaluation during the run.
+struct Live {
+    operations: Vec<String>,
+    agg: std::sync::Mutex<Aggregate>,
+}
+
+impl Live {
+    fn add(&self, s: &fleetbench_metrics::Sample) {
+        if self.operations.iter().any(|o| o == s.operation) {
+            self.agg.lock().expect("live aggregate").add(s);
+        }
+    }
+}
+
+/// Every second of the load phase, the `abort_on_fail` thresholds on what has been measured so
+/// far; the first one crossed (after its `delay_abort_eval`) stops the run and is returned.
+async fn watch_aborts(
+    plan: Arc<Plan>,
+    live: Arc<Live>,
+    clock: Clock,
+    load_start: u64,
+    stop: Arc<watch::Sender<bool>>,
+) -> Option<String> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let elapsed = Duration::from_micros(clock.now_us().saturating_sub(load_start));
+        let agg = live.agg.lock().expect("live aggregate").clone();
+        for t in plan
+            .thresholds
+            .iter()
+            .filter(|t| t.abort_on_fail && elapsed >= t.delay_abort_eval)
+        {
+            let Some(op) = agg.operations.get(&t.operation) else {
+                continue;
+            };
+            let observed =
+                fleetbench_metrics::summary::observe_counts(t, &op.total, elapsed.as_secs_f64());
+            if let Some(v) = observed.filter(|v| !t.cmp.holds(*v, t.value)) {
+                let _ = stop.send(true);
+                return Some(format!(
+                    "{} {} (observed {v:.3} after {:.1} s of load)",
+                    t.operation,
+                    t.expr,
+                    elapsed.as_secs_f64()
+                ));
+            }
+        }
+    }
+}
+
+/// Runs `plan` against `target` until the stages end, `outer_stop` turns true, or an
+/// `abort_on_fail` threshold is crossed.
 pub async fn run(
     plan: Plan,
     target: Arc<Target>,
     run_id: String,
     progress: Arc<Progress>,
-    stop: watch::Receiver<bool>,
+    outer_stop: watch::Receiver<bool>,
 ) -> Result<RunOutcome, EngineError> {
     let plan = Arc::new(plan);
     let clock = Clock::new();
     let window_us = plan.window.as_micros().max(1) as u64;
     let mut aggregate = Aggregate::new(window_us);
+    // One stop for everything inside: a signal from outside, or an abort threshold.
+    let (stop_tx, stop) = watch::channel(*outer_stop.borrow());
+    let stop_tx = Arc::new(stop_tx);
+    let forward = {
+        let (tx, mut outer) = (stop_tx.clone(), outer_stop.clone());
+        tokio::spawn(async move {
+            while outer.changed().await.is_ok() {
+                if *outer.borrow() {
+                    let _ = tx.send(true);
+                    break;
+                }
+            }
+        })
+    };
+    let aborts: Vec<String> = plan
+        .thresholds
+        .iter()
+        .filter(|t| t.abort_on_fail)
+        .map(|t| t.operation.clone())
+        .collect();
+    let live = (!aborts.is_empty()).then(|| {
+        Arc::new(Live {
+            operations: aborts,
+            agg: std::sync::Mutex::new(Aggregate::new(window_us)),
+        })
+    });
 
     // Provisioning: the agents the load model needs, a few at a time.
     let needed = plan.agents_needed();
@@ -301,6 +383,7 @@ pub async fn run(
     let mut handles = Vec::new();
     for (w, shard) in shards.into_iter().enumerate() {
         let worker = Worker {
+            live: live.clone(),
             load_start,
             worker: w as u64,
             workers: workers as u64,
@@ -318,7 +401,17 @@ pub async fn run(
         };
         handles.push(tokio::spawn(worker.run(shard, stop.clone())));
     }
+    let watcher = live.clone().map(|live| {
+        tokio::spawn(watch_aborts(
+            plan.clone(),
+            live,
+            clock,
+            load_start,
+            stop_tx.clone(),
+        ))
+    });
     let mut outcome = RunOutcome {
+        aborted: None,
         aggregate,
         clock,
         load_start_us: load_start,
@@ -327,7 +420,7 @@ pub async fn run(
         rows_sampled: 0,
         rows_dropped: 0,
         rows_unsent: 0,
-        interrupted: *stop.borrow(),
+        interrupted: *outer_stop.borrow(),
     };
     for h in handles {
         let (agg, stats) = h.await.expect("worker task");
@@ -339,7 +432,15 @@ pub async fn run(
         outcome.rows_dropped += stats.rows_dropped;
         outcome.rows_unsent += stats.rows_unsent;
     }
-    outcome.interrupted |= *stop.borrow();
+    outcome.interrupted |= *outer_stop.borrow();
+    if let Some(w) = watcher {
+        if w.is_finished() {
+            outcome.aborted = w.await.ok().flatten();
+        } else {
+            w.abort();
+        }
+    }
+    forward.abort();
     Ok(outcome)
 }
 
@@ -352,6 +453,8 @@ struct Stats {
 }
 
 struct Worker {
+    /// Where abort thresholds are watched, if the plan has any.
+    live: Option<Arc<Live>>,
     load_start: u64,
     /// This worker takes arrivals `worker`, `worker + workers`, … of an arrival-rate plan.
     worker: u64,
@@ -680,6 +783,9 @@ impl Worker {
         self.progress.in_flight.fetch_sub(1, Relaxed);
         for s in &attempt.samples {
             self.agg.add(s);
+            if let Some(live) = &self.live {
+                live.add(s);
+            }
         }
         a.session = Some(attempt.session);
         self.progress.uploads.fetch_add(1, Relaxed);

@@ -909,3 +909,70 @@ async fn waits_behind_a_stall_show_in_intended_start_latency_only() {
         "p97 latency {lat:.1} ms, service {svc:.1} ms: both see the stalled upload"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_on_fail_threshold_stops_the_run_early() {
+    // Every upload takes 20 ms; a p50 under 1 ms cannot hold, so after its 1 s delay the
+    // threshold stops a run planned for 60 s.
+    let (target, sink) = sink_target(fixed(20), 64).await;
+    let out = run_text(
+        r#"name = "abort"
+[fleet]
+agents = 10
+[load]
+model = "closed"
+grace = "2s"
+[[load.stages]]
+duration = "0s"
+agents = 10
+[[load.stages]]
+duration = "60s"
+agents = 10
+[workload]
+sample_interval = "1s"
+upload_interval = "1s"
+[thresholds]
+"rest.insert_metrics" = ["p(99) < 10s", { threshold = "p(50) < 1ms", abort_on_fail = true, delay_abort_eval = "1s" }]
+"#,
+        target,
+    )
+    .await;
+    let reason = out.aborted.expect("the run was aborted");
+    assert!(
+        reason.contains("rest.insert_metrics p(50) < 1ms"),
+        "{reason}"
+    );
+    let load_s = (out.clock.now_us() - out.load_start_us) as f64 / 1e6;
+    assert!(
+        load_s < 20.0,
+        "the run went on for {load_s:.1} s after the threshold was crossed"
+    );
+    assert!(!out.interrupted, "an abort is not a signal");
+    // What was measured up to the abort is all there: every upload the sink saw is counted.
+    assert_eq!(
+        sink.inserts.load(Relaxed),
+        out.aggregate.operations["rest.insert_metrics"].total.count
+    );
+    // A threshold that holds never aborts: the run lasts its stages.
+    let (target, _) = sink_target(fixed(20), 64).await;
+    let out = run_text(
+        r#"name = "holds"
+[fleet]
+agents = 4
+[load]
+model = "closed"
+[[load.stages]]
+duration = "3s"
+agents = 4
+[workload]
+sample_interval = "1s"
+upload_interval = "1s"
+[thresholds]
+"rest.insert_metrics" = [{ threshold = "p(50) < 10s", abort_on_fail = true }]
+"#,
+        target,
+    )
+    .await;
+    assert_eq!(out.aborted, None);
+    assert!((out.clock.now_us() - out.load_start_us) as f64 / 1e6 >= 3.0);
+}

@@ -166,6 +166,7 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
                     url: target::redact(&resolved.config.api_url),
                 },
                 interrupted: outcome.interrupted,
+                aborted: outcome.aborted.clone(),
             },
             &thresholds,
         );
@@ -176,6 +177,9 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
         };
         fleetbench_report::rundir::write(&out, &resolved_toml, &summary, &outcome.aggregate, &shape, started_wall)
             .map_err(|e| anyhow::anyhow!(e))?;
+        if let Some(reason) = &outcome.aborted {
+            eprintln!("run: aborted: {reason} (abort_on_fail)");
+        }
         let written: u64 = outcome.rows_written.values().sum();
         let agg = &outcome.aggregate;
         eprintln!(
@@ -213,14 +217,18 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
         Err(Failure {
             code: EXIT_THRESHOLDS,
             error: anyhow::anyhow!(
-                "thresholds crossed: {}",
+                "thresholds crossed: {}{}",
                 summary
                     .thresholds
                     .iter()
                     .filter(|t| !t.pass)
                     .map(|t| format!("{} {}", t.operation, t.expr))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                summary
+                    .aborted
+                    .as_ref()
+                    .map_or(String::new(), |r| format!("; the run was aborted: {r}"))
             ),
         })
     }

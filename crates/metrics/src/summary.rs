@@ -84,6 +84,8 @@ pub struct Summary {
     pub dropped: u64,
     pub abandoned: u64,
     pub interrupted: bool,
+    /// The `abort_on_fail` threshold that stopped the run early (the verdict is then `fail`).
+    pub aborted: Option<String>,
 }
 
 fn operation(c: &Counts, duration_s: f64) -> OperationSummary {
@@ -101,6 +103,11 @@ fn operation(c: &Counts, duration_s: f64) -> OperationSummary {
         service_ms: percentiles(&c.service),
         errors_by_kind: c.errors_by_kind.clone(),
     }
+}
+
+/// What threshold `t` observes on `c`, measured over `elapsed_s` (for rates), during a run.
+pub fn observe_counts(t: &Threshold, c: &Counts, elapsed_s: f64) -> Option<f64> {
+    observe(&operation(c, elapsed_s), c, t.metric)
 }
 
 /// What a threshold metric observed for one operation, if it has samples.
@@ -125,6 +132,8 @@ pub fn observe(op: &OperationSummary, c: &Counts, metric: Metric) -> Option<f64>
 }
 
 pub struct RunFacts {
+    /// The `abort_on_fail` threshold that stopped the run early, if one did.
+    pub aborted: Option<String>,
     pub run_id: String,
     pub scenario: String,
     pub started_at: String,
@@ -158,7 +167,7 @@ impl Summary {
                 }
             })
             .collect();
-        let pass = results.iter().all(|r| r.pass);
+        let pass = results.iter().all(|r| r.pass) && facts.aborted.is_none();
         Summary {
             schema_version: SCHEMA_VERSION,
             run_id: facts.run_id,
@@ -173,6 +182,7 @@ impl Summary {
             dropped: agg.dropped,
             abandoned: agg.abandoned,
             interrupted: facts.interrupted,
+            aborted: facts.aborted,
         }
     }
 

@@ -53,6 +53,7 @@ fn summary() -> serde_json::Value {
             url: "https://abc.supabase.co".into(),
         },
         interrupted: true,
+        aborted: None,
     };
     serde_json::to_value(Summary::new(&agg, facts, &thresholds)).unwrap()
 }

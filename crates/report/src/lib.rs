@@ -117,6 +117,13 @@ pub fn html_with(
             ""
         },
     );
+    if let Some(reason) = &s.aborted {
+        let _ = writeln!(
+            o,
+            "<p><strong>Aborted:</strong> {} crossed during the run (<code>abort_on_fail</code>).</p>",
+            escape(reason)
+        );
+    }
     if s.late + s.dropped > 0 {
         let _ = writeln!(
             o,

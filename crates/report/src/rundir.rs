@@ -240,6 +240,7 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Summary> {
             url: first.summary.target.url.clone(),
         },
         interrupted: saved.iter().any(|s| s.summary.interrupted),
+        aborted: saved.iter().find_map(|s| s.summary.aborted.clone()),
     };
     let summary = Summary::new(&agg, facts, &thresholds);
     let load = add_loads(&saved.iter().map(|s| &s.load).collect::<Vec<_>>());

@@ -52,6 +52,7 @@ fn page() -> String {
             url: "http://127.0.0.1:1".into(),
         },
         interrupted: false,
+        aborted: None,
     };
     let summary = Summary::new(&agg, facts, &thresholds);
     let load = LoadShape {

@@ -48,6 +48,7 @@ fn run(id: &str, base_us: u64, tail_us: u64, errors: u64) -> (Summary, Aggregate
             url: "http://127.0.0.1:1".into(),
         },
         interrupted: false,
+        aborted: None,
     };
     (Summary::new(&agg, facts, &[]), agg)
 }

@@ -54,6 +54,7 @@ fn summary(agg: &Aggregate, id: &str) -> Summary {
             url: "https://abc.supabase.co".into(),
         },
         interrupted: false,
+        aborted: None,
     };
     Summary::new(agg, facts, &thresholds)
 }

@@ -50,6 +50,7 @@ fn run() -> (Summary, Aggregate) {
             url: "http://127.0.0.1:1".into(),
         },
         interrupted: false,
+        aborted: None,
     };
     (Summary::new(&agg, facts, &thresholds), agg)
 }

@@ -390,10 +390,59 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
             );
             continue;
         }
-        for expr in exprs {
-            match Threshold::parse(op.get_ref(), expr.get_ref()) {
-                Ok(t) => thresholds.push(t),
-                Err(msg) => e.at(expr.span(), msg),
+        for entry in exprs {
+            let (expr, abort, delay) = match entry.get_ref() {
+                toml::Value::String(s) => (s.clone(), false, Duration::ZERO),
+                toml::Value::Table(t) => {
+                    if let Some(k) = t.keys().find(|k| {
+                        !["threshold", "abort_on_fail", "delay_abort_eval"].contains(&k.as_str())
+                    }) {
+                        e.at(entry.span(), format!("unknown key {k:?} in a threshold: expected threshold, abort_on_fail, delay_abort_eval"));
+                        continue;
+                    }
+                    let Some(expr) = t.get("threshold").and_then(|v| v.as_str()) else {
+                        e.at(
+                            entry.span(),
+                            "this threshold has no `threshold = \"…\"` expression",
+                        );
+                        continue;
+                    };
+                    let abort = match t.get("abort_on_fail") {
+                        None => false,
+                        Some(toml::Value::Boolean(b)) => *b,
+                        Some(_) => {
+                            e.at(entry.span(), "abort_on_fail must be true or false");
+                            continue;
+                        }
+                    };
+                    let delay = match t
+                        .get("delay_abort_eval")
+                        .map(|v| v.as_str().map(humantime::parse_duration))
+                    {
+                        None => Duration::ZERO,
+                        Some(Some(Ok(d))) => d,
+                        Some(_) => {
+                            e.at(
+                                entry.span(),
+                                "delay_abort_eval must be a duration like \"10s\"",
+                            );
+                            continue;
+                        }
+                    };
+                    (expr.to_string(), abort, delay)
+                }
+                _ => {
+                    e.at(entry.span(), "a threshold is a string like \"p(99) < 250ms\" or a table like { threshold = \"error_rate < 1%\", abort_on_fail = true }");
+                    continue;
+                }
+            };
+            match Threshold::parse(op.get_ref(), &expr) {
+                Ok(mut t) => {
+                    t.abort_on_fail = abort;
+                    t.delay_abort_eval = delay;
+                    thresholds.push(t);
+                }
+                Err(msg) => e.at(entry.span(), msg),
             }
         }
     }

@@ -15,9 +15,10 @@ pub struct Scenario {
     pub fleet: Fleet,
     pub load: Load,
     pub workload: Workload,
-    /// Operation name → threshold expressions.
+    /// Operation name → thresholds: k6 expressions (`"p(99) < 250ms"`), or k6's object form
+    /// (`{ threshold = "error_rate < 5%", abort_on_fail = true, delay_abort_eval = "10s" }`).
     #[serde(default)]
-    pub thresholds: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+    pub thresholds: BTreeMap<Spanned<String>, Vec<Spanned<toml::Value>>>,
     #[serde(default)]
     pub output: Output,
 }

@@ -69,6 +69,10 @@ pub struct Threshold {
     pub metric: Metric,
     pub cmp: Cmp,
     pub value: f64,
+    /// Evaluated every second during the run as well; crossing it stops the run (k6's
+    /// `abortOnFail`), once `delay_abort_eval` of the load phase has passed.
+    pub abort_on_fail: bool,
+    pub delay_abort_eval: std::time::Duration,
 }
 
 fn number(s: &str) -> Result<f64, String> {
@@ -147,6 +151,8 @@ impl Threshold {
             metric,
             cmp,
             value,
+            abort_on_fail: false,
+            delay_abort_eval: std::time::Duration::ZERO,
         })
     }
 }

@@ -161,6 +161,40 @@ rate = \"3/s\"\n[workload]",
 }
 
 #[test]
+fn thresholds_take_k6_object_form_with_abort_on_fail() {
+    let ok = GOOD.to_string()
+        + "[thresholds]\n\"rest.insert_metrics\" = [\"p(99) < 1s\", { threshold = \"error_rate < 5%\", abort_on_fail = true, delay_abort_eval = \"30s\" }]\n";
+    let plan = load_str(&ok, "ok.toml", &[]).unwrap().1;
+    assert_eq!(plan.thresholds.len(), 2);
+    assert!(!plan.thresholds[0].abort_on_fail);
+    assert!(plan.thresholds[1].abort_on_fail);
+    assert_eq!(plan.thresholds[1].delay_abort_eval, Duration::from_secs(30));
+    for (bad, what) in [
+        (
+            "{ threshold = \"p(99) < 1s\", abort = true }",
+            "unknown key \"abort\"",
+        ),
+        ("{ abort_on_fail = true }", "no `threshold"),
+        (
+            "{ threshold = \"p(99) < 1s\", abort_on_fail = \"yes\" }",
+            "true or false",
+        ),
+        (
+            "{ threshold = \"p(99) < 1s\", delay_abort_eval = \"soon\" }",
+            "duration",
+        ),
+        ("42", "a threshold is a string"),
+    ] {
+        let text = GOOD.to_string() + &format!("[thresholds]\n\"rest.insert_metrics\" = [{bad}]\n");
+        let err = load_str(&text, "bad.toml", &[]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("bad.toml:11:26:") && err.contains(what),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
 fn overrides_reach_any_key() {
     let (s, plan, resolved) = load_str(
         GOOD,
