@@ -60,11 +60,15 @@ fn hour() -> (Summary, Aggregate, LoadShape) {
         },
         interrupted: false,
         aborted: None,
+        environment: Default::default(),
     };
     let summary = Summary::new(&agg, facts, &[]);
     let load = LoadShape {
         unit: "active agents".into(),
         points: vec![(0.0, 0.0), (60.0, 10_000.0), (3_600.0, 10_000.0)],
+        gauges: (0..3_600)
+            .map(|t| (f64::from(t), f64::from(10_000.min(170 * t)), 120.0))
+            .collect(),
     };
     (summary, agg, load)
 }

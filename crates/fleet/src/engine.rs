@@ -75,6 +75,7 @@ pub struct Progress {
     pub errors: AtomicU64,
     pub rows_written: AtomicU64,
     pub backlog_rows: AtomicU64,
+    /// 0 while provisioning, 1 during the load phase, 2 once it is over.
     pub load_started: AtomicU64,
     /// The generator behind its schedule: uploads started over a window late, arrivals dropped.
     pub late: AtomicU64,
@@ -103,6 +104,8 @@ pub struct RunOutcome {
     pub interrupted: bool,
     /// The `abort_on_fail` threshold that stopped the run, with what it observed.
     pub aborted: Option<String>,
+    /// Sampled once a window through the load phase: (µs on `clock`, active agents, in flight).
+    pub gauges: Vec<(u64, u64, u64)>,
 }
 
 fn pick(roll: f64, mix: &[(String, f64)]) -> &str {
@@ -401,6 +404,29 @@ pub async fn run(
         };
         handles.push(tokio::spawn(worker.run(shard, stop.clone())));
     }
+    // The gauges, once a window, until the workers are done.
+    let (gauges_done, mut done) = tokio::sync::oneshot::channel::<()>();
+    let gauges = {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_micros(window_us));
+            loop {
+                let last = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = &mut done => true,
+                };
+                out.push((
+                    clock.now_us(),
+                    progress.active.load(Relaxed),
+                    progress.in_flight.load(Relaxed),
+                ));
+                if last {
+                    break out;
+                }
+            }
+        })
+    };
     let watcher = live.clone().map(|live| {
         tokio::spawn(watch_aborts(
             plan.clone(),
@@ -412,6 +438,7 @@ pub async fn run(
     });
     let mut outcome = RunOutcome {
         aborted: None,
+        gauges: Vec::new(),
         aggregate,
         clock,
         load_start_us: load_start,
@@ -441,6 +468,9 @@ pub async fn run(
         }
     }
     forward.abort();
+    progress.load_started.store(2, Relaxed);
+    let _ = gauges_done.send(());
+    outcome.gauges = gauges.await.unwrap_or_default();
     Ok(outcome)
 }
 

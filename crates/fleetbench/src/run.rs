@@ -167,6 +167,7 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
                 },
                 interrupted: outcome.interrupted,
                 aborted: outcome.aborted.clone(),
+                environment: environment(),
             },
             &thresholds,
         );
@@ -174,6 +175,11 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
         let shape = fleetbench_report::LoadShape {
             unit: unit.to_string(),
             points: corners.iter().map(|(t, l)| (load_start_s + t, *l)).collect(),
+            gauges: outcome
+                .gauges
+                .iter()
+                .map(|&(t, a, f)| (t as f64 / 1e6, a as f64, f as f64))
+                .collect(),
         };
         fleetbench_report::rundir::write(&out, &resolved_toml, &summary, &outcome.aggregate, &shape, started_wall)
             .map_err(|e| anyhow::anyhow!(e))?;
@@ -231,5 +237,19 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
                     .map_or(String::new(), |r| format!("; the run was aborted: {r}"))
             ),
         })
+    }
+}
+
+/// fleetbench's version and commit, and the machine generating the load.
+fn environment() -> fleetbench_metrics::summary::Environment {
+    let mut sys = sysinfo::System::new();
+    sys.refresh_memory();
+    fleetbench_metrics::summary::Environment {
+        fleetbench_version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: env!("FLEETBENCH_GIT_COMMIT").into(),
+        os: sysinfo::System::long_os_version().unwrap_or_else(|| std::env::consts::OS.into()),
+        kernel: sysinfo::System::kernel_version().unwrap_or_default(),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get() as u32),
+        memory_bytes: sys.total_memory(),
     }
 }

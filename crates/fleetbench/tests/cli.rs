@@ -217,6 +217,37 @@ async fn stack_up_migrate_schedule_env_down() {
             .unwrap();
     assert_eq!(summary["verdict"], "pass", "{summary}");
     assert_eq!(summary["target"]["kind"], "local");
+    // The run's facts name the build and the machine (checked against /proc and git).
+    let env = &summary["environment"];
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(workspace_root())
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    assert!(
+        env["git_commit"].as_str().unwrap().starts_with(&head),
+        "{env}"
+    );
+    assert_eq!(
+        env["cpus"].as_u64().unwrap() as usize,
+        std::thread::available_parallelism().unwrap().get()
+    );
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let total_kib: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let reported = env["memory_bytes"].as_u64().unwrap();
+    assert!(
+        reported.abs_diff(total_kib * 1024) < total_kib * 1024 / 100,
+        "{reported} vs {total_kib} KiB"
+    );
     // The real summary.json keeps the committed schema.
     let schema: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(workspace_root().join("crates/metrics/summary.schema.json"))

@@ -105,6 +105,9 @@ pub struct Timeline {
     pub load_unit: String,
     #[serde(default)]
     pub load_points: Vec<(f64, f64)>,
+    /// (seconds on the run's clock, active agents, uploads in flight), once a window.
+    #[serde(default)]
+    pub gauges: Vec<(f64, f64, f64)>,
     /// Operation → its windows' counters, and its totals' errors by kind.
     pub operations: std::collections::BTreeMap<
         String,
@@ -121,6 +124,7 @@ impl Timeline {
             abandoned: agg.abandoned,
             load_unit: String::new(),
             load_points: Vec::new(),
+            gauges: Vec::new(),
             operations: agg
                 .operations
                 .iter()

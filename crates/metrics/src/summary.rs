@@ -86,6 +86,7 @@ pub struct Summary {
     pub interrupted: bool,
     /// The `abort_on_fail` threshold that stopped the run early (the verdict is then `fail`).
     pub aborted: Option<String>,
+    pub environment: Environment,
 }
 
 fn operation(c: &Counts, duration_s: f64) -> OperationSummary {
@@ -131,7 +132,21 @@ pub fn observe(op: &OperationSummary, c: &Counts, metric: Metric) -> Option<f64>
     })
 }
 
+/// What ran the run: fleetbench's version and commit, and the machine.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Environment {
+    pub fleetbench_version: String,
+    /// The commit fleetbench was built from (`unknown` outside a git checkout; `+dirty` when the
+    /// tree had changes).
+    pub git_commit: String,
+    pub os: String,
+    pub kernel: String,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+}
+
 pub struct RunFacts {
+    pub environment: Environment,
     /// The `abort_on_fail` threshold that stopped the run early, if one did.
     pub aborted: Option<String>,
     pub run_id: String,
@@ -183,6 +198,7 @@ impl Summary {
             abandoned: agg.abandoned,
             interrupted: facts.interrupted,
             aborted: facts.aborted,
+            environment: facts.environment,
         }
     }
 

@@ -54,6 +54,7 @@ fn summary() -> serde_json::Value {
         },
         interrupted: true,
         aborted: None,
+        environment: Default::default(),
     };
     serde_json::to_value(Summary::new(&agg, facts, &thresholds)).unwrap()
 }

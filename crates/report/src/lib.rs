@@ -27,6 +27,8 @@ pub struct LoadShape {
     pub unit: String,
     /// (seconds since the run started, planned level), the stages' corners.
     pub points: Vec<(f64, f64)>,
+    /// Measured once a window: (seconds since the run started, active agents, uploads in flight).
+    pub gauges: Vec<(f64, f64, f64)>,
 }
 
 const COLORS: [&str; 8] = [
@@ -102,7 +104,7 @@ pub fn html_with(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
 <title>fleetbench: {name} {v}</title><style>{STYLE}</style></head><body>\n\
 <h1>{name} <span class=\"verdict {verdict}\">{v}</span></h1>\n\
-<p class=\"facts\">run {run} · started {started} · {dur:.1} s · target {kind} {url} · fleetbench {ver}{interrupted}</p>\n",
+<p class=\"facts\">run {run} · started {started} · {dur:.1} s · target {kind} {url}{interrupted}<br>fleetbench {ver} ({commit}) on {os}, kernel {kernel}, {cpus} CPUs, {mem:.1} GiB</p>\n",
         name = escape(&s.scenario),
         v = s.verdict.to_uppercase(),
         run = escape(&s.run_id),
@@ -110,7 +112,12 @@ pub fn html_with(
         dur = s.duration_s,
         kind = escape(&s.target.kind),
         url = escape(&s.target.url),
-        ver = env!("CARGO_PKG_VERSION"),
+        ver = escape(&s.environment.fleetbench_version),
+        commit = escape(&s.environment.git_commit),
+        os = escape(&s.environment.os),
+        kernel = escape(&s.environment.kernel),
+        cpus = s.environment.cpus,
+        mem = s.environment.memory_bytes as f64 / (1u64 << 30) as f64,
         interrupted = if s.interrupted {
             " · <strong>interrupted</strong>"
         } else {
@@ -252,28 +259,58 @@ pub fn html_with(
         color: "#111111",
         dashed: true,
     });
+    // Two panels on one time axis: what went through, and the load behind it (planned and measured).
+    let mut agents = vec![
+        Series {
+            name: "active agents".into(),
+            points: load.gauges.iter().map(|g| (g.0, g.1)).collect(),
+            color: "#4b5563",
+            dashed: false,
+        },
+        Series {
+            name: "in flight".into(),
+            points: load.gauges.iter().map(|g| (g.0, g.2)).collect(),
+            color: COLORS[5],
+            dashed: false,
+        },
+    ];
+    let planned = Series {
+        name: format!("planned {}", load.unit),
+        points: load.points.clone(),
+        color: "#4b5563",
+        dashed: true,
+    };
+    if load.unit == "uploads/s" {
+        rate.push(planned);
+    } else {
+        agents.insert(0, planned);
+    }
+    let xs = rate
+        .iter()
+        .chain(&agents)
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(None, |r: Option<(f64, f64)>, x| {
+            Some(r.map_or((x, x), |(a, b)| (a.min(x), b.max(x))))
+        });
     o.push_str(
         &Chart {
             title: "Throughput and errors (per second, by intended start)",
             y_label: "per second",
             x: XAxis::Seconds,
             log_y: false,
+            x_range: xs,
             series: rate,
         }
         .render(),
     );
     o.push_str(
         &Chart {
-            title: &format!("Planned load ({})", load.unit),
-            y_label: &load.unit,
+            title: "Agents: planned, active and in flight",
+            y_label: "agents",
             x: XAxis::Seconds,
             log_y: false,
-            series: vec![Series {
-                name: load.unit.clone(),
-                points: load.points.clone(),
-                color: "#4b5563",
-                dashed: true,
-            }],
+            x_range: xs,
+            series: agents,
         }
         .render(),
     );
@@ -296,6 +333,7 @@ pub fn html_with(
                 y_label: "ms",
                 x: XAxis::Seconds,
                 log_y: false,
+                x_range: None,
                 series: vec![
                     Series {
                         name: "p50".into(),
@@ -331,6 +369,7 @@ pub fn html_with(
                 y_label: "ms",
                 x: XAxis::Percentile,
                 log_y: true,
+                x_range: None,
                 series: vec![
                     Series {
                         name: "intended start".into(),

@@ -54,6 +54,7 @@ pub fn write(
     let mut timeline = fleetbench_metrics::hlog::Timeline::of(agg);
     timeline.load_unit = load.unit.clone();
     timeline.load_points = load.points.clone();
+    timeline.gauges = load.gauges.clone();
     let json = context(serde_json::to_string(&timeline), at("timeline.json"))?;
     context(
         std::fs::write(file("timeline.json"), json + "\n"),
@@ -108,6 +109,7 @@ pub fn read(dir: &Path) -> Result<Saved> {
         load: LoadShape {
             unit: timeline.load_unit,
             points: timeline.load_points,
+            gauges: timeline.gauges,
         },
         scenario_toml,
         started: SystemTime::UNIX_EPOCH + started,
@@ -184,12 +186,31 @@ fn add_loads(loads: &[&LoadShape]) -> LoadShape {
         .collect();
     xs.sort_by(f64::total_cmp);
     xs.dedup();
+    // Gauges were sampled once a window by each shard: the i-th samples add up.
+    let longest = loads.iter().map(|l| l.gauges.len()).max().unwrap_or(0);
+    let gauges = (0..longest)
+        .map(|i| {
+            let t = loads
+                .iter()
+                .find_map(|l| l.gauges.get(i).map(|g| g.0))
+                .unwrap_or(0.0);
+            let sum = |f: fn(&(f64, f64, f64)) -> f64| {
+                loads
+                    .iter()
+                    .filter_map(|l| l.gauges.get(i))
+                    .map(f)
+                    .sum::<f64>()
+            };
+            (t, sum(|g| g.1), sum(|g| g.2))
+        })
+        .collect();
     LoadShape {
         unit: loads.first().map_or_else(String::new, |l| l.unit.clone()),
         points: xs
             .iter()
             .map(|&x| (x, loads.iter().map(|l| at(l, x)).sum()))
             .collect(),
+        gauges,
     }
 }
 
@@ -241,6 +262,7 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Summary> {
         },
         interrupted: saved.iter().any(|s| s.summary.interrupted),
         aborted: saved.iter().find_map(|s| s.summary.aborted.clone()),
+        environment: first.summary.environment.clone(),
     };
     let summary = Summary::new(&agg, facts, &thresholds);
     let load = add_loads(&saved.iter().map(|s| &s.load).collect::<Vec<_>>());

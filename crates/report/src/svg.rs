@@ -29,6 +29,8 @@ pub struct Chart<'a> {
     pub series: Vec<Series>,
     /// Log scale on y (latency spectra).
     pub log_y: bool,
+    /// A fixed x range, so that charts stacked one above the other line up in time.
+    pub x_range: Option<(f64, f64)>,
 }
 
 const W: f64 = 720.0;
@@ -114,9 +116,10 @@ impl Chart<'_> {
             return o;
         }
         let fy = |y: f64| if self.log_y { y.log10() } else { y };
-        let (x0, x1) = pts
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+        let (x0, x1) = self.x_range.unwrap_or_else(|| {
+            pts.iter()
+                .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)))
+        });
         let (y0, y1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
             (a.min(fy(p.1)), b.max(fy(p.1)))
         });
@@ -261,6 +264,7 @@ mod tests {
             y_label: "ms",
             x: XAxis::Seconds,
             log_y: false,
+            x_range: None,
             series: vec![Series {
                 name: "a".into(),
                 points: vec![(0.0, 1.0), (10.0, 5.0)],
@@ -287,6 +291,7 @@ mod tests {
             y_label: "ms",
             x: XAxis::Seconds,
             log_y: false,
+            x_range: None,
             series: (0..8)
                 .map(|i| Series {
                     name: format!("operation.number_{i}"),
@@ -327,6 +332,7 @@ mod tests {
                 y_label: "",
                 x: XAxis::Seconds,
                 log_y: true,
+                x_range: None,
                 series: vec![]
             }
             .render()

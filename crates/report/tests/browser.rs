@@ -53,11 +53,15 @@ fn page() -> String {
         },
         interrupted: false,
         aborted: None,
+        environment: Default::default(),
     };
     let summary = Summary::new(&agg, facts, &thresholds);
     let load = LoadShape {
         unit: "active agents".into(),
         points: vec![(0.0, 0.0), (2.0, 40.0), (12.0, 40.0)],
+        gauges: (0..13)
+            .map(|t| (f64::from(t), f64::from(40.min(20 * t)), 3.0))
+            .collect(),
     };
     fleetbench_report::html(&summary, &agg, &load)
 }

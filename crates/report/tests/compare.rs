@@ -49,6 +49,7 @@ fn run(id: &str, base_us: u64, tail_us: u64, errors: u64) -> (Summary, Aggregate
         },
         interrupted: false,
         aborted: None,
+        environment: Default::default(),
     };
     (Summary::new(&agg, facts, &[]), agg)
 }
@@ -116,6 +117,7 @@ fn the_comparison_is_kept_beside_the_run_and_shown_in_its_page() {
     let load = LoadShape {
         unit: "active agents".into(),
         points: vec![],
+        gauges: vec![],
     };
     let (b, bagg) = run("base-run", 10_000, 0, 0);
     let (r, ragg) = run("new-run", 10_000, 50_000, 0);

@@ -55,6 +55,7 @@ fn summary(agg: &Aggregate, id: &str) -> Summary {
         },
         interrupted: false,
         aborted: None,
+        environment: Default::default(),
     };
     Summary::new(agg, facts, &thresholds)
 }
@@ -77,6 +78,7 @@ fn merged_shards_equal_one_run_over_the_same_samples() {
     let load = LoadShape {
         unit: "active agents".into(),
         points: vec![(0.0, 0.0), (1.0, 10.0), (30.0, 10.0)],
+        gauges: vec![(0.0, 0.0, 0.0), (1.0, 10.0, 2.0), (2.0, 10.0, 3.0)],
     };
     let mut dirs = Vec::new();
     for (k, agg) in shards.iter().enumerate() {
@@ -139,6 +141,7 @@ fn shards_that_cannot_merge_are_refused_with_the_reason() {
     let load = LoadShape {
         unit: "active agents".into(),
         points: vec![],
+        gauges: vec![],
     };
     let mut dirs = Vec::new();
     for (k, window) in [1_000_000u64, 5_000_000].iter().enumerate() {

@@ -51,6 +51,7 @@ fn run() -> (Summary, Aggregate) {
         },
         interrupted: false,
         aborted: None,
+        environment: Default::default(),
     };
     (Summary::new(&agg, facts, &thresholds), agg)
 }
@@ -59,6 +60,9 @@ fn shape() -> LoadShape {
     LoadShape {
         unit: "active agents".into(),
         points: vec![(0.0, 0.0), (5.0, 50.0), (20.0, 50.0)],
+        gauges: (0..=20)
+            .map(|t| (f64::from(t), f64::from(50.min(10 * t)), 2.0))
+            .collect(),
     }
 }
 
@@ -100,7 +104,7 @@ fn the_page_carries_nothing_from_outside_and_draws_every_view() {
             "the page refers outside itself: {outside}"
         );
     }
-    // Throughput, planned load, and two charts for each of the two operations.
+    // Throughput, agents (planned, active, in flight), and two charts for each of the two operations.
     assert_eq!(page.matches("<svg class=\"chart\"").count(), 2 + 2 * 2);
     // Names are escaped, the verdict is the summary's, every threshold is listed.
     assert!(page.contains("unit &lt;test&gt;") && !page.contains("unit <test>"));
@@ -142,11 +146,19 @@ fn charts_follow_the_samples() {
     // Service time is half the latency: its line lies below (larger svg y) from the start.
     let svc = points(&page, "Percentiles over time (ms)", 1, "service p99");
     assert!(svc.iter().zip(&p99).all(|(a, b)| a.1 > b.1));
-    // The planned load is drawn through its corners.
-    assert_eq!(
-        points(&page, "Planned load (active agents)", 0, "active agents").len(),
-        3
+    // The planned load is drawn through its corners, the measured gauges once a window, and both
+    // panels share one time axis: the same x position for the same second.
+    let agents = "Agents: planned, active and in flight";
+    assert_eq!(points(&page, agents, 0, "planned active agents").len(), 3);
+    let active = points(&page, agents, 0, "active agents");
+    assert_eq!(active.len(), 21);
+    assert!(
+        (active[5].0 - rate[5].0).abs() < 0.05,
+        "second 5 at {} and {}",
+        active[5].0,
+        rate[5].0
     );
+    assert_eq!(active[5].1, active[20].1, "50 active from second 5 on");
 }
 
 #[test]
