@@ -104,7 +104,7 @@ pub fn html_with(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
 <title>fleetbench: {name} {v}</title><style>{STYLE}</style></head><body>\n\
 <h1>{name} <span class=\"verdict {verdict}\">{v}</span></h1>\n\
-<p class=\"facts\">run {run} · started {started} · {dur:.1} s · target {kind} {url}{interrupted}<br>fleetbench {ver} ({commit}) on {os}, kernel {kernel}, {cpus} CPUs, {mem:.1} GiB</p>\n",
+<p class=\"facts\">run {run} · started {started} · {dur:.1} s · target {kind} {url}{interrupted}{env}</p>\n",
         name = escape(&s.scenario),
         v = s.verdict.to_uppercase(),
         run = escape(&s.run_id),
@@ -112,12 +112,20 @@ pub fn html_with(
         dur = s.duration_s,
         kind = escape(&s.target.kind),
         url = escape(&s.target.url),
-        ver = escape(&s.environment.fleetbench_version),
-        commit = escape(&s.environment.git_commit),
-        os = escape(&s.environment.os),
-        kernel = escape(&s.environment.kernel),
-        cpus = s.environment.cpus,
-        mem = s.environment.memory_bytes as f64 / (1u64 << 30) as f64,
+        env = if s.environment.fleetbench_version.is_empty() {
+            String::new()
+        } else {
+            let e = &s.environment;
+            format!(
+                "<br>fleetbench {} ({}) on {}, kernel {}, {} CPUs, {:.1} GiB",
+                escape(&e.fleetbench_version),
+                escape(&e.git_commit),
+                escape(&e.os),
+                escape(&e.kernel),
+                e.cpus,
+                e.memory_bytes as f64 / (1u64 << 30) as f64
+            )
+        },
         interrupted = if s.interrupted {
             " · <strong>interrupted</strong>"
         } else {

@@ -114,6 +114,19 @@ fn the_page_carries_nothing_from_outside_and_draws_every_view() {
         2
     );
     assert!(page.contains("<td>http_503</td><td>10</td>"));
+    // Run facts name the build and the machine when the summary has them, and say nothing otherwise.
+    assert!(!page.contains("kernel"));
+    let mut with_env = s.clone();
+    with_env.environment = fleetbench_metrics::summary::Environment {
+        fleetbench_version: "9.9.9".into(),
+        git_commit: "0123456789ab+dirty".into(),
+        os: "Linux 12 (bookworm)".into(),
+        kernel: "6.1.0".into(),
+        cpus: 2,
+        memory_bytes: 24 << 30,
+    };
+    let page = html(&with_env, &agg, &shape());
+    assert!(page.contains("fleetbench 9.9.9 (0123456789ab+dirty) on Linux 12 (bookworm), kernel 6.1.0, 2 CPUs, 24.0 GiB"), "facts missing");
 }
 
 #[test]
