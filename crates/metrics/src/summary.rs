@@ -87,6 +87,9 @@ pub struct Summary {
     /// The `abort_on_fail` threshold that stopped the run early (the verdict is then `fail`).
     pub aborted: Option<String>,
     pub environment: Environment,
+    /// Probe name (`realtime`, `rag`, …) → its results; empty when no probe ran.
+    #[serde(default)]
+    pub probes: BTreeMap<String, ProbeReport>,
 }
 
 fn operation(c: &Counts, duration_s: f64) -> OperationSummary {
@@ -130,6 +133,28 @@ pub fn observe(op: &OperationSummary, c: &Counts, metric: Metric) -> Option<f64>
             op.errors_by_kind.get("lost").copied().unwrap_or(0) as f64 / op.count as f64
         }
     })
+}
+
+/// One figure a probe measured, with the published hosted figure beside it when there is one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Figure {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    /// For context: what Supabase publishes for the same quantity (wire reference), as text.
+    pub published: Option<String>,
+}
+
+/// The results of one end-to-end probe (Realtime delivery, RAG, partitions, pooler, webhooks,
+/// RLS, collectors), as the report shows them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProbeReport {
+    pub title: String,
+    /// `pass`, `fail`, or `info` (a measurement with nothing to hold).
+    pub verdict: String,
+    pub figures: Vec<Figure>,
+    /// Sentences worth a reader's attention (a caveat confirmed, a claim disproved).
+    pub findings: Vec<String>,
 }
 
 /// What ran the run: fleetbench's version and commit, and the machine.
@@ -199,6 +224,7 @@ impl Summary {
             interrupted: facts.interrupted,
             aborted: facts.aborted,
             environment: facts.environment,
+            probes: BTreeMap::new(),
         }
     }
 

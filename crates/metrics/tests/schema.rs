@@ -56,7 +56,22 @@ fn summary() -> serde_json::Value {
         aborted: None,
         environment: Default::default(),
     };
-    serde_json::to_value(Summary::new(&agg, facts, &thresholds)).unwrap()
+    let mut summary = Summary::new(&agg, facts, &thresholds);
+    summary.probes.insert(
+        "rag".into(),
+        fleetbench_metrics::summary::ProbeReport {
+            title: "RAG memory search".into(),
+            verdict: "info".into(),
+            figures: vec![fleetbench_metrics::summary::Figure {
+                name: "recall@10".into(),
+                value: 0.97,
+                unit: "".into(),
+                published: None,
+            }],
+            findings: vec![],
+        },
+    );
+    serde_json::to_value(summary).unwrap()
 }
 
 #[test]
@@ -75,7 +90,10 @@ fn summaries_validate_against_the_committed_schema() {
 fn documents_that_break_the_contract_are_refused() {
     let v = schema();
     type Break = fn(&mut serde_json::Value);
-    let breaks: [(&str, Break); 6] = [
+    let breaks: [(&str, Break); 7] = [
+        ("a probe with an unknown verdict", |d| {
+            d["probes"]["rag"]["verdict"] = "maybe".into()
+        }),
         ("a missing field", |d| {
             d.as_object_mut().unwrap().remove("operations");
         }),

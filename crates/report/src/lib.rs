@@ -37,7 +37,7 @@ const COLORS: [&str; 8] = [
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0 auto;max-width:1100px;padding:1.2em;color:#1f2328}\
 h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.15em;margin:1.6em 0 .4em;border-bottom:1px solid #d0d7de}h3{font-size:1em;margin:1em 0 .3em}\
-.verdict{display:inline-block;padding:.1em .6em;border-radius:4px;color:#fff}.v-pass{background:#1a7f37}.v-fail{background:#cf222e}\
+.verdict{display:inline-block;padding:.1em .6em;border-radius:4px;color:#fff}.v-pass{background:#1a7f37}.v-fail{background:#cf222e}.v-info{background:#57606a}\
 .facts{color:#57606a}.scroll{overflow-x:auto}table{border-collapse:collapse;margin:.5em 0;font-variant-numeric:tabular-nums}\
 td,th{border:1px solid #d0d7de;padding:3px 8px;text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}\
 th{background:#f6f8fa}tr.fail td{color:#cf222e;font-weight:600}tr.pass td:last-child{color:#1a7f37}\
@@ -398,6 +398,45 @@ pub fn html_with(
         o.push_str("</section>\n");
     }
     o.push_str("</div>\n");
+
+    if !s.probes.is_empty() {
+        o.push_str("<h2>Probes</h2>\n");
+        for (name, p) in &s.probes {
+            let class = match p.verdict.as_str() {
+                "pass" => "v-pass",
+                "fail" => "v-fail",
+                _ => "v-info",
+            };
+            let _ = writeln!(
+                o,
+                "<section class=\"probe\"><h3>{} <span class=\"verdict {class}\">{}</span></h3>",
+                escape(if p.title.is_empty() { name } else { &p.title }),
+                escape(&p.verdict.to_uppercase())
+            );
+            if !p.figures.is_empty() {
+                o.push_str("<div class=\"scroll\"><table><tr><th>figure</th><th>value</th><th>unit</th><th>published (hosted)</th></tr>\n");
+                for f in &p.figures {
+                    let _ = writeln!(
+                        o,
+                        "<tr><td>{}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>",
+                        escape(&f.name),
+                        f.value,
+                        escape(&f.unit),
+                        f.published.as_deref().map_or("—".into(), escape)
+                    );
+                }
+                o.push_str("</table></div>\n");
+            }
+            if !p.findings.is_empty() {
+                o.push_str("<ul>");
+                for finding in &p.findings {
+                    let _ = write!(o, "<li>{}</li>", escape(finding));
+                }
+                o.push_str("</ul>\n");
+            }
+            o.push_str("</section>\n");
+        }
+    }
 
     o.push_str("<h2>Errors by kind</h2>\n");
     let kinds: Vec<(&String, &String, &u64)> = s

@@ -264,7 +264,18 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Summary> {
         aborted: saved.iter().find_map(|s| s.summary.aborted.clone()),
         environment: first.summary.environment.clone(),
     };
-    let summary = Summary::new(&agg, facts, &thresholds);
+    let mut summary = Summary::new(&agg, facts, &thresholds);
+    // Probes ran once per shard run: each shard's results are kept, named by shard when they clash.
+    for (k, s) in saved.iter().enumerate() {
+        for (name, p) in &s.summary.probes {
+            let key = if summary.probes.contains_key(name) {
+                format!("{name} (shard {k})")
+            } else {
+                name.clone()
+            };
+            summary.probes.insert(key, p.clone());
+        }
+    }
     let load = add_loads(&saved.iter().map(|s| &s.load).collect::<Vec<_>>());
     let started = saved
         .iter()

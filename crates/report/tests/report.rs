@@ -237,3 +237,52 @@ fn junit_is_well_formed_with_one_case_per_threshold() {
         );
     }
 }
+
+#[test]
+fn each_probe_that_ran_has_its_section() {
+    let (mut s, agg) = run();
+    let page = html(&s, &agg, &shape());
+    assert!(
+        !page.contains("<h2>Probes</h2>"),
+        "no probe ran: no section"
+    );
+    s.probes.insert(
+        "realtime".into(),
+        fleetbench_metrics::summary::ProbeReport {
+            title: "Realtime alert delivery".into(),
+            verdict: "fail".into(),
+            figures: vec![fleetbench_metrics::summary::Figure {
+                name: "commit → client p99".into(),
+                value: 812.5,
+                unit: "ms".into(),
+                published: Some("p95 < 250 ms <hosted>".into()),
+            }],
+            findings: vec!["a subscription on partitioned system_metrics delivers nothing".into()],
+        },
+    );
+    s.probes.insert(
+        "rls".into(),
+        fleetbench_metrics::summary::ProbeReport {
+            title: String::new(),
+            verdict: "pass".into(),
+            figures: vec![],
+            findings: vec![],
+        },
+    );
+    let page = html(&s, &agg, &shape());
+    let probes = page
+        .split("<h2>Probes</h2>")
+        .nth(1)
+        .expect("a probes section")
+        .split("<h2>")
+        .next()
+        .unwrap();
+    assert_eq!(probes.matches("<section class=\"probe\">").count(), 2);
+    assert!(probes.contains("Realtime alert delivery <span class=\"verdict v-fail\">FAIL</span>"));
+    assert!(probes.contains("<td>commit → client p99</td><td>812.500</td><td>ms</td><td>p95 &lt; 250 ms &lt;hosted&gt;</td>"));
+    assert!(
+        probes.contains("<li>a subscription on partitioned system_metrics delivers nothing</li>")
+    );
+    // A probe without a title is shown by its name.
+    assert!(probes.contains("<h3>rls <span class=\"verdict v-pass\">PASS</span></h3>"));
+}
