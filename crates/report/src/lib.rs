@@ -43,7 +43,7 @@ td,th{border:1px solid #d0d7de;padding:3px 8px;text-align:right;white-space:nowr
 th{background:#f6f8fa}tr.fail td{color:#cf222e;font-weight:600}tr.pass td:last-child{color:#1a7f37}\
 svg.chart{width:100%;max-width:760px;height:auto;display:block;margin:.4em 0}svg .axis line{stroke:#57606a}\
 svg .grid{stroke:#d0d7de;stroke-width:.6}svg text{font:11px system-ui,sans-serif;fill:#57606a}svg .ct{font-weight:600;fill:#1f2328}\
-svg .yl{text-anchor:end}svg .xl{text-anchor:middle}svg .al{text-anchor:middle}svg .note{fill:#8c959f}\
+svg .yl{text-anchor:end}svg .yr{text-anchor:start}svg .xl{text-anchor:middle}svg .al{text-anchor:middle}svg .note{fill:#8c959f}\
 .ops{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:0 1.5em}\
 @media print{body{max-width:none;padding:0}h2{break-after:avoid}svg.chart{break-inside:avoid}}";
 
@@ -251,6 +251,7 @@ pub fn html_with(
             points: pts,
             color: COLORS[i % COLORS.len()],
             dashed: false,
+            right: false,
         });
         for (w, c) in &op.windows {
             let x = *w as f64 * window_s;
@@ -266,6 +267,7 @@ pub fn html_with(
         points: errors,
         color: "#111111",
         dashed: true,
+        right: false,
     });
     // Two panels on one time axis: what went through, and the load behind it (planned and measured).
     let mut agents = vec![
@@ -274,12 +276,14 @@ pub fn html_with(
             points: load.gauges.iter().map(|g| (g.0, g.1)).collect(),
             color: "#4b5563",
             dashed: false,
+            right: false,
         },
         Series {
-            name: "in flight".into(),
+            name: "in flight (right)".into(),
             points: load.gauges.iter().map(|g| (g.0, g.2)).collect(),
             color: COLORS[5],
             dashed: false,
+            right: true,
         },
     ];
     let planned = Series {
@@ -287,10 +291,24 @@ pub fn html_with(
         points: load.points.clone(),
         color: "#4b5563",
         dashed: true,
+        right: false,
+    };
+    // The load shape and the active agents overlaid on throughput (agents on the right-hand axis),
+    // and again in their own panel with the uploads in flight.
+    let overlay = |s: &Series, right: bool, name: String| Series {
+        name,
+        points: s.points.clone(),
+        color: s.color,
+        dashed: s.dashed,
+        right,
     };
     if load.unit == "uploads/s" {
-        rate.push(planned);
+        rate.push(overlay(&planned, false, planned.name.clone()));
     } else {
+        rate.push(overlay(&planned, true, format!("{} (right)", planned.name)));
+    }
+    rate.push(overlay(&agents[0], true, "active agents (right)".into()));
+    if load.unit != "uploads/s" {
         agents.insert(0, planned);
     }
     let xs = rate
@@ -348,24 +366,28 @@ pub fn html_with(
                         points: q(latency_of, 0.5),
                         color: COLORS[0],
                         dashed: false,
+                        right: false,
                     },
                     Series {
                         name: "p90".into(),
                         points: q(latency_of, 0.9),
                         color: COLORS[2],
                         dashed: false,
+                        right: false,
                     },
                     Series {
                         name: "p99".into(),
                         points: q(latency_of, 0.99),
                         color: COLORS[1],
                         dashed: false,
+                        right: false,
                     },
                     Series {
                         name: "service p99".into(),
                         points: q(service_of, 0.99),
                         color: COLORS[3],
                         dashed: true,
+                        right: false,
                     },
                 ],
             }
@@ -384,12 +406,14 @@ pub fn html_with(
                         points: spectrum(&op.total.latency),
                         color: COLORS[0],
                         dashed: false,
+                        right: false,
                     },
                     Series {
                         name: "service".into(),
                         points: spectrum(&op.total.service),
                         color: COLORS[3],
                         dashed: true,
+                        right: false,
                     },
                 ],
             }

@@ -13,6 +13,8 @@ pub struct Series {
     pub color: &'static str,
     /// Dashed (a planned or secondary quantity).
     pub dashed: bool,
+    /// On the right-hand axis (a second unit overlaid on the same time axis).
+    pub right: bool,
 }
 
 pub enum XAxis {
@@ -87,12 +89,31 @@ impl Chart<'_> {
             .flat_map(|s| s.points.iter().copied())
             .filter(|(x, y)| x.is_finite() && y.is_finite() && (!self.log_y || *y > 0.0))
             .collect();
+        let finite =
+            |p: &(f64, f64)| p.0.is_finite() && p.1.is_finite() && (!self.log_y || p.1 > 0.0);
+        let has_right = self.series.iter().any(|s| s.right && !s.points.is_empty());
+        let side = |right: bool| -> Vec<(f64, f64)> {
+            self.series
+                .iter()
+                .filter(|s| s.right == right)
+                .flat_map(|s| s.points.iter().copied())
+                .filter(finite)
+                .collect()
+        };
+        let (left_pts, right_pts) = (side(false), side(true));
+        let left_pts = if left_pts.is_empty() {
+            right_pts.clone()
+        } else {
+            left_pts
+        };
+        // Room for the right-hand axis's labels when it is used.
+        let rm = if has_right { 48.0 } else { R };
         // Legend entries left to right, wrapping onto more rows; the plot starts below them.
         let mut legend = Vec::new();
         let (mut lx, mut row) = (L + 8.0, 0.0);
         for s in self.series.iter().filter(|s| !s.points.is_empty()) {
             let width = 22.0 + 6.5 * s.name.chars().count() as f64;
-            if lx + width > W - R && lx > L + 8.0 {
+            if lx + width > W - rm && lx > L + 8.0 {
                 (lx, row) = (L + 8.0, row + 1.0);
             }
             legend.push((s, lx, 30.0 + 13.0 * row));
@@ -120,9 +141,11 @@ impl Chart<'_> {
             pts.iter()
                 .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)))
         });
-        let (y0, y1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
+        let (y0, y1) = left_pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
             (a.min(fy(p.1)), b.max(fy(p.1)))
         });
+        let ry1 = right_pts.iter().fold(0.0f64, |a, p| a.max(p.1));
+        let ry1 = if ry1 > 0.0 { ry1 * 1.05 } else { 1.0 };
         let (x1, y0) = (
             if x1 > x0 { x1 } else { x0 + 1.0 },
             if self.log_y {
@@ -138,17 +161,35 @@ impl Chart<'_> {
         } else {
             y0 + 1.0
         };
-        let sx = |x: f64| L + (x - x0) / (x1 - x0) * (W - L - R);
+        let sx = |x: f64| L + (x - x0) / (x1 - x0) * (W - L - rm);
         let sy = |y: f64| H - B - (fy(y) - y0) / (y1 - y0) * (H - top - B);
+        let rsy = |y: f64| H - B - y / ry1 * (H - top - B);
         // Axes and grid.
         let _ = write!(
             o,
             "<g class=\"axis\"><line x1=\"{L}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/><line x1=\"{L}\" y1=\"{top}\" x2=\"{L}\" y2=\"{}\"/>",
             H - B,
-            W - R,
+            W - rm,
             H - B,
             H - B
         );
+        if has_right {
+            let _ = write!(
+                o,
+                "<line x1=\"{x}\" y1=\"{top}\" x2=\"{x}\" y2=\"{}\"/>",
+                H - B,
+                x = W - rm
+            );
+            for v in ticks(0.0, ry1, 5) {
+                let _ = write!(
+                    o,
+                    "<text x=\"{:.1}\" y=\"{:.1}\" class=\"yr\">{}</text>",
+                    W - rm + 6.0,
+                    rsy(v) + 4.0,
+                    label(v)
+                );
+            }
+        }
         let yt: Vec<f64> = if self.log_y {
             (y0 as i32..=y1 as i32).map(|e| 10f64.powi(e)).collect()
         } else {
@@ -159,7 +200,7 @@ impl Chart<'_> {
             let _ = write!(
                 o,
                 "<line class=\"grid\" x1=\"{L}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\"/><text x=\"{}\" y=\"{:.1}\" class=\"yl\">{}</text>",
-                W - R,
+                W - rm,
                 L - 6.0,
                 y + 4.0,
                 label(v)
@@ -209,7 +250,7 @@ impl Chart<'_> {
                 .points
                 .iter()
                 .filter(|(x, y)| x.is_finite() && y.is_finite() && (!self.log_y || *y > 0.0))
-                .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+                .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), if s.right { rsy(y) } else { sy(y) }))
                 .collect();
             if line.is_empty() {
                 continue;
@@ -270,6 +311,7 @@ mod tests {
                 points: vec![(0.0, 1.0), (10.0, 5.0)],
                 color: "#000",
                 dashed: false,
+                right: false,
             }],
         };
         let svg = c.render();
@@ -298,6 +340,7 @@ mod tests {
                     points: vec![(0.0, 1.0), (1.0, 2.0)],
                     color: "#000",
                     dashed: false,
+                    right: false,
                 })
                 .collect(),
         }

@@ -172,6 +172,12 @@ fn charts_follow_the_samples() {
         rate[5].0
     );
     assert_eq!(active[5].1, active[20].1, "50 active from second 5 on");
+    // Overlaid on throughput, on the right-hand axis: planned and active agents meet at 50.
+    let through = "Throughput and errors (per second, by intended start)";
+    let planned_r = points(&page, through, 0, "planned active agents (right)");
+    let active_r = points(&page, through, 0, "active agents (right)");
+    assert_eq!(planned_r.last().unwrap().1, active_r.last().unwrap().1);
+    assert!(page.contains("class=\"yr\""), "a right-hand axis is drawn");
 }
 
 #[test]
