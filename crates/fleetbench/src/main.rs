@@ -7,6 +7,7 @@ mod daemon;
 mod local;
 mod migrate;
 mod progress;
+mod reports;
 mod run;
 mod target;
 
@@ -83,76 +84,9 @@ fn main() -> ExitCode {
             tolerance,
             min_delta,
             error_tolerance,
-        } => {
-            let tol = fleetbench_report::compare::Tolerance {
-                relative: tolerance / 100.0,
-                min_delta_ms: min_delta.as_secs_f64() * 1000.0,
-                error_points: error_tolerance,
-            };
-            match fleetbench_report::rundir::compare_dirs(&baseline, &run, tol) {
-                Ok(c) => {
-                    for ch in c.regressions() {
-                        println!(
-                            "REGRESSED {} {}: {:.3} -> {:.3} ({})",
-                            ch.operation,
-                            ch.metric,
-                            ch.baseline,
-                            ch.run,
-                            ch.relative
-                                .map_or("n/a".into(), |r| format!("{:+.1} %", r * 100.0))
-                        );
-                    }
-                    let n = c.regressions().count();
-                    eprintln!(
-                        "compare: {n} regression(s) of {} figures; {} written",
-                        c.changes.len(),
-                        run.join("compare.json").display()
-                    );
-                    if n == 0 {
-                        Ok(())
-                    } else {
-                        Err(Failure {
-                            code: EXIT_REGRESSIONS,
-                            error: anyhow::anyhow!(
-                                "{n} regression(s) against {}",
-                                baseline.display()
-                            ),
-                        })
-                    }
-                }
-                Err(e) => Err(Failure {
-                    code: EXIT_INVALID,
-                    error: anyhow::anyhow!(e),
-                }),
-            }
-        }
-        Command::Merge { shards, out } => match fleetbench_report::rundir::merge(&shards, &out) {
-            Ok(summary) => {
-                println!("{}", out.join("index.html").display());
-                if summary.passed() {
-                    Ok(())
-                } else {
-                    Err(Failure {
-                        code: EXIT_THRESHOLDS,
-                        error: anyhow::anyhow!("the merged run crossed its thresholds"),
-                    })
-                }
-            }
-            Err(e) => Err(Failure {
-                code: EXIT_INVALID,
-                error: anyhow::anyhow!(e),
-            }),
-        },
-        Command::Report { run_dir } => match fleetbench_report::rundir::rerender(&run_dir) {
-            Ok(page) => {
-                println!("{}", page.display());
-                Ok(())
-            }
-            Err(e) => Err(Failure {
-                code: EXIT_INVALID,
-                error: anyhow::anyhow!(e),
-            }),
-        },
+        } => reports::compare(&baseline, &run, tolerance, min_delta, error_tolerance),
+        Command::Merge { shards, out } => reports::merge(&shards, &out),
+        Command::Report { run_dir } => reports::report(&run_dir),
         Command::Sink {
             listen,
             latency,

@@ -81,28 +81,31 @@ pub struct Saved {
     pub started: SystemTime,
 }
 
+/// The bytes of file `name` of run directory `dir`.
+fn bytes(dir: &Path, name: &str) -> Result<Vec<u8>> {
+    std::fs::read(dir.join(name)).map_err(|e| {
+        format!(
+            "{}: {e}; a run directory holds summary.json, timeline.json and histograms.hlog",
+            dir.join(name).display()
+        )
+    })
+}
+
+/// A JSON file of run directory `dir`.
+fn json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<T> {
+    context(serde_json::from_slice(&bytes(dir, name)?), || {
+        dir.join(name).display().to_string()
+    })
+}
+
 /// Loads the saved data of run directory `dir`.
 pub fn read(dir: &Path) -> Result<Saved> {
-    let bytes = |name: &str| {
-        std::fs::read(dir.join(name)).map_err(|e| {
-            format!(
-                "{}: {e}; a run directory holds summary.json, timeline.json and histograms.hlog",
-                dir.join(name).display()
-            )
-        })
-    };
-    let at = |name: &'static str| move || dir.join(name).display().to_string();
-    let summary: Summary = context(
-        serde_json::from_slice(&bytes("summary.json")?),
-        at("summary.json"),
-    )?;
-    let timeline: fleetbench_metrics::hlog::Timeline = context(
-        serde_json::from_slice(&bytes("timeline.json")?),
-        at("timeline.json"),
-    )?;
-    let (agg, started) = fleetbench_metrics::hlog::read(&bytes("histograms.hlog")?, &timeline)?;
+    let summary: Summary = json(dir, "summary.json")?;
+    let timeline: fleetbench_metrics::hlog::Timeline = json(dir, "timeline.json")?;
+    let (agg, started) =
+        fleetbench_metrics::hlog::read(&bytes(dir, "histograms.hlog")?, &timeline)?;
     let scenario_toml =
-        String::from_utf8_lossy(&bytes("scenario.toml").unwrap_or_default()).into_owned();
+        String::from_utf8_lossy(&bytes(dir, "scenario.toml").unwrap_or_default()).into_owned();
     Ok(Saved {
         summary,
         agg,
@@ -116,26 +119,30 @@ pub fn read(dir: &Path) -> Result<Saved> {
     })
 }
 
+/// Writes `dir`'s index.html from its saved data and an optional baseline comparison.
+fn draw(
+    dir: &Path,
+    saved: &Saved,
+    baseline: Option<&crate::compare::Comparison>,
+) -> Result<PathBuf> {
+    let page = dir.join("index.html");
+    let html = crate::html_with(&saved.summary, &saved.agg, &saved.load, baseline);
+    context(std::fs::write(&page, html), || {
+        format!("writing {}", page.display())
+    })?;
+    Ok(page)
+}
+
 /// `fleetbench report RUN_DIR`: index.html again, from the run's saved data alone (with its
 /// baseline comparison, `compare.json`, when `fleetbench compare` left one).
 pub fn rerender(dir: &Path) -> Result<PathBuf> {
     let saved = read(dir)?;
-    let baseline: Option<crate::compare::Comparison> = match std::fs::read(dir.join("compare.json"))
-    {
-        Ok(bytes) => Some(context(serde_json::from_slice(&bytes), || {
-            dir.join("compare.json").display().to_string()
-        })?),
-        Err(_) => None,
+    let baseline: Option<crate::compare::Comparison> = if dir.join("compare.json").exists() {
+        Some(json(dir, "compare.json")?)
+    } else {
+        None
     };
-    let page = dir.join("index.html");
-    context(
-        std::fs::write(
-            &page,
-            crate::html_with(&saved.summary, &saved.agg, &saved.load, baseline.as_ref()),
-        ),
-        || format!("writing {}", page.display()),
-    )?;
-    Ok(page)
+    draw(dir, &saved, baseline.as_ref())
 }
 
 /// `fleetbench compare BASELINE_DIR RUN_DIR`: the comparison, also kept as `RUN_DIR/compare.json`
@@ -145,21 +152,14 @@ pub fn compare_dirs(
     run: &Path,
     tol: crate::compare::Tolerance,
 ) -> Result<crate::compare::Comparison> {
-    let summary = |dir: &Path| -> Result<Summary> {
-        let path = dir.join("summary.json");
-        let bytes = std::fs::read(&path)
-            .map_err(|e| format!("{}: {e}; is this a run directory?", path.display()))?;
-        context(serde_json::from_slice(&bytes), || {
-            path.display().to_string()
-        })
-    };
-    let c = crate::compare::compare(&summary(base)?, &summary(run)?, tol);
-    let json = context(serde_json::to_string_pretty(&c), || "compare.json".into())?;
-    context(
-        std::fs::write(run.join("compare.json"), json + "\n"),
-        || format!("writing {}", run.join("compare.json").display()),
-    )?;
-    rerender(run)?;
+    let baseline: Summary = json(base, "summary.json")?;
+    let saved = read(run)?;
+    let c = crate::compare::compare(&baseline, &saved.summary, tol);
+    let out = context(serde_json::to_string_pretty(&c), || "compare.json".into())?;
+    context(std::fs::write(run.join("compare.json"), out + "\n"), || {
+        format!("writing {}", run.join("compare.json").display())
+    })?;
+    draw(run, &saved, Some(&c))?;
     Ok(c)
 }
 

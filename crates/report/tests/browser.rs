@@ -4,13 +4,14 @@
 //! file locks the page's structure (headings, table columns, charts and their series);
 //! `UPDATE_GOLDEN=1` rewrites it.
 
+mod common;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use fleetbench_metrics::summary::{RunFacts, Target};
 use fleetbench_metrics::{Aggregate, Outcome, Sample, Summary};
 use fleetbench_report::LoadShape;
 
@@ -42,19 +43,7 @@ fn page() -> String {
         fleetbench_scenario::Threshold::parse("rest.insert_metrics", "p(99) < 5ms").unwrap(),
         fleetbench_scenario::Threshold::parse("rest.insert_metrics", "error_rate < 5%").unwrap(),
     ];
-    let facts = RunFacts {
-        run_id: "browser".into(),
-        scenario: "browser".into(),
-        started_at: "2026-11-26T07:00:00+00:00".into(),
-        duration_s: 12.0,
-        target: Target {
-            kind: "local".into(),
-            url: "http://127.0.0.1:1".into(),
-        },
-        interrupted: false,
-        aborted: None,
-        environment: Default::default(),
-    };
+    let facts = common::facts("browser", "browser", 12.0);
     let summary = Summary::new(&agg, facts, &thresholds);
     let load = LoadShape {
         unit: "active agents".into(),

@@ -1,9 +1,10 @@
 //! A run against its baseline: what moved beyond the tolerances is flagged, jitter is not, and
 //! the comparison shows in the run's page and survives a re-render.
 
+mod common;
+
 use std::time::SystemTime;
 
-use fleetbench_metrics::summary::{RunFacts, Target};
 use fleetbench_metrics::{Aggregate, Outcome, Sample, Summary};
 use fleetbench_report::LoadShape;
 use fleetbench_report::compare::{Tolerance, compare};
@@ -38,19 +39,7 @@ fn run(id: &str, base_us: u64, tail_us: u64, errors: u64) -> (Summary, Aggregate
         rows: 0,
         bytes: 0,
     });
-    let facts = RunFacts {
-        run_id: id.into(),
-        scenario: "cmp".into(),
-        started_at: "2026-11-26T07:00:00+00:00".into(),
-        duration_s: 1.0,
-        target: Target {
-            kind: "local".into(),
-            url: "http://127.0.0.1:1".into(),
-        },
-        interrupted: false,
-        aborted: None,
-        environment: Default::default(),
-    };
+    let facts = common::facts(id, "cmp", 1.0);
     (Summary::new(&agg, facts, &[]), agg)
 }
 

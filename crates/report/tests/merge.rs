@@ -1,9 +1,10 @@
 //! Shard runs merged: the merged run directory holds exactly what one run over all the shards'
 //! samples would hold, and is itself a run directory that reads back and draws again.
 
+mod common;
+
 use std::time::{Duration, SystemTime};
 
-use fleetbench_metrics::summary::{RunFacts, Target};
 use fleetbench_metrics::{Aggregate, Outcome, Sample, Summary};
 use fleetbench_report::LoadShape;
 use fleetbench_report::rundir::{merge, read, rerender, write};
@@ -44,19 +45,7 @@ fn summary(agg: &Aggregate, id: &str) -> Summary {
         fleetbench_scenario::Threshold::parse("rest.insert_metrics", "p(99) < 100ms").unwrap(),
         fleetbench_scenario::Threshold::parse("rest.insert_metrics", "error_rate < 5%").unwrap(),
     ];
-    let facts = RunFacts {
-        run_id: id.into(),
-        scenario: "shards".into(),
-        started_at: "2026-11-26T07:00:00+00:00".into(),
-        duration_s: 30.0,
-        target: Target {
-            kind: "remote".into(),
-            url: "https://abc.supabase.co".into(),
-        },
-        interrupted: false,
-        aborted: None,
-        environment: Default::default(),
-    };
+    let facts = common::facts(id, "shards", 30.0);
     Summary::new(agg, facts, &thresholds)
 }
 

@@ -1,7 +1,8 @@
 //! The page from a run whose every sample the test chose: it carries nothing from outside itself,
 //! draws one chart per view, and its numbers are the samples' own.
 
-use fleetbench_metrics::summary::{RunFacts, Target};
+mod common;
+
 use fleetbench_metrics::{Aggregate, Outcome, Sample, Summary};
 use fleetbench_report::{LoadShape, html};
 
@@ -40,19 +41,7 @@ fn run() -> (Summary, Aggregate) {
         fleetbench_scenario::Threshold::parse("rest.insert_metrics", "p(99) < 15ms").unwrap(),
         fleetbench_scenario::Threshold::parse("rest.insert_metrics", "error_rate < 1%").unwrap(),
     ];
-    let facts = RunFacts {
-        run_id: "r-1".into(),
-        scenario: "unit <test>".into(),
-        started_at: "2026-11-26T00:00:00Z".into(),
-        duration_s: 20.0,
-        target: Target {
-            kind: "local".into(),
-            url: "http://127.0.0.1:1".into(),
-        },
-        interrupted: false,
-        aborted: None,
-        environment: Default::default(),
-    };
+    let facts = common::facts("r-1", "unit <test>", 20.0);
     (Summary::new(&agg, facts, &thresholds), agg)
 }
 
