@@ -6,7 +6,8 @@
 //! - [`target`]: Auth, the Data API and the transaction pooler as agents call them; errors by kind.
 //! - [`agent`]: one agent's state machine: tokens, backlog, backoff, one upload at a time.
 //! - [`sink`]: `fleetbench sink`, a target with a known latency model, to calibrate the generator.
-//! - [`engine`]: provisioning, workers with their own schedules and aggregates, stop and drain.
+//! - [`engine`]: provisioning, the load phase's workers, abort thresholds, stop and drain.
+//! - `worker`: one worker's agents, schedule and aggregate (the hot loop).
 
 pub mod agent;
 pub mod engine;
@@ -14,6 +15,7 @@ pub mod http;
 pub mod sink;
 pub mod target;
 pub mod telemetry;
+mod worker;
 
 pub use engine::{Clock, EngineError, Progress, RunOutcome, run};
 pub use target::{Target, TargetConfig};
