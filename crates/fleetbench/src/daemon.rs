@@ -1,7 +1,8 @@
 //! `fleetbench stack serve`: the stack daemon that `stack up` starts in the background. It runs the
-//! pg_cron stand-in and serves the stack's API gateway (`SUPABASE_URL`): Auth at `/auth/v1` and the
-//! Data API at `/rest/v1`, configured from the project's `supabase/config.toml` and the stack
-//! profile; Realtime and Functions attach here next. It stops on SIGTERM or SIGINT.
+//! pg_cron and pg_net stand-ins and serves the stack's API gateway (`SUPABASE_URL`): Auth, the Data
+//! API, Edge Functions and Realtime, configured from the project's `supabase/config.toml` and the
+//! stack profile. It stops on SIGTERM or SIGINT, letting Realtime flush its sockets and keep their
+//! subscriptions for the clients to resume after a restart.
 
 use std::path::PathBuf;
 
@@ -39,10 +40,11 @@ pub fn serve(instance: PathBuf) -> Result<(), Failure> {
             &project,
             format!("http://127.0.0.1:{port}"),
         );
+        let (gateway, realtime) = fleetbench_gateway::build(gateway)?;
         let app = axum::Router::new()
             .route("/", get(root))
             .route("/health", get(root))
-            .merge(fleetbench_gateway::router(gateway)?)
+            .merge(gateway)
             .fallback(not_served);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -67,9 +69,15 @@ pub fn serve(instance: PathBuf) -> Result<(), Failure> {
             _ = int.recv() => {}
         }
         tracing::info!("stack daemon stopping");
+        if let Some(rt) = &realtime {
+            rt.shutdown();
+        }
         let _ = stop_tx.send(true);
         let _ = scheduler.await;
         let _ = server.await;
+        if let Some(rt) = &realtime {
+            rt.closed().await;
+        }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(())

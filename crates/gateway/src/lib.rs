@@ -10,15 +10,16 @@
 //! - [`functions`]: Edge Functions at `/functions/v1/<name>`, proxied to their Deno processes with
 //!   `verify_jwt` enforced per function.
 //! - [`ratelimit`]: GoTrue's per-client-IP token buckets (the `hosted` stack profile).
+//! - [`realtime`]: Realtime at `/realtime/v1/websocket`: Phoenix channels, `postgres_changes` from a
+//!   logical replication slot filtered by row-level security, broadcast, limits.
 //! - [`rest`]: the Data API (PostgREST) at `/rest/v1`: tables, filters, bulk inserts, RPC, each
 //!   request one transaction under the caller's role so row-level security is Postgres's own.
-//!
-//! The Realtime (`/realtime/v1`) stand-in is the next piece to attach.
 
 pub mod apikey;
 pub mod auth;
 pub mod functions;
 pub mod ratelimit;
+pub mod realtime;
 pub mod rest;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub struct GatewayConfig {
     pub rest: RestSettings,
     /// The edge functions the stack runs, by name.
     pub functions: std::collections::BTreeMap<String, functions::FunctionRoute>,
+    pub realtime: realtime::RealtimeSettings,
 }
 
 /// GoTrue's settings (`[auth]` of `supabase/config.toml`).
@@ -129,6 +131,13 @@ impl GatewayConfig {
                     )
                 })
                 .collect(),
+            realtime: realtime::RealtimeSettings {
+                limits: match state.profile {
+                    fleetbench_stack::Profile::Hosted => Some(realtime::Limits::local_defaults()),
+                    fleetbench_stack::Profile::Unlimited => None,
+                },
+                ..Default::default()
+            },
         }
     }
 }
@@ -139,10 +148,12 @@ pub enum GatewayError {
     Pool(String),
 }
 
-/// The whole gateway: Auth at `/auth/v1` and the Data API at `/rest/v1` behind the key check, and
-/// Edge Functions at `/functions/v1` (which check the bearer themselves). Serve it
-/// with `into_make_service_with_connect_info::<SocketAddr>()` so rate limits see the client's IP.
-pub fn router(config: GatewayConfig) -> Result<Router, GatewayError> {
+/// The whole gateway: Auth at `/auth/v1` and the Data API at `/rest/v1` behind the key check, Edge
+/// Functions at `/functions/v1` (which check the bearer themselves) and Realtime at `/realtime/v1`
+/// (which checks its own key). Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
+/// so rate limits see the client's IP. Must be called on a tokio runtime: Realtime's poller starts
+/// here; the handle stops it.
+pub fn build(config: GatewayConfig) -> Result<(Router, Option<realtime::Handle>), GatewayError> {
     let auth = Arc::new(auth::AuthState {
         limiter: ratelimit::Limiter::new(config.auth.rate_limits.clone()),
         pool: pool(&config.db_url, 16, std::time::Duration::from_secs(10))?,
@@ -161,6 +172,11 @@ pub fn router(config: GatewayConfig) -> Result<Router, GatewayError> {
         jwt_secret: config.jwt_secret.clone(),
         http: reqwest::Client::new(),
     });
+    let (config_rt, secret, db_url) = (
+        config.realtime.clone(),
+        config.jwt_secret.clone(),
+        config.db_url.clone(),
+    );
     let keyed = Router::new()
         .nest("/auth/v1", auth::routes(auth))
         .nest("/rest/v1", rest::routes(rest))
@@ -168,33 +184,114 @@ pub fn router(config: GatewayConfig) -> Result<Router, GatewayError> {
             Arc::new(config),
             apikey::require_apikey,
         ));
-    Ok(keyed.nest("/functions/v1", functions::routes(functions)))
+    let mut app = keyed.nest("/functions/v1", functions::routes(functions));
+    let mut handle = None;
+    if config_rt.enabled {
+        let (routes, h) = realtime::start(
+            config_rt,
+            secret,
+            pool(&db_url, 8, std::time::Duration::from_secs(10))?,
+            db_url.clone(),
+        );
+        app = app.nest("/realtime/v1", routes);
+        handle = Some(h);
+    }
+    Ok((app, handle))
+}
+
+/// [`build`] without the Realtime handle.
+pub fn router(config: GatewayConfig) -> Result<Router, GatewayError> {
+    build(config).map(|(router, _)| router)
 }
 
 /// Serves a gateway on a free 127.0.0.1 port from a thread and runtime of its own (tests, benches,
 /// embedding); returns its base URL. The listener is bound before this returns, so requests made
 /// right away wait in the backlog instead of being refused.
 pub fn spawn(config: impl FnOnce(String) -> GatewayConfig) -> std::io::Result<String> {
+    start(config).map(|running| running.url.clone())
+}
+
+/// A gateway served by [`start`]. Dropping it leaves the gateway running.
+pub struct Running {
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<bool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops the way SIGTERM stops the stack daemon: Realtime's poller finishes its batch, sockets
+    /// flush and close, subscriptions are kept for the clients to resume.
+    pub fn stop(mut self) {
+        self.end(true);
+    }
+
+    /// Stops at once, as a crash would: tasks are dropped wherever they are.
+    pub fn kill(mut self) {
+        self.end(false);
+    }
+
+    fn end(&mut self, graceful: bool) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(graceful);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Like [`spawn`], with a handle to stop the gateway.
+pub fn start(config: impl FnOnce(String) -> GatewayConfig) -> std::io::Result<Running> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let url = format!("http://{}", listener.local_addr()?);
     let config = config(url.clone());
-    std::thread::Builder::new()
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<bool>();
+    let thread = std::thread::Builder::new()
         .name("fleetbench-gateway".into())
         .spawn(move || {
             let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime for the gateway");
-            runtime.block_on(async move {
-                let app = router(config).expect("the gateway's pools");
+            let graceful = runtime.block_on(async move {
+                let (app, realtime) = build(config).expect("the gateway's pools");
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                )
-                .await
-                .expect("serving the gateway");
+                let (quit_tx, mut quit_rx) = tokio::sync::watch::channel(false);
+                let server = tokio::spawn(async move {
+                    axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(async move {
+                        let _ = quit_rx.wait_for(|q| *q).await;
+                    })
+                    .await
+                    .expect("serving the gateway");
+                });
+                // A dropped `Running` (no stop ever sent) keeps serving until the process ends.
+                let graceful = match stop_rx.await {
+                    Ok(g) => g,
+                    Err(_) => std::future::pending().await,
+                };
+                if graceful {
+                    if let Some(rt) = &realtime {
+                        rt.shutdown();
+                    }
+                    let _ = quit_tx.send(true);
+                    let _ = server.await;
+                    if let Some(rt) = &realtime {
+                        rt.closed().await;
+                    }
+                }
+                graceful
             });
+            if !graceful {
+                runtime.shutdown_background();
+            }
         })?;
-    Ok(url)
+    Ok(Running {
+        url,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
 }
 
 fn pool(

@@ -205,3 +205,105 @@ async fn supabase_py_works_unmodified() {
     );
     check(&out, &a, &b, &input, &nearest).await;
 }
+
+/// Runs a Realtime client script: once it says it is live, inserts an alert for another user and
+/// then one for `a`, tells the script which id to wait for, and checks what arrived.
+async fn realtime_client(mut cmd: Command, label: &str) {
+    use std::io::{BufRead, Write};
+    let g = gateway();
+    let (a, b) = (
+        g.agent(&format!("{label}-a")).await,
+        g.agent(&format!("{label}-b")).await,
+    );
+    let input = json!({ "email": a.email, "password": a.password });
+    cmd.env("SUPABASE_URL", &g.url)
+        .env("SUPABASE_ANON_KEY", &g.anon)
+        .env("CONFORMANCE_INPUT", input.to_string())
+        .env("DENO_NO_UPDATE_CHECK", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("starting the client script");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        (line, stdout)
+    })
+    .await
+    .unwrap();
+    let (line, mut stdout) = ready;
+    if line.trim() != r#"{"ready": true}"# && line.trim() != r#"{"ready":true}"# {
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "client not live: {line}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let db = g.db().await;
+    crate::realtime::insert_alerts(&db, &b, 1, "not for a").await;
+    let mine = crate::realtime::insert_alerts(&db, &a, 1, "for a").await[0];
+    writeln!(stdin, "{mine}").unwrap();
+    let (line, status) = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            line,
+            (
+                out.status,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "{line}{}", status.1);
+    let out: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    // Only a's alert: b's, committed first, was not delivered to a.
+    assert_eq!(out["ids"], json!([mine]), "{out}");
+    let first = &out["first"];
+    let data = first.get("data").unwrap_or(first);
+    let (schema, table, kind) = (
+        data["schema"].as_str().unwrap_or_default(),
+        data["table"].as_str().unwrap_or_default(),
+        data.get("type")
+            .or(data.get("eventType"))
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    );
+    assert_eq!(
+        (schema, table, kind),
+        ("public", "alerts", "INSERT"),
+        "{out}"
+    );
+    assert!(data.get("commit_timestamp").is_some(), "{out}");
+    let rec = data.get("record").or(data.get("new")).unwrap();
+    assert_eq!(rec["user_id"], json!(a.user_id), "{out}");
+}
+
+#[tokio::test]
+async fn realtime_js_receives_its_users_alerts() {
+    let c = tokio::task::spawn_blocking(clients).await.unwrap();
+    let mut cmd = Command::new(&c.deno);
+    cmd.args([
+        "run",
+        "--cached-only",
+        "--no-config",
+        "--node-modules-dir=none",
+        "--allow-net=127.0.0.1",
+        "--allow-env",
+    ])
+    .arg(script("realtime_js.ts"))
+    .env("DENO_DIR", &c.deno_dir);
+    realtime_client(cmd, "rt-js").await;
+}
+
+#[tokio::test]
+async fn realtime_py_receives_its_users_alerts() {
+    let c = tokio::task::spawn_blocking(clients).await.unwrap();
+    let mut cmd = Command::new(&c.python);
+    cmd.arg(script("realtime_py.py"));
+    realtime_client(cmd, "rt-py").await;
+}

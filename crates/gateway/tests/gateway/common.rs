@@ -49,22 +49,44 @@ pub fn stack() -> &'static StackState {
 /// The gateway with the project's settings (profile `unlimited`), shared by the tests.
 pub fn gateway() -> &'static Gateway {
     static G: OnceLock<Gateway> = OnceLock::new();
-    G.get_or_init(|| start(|_| {}))
+    G.get_or_init(|| {
+        let running = start_running(|_| {});
+        let url = running.url.clone();
+        drop(running);
+        at(url)
+    })
 }
 
 /// A gateway of its own, on a free port, with `configure` applied to the project's settings.
+/// Realtime is off unless `configure` turns it on (with a slot of its own).
 pub fn start(configure: impl FnOnce(&mut GatewayConfig)) -> Gateway {
+    let running = start_running(|c| {
+        c.realtime.enabled = false;
+        configure(c)
+    });
+    let url = running.url.clone();
+    drop(running);
+    at(url)
+}
+
+/// A gateway that can be stopped (`stop`, `kill`).
+pub fn start_running(configure: impl FnOnce(&mut GatewayConfig)) -> fleetbench_gateway::Running {
     let state = stack();
     let project = fleetbench_stack::ProjectConfig::load(
         &fleetbench_stack::testing::workspace_root().join("supabase"),
     )
     .unwrap();
-    let url = fleetbench_gateway::spawn(|url| {
+    fleetbench_gateway::start(|url| {
         let mut config = GatewayConfig::for_stack(state, &project, url);
         configure(&mut config);
         config
     })
-    .unwrap();
+    .unwrap()
+}
+
+/// The fixture view of a gateway at `url` on the shared stack.
+pub fn at(url: String) -> Gateway {
+    let state = stack();
     Gateway {
         url,
         anon: state.secrets.anon_key.clone(),

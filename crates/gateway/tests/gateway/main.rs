@@ -11,10 +11,16 @@
 //! - [`clients`]: the official clients, unmodified: `@supabase/supabase-js` under Deno and the
 //!   Python `supabase` package, each running the dashboard's and an agent's calls.
 //! - [`functions`]: Edge Functions through the gateway, `verify_jwt` per function.
+//! - [`realtime`]: Realtime over the WAL: delivery to the owner only, payload shape, join errors,
+//!   limits, heartbeat timeout, token refresh and expiry, broadcast, 10,000 inserts in order,
+//!   restarts (graceful and a crash) without loss, and absent subscribers reported lost.
+//! - [`ws`]: the Realtime test client.
 //! - [`common`]: the fixtures: a gateway on a free port, users, signed-in agents with a device.
 
 mod auth;
 mod clients;
 mod common;
 mod functions;
+mod realtime;
 mod rest;
+mod ws;

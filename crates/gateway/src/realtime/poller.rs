@@ -1,0 +1,328 @@
+//! The replication poller: like Realtime's `ReplicationPoller`, one task reads the slot every
+//! `poll_interval` (at once again while there is more), up to `poll_max_changes` per read, so
+//! changes are handled in commit order on a single thread. For each batch it matches changes to
+//! subscriptions (event, filters), asks Postgres which rows each subscriber's role may see, queues
+//! the frames, waits until they are written, and only then advances the slot: a change that was not
+//! written stays in the slot across a restart.
+//!
+//! After a restart, subscriptions the previous instance left in `realtime.subscription` are
+//! *orphans*. If the slot holds undelivered changes, polling waits (at most `resume_window`) for
+//! their clients to rejoin; a rejoining client receives the backlog. Orphans that do not return are
+//! given the backlog as lost: the count is logged and added to the `lost` statistic.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio_postgres::Client;
+
+use super::changes::{Change, Decoder, Kind};
+use super::hub::{Ack, Channel, Claims, Conn, Sub};
+use super::{Realtime, filter, store};
+
+pub async fn run(rt: Arc<Realtime>, db: Client) {
+    let mut stop = rt.stop.subscribe();
+    let mut decoder = match Decoder::new(&db).await {
+        Ok(d) => d,
+        Err(e) => return tracing::error!("realtime: reading pg_type: {e}"),
+    };
+    let sinks = match resume(&rt, &db).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("realtime: resuming subscriptions: {e}");
+            None
+        }
+    };
+    let mut sinks = sinks;
+    rt.ready.send_replace(true);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let more = match poll_once(&rt, &db, &mut decoder, &mut sinks).await {
+            Ok(more) => more,
+            Err(e) => {
+                tracing::warn!("realtime: poll failed: {e}");
+                false
+            }
+        };
+        if !more {
+            tokio::select! {
+                _ = tokio::time::sleep(rt.settings.poll_interval) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+/// Subscribers that did not return, and the LSN up to which the backlog they missed reaches.
+struct Sinks {
+    conns: Vec<(Arc<Conn>, store::Stored)>,
+    until_lsn: u64,
+}
+
+async fn resume(rt: &Arc<Realtime>, db: &Client) -> Result<Option<Sinks>, tokio_postgres::Error> {
+    let result = load_and_wait(rt, db).await;
+    rt.orphans_loaded.send_replace(true);
+    result
+}
+
+async fn load_and_wait(
+    rt: &Arc<Realtime>,
+    db: &Client,
+) -> Result<Option<Sinks>, tokio_postgres::Error> {
+    let orphans = store::orphans(db, &rt.settings.slot, rt.instance).await?;
+    if orphans.is_empty() {
+        return Ok(None);
+    }
+    let backlog = !store::peek(db, &rt.settings.slot, super::PUBLICATION, 1)
+        .await?
+        .is_empty();
+    if !backlog {
+        let ids: Vec<i64> = orphans.iter().map(|o| o.row_id).collect();
+        store::delete(db, &ids).await?;
+        return Ok(None);
+    }
+    let until_lsn = store::current_lsn(db).await?;
+    tracing::info!(
+        "realtime: {} subscriptions from before the restart; waiting up to {:?} for their clients",
+        orphans.len(),
+        rt.settings.resume_window
+    );
+    *rt.orphans.lock().unwrap() = orphans;
+    rt.orphans_loaded.send_replace(true);
+    let deadline = tokio::time::Instant::now() + rt.settings.resume_window;
+    let mut stop = rt.stop.subscribe();
+    loop {
+        if rt.orphans.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::select! {
+            _ = rt.orphan_claimed.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = stop.changed() => break,
+        }
+    }
+    let left = std::mem::take(&mut *rt.orphans.lock().unwrap());
+    let mut conns = Vec::new();
+    for (i, o) in left.into_iter().enumerate() {
+        let conn = Conn::lost_sink(u64::MAX - i as u64);
+        let claims = Claims {
+            role: o.role.clone(),
+            sub: String::new(),
+            exp: i64::MAX,
+            json: o.claims.clone(),
+        };
+        let channel = Arc::new(Channel {
+            conn: conn.clone(),
+            topic: o.topic.clone(),
+            join_ref: None,
+            claims: std::sync::Mutex::new(Arc::new(claims)),
+            broadcast_self: false,
+        });
+        rt.hub.add_sub(Arc::new(Sub {
+            id: 0,
+            channel,
+            schema: o.schema.clone(),
+            table: o.table.clone(),
+            action: super::socket::parse_event(&o.action).ok().flatten(),
+            filters: filter::parse(&o.filters).unwrap_or_default(),
+            since_lsn: 0,
+            until_lsn,
+            row_id: o.row_id,
+        }));
+        conns.push((conn, o));
+    }
+    Ok((!conns.is_empty()).then_some(Sinks { conns, until_lsn }))
+}
+
+/// Reads and delivers one batch; true when the slot may hold more.
+async fn poll_once(
+    rt: &Arc<Realtime>,
+    db: &Client,
+    decoder: &mut Decoder,
+    sinks: &mut Option<Sinks>,
+) -> Result<bool, String> {
+    let max = rt.settings.poll_max_changes;
+    let rows = store::peek(db, &rt.settings.slot, super::PUBLICATION, max)
+        .await
+        .map_err(|e| e.to_string())?;
+    if rows.is_empty() {
+        settle_sinks(rt, db, sinks, u64::MAX).await;
+        return Ok(false);
+    }
+    let (changes, last_end) = decoder.decode(db, &rows).await?;
+    let ack = Arc::new(Ack::default());
+    dispatch(rt, db, &changes, &ack).await?;
+    // The absent subscribers were handed their share of this batch as lost; report it before the
+    // others can read theirs.
+    settle_sinks(rt, db, sinks, last_end.unwrap_or(0)).await;
+    ack.wait().await;
+    if let Some(end) = last_end {
+        store::advance(db, &rt.settings.slot, end)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(rows.len() as i32 >= max)
+}
+
+/// Once the poller is past the backlog, reports what the absent subscribers lost and forgets them.
+async fn settle_sinks(rt: &Arc<Realtime>, db: &Client, sinks: &mut Option<Sinks>, at: u64) {
+    let Some(s) = sinks else { return };
+    if at < s.until_lsn {
+        return;
+    }
+    let mut rows = Vec::new();
+    for (conn, o) in &s.conns {
+        rt.hub.remove_conn(conn);
+        let lost = conn.counters.lost.load(Ordering::Relaxed);
+        rt.stats.lost.fetch_add(lost, Ordering::Relaxed);
+        if lost > 0 {
+            tracing::warn!(
+                "realtime: {lost} changes of {}.{} for {} on {} were lost: the client did not rejoin within {:?} of the restart",
+                o.schema,
+                o.table,
+                o.claims_role_sub(),
+                o.topic,
+                rt.settings.resume_window
+            );
+        }
+        rows.push(o.row_id);
+    }
+    if let Err(e) = store::delete(db, &rows).await {
+        tracing::warn!("realtime: removing orphaned subscriptions: {e}");
+    }
+    *sinks = None;
+}
+
+impl store::Stored {
+    fn claims_role_sub(&self) -> String {
+        let sub = serde_json::from_str::<serde_json::Value>(&self.claims)
+            .ok()
+            .and_then(|c| c["sub"].as_str().map(str::to_string));
+        match sub {
+            Some(s) => format!("{} {s}", self.role),
+            None => self.role.clone(),
+        }
+    }
+}
+
+/// Matches, authorises and queues one batch, in commit order per socket.
+async fn dispatch(
+    rt: &Realtime,
+    db: &Client,
+    changes: &[Change],
+    ack: &Arc<Ack>,
+) -> Result<(), String> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let subs = rt.hub.subs_snapshot();
+    // (change index, subscription) pairs that pass event, time and filters.
+    let mut candidates: Vec<(usize, Arc<Sub>)> = Vec::new();
+    for (i, c) in changes.iter().enumerate() {
+        let Some(list) = subs.get(&(c.table.schema.clone(), c.table.name.clone())) else {
+            continue;
+        };
+        for s in list {
+            if c.end_lsn > s.since_lsn
+                && c.end_lsn <= s.until_lsn
+                && s.wants(c.kind)
+                && filter::matches(&s.filters, c.row())
+            {
+                candidates.push((i, s.clone()));
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let visible = visibility(db, changes, &candidates).await?;
+
+    // One frame per change and channel, carrying the ids of every binding of that channel it matched.
+    let mut per_change: Vec<Vec<(Arc<Channel>, Vec<u32>)>> = vec![Vec::new(); changes.len()];
+    for (i, s) in candidates {
+        let claims = s.channel.claims();
+        if needs_check(&changes[i], &claims)
+            && !visible.contains(&(i, claims.role.clone(), claims.json.clone()))
+        {
+            continue;
+        }
+        let slot = &mut per_change[i];
+        match slot.iter_mut().find(|(ch, _)| Arc::ptr_eq(ch, &s.channel)) {
+            Some((_, ids)) => ids.push(s.id),
+            None => slot.push((s.channel.clone(), vec![s.id])),
+        }
+    }
+    for (i, targets) in per_change.into_iter().enumerate() {
+        if targets.is_empty() {
+            continue;
+        }
+        let data = changes[i].data_json();
+        for (channel, ids) in targets {
+            let text = super::protocol::encode_change(
+                channel.conn.vsn,
+                channel.join_ref.as_deref(),
+                &channel.topic,
+                &ids,
+                &data,
+            );
+            channel.conn.send(text, Some(ack));
+            rt.stats.events.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// Deletes are not checked (the row is gone), nor roles that bypass row-level security.
+fn needs_check(c: &Change, claims: &Claims) -> bool {
+    c.kind != Kind::Delete && c.table.rls && claims.role != "service_role"
+}
+
+/// Which (change, role, claims) are visible: one query per distinct identity and table, each run
+/// as that identity, pipelined on the poller's connection.
+async fn visibility(
+    db: &Client,
+    changes: &[Change],
+    candidates: &[(usize, Arc<Sub>)],
+) -> Result<HashSet<(usize, String, String)>, String> {
+    // (table sql, role, claims) → change indices
+    let mut groups: HashMap<(String, String, String), Vec<usize>> = HashMap::new();
+    for (i, s) in candidates {
+        let claims = s.channel.claims();
+        if !needs_check(&changes[*i], &claims) {
+            continue;
+        }
+        let idx = groups
+            .entry((
+                changes[*i].table.visible_sql.clone(),
+                claims.role.clone(),
+                claims.json.clone(),
+            ))
+            .or_default();
+        if !idx.contains(i) {
+            idx.push(*i);
+        }
+    }
+    let queries = groups.iter().map(|((sql, role, claims), idx)| async move {
+        let keys: Vec<&str> = idx.iter().map(|&i| changes[i].key_text.as_str()).collect();
+        let rows = db
+            .query(
+                "select realtime.fleetbench_visible($1, $2, $3, $4::text[])",
+                &[role, claims, sql, &keys],
+            )
+            .await?;
+        let seen: HashSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+        Ok::<_, tokio_postgres::Error>(
+            idx.iter()
+                .filter(|&&i| seen.contains(&changes[i].key_text))
+                .map(|&i| (i, role.clone(), claims.clone()))
+                .collect::<Vec<_>>(),
+        )
+    });
+    let mut visible = HashSet::new();
+    for r in futures_util::future::join_all(queries).await {
+        visible.extend(r.map_err(|e| format!("visibility check: {e}"))?);
+    }
+    Ok(visible)
+}
