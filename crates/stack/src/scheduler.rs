@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use croner::Cron;
-use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::{Result, StackError, db_error_text};
 
@@ -76,46 +75,26 @@ struct Job {
 }
 
 /// Runs until `shutdown` resolves. Connection failures (the database restarting) are retried.
-pub async fn run(db_url: String, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut backoff = Duration::from_millis(200);
-    while !*shutdown.borrow() {
-        match run_connected(&db_url, &mut shutdown).await {
-            Ok(()) => return,
-            Err(e) => tracing::warn!("scheduler: {e}; reconnecting in {backoff:?}"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
-    }
+pub async fn run(db_url: String, shutdown: tokio::sync::watch::Receiver<bool>) {
+    crate::listen::supervise("scheduler", shutdown, |stop| {
+        let db_url = db_url.clone();
+        async move { run_connected(&db_url, stop).await }
+    })
+    .await
 }
 
 async fn run_connected(
     db_url: &str,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
-    let (client, mut conn) = tokio_postgres::connect(db_url, NoTls).await?;
-    let (notify_tx, mut notify_rx) = mpsc::unbounded_channel();
-    let driver = tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(_))) => {
-                    let _ = notify_tx.send(());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e),
-                None => return Ok(()),
-            }
-        }
-    });
-    client.batch_execute("listen fleetbench_schedules").await?;
+    let mut listening = crate::listen::Listening::connect(db_url, "fleetbench_schedules").await?;
+    let client = &listening.client;
     let mut jobs: BTreeMap<String, Job> = BTreeMap::new();
-    let result = loop {
-        reload(&client, &mut jobs).await?;
+    loop {
+        reload(client, &mut jobs).await?;
         let now = Utc::now();
         for (name, job) in jobs.iter_mut().filter(|(_, j)| j.next <= now) {
-            record_run(&client, name, &job.command).await?;
+            record_run(client, name, &job.command).await?;
             job.next = job
                 .schedule
                 .next_after(Utc::now())
@@ -132,15 +111,11 @@ async fn run_connected(
             .min(RELOAD_EVERY);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            Some(()) = notify_rx.recv() => {}
+            Some(()) = listening.wakeups.recv() => {}
             _ = shutdown.changed() => break Ok(()),
         }
-        if driver.is_finished() {
-            break Err(StackError::Db("the scheduler's connection closed".into()));
-        }
-    };
-    driver.abort();
-    result
+        listening.check("scheduler")?;
+    }
 }
 
 /// Merges the table into `jobs`: new jobs are due now, changed schedules are re-planned, removed

@@ -3,6 +3,8 @@
 //! Contents:
 //! - pooler: PgBouncer holds 2,000 concurrent clients in transaction mode on 20 server connections.
 //! - functions: anomaly-webhook answers, sanitises, and forwards to the configured webhook URL.
+//! - webhooks: an alert insert reaches the sink through pg_net's stand-in and the edge function,
+//!   after commit and no faster than the configured rate.
 //! - lifecycle: `up` is idempotent; `down` leaves no process behind.
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -13,10 +15,10 @@ use fleetbench_stack::{Stack, process};
 use tokio::sync::Semaphore;
 use tokio_postgres::NoTls;
 
-/// Bodies received by the test's webhook sink, which lives as long as the binary.
+/// Bodies received by the test's webhook sink (with when), which lives as long as the binary.
 struct Sink {
     url: String,
-    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+    bodies: Arc<Mutex<Vec<(std::time::Instant, serde_json::Value)>>>,
     notify: Arc<tokio::sync::Notify>,
 }
 
@@ -40,7 +42,7 @@ fn sink() -> &'static Sink {
                     axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
                         let (b, n) = (b.clone(), n.clone());
                         async move {
-                            b.lock().unwrap().push(body);
+                            b.lock().unwrap().push((std::time::Instant::now(), body));
                             n.notify_waiters();
                             "ok"
                         }
@@ -173,7 +175,7 @@ async fn anomaly_webhook_forwards_a_sanitised_alert() {
     let received = sink().bodies.lock().unwrap().clone();
     let alert = received
         .iter()
-        .map(|b| &b["alert"])
+        .map(|(_, b)| &b["alert"])
         .find(|a| a["id"] == 41)
         .unwrap_or_else(|| panic!("the sink did not receive alert 41: {received:?}"));
     assert_eq!(alert["kind"], "thermal");
@@ -240,4 +242,143 @@ fn up_is_idempotent_and_down_leaves_nothing_behind() {
     );
     remove_instance(&opts.paths);
     assert!(process::pids_using(&opts.paths.instance).is_empty());
+}
+
+#[tokio::test]
+async fn an_alert_insert_reaches_the_sink_through_the_edge_function() {
+    const ALERTS: usize = 6;
+    const RATE: f64 = 5.0;
+    let state = stack();
+    let (mut db, conn) = tokio_postgres::connect(&state.direct_db_url(), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let dir = fleetbench_stack::testing::workspace_root().join("migrations");
+    fleetbench_schema::apply(
+        &mut db,
+        &fleetbench_schema::load_dir(&dir).unwrap(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    let function = state.function_url("anomaly-webhook").unwrap();
+    db.execute(
+        "update fleetbench.webhook_targets set url = $1 where name = 'anomaly-webhook'",
+        &[&function],
+    )
+    .await
+    .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(fleetbench_stack::pgnet::run(
+        state.direct_db_url(),
+        RATE,
+        stop_rx,
+    ));
+
+    let user: uuid::Uuid = db
+        .query_one(
+            "insert into auth.users (email) values ($1) returning id",
+            &[&format!("hook-{}@fleetbench.test", uuid::Uuid::new_v4())],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let device: uuid::Uuid = db
+        .query_one(
+            "insert into public.devices (user_id, hostname) values ($1, 'hook-host') returning id",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // Queued inside the transaction, sent only after it commits.
+    let tx = db.transaction().await.unwrap();
+    let ids: Vec<i64> = tx
+        .query(
+            "insert into public.alerts (user_id, device_id, kind, severity, metric_ts, value, threshold, message) \
+             select $1, $2, 'thermal', 'critical', now(), 90 + g, 90, 'Critical Thermal Warning ' || g \
+             from generate_series(1, $3::int8) g order by g returning id",
+            &[&user, &device, &(ALERTS as i64)],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let queued: i64 = tx
+        .query_one("select count(*) from net.http_request_queue where convert_from(body, 'UTF8') like '%' || $1::text || '%'", &[&user.to_string()])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, ALERTS as i64, "each alert queues one request");
+    let sent_before_commit = sink()
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, b)| ids.contains(&b["alert"]["id"].as_i64().unwrap_or(-1)));
+    assert!(!sent_before_commit);
+    tx.commit().await.unwrap();
+
+    let mine = || -> Vec<(std::time::Instant, serde_json::Value)> {
+        sink()
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, b)| ids.contains(&b["alert"]["id"].as_i64().unwrap_or(-1)))
+            .cloned()
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while mine().len() < ALERTS {
+        let waiting = sink().notify.notified();
+        if mine().len() >= ALERTS {
+            break;
+        }
+        assert!(
+            tokio::time::timeout_at(deadline, waiting).await.is_ok(),
+            "only {} of {ALERTS} alerts reached the sink",
+            mine().len()
+        );
+    }
+    let got = mine();
+    assert_eq!(got.len(), ALERTS, "each alert once");
+    for id in &ids {
+        let row = db
+            .query_one(
+                "select kind, severity, message, value::float8 from public.alerts where id = $1",
+                &[id],
+            )
+            .await
+            .unwrap();
+        let (_, body) = got.iter().find(|(_, b)| b["alert"]["id"] == *id).unwrap();
+        let alert = &body["alert"];
+        assert_eq!(alert["kind"], row.get::<_, String>(0));
+        assert_eq!(alert["severity"], row.get::<_, String>(1));
+        assert_eq!(alert["message"], row.get::<_, String>(2));
+        assert_eq!(alert["value"].as_f64(), Some(row.get::<_, f64>(3)));
+        assert!(alert.get("user_id").is_none(), "{alert}");
+    }
+    // Started no faster than RATE per second: the first and last are at least (n-1)/RATE apart.
+    let first = got.iter().map(|(t, _)| *t).min().unwrap();
+    let last = got.iter().map(|(t, _)| *t).max().unwrap();
+    let min_span = Duration::from_secs_f64((ALERTS - 1) as f64 / RATE) - Duration::from_millis(50);
+    assert!(
+        last - first >= min_span,
+        "{ALERTS} requests within {:?}",
+        last - first
+    );
+    // Each answer recorded (the worker finishes its batch before it stops).
+    stop_tx.send(true).unwrap();
+    worker.await.unwrap();
+    let answered: i64 = db
+        .query_one(
+            "select count(*) from net._http_response where status_code = 200 and content like '%\"forwarded\":true%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(answered >= ALERTS as i64, "{answered} answers recorded");
 }
