@@ -53,6 +53,22 @@ async fn fixture(label: &str) -> (Agent, Agent, Value, Vec<String>) {
     (a, b, input, vec!["m3".into(), "m1".into(), "m4".into()])
 }
 
+/// A client script under Deno, offline from the cache the installer filled, network to 127.0.0.1 only.
+fn deno(c: &fleetbench_stack::install::Clients, name: &str) -> Command {
+    let mut cmd = Command::new(&c.deno);
+    cmd.args([
+        "run",
+        "--cached-only",
+        "--no-config",
+        "--node-modules-dir=none",
+        "--allow-net=127.0.0.1",
+        "--allow-env",
+    ])
+    .arg(script(name))
+    .env("DENO_DIR", &c.deno_dir);
+    cmd
+}
+
 fn run(mut cmd: Command, input: &Value) -> Value {
     let g = gateway();
     let out = cmd
@@ -151,17 +167,7 @@ async fn check(out: &Value, a: &Agent, b: &Agent, input: &Value, nearest: &[Stri
 async fn supabase_js_works_unmodified() {
     let c = tokio::task::spawn_blocking(clients).await.unwrap();
     let (a, b, input, nearest) = fixture("js").await;
-    let mut cmd = Command::new(&c.deno);
-    cmd.args([
-        "run",
-        "--cached-only",
-        "--no-config",
-        "--node-modules-dir=none",
-        "--allow-net=127.0.0.1",
-        "--allow-env",
-    ])
-    .arg(script("supabase_js.ts"))
-    .env("DENO_DIR", &c.deno_dir);
+    let cmd = deno(&c, "supabase_js.ts");
     let sent = input.clone();
     let out = tokio::task::spawn_blocking(move || run(cmd, &sent))
         .await
@@ -286,17 +292,7 @@ async fn realtime_client(mut cmd: Command, label: &str) {
 #[tokio::test]
 async fn realtime_js_receives_its_users_alerts() {
     let c = tokio::task::spawn_blocking(clients).await.unwrap();
-    let mut cmd = Command::new(&c.deno);
-    cmd.args([
-        "run",
-        "--cached-only",
-        "--no-config",
-        "--node-modules-dir=none",
-        "--allow-net=127.0.0.1",
-        "--allow-env",
-    ])
-    .arg(script("realtime_js.ts"))
-    .env("DENO_DIR", &c.deno_dir);
+    let cmd = deno(&c, "realtime_js.ts");
     realtime_client(cmd, "rt-js").await;
 }
 
