@@ -219,13 +219,13 @@ fn main() {
     let state = fleetbench_stack::testing::shared(|_| {});
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut admin = {
+        let admin = {
             let (c, conn) = tokio_postgres::connect(&state.direct_db_url(), tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(conn);
             c
         };
         let dir = fleetbench_stack::testing::workspace_root().join("migrations");
-        fleetbench_schema::apply(&mut admin, &fleetbench_schema::load_dir(&dir).unwrap(), &mut |_| {}).await.unwrap();
+        fleetbench_schema::apply_dir(&state.direct_db_url(), &dir).await.unwrap();
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = format!("http://{}", listener.local_addr().unwrap());

@@ -55,13 +55,13 @@ fn main() {
     .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut admin = {
+        let admin = {
             let (c, conn) = tokio_postgres::connect(&state.direct_db_url(), tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(conn);
             c
         };
         let dir = fleetbench_stack::testing::workspace_root().join("migrations");
-        fleetbench_schema::apply(&mut admin, &fleetbench_schema::load_dir(&dir).unwrap(), &mut |_| {}).await.unwrap();
+        fleetbench_schema::apply_dir(&state.direct_db_url(), &dir).await.unwrap();
 
         // Users and devices straight in SQL (bcrypt sign-ups would dominate the setup); tokens are
         // minted with the stack's secret exactly as GoTrue signs them.

@@ -7,32 +7,29 @@ use fleetbench_schema::{apply, load_dir};
 
 use crate::{Failure, local};
 
-/// Where the project's API is and its service-role key, when known: the database webhook posts
-/// to `<api>/functions/v1/anomaly-webhook` with that key.
-fn webhook_target(flag_given: bool) -> Option<(String, String)> {
-    if let Ok(url) = std::env::var("SUPABASE_URL") {
+/// The database `migrate` targets, and where the project's API is with its service-role key when
+/// known (the alerts' database webhook posts to `<api>/functions/v1/anomaly-webhook` with it).
+/// The database is the flag's, then SUPABASE_DB_SESSION_URL / SUPABASE_DB_URL when a remote
+/// project is selected, else the local stack's (started on demand) over a direct connection.
+fn target(flag: Option<String>) -> anyhow::Result<(String, Option<(String, String)>)> {
+    let remote_api = std::env::var("SUPABASE_URL").ok().and_then(|url| {
         let key = std::env::var("SUPABASE_SERVICE_ROLE_KEY").ok()?;
-        return Some((url, key));
-    }
-    if flag_given {
-        return None;
-    }
-    let state = local::ensure_up(None).ok()?;
-    Some((state.api_url()?, state.secrets.service_role_key.clone()))
-}
-
-/// Which database `migrate` targets: the flag, then SUPABASE_DB_SESSION_URL / SUPABASE_DB_URL when a
-/// remote project is selected, else the local stack (started on demand) over a direct connection.
-pub fn target_url(flag: Option<String>) -> anyhow::Result<String> {
+        Some((url, key))
+    });
     if let Some(url) = flag {
-        return Ok(url);
+        return Ok((url, remote_api));
     }
     if std::env::var_os("SUPABASE_URL").is_some() {
-        return std::env::var("SUPABASE_DB_SESSION_URL")
+        let url = std::env::var("SUPABASE_DB_SESSION_URL")
             .or_else(|_| std::env::var("SUPABASE_DB_URL"))
-            .context("SUPABASE_URL is set, so a remote project is targeted, but neither SUPABASE_DB_SESSION_URL nor SUPABASE_DB_URL is: set one or pass --db-url");
+            .context("SUPABASE_URL is set, so a remote project is targeted, but neither SUPABASE_DB_SESSION_URL nor SUPABASE_DB_URL is: set one or pass --db-url")?;
+        return Ok((url, remote_api));
     }
-    Ok(local::ensure_up(None)?.direct_db_url())
+    let state = local::ensure_up(None)?;
+    let api = state
+        .api_url()
+        .map(|api| (api, state.secrets.service_role_key.clone()));
+    Ok((state.direct_db_url(), api))
 }
 
 pub fn run(db_url: Option<String>, dir: &Path) -> Result<(), Failure> {
@@ -44,9 +41,7 @@ pub fn run(db_url: Option<String>, dir: &Path) -> Result<(), Failure> {
 /// Applies the folder's migrations and returns the one-line account of what was done.
 pub fn apply_dir(db_url: Option<String>, dir: &Path) -> Result<String, Failure> {
     let migrations = load_dir(dir).map_err(Failure::invalid)?;
-    let flag_given = db_url.is_some();
-    let url = target_url(db_url)?;
-    let webhook = webhook_target(flag_given);
+    let (url, webhook) = target(db_url)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -154,9 +154,11 @@ pub enum GatewayError {
 /// so rate limits see the client's IP. Must be called on a tokio runtime: Realtime's poller starts
 /// here; the handle stops it.
 pub fn build(config: GatewayConfig) -> Result<(Router, Option<realtime::Handle>), GatewayError> {
+    // The direct superuser pool: GoTrue's, and Realtime's subscription bookkeeping.
+    let direct = pool(&config.db_url, 16, std::time::Duration::from_secs(10))?;
     let auth = Arc::new(auth::AuthState {
         limiter: ratelimit::Limiter::new(config.auth.rate_limits.clone()),
-        pool: pool(&config.db_url, 16, std::time::Duration::from_secs(10))?,
+        pool: direct.clone(),
         config: config.clone(),
     });
     let rest = rest::RestState::new(
@@ -187,12 +189,7 @@ pub fn build(config: GatewayConfig) -> Result<(Router, Option<realtime::Handle>)
     let mut app = keyed.nest("/functions/v1", functions::routes(functions));
     let mut handle = None;
     if config_rt.enabled {
-        let (routes, h) = realtime::start(
-            config_rt,
-            secret,
-            pool(&db_url, 8, std::time::Duration::from_secs(10))?,
-            db_url.clone(),
-        );
+        let (routes, h) = realtime::start(config_rt, secret, direct, db_url.clone());
         app = app.nest("/realtime/v1", routes);
         handle = Some(h);
     }

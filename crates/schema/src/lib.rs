@@ -15,6 +15,14 @@ pub mod names;
 pub use migrations::{Migration, load_dir};
 pub use migrator::{MigrateReport, applied_versions, apply};
 
+/// Connects to `db_url` and applies the migrations in `dir` without progress output: how tests and
+/// benches bring a local stack to the project's schema.
+pub async fn apply_dir(db_url: &str, dir: &std::path::Path) -> Result<MigrateReport, SchemaError> {
+    let (mut client, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    apply(&mut client, &load_dir(dir)?, &mut |_| {}).await
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
     #[error("{path}: {reason}")]

@@ -86,6 +86,12 @@ async fn run_connected(
                 record(client, &answer).await?;
             }
         }
+        client
+            .execute(
+                "delete from net._http_response where created < now() - interval '6 hours'",
+                &[],
+            )
+            .await?;
     }
 }
 
@@ -166,11 +172,6 @@ async fn record(db: &Client, a: &Answer) -> Result<()> {
          insert into net._http_response (id, status_code, content_type, headers, content, timed_out, error_msg) \
          values ($1, $2, $3, $4, $5, $6, $7) on conflict (id) do nothing",
         &[&a.id, &a.status, &a.content_type, &a.headers, &a.content, &a.timed_out, &a.error],
-    )
-    .await?;
-    db.execute(
-        "delete from net._http_response where created < now() - interval '6 hours'",
-        &[],
     )
     .await?;
     Ok(())

@@ -249,18 +249,14 @@ async fn an_alert_insert_reaches_the_sink_through_the_edge_function() {
     const ALERTS: usize = 6;
     const RATE: f64 = 5.0;
     let state = stack();
+    let dir = fleetbench_stack::testing::workspace_root().join("migrations");
+    fleetbench_schema::apply_dir(&state.direct_db_url(), &dir)
+        .await
+        .unwrap();
     let (mut db, conn) = tokio_postgres::connect(&state.direct_db_url(), NoTls)
         .await
         .unwrap();
     tokio::spawn(conn);
-    let dir = fleetbench_stack::testing::workspace_root().join("migrations");
-    fleetbench_schema::apply(
-        &mut db,
-        &fleetbench_schema::load_dir(&dir).unwrap(),
-        &mut |_| {},
-    )
-    .await
-    .unwrap();
     let function = state.function_url("anomaly-webhook").unwrap();
     db.execute(
         "update fleetbench.webhook_targets set url = $1 where name = 'anomaly-webhook'",

@@ -37,8 +37,8 @@ pub struct Table {
     /// Replica-identity key columns (the primary key by default).
     pub key: Vec<usize>,
     pub rls: bool,
-    /// `[{"name":…,"type":…}]`, serialised once.
-    pub columns_json: String,
+    /// `[{"name":…,"type":…}]`, built once per relation.
+    pub columns_json: Value,
     /// The query that returns which of a set of keys the current role may see.
     pub visible_sql: String,
 }
@@ -78,7 +78,7 @@ impl Change {
             "table": self.table.name,
             "commit_timestamp": ts,
             "type": self.kind.as_str(),
-            "columns": Value::Null,
+            "columns": self.table.columns_json,
             "errors": Value::Null,
         });
         if let Some(r) = &self.record {
@@ -99,12 +99,7 @@ impl Change {
             };
             data["old_record"] = Value::Object(old);
         }
-        let text = data.to_string();
-        text.replacen(
-            r#""columns":null"#,
-            &format!(r#""columns":{}"#, self.table.columns_json),
-            1,
-        )
+        data.to_string()
     }
 }
 
@@ -239,8 +234,7 @@ impl Decoder {
                 .iter()
                 .map(|(n, t)| json!({ "name": n, "type": t }))
                 .collect(),
-        )
-        .to_string();
+        );
         let entity = format!("{}.{}", quote(&r.schema), quote(&r.name));
         let key_expr = key_expr(
             &key.iter()

@@ -255,8 +255,9 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    pub fn subs_snapshot(&self) -> ByTable {
-        self.subs.read().unwrap().clone()
+    /// Runs `f` over the subscriptions under the read lock (no copy per batch).
+    pub fn with_subs<R>(&self, f: impl FnOnce(&ByTable) -> R) -> R {
+        f(&self.subs.read().unwrap())
     }
 }
 

@@ -23,7 +23,7 @@ pub mod socket;
 pub mod store;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::Router;
@@ -114,8 +114,6 @@ pub struct Realtime {
     pub events: hub::PerSecond,
     pub next_conn: AtomicU64,
     pub stop: tokio::sync::watch::Sender<bool>,
-    /// True once the poller has resumed (or found nothing to resume).
-    pub ready: tokio::sync::watch::Sender<bool>,
     /// True once earlier subscriptions are loaded, so joins can be matched against them.
     orphans_loaded: tokio::sync::watch::Sender<bool>,
     /// The poller and the sockets still running.
@@ -139,12 +137,6 @@ impl Handle {
         let mut rx = self.0.live.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
     }
-
-    /// Resolves once the poller has resumed earlier subscriptions and is reading the slot.
-    pub async fn ready(&self) {
-        let mut rx = self.0.ready.subscribe();
-        let _ = rx.wait_for(|r| *r).await;
-    }
 }
 
 /// Routes at `/realtime/v1` and the poller, started on the current runtime.
@@ -164,7 +156,6 @@ pub fn start(
         events: hub::PerSecond::new(limits.as_ref().map(|l| l.max_events_per_second)),
         next_conn: AtomicU64::new(1),
         stop: tokio::sync::watch::channel(false).0,
-        ready: tokio::sync::watch::channel(false).0,
         orphans_loaded: tokio::sync::watch::channel(false).0,
         live: tokio::sync::watch::channel(1).0,
         orphans: Default::default(),
@@ -262,9 +253,5 @@ impl Realtime {
         }
         self.orphan_claimed.notify_one();
         true
-    }
-
-    pub fn lost(&self) -> u64 {
-        self.stats.lost.load(Ordering::Relaxed)
     }
 }

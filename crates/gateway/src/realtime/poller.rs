@@ -26,15 +26,10 @@ pub async fn run(rt: Arc<Realtime>, db: Client) {
         Ok(d) => d,
         Err(e) => return tracing::error!("realtime: reading pg_type: {e}"),
     };
-    let sinks = match resume(&rt, &db).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("realtime: resuming subscriptions: {e}");
-            None
-        }
-    };
-    let mut sinks = sinks;
-    rt.ready.send_replace(true);
+    let mut sinks = resume(&rt, &db).await.unwrap_or_else(|e| {
+        tracing::error!("realtime: resuming subscriptions: {e}");
+        None
+    });
     loop {
         if *stop.borrow() {
             break;
@@ -109,7 +104,7 @@ async fn load_and_wait(
         let conn = Conn::lost_sink(u64::MAX - i as u64);
         let claims = Claims {
             role: o.role.clone(),
-            sub: String::new(),
+            sub: o.sub.clone(),
             exp: i64::MAX,
             json: o.claims.clone(),
         };
@@ -182,7 +177,7 @@ async fn settle_sinks(rt: &Arc<Realtime>, db: &Client, sinks: &mut Option<Sinks>
                 "realtime: {lost} changes of {}.{} for {} on {} were lost: the client did not rejoin within {:?} of the restart",
                 o.schema,
                 o.table,
-                o.claims_role_sub(),
+                o.who(),
                 o.topic,
                 rt.settings.resume_window
             );
@@ -195,17 +190,8 @@ async fn settle_sinks(rt: &Arc<Realtime>, db: &Client, sinks: &mut Option<Sinks>
     *sinks = None;
 }
 
-impl store::Stored {
-    fn claims_role_sub(&self) -> String {
-        let sub = serde_json::from_str::<serde_json::Value>(&self.claims)
-            .ok()
-            .and_then(|c| c["sub"].as_str().map(str::to_string));
-        match sub {
-            Some(s) => format!("{} {s}", self.role),
-            None => self.role.clone(),
-        }
-    }
-}
+/// A change (by index), a subscription it matched, and the identity it is authorised with.
+type Candidate = (usize, Arc<Sub>, Arc<Claims>);
 
 /// Matches, authorises and queues one batch, in commit order per socket.
 async fn dispatch(
@@ -217,23 +203,25 @@ async fn dispatch(
     if changes.is_empty() {
         return Ok(());
     }
-    let subs = rt.hub.subs_snapshot();
-    // (change index, subscription) pairs that pass event, time and filters.
-    let mut candidates: Vec<(usize, Arc<Sub>)> = Vec::new();
-    for (i, c) in changes.iter().enumerate() {
-        let Some(list) = subs.get(&(c.table.schema.clone(), c.table.name.clone())) else {
-            continue;
-        };
-        for s in list {
-            if c.end_lsn > s.since_lsn
-                && c.end_lsn <= s.until_lsn
-                && s.wants(c.kind)
-                && filter::matches(&s.filters, c.row())
-            {
-                candidates.push((i, s.clone()));
+    // The pairs that pass event, time and filters.
+    let candidates: Vec<Candidate> = rt.hub.with_subs(|subs| {
+        let mut out = Vec::new();
+        for (i, c) in changes.iter().enumerate() {
+            let Some(list) = subs.get(&(c.table.schema.clone(), c.table.name.clone())) else {
+                continue;
+            };
+            for s in list {
+                if c.end_lsn > s.since_lsn
+                    && c.end_lsn <= s.until_lsn
+                    && s.wants(c.kind)
+                    && filter::matches(&s.filters, c.row())
+                {
+                    out.push((i, s.clone(), s.channel.claims()));
+                }
             }
         }
-    }
+        out
+    });
     if candidates.is_empty() {
         return Ok(());
     }
@@ -241,14 +229,11 @@ async fn dispatch(
 
     // One frame per change and channel, carrying the ids of every binding of that channel it matched.
     let mut per_change: Vec<Vec<(Arc<Channel>, Vec<u32>)>> = vec![Vec::new(); changes.len()];
-    for (i, s) in candidates {
-        let claims = s.channel.claims();
-        if needs_check(&changes[i], &claims)
-            && !visible.contains(&(i, claims.role.clone(), claims.json.clone()))
-        {
+    for (i, s, claims) in &candidates {
+        if needs_check(&changes[*i], claims) && !visible.contains(&(*i, claims.json.as_str())) {
             continue;
         }
-        let slot = &mut per_change[i];
+        let slot = &mut per_change[*i];
         match slot.iter_mut().find(|(ch, _)| Arc::ptr_eq(ch, &s.channel)) {
             Some((_, ids)) => ids.push(s.id),
             None => slot.push((s.channel.clone(), vec![s.id])),
@@ -279,47 +264,44 @@ fn needs_check(c: &Change, claims: &Claims) -> bool {
     c.kind != Kind::Delete && c.table.rls && claims.role != "service_role"
 }
 
-/// Which (change, role, claims) are visible: one query per distinct identity and table, each run
-/// as that identity, pipelined on the poller's connection.
-async fn visibility(
+/// Which (change, claims) are visible: one query per distinct identity and table, each run as that
+/// identity, pipelined on the poller's connection.
+async fn visibility<'a>(
     db: &Client,
-    changes: &[Change],
-    candidates: &[(usize, Arc<Sub>)],
-) -> Result<HashSet<(usize, String, String)>, String> {
-    // (table sql, role, claims) → change indices
-    let mut groups: HashMap<(String, String, String), Vec<usize>> = HashMap::new();
-    for (i, s) in candidates {
-        let claims = s.channel.claims();
-        if !needs_check(&changes[*i], &claims) {
+    changes: &'a [Change],
+    candidates: &'a [Candidate],
+) -> Result<HashSet<(usize, &'a str)>, String> {
+    // (table query, claims) → (role, change indices)
+    let mut groups: HashMap<(&str, &str), (&str, Vec<usize>)> = HashMap::new();
+    for (i, _, claims) in candidates {
+        if !needs_check(&changes[*i], claims) {
             continue;
         }
-        let idx = groups
-            .entry((
-                changes[*i].table.visible_sql.clone(),
-                claims.role.clone(),
-                claims.json.clone(),
-            ))
-            .or_default();
+        let (_, idx) = groups
+            .entry((changes[*i].table.visible_sql.as_str(), claims.json.as_str()))
+            .or_insert_with(|| (claims.role.as_str(), Vec::new()));
         if !idx.contains(i) {
             idx.push(*i);
         }
     }
-    let queries = groups.iter().map(|((sql, role, claims), idx)| async move {
-        let keys: Vec<&str> = idx.iter().map(|&i| changes[i].key_text.as_str()).collect();
-        let rows = db
-            .query(
-                "select realtime.fleetbench_visible($1, $2, $3, $4::text[])",
-                &[role, claims, sql, &keys],
+    let queries = groups
+        .iter()
+        .map(|(&(sql, claims), (role, idx))| async move {
+            let keys: Vec<&str> = idx.iter().map(|&i| changes[i].key_text.as_str()).collect();
+            let rows = db
+                .query(
+                    "select realtime.fleetbench_visible($1, $2, $3, $4::text[])",
+                    &[role, &claims, &sql, &keys],
+                )
+                .await?;
+            let seen: HashSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+            Ok::<_, tokio_postgres::Error>(
+                idx.iter()
+                    .filter(|&&i| seen.contains(&changes[i].key_text))
+                    .map(|&i| (i, claims))
+                    .collect::<Vec<_>>(),
             )
-            .await?;
-        let seen: HashSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
-        Ok::<_, tokio_postgres::Error>(
-            idx.iter()
-                .filter(|&&i| seen.contains(&changes[i].key_text))
-                .map(|&i| (i, role.clone(), claims.clone()))
-                .collect::<Vec<_>>(),
-        )
-    });
+        });
     let mut visible = HashSet::new();
     for r in futures_util::future::join_all(queries).await {
         visible.extend(r.map_err(|e| format!("visibility check: {e}"))?);

@@ -107,6 +107,8 @@ pub struct Stored {
     pub filters: String,
     pub action: String,
     pub claims: String,
+    /// The claims' `sub` (empty for a key without one).
+    pub sub: String,
     pub role: String,
     pub topic: String,
 }
@@ -115,7 +117,7 @@ impl Stored {
     /// Same user, same channel, same binding.
     pub fn resume_key(&self) -> String {
         resume_key(
-            &self.claims_sub(),
+            &self.sub,
             &self.role,
             &self.topic,
             &self.action,
@@ -125,11 +127,9 @@ impl Stored {
         )
     }
 
-    fn claims_sub(&self) -> String {
-        serde_json::from_str::<serde_json::Value>(&self.claims)
-            .ok()
-            .and_then(|c| c["sub"].as_str().map(str::to_string))
-            .unwrap_or_default()
+    /// The role and user, for log lines.
+    pub fn who(&self) -> String {
+        format!("{} {}", self.role, self.sub).trim_end().to_string()
     }
 }
 
@@ -192,7 +192,7 @@ pub async fn orphans(
     let rows = db
         .query(
             "select s.id, n.nspname::text, c.relname::text, s.filters, s.action_filter, s.claims::text, \
-                    s.claims_role, s.topic \
+                    coalesce(s.claims ->> 'sub', ''), s.claims_role, s.topic \
              from realtime.subscription s join pg_class c on c.oid = s.entity \
              join pg_namespace n on n.oid = c.relnamespace \
              where s.slot = $1 and s.instance <> $2 order by s.id",
@@ -208,8 +208,9 @@ pub async fn orphans(
             filters: r.get(3),
             action: r.get(4),
             claims: r.get(5),
-            role: r.get(6),
-            topic: r.get(7),
+            sub: r.get(6),
+            role: r.get(7),
+            topic: r.get(8),
         })
         .collect())
 }

@@ -24,7 +24,6 @@ use std::time::Instant;
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::get;
-use jsonwebtoken::{DecodingKey, Validation, decode};
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
@@ -153,24 +152,17 @@ impl Caller {
                 claims: serde_json::json!({ "role": "anon" }),
             });
         };
-        let mut v = Validation::new(jsonwebtoken::Algorithm::HS256);
-        v.validate_aud = false;
-        v.required_spec_claims.clear();
-        let claims = decode::<serde_json::Value>(
-            token,
-            &DecodingKey::from_secret(config.jwt_secret.as_bytes()),
-            &v,
-        )
-        .map_err(|e| {
-            let unauthorized = axum::http::StatusCode::UNAUTHORIZED;
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    RestError::new(unauthorized, "PGRST303", "JWT expired")
-                }
-                _ => RestError::new(unauthorized, "PGRST301", format!("JWT invalid: {e}")),
-            }
-        })?
-        .claims;
+        let claims =
+            crate::apikey::decode_claims::<serde_json::Value>(token, &config.jwt_secret, true)
+                .map_err(|e| {
+                    let unauthorized = axum::http::StatusCode::UNAUTHORIZED;
+                    match e.kind() {
+                        jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                            RestError::new(unauthorized, "PGRST303", "JWT expired")
+                        }
+                        _ => RestError::new(unauthorized, "PGRST301", format!("JWT invalid: {e}")),
+                    }
+                })?;
         let role = claims
             .get("role")
             .and_then(|r| r.as_str())

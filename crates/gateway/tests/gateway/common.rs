@@ -26,18 +26,8 @@ pub fn stack() -> &'static StackState {
             tokio::runtime::Runtime::new()
                 .unwrap()
                 .block_on(async move {
-                    let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                        .await
-                        .unwrap();
-                    tokio::spawn(conn);
                     let dir = fleetbench_stack::testing::workspace_root().join("migrations");
-                    fleetbench_schema::apply(
-                        &mut client,
-                        &fleetbench_schema::load_dir(&dir).unwrap(),
-                        &mut |_| {},
-                    )
-                    .await
-                    .unwrap();
+                    fleetbench_schema::apply_dir(&url, &dir).await.unwrap();
                 })
         })
         .join()
