@@ -6,9 +6,12 @@
 //! `cargo bench -p fleetbench-report --bench report_render`
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use fleetbench_metrics::summary::{RunFacts, Target};
 use fleetbench_metrics::{Aggregate, Outcome, Sample, Summary};
 use fleetbench_report::LoadShape;
+
+/// The report tests' run facts.
+#[path = "../crates/report/tests/common/mod.rs"]
+mod common;
 
 fn hour() -> (Summary, Aggregate, LoadShape) {
     let mut agg = Aggregate::new(1_000_000);
@@ -37,19 +40,7 @@ fn hour() -> (Summary, Aggregate, LoadShape) {
             }
         }
     }
-    let facts = RunFacts {
-        run_id: "bench".into(),
-        scenario: "one hour".into(),
-        started_at: "2026-11-26T00:00:00+00:00".into(),
-        duration_s: 3_600.0,
-        target: Target {
-            kind: "local".into(),
-            url: "http://127.0.0.1:1".into(),
-        },
-        interrupted: false,
-        aborted: None,
-        environment: Default::default(),
-    };
+    let facts = common::facts("bench", "one hour", 3_600.0);
     let summary = Summary::new(&agg, facts, &[]);
     let load = LoadShape {
         unit: "active agents".into(),

@@ -348,6 +348,25 @@ impl Worker {
         })
     }
 
+    /// After an upload that did not fail for a retryable reason: rows still waiting go at once (the
+    /// agent stays busy, `false`), else the agent is idle again (`true`).
+    fn idle_unless_backlog(
+        &self,
+        a: &Agent,
+        heap: &mut BinaryHeap<Reverse<Due>>,
+        slot: usize,
+    ) -> bool {
+        if a.backlog.is_empty() {
+            return true;
+        }
+        heap.push(Reverse(Due {
+            at_us: self.clock.now_us(),
+            slot,
+            retry: true,
+        }));
+        false
+    }
+
     fn finish(
         &mut self,
         a: &mut Agent,
@@ -381,15 +400,7 @@ impl Worker {
                         .min(self.progress.backlog_rows.load(Relaxed)),
                     Relaxed,
                 );
-                if !a.backlog.is_empty() {
-                    heap.push(Reverse(Due {
-                        at_us: self.clock.now_us(),
-                        slot,
-                        retry: true,
-                    }));
-                    return false;
-                }
-                true
+                self.idle_unless_backlog(a, heap, slot)
             }
             Some(f) if !f.retryable() => {
                 // The target refused these rows for good (a 4xx other than 401/429): retrying cannot
@@ -400,15 +411,7 @@ impl Worker {
                     .backlog_rows
                     .fetch_sub(attempt.unsent.len() as u64, Relaxed);
                 a.failures = 0;
-                if !a.backlog.is_empty() {
-                    heap.push(Reverse(Due {
-                        at_us: self.clock.now_us(),
-                        slot,
-                        retry: true,
-                    }));
-                    return false;
-                }
-                true
+                self.idle_unless_backlog(a, heap, slot)
             }
             Some(f) => {
                 self.progress.errors.fetch_add(1, Relaxed);

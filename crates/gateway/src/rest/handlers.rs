@@ -1,8 +1,7 @@
-//! The Data API's endpoints. Tables: `GET` (select, filters, order, paging, `Prefer: count=exact`,
+//! The Data API's table endpoints: `GET` (select, filters, order, paging, `Prefer: count=exact`,
 //! singular `Accept: application/vnd.pgrst.object+json`), `POST` (one `INSERT … SELECT FROM
 //! json_populate_recordset` per request, `?columns=`, `Prefer: return=…, missing=default`), `PATCH`
-//! and `DELETE` with filters. Functions: `POST /rpc/<fn>` with named arguments, and `GET` for
-//! STABLE/IMMUTABLE ones; results are the rows (set-returning), the object, or the scalar.
+//! and `DELETE` with filters. Functions are in [`super::rpc`]; the response helpers here serve both.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::RestError;
 use super::query::{Query, ident, literal};
-use super::schema::{Function, Returns, Schema, Table};
+use super::schema::{Schema, Table};
 use super::{Caller, RestState, Statement, run};
 
 type Shared = State<Arc<RestState>>;
@@ -49,14 +48,14 @@ impl Prefer {
     }
 }
 
-fn singular(headers: &HeaderMap) -> bool {
+pub(super) fn singular(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains(SINGULAR))
 }
 
-fn qualified(schema: &str, name: &str) -> String {
+pub(super) fn qualified(schema: &str, name: &str) -> String {
     format!("{}.{}", ident(schema), ident(name))
 }
 
@@ -75,7 +74,7 @@ async fn table_of(state: &RestState, name: &str) -> Result<(Arc<Schema>, Table),
     Ok((schema, table))
 }
 
-fn reject_unknown_params(q: &Query) -> Result<(), RestError> {
+pub(super) fn reject_unknown_params(q: &Query) -> Result<(), RestError> {
     match q.rest.first() {
         Some((k, v)) => Err(RestError::parse(
             format!("\"failed to parse filter ({v})\" (line 1, column 1)"),
@@ -88,7 +87,7 @@ fn reject_unknown_params(q: &Query) -> Result<(), RestError> {
 }
 
 /// A JSON response with PostgREST's headers.
-fn json(status: StatusCode, body: String, range: Option<String>) -> Response {
+pub(super) fn json(status: StatusCode, body: String, range: Option<String>) -> Response {
     let mut r = (status, body).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -109,7 +108,7 @@ fn empty(status: StatusCode, range: String) -> Response {
 }
 
 /// The one object of a singular request, or 406 `PGRST116`.
-fn single(body: &str) -> Result<String, RestError> {
+pub(super) fn single(body: &str) -> Result<String, RestError> {
     let rows: Vec<serde_json::Value> = serde_json::from_str(body).map_err(RestError::internal)?;
     match rows.as_slice() {
         [one] => Ok(one.to_string()),
@@ -123,14 +122,18 @@ fn single(body: &str) -> Result<String, RestError> {
 }
 
 /// Reads the `(body, count[, total])` row every row-returning statement here ends with.
-fn body_of(rows: &[tokio_postgres::Row]) -> (String, i64, Option<i64>) {
+pub(super) fn body_of(rows: &[tokio_postgres::Row]) -> (String, i64, Option<i64>) {
     let row = &rows[0];
     let total = if row.len() > 2 { row.get(2) } else { None };
     (row.get(0), row.get(1), total)
 }
 
 /// Content-Range and status of a read: 206 when a known total has more rows than were returned.
-fn read_range(offset: u64, n: i64, total: Option<i64>) -> Result<(StatusCode, String), RestError> {
+pub(super) fn read_range(
+    offset: u64,
+    n: i64,
+    total: Option<i64>,
+) -> Result<(StatusCode, String), RestError> {
     let total_s = total.map_or("*".to_string(), |t| t.to_string());
     if let Some(t) = total
         && offset > 0
@@ -531,176 +534,4 @@ pub async fn delete(
         StatusCode::NO_CONTENT,
         StatusCode::OK,
     )
-}
-
-/// `POST /rpc/<fn>` with a JSON object of named arguments.
-pub async fn rpc_post(
-    State(s): Shared,
-    Path(name): Path<String>,
-    QueryPairs(pairs): Pairs,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, RestError> {
-    let args: serde_json::Map<String, serde_json::Value> =
-        if body.iter().all(u8::is_ascii_whitespace) {
-            serde_json::Map::new()
-        } else {
-            serde_json::from_slice(&body).map_err(|_| RestError::body("Empty or invalid json"))?
-        };
-    let q = Query::parse(&pairs)?;
-    reject_unknown_params(&q)?;
-    call(&s, &name, args, q, &headers, "POST").await
-}
-
-/// `GET /rpc/<fn>?arg=value&<filters>`: STABLE and IMMUTABLE functions only.
-pub async fn rpc_get(
-    State(s): Shared,
-    Path(name): Path<String>,
-    QueryPairs(pairs): Pairs,
-    headers: HeaderMap,
-) -> Result<Response, RestError> {
-    let mut q = Query::parse(&pairs)?;
-    let args: serde_json::Map<String, serde_json::Value> = std::mem::take(&mut q.rest)
-        .into_iter()
-        .map(|(k, v)| (k, serde_json::Value::String(v)))
-        .collect();
-    call(&s, &name, args, q, &headers, "GET").await
-}
-
-fn pick<'a>(
-    state: &RestState,
-    schema: &'a Schema,
-    name: &str,
-    keys: &[&str],
-) -> Result<&'a Function, RestError> {
-    schema
-        .functions
-        .get(name)
-        .and_then(|overloads| overloads.iter().find(|f| f.accepts(keys)))
-        .ok_or_else(|| {
-            let mut sorted = keys.to_vec();
-            sorted.sort();
-            RestError::new(
-                StatusCode::NOT_FOUND,
-                "PGRST202",
-                format!(
-                    "Could not find the function {}.{name}({}) in the schema cache",
-                    state.config.rest.schema,
-                    sorted.join(", ")
-                ),
-            )
-        })
-}
-
-async fn call(
-    s: &Arc<RestState>,
-    name: &str,
-    args: serde_json::Map<String, serde_json::Value>,
-    q: Query,
-    headers: &HeaderMap,
-    method: &str,
-) -> Result<Response, RestError> {
-    let caller = Caller::from_headers(&s.config, headers)?;
-    let keys: Vec<&str> = args.keys().map(String::as_str).collect();
-    let schema = s
-        .schema_with(|sc| {
-            sc.functions
-                .get(name)
-                .is_some_and(|o| o.iter().any(|f| f.accepts(&keys)))
-        })
-        .await?;
-    let f = pick(s, &schema, name, &keys)?;
-    if method == "GET" && !f.read_only {
-        return Err(RestError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "PGRST101",
-            "Cannot use the GET method on RPC for a function that is not STABLE or IMMUTABLE",
-        ));
-    }
-    let target = qualified(&s.config.rest.schema, name);
-    let passed: Vec<_> = f
-        .args
-        .iter()
-        .filter(|a| args.contains_key(&a.name))
-        .collect();
-    let call_args = passed
-        .iter()
-        .map(|a| format!("{} := _a.{}", ident(&a.name), ident(&a.name)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let from_args = if passed.is_empty() {
-        "(select) _a".to_string()
-    } else {
-        format!(
-            "json_to_record($1::json) as _a({})",
-            passed
-                .iter()
-                .map(|a| format!("{} {}", ident(&a.name), a.sql_type))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
-    let fcall = format!("{target}({call_args})");
-    let limit = q
-        .limit
-        .unwrap_or(u64::from(s.config.rest.max_rows))
-        .min(u64::from(s.config.rest.max_rows));
-    let set_source = |projection: &str| -> Result<String, RestError> {
-        Ok(format!(
-            "select coalesce(json_agg(_s), '[]')::text, count(_s)::int8 from \
-             (select {projection} from {from_args}, lateral {fcall} _t{}{} limit {limit} offset {}) _s",
-            q.where_sql("_t")?,
-            q.order_sql("_t"),
-            q.offset
-        ))
-    };
-    let (sql, returns_rows) = match (f.returns, f.returns_set) {
-        (Returns::Void, _) => (format!("select {fcall} from {from_args}"), false),
-        (Returns::Composite, true) => (set_source(&q.select_sql())?, true),
-        (Returns::Scalar, true) => (
-            format!(
-                "select coalesce(json_agg(_t.v), '[]')::text, count(*)::int8 from {from_args}, lateral {fcall} as _t(v)"
-            ),
-            true,
-        ),
-        (Returns::Composite, false) => (
-            format!("select row_to_json(_t)::text, 1::int8 from {from_args}, lateral {fcall} _t"),
-            true,
-        ),
-        (Returns::Scalar, false) => (
-            format!("select to_json({fcall})::text, 1::int8 from {from_args}"),
-            true,
-        ),
-    };
-    let body = (!passed.is_empty()).then(|| serde_json::Value::Object(args.clone()).to_string());
-    let stmt = Statement {
-        sql,
-        body,
-        read_only: f.read_only,
-        returns_rows,
-    };
-    let (rows, _) = run(
-        s,
-        &schema,
-        &caller,
-        headers,
-        method,
-        &format!("/rpc/{name}"),
-        stmt,
-    )
-    .await?;
-    if !returns_rows {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
-    let (body, n, _) = body_of(&rows);
-    if f.returns_set {
-        let (_, range) = read_range(q.offset, n, None)?;
-        let body = if singular(headers) {
-            single(&body)?
-        } else {
-            body
-        };
-        return Ok(json(StatusCode::OK, body, Some(range)));
-    }
-    Ok(json(StatusCode::OK, body, None))
 }

@@ -10,12 +10,14 @@
 //!
 //! - [`query`]: the query-string grammar (select, filters, order, paging).
 //! - [`schema`]: the schema cache (tables, functions, role settings).
-//! - [`handlers`]: tables (`GET`/`POST`/`PATCH`/`DELETE`) and `/rpc/<function>`.
+//! - [`handlers`]: tables (`GET`/`POST`/`PATCH`/`DELETE`) and the response helpers.
+//! - [`rpc`]: functions at `/rpc/<name>`.
 //! - [`error`]: PostgREST's error JSON and status mapping.
 
 pub mod error;
 pub mod handlers;
 pub mod query;
+pub mod rpc;
 pub mod schema;
 
 use std::sync::{Arc, RwLock, Weak};
@@ -113,10 +115,7 @@ impl RestState {
 
 pub fn routes(state: Arc<RestState>) -> Router {
     Router::new()
-        .route(
-            "/rpc/{function}",
-            get(handlers::rpc_get).post(handlers::rpc_post),
-        )
+        .route("/rpc/{function}", get(rpc::rpc_get).post(rpc::rpc_post))
         .route(
             "/{table}",
             get(handlers::read)

@@ -1,0 +1,17 @@
+//! The fleet engine against a real stack (one per test binary), in-process gateways, and
+//! `fleetbench sink`.
+//!
+//! Contents:
+//! - [`stack`]: against the stack: rows in `system_metrics` equal the rows the run reports written,
+//!   per path; short-lived tokens refreshed before expiry; an expired access token signs in again;
+//!   `hosted` rate limits backed off until every agent is in; a backlog that survives an outage.
+//! - [`sink`]: against the calibration sink: arrival rates held and ramped, dropped arrivals counted,
+//!   closed agents, the connection cap, pacing, percentiles against the analytic truth under
+//!   stalls, waits behind a stall in intended-start latency only, `abort_on_fail`.
+//! - [`tls`]: uploads over verified TLS; a self-signed certificate refused.
+//! - [`common`]: the shared stack, gateways, targets, scenarios and runs.
+
+mod common;
+mod sink;
+mod stack;
+mod tls;

@@ -1,0 +1,318 @@
+//! The fleet against the real stack: rows, token refresh, re-authentication, rate limits, outages.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use fleetbench_fleet::Progress;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_equal_rows_stored_on_both_paths() {
+    let g = gateway(|_| {});
+    let (out, run_id) = run(plan(&[]), target(&g)).await;
+    let written: u64 = out.rows_written.values().sum();
+    assert!(written > 0);
+    assert_eq!(
+        stored(&run_id).await as u64,
+        written,
+        "rows in the table = rows the run reports written"
+    );
+    assert_eq!(
+        out.rows_sampled,
+        written + out.rows_unsent + out.rows_dropped
+    );
+    for path in ["rest.insert_metrics", "pooler.insert_metrics"] {
+        let c = op(&out, path);
+        assert_eq!(c.rows, out.rows_written[path], "{path}");
+        assert_eq!(c.errors, 0, "{path}: {:?}", c.errors_by_kind);
+        assert!(c.latency.value_at_quantile(0.5) >= c.service.value_at_quantile(0.5));
+    }
+    assert_eq!(op(&out, "auth.admin_create_user").count, 8);
+    assert_eq!(op(&out, "rest.create_device").count, 8);
+    let deleted = fleetbench_fleet::cleanup(&stack().direct_db_url(), &run_id)
+        .await
+        .unwrap();
+    assert!(
+        deleted.contains(&("auth.users".to_string(), 8)),
+        "{deleted:?}"
+    );
+    assert_eq!(stored(&run_id).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_refreshed_before_they_expire() {
+    let g = gateway(|c| c.auth.jwt_expiry_s = 3);
+    let (out, run_id) = run(
+        plan(&[
+            "workload.refresh_margin=\"2s\"",
+            "load.stages.1.duration=\"4s\"",
+        ]),
+        target(&g),
+    )
+    .await;
+    let refresh = op(&out, "auth.refresh");
+    assert!(
+        refresh.count >= 8,
+        "each agent refreshed at least once: {}",
+        refresh.count
+    );
+    assert_eq!(refresh.errors, 0, "{:?}", refresh.errors_by_kind);
+    assert_eq!(
+        op(&out, "rest.insert_metrics").errors,
+        0,
+        "{:?}",
+        op(&out, "rest.insert_metrics").errors_by_kind
+    );
+    // Rotation: every refresh retired the token before it (one live token per session).
+    let live: i64 = db()
+        .await
+        .query_one(
+            "select count(*) from auth.refresh_tokens t join auth.users u on u.id = t.user_id \
+             where u.raw_app_meta_data ->> 'fleetbench_run_id' = $1 and not t.revoked",
+            &[&run_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(live, 8, "exactly one live refresh token per agent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_access_token_signs_in_again() {
+    let g = gateway(|_| {});
+    let t = target(&g);
+    // The agent's own credentials, as the engine derives them from the run and its index.
+    let run_id: std::sync::Arc<str> = uuid::Uuid::new_v4().to_string().into();
+    let (email, password) = fleetbench_fleet::agent::credentials(&run_id, 0);
+    t.create_user(&email, &password, &run_id).await.unwrap();
+    let mut session = t.sign_in(&email, &password).await.unwrap();
+    let machine = fleetbench_fleet::telemetry::Machine::new(1, 0, &[("laptop".into(), 1.0)], &[]);
+    let device = t
+        .create_device(session.access_token(), &machine.device, "reauth")
+        .await
+        .unwrap();
+    // An access token that expired two minutes ago (beyond any clock-skew allowance), signed right.
+    let key = stack().secrets.jwt_secret.as_bytes();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.validate_aud = false;
+    let mut claims: serde_json::Value = jsonwebtoken::decode(
+        session.access_token(),
+        &jsonwebtoken::DecodingKey::from_secret(key),
+        &v,
+    )
+    .unwrap()
+    .claims;
+    claims["exp"] = (chrono::Utc::now().timestamp() - 120).into();
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(key),
+    )
+    .unwrap();
+    session = fleetbench_fleet::target::Session::new(
+        &expired,
+        session.refresh_token.clone(),
+        session.expires_at,
+    )
+    .unwrap();
+    let user_id = claims["sub"].as_str().unwrap().to_string();
+    let mut m = machine.clone();
+    let rows = (0..5)
+        .map(|_| m.sample(device, user_id.parse().unwrap(), chrono::Utc::now()))
+        .collect();
+    let attempt = fleetbench_fleet::agent::Upload {
+        index: 0,
+        run_id,
+        path: fleetbench_fleet::agent::Path::Rest,
+        session: session.clone(),
+        rows,
+        intended_us: 0,
+        refresh_margin: Duration::ZERO,
+    }
+    .run(&t, &fleetbench_fleet::Clock::new())
+    .await;
+    assert!(attempt.failure.is_none(), "{:?}", attempt.failure);
+    assert_eq!(attempt.rows_written, 5);
+    let kinds: Vec<(&str, String)> = attempt
+        .samples
+        .iter()
+        .map(|s| {
+            (
+                s.operation,
+                match &s.outcome {
+                    fleetbench_metrics::Outcome::Ok => "ok".into(),
+                    fleetbench_metrics::Outcome::Error(k) => k.clone(),
+                },
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("rest.insert_metrics", "http_401".into()),
+            ("auth.password", "ok".into()),
+            ("rest.insert_metrics", "ok".into())
+        ]
+    );
+    assert_ne!(attempt.session.access_token(), session.access_token());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosted_rate_limits_are_backed_off_until_every_agent_is_in() {
+    // GoTrue's burst of 30 per client; a faster refill than hosted (5/s) keeps the test short.
+    let g = gateway(|c| {
+        c.auth.rate_limits = Some(fleetbench_gateway::ratelimit::Limits::from_config(
+            &fleetbench_stack::project::AuthRateLimits {
+                token_refresh: 1500,
+                ..Default::default()
+            },
+        ));
+    });
+    let (out, _) = run(
+        plan(&[
+            "fleet.agents=40",
+            "load.stages.0.agents=40",
+            "load.stages.1.agents=40",
+            "fleet.provision_concurrency=40",
+            "load.stages.1.duration=\"1s\"",
+        ]),
+        target(&g),
+    )
+    .await;
+    assert_eq!(out.agents, 40, "every agent got in");
+    let password = op(&out, "auth.password");
+    assert!(
+        password
+            .errors_by_kind
+            .get("http_429")
+            .copied()
+            .unwrap_or(0)
+            >= 1,
+        "{:?}",
+        password.errors_by_kind
+    );
+    assert_eq!(
+        password.count - password.errors,
+        40,
+        "one successful sign-in per agent"
+    );
+}
+
+/// A TCP proxy that can be taken down: while down it closes new connections at once and cuts the
+/// open ones.
+struct Proxy {
+    url: String,
+    down: tokio::sync::watch::Sender<bool>,
+}
+
+async fn proxy(to: &str) -> Proxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = to.trim_start_matches("http://").to_string();
+    let (down, watch) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let (mut inbound, _) = listener.accept().await.unwrap();
+            let mut watch = watch.clone();
+            if *watch.borrow() {
+                drop(inbound);
+                continue;
+            }
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = watch.wait_for(|d| *d) => {}
+                }
+            });
+        }
+    });
+    Proxy { url, down }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_survives_an_outage_and_is_flushed() {
+    let g = gateway(|_| {});
+    let p = proxy(&g).await;
+    let progress = Arc::new(Progress::default());
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let plan = plan(&[
+        "workload.ingest.rest=1",
+        "workload.ingest.pooler=0",
+        "load.stages.1.duration=\"15s\"",
+    ]);
+    let batch = u64::from(plan.batch_rows);
+    let engine = tokio::spawn(fleetbench_fleet::run(
+        plan,
+        target(&p.url),
+        run_id.clone(),
+        progress.clone(),
+        rx,
+    ));
+    // Observed, not timed: wait for uploads, cut the target, wait for the backlog to build, restore.
+    let watched = progress.clone();
+    let w = tokio::task::spawn_blocking(move || {
+        let wait = |what: &str, f: &dyn Fn(&Progress) -> bool| {
+            let ok = (0..3_000).any(|_| {
+                f(&watched) || {
+                    std::thread::sleep(Duration::from_millis(10));
+                    false
+                }
+            });
+            assert!(ok, "timed out waiting for {what}");
+        };
+        wait("first rows", &|p| p.rows_written.load(Relaxed) > 0);
+        p.down.send(true).unwrap();
+        wait("upload errors", &|p| p.errors.load(Relaxed) >= 8);
+        wait("a backlog of 3 batches per agent", &|p| {
+            p.backlog_rows.load(Relaxed) >= 8 * 3 * batch
+        });
+        p.down.send(false).unwrap();
+        p // kept alive: the proxy's connections end when its sender goes
+    });
+    let _proxy = w.await.unwrap();
+    let out = engine.await.unwrap().unwrap();
+    let written: u64 = out.rows_written.values().sum();
+    assert_eq!(
+        stored(&run_id).await as u64,
+        written,
+        "rows in the table = rows reported written"
+    );
+    assert_eq!(
+        out.rows_sampled,
+        written + out.rows_unsent + out.rows_dropped
+    );
+    let rest = op(&out, "rest.insert_metrics");
+    assert_eq!(
+        (out.rows_dropped, out.rows_unsent),
+        (0, 0),
+        "the backlog was flushed whole; errors {:?}, windows {:?}",
+        rest.errors_by_kind,
+        out.aggregate.operations["rest.insert_metrics"]
+            .windows
+            .iter()
+            .map(|(w, c)| (*w, c.count, c.errors))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        rest.errors >= 8
+            && rest
+                .errors_by_kind
+                .keys()
+                .all(|k| k == "connect" || k == "transport"),
+        "{:?}",
+        rest.errors_by_kind
+    );
+    // The outage is in the latency from the intended start, not in the service time.
+    let (lat, svc) = (rest.latency.max(), rest.service.value_at_quantile(0.99));
+    assert!(
+        lat > 1_000_000 && lat > 5 * svc,
+        "intended-start max {lat} µs vs service p99 {svc} µs"
+    );
+}
