@@ -63,6 +63,11 @@ impl Drop for Guard {
 }
 
 impl Outbound {
+    /// The frame's text, moved out for the socket (the acknowledgement stays until `written`).
+    pub fn take_text(&mut self) -> String {
+        std::mem::take(&mut self.text)
+    }
+
     pub fn written(mut self) {
         if let Some(g) = &mut self.guard {
             g.written = true;

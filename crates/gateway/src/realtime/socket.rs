@@ -126,7 +126,7 @@ async fn serve(ws: WebSocket, rt: Arc<Realtime>, vsn: Vsn, token: Claims) {
     let writer = tokio::spawn(async move {
         let mut draining = false;
         loop {
-            let out = if draining {
+            let mut out = if draining {
                 match queue.try_recv() {
                     Ok(out) => out,
                     Err(_) => break,
@@ -146,7 +146,7 @@ async fn serve(ws: WebSocket, rt: Arc<Realtime>, vsn: Vsn, token: Claims) {
             };
             let sent = tokio::time::timeout(
                 write_timeout,
-                sink.send(Message::Text(out.text.clone().into())),
+                sink.send(Message::Text(out.take_text().into())),
             );
             match sent.await {
                 Ok(Ok(())) => Outbound::written(out),
