@@ -77,6 +77,8 @@ pub struct Progress {
     pub backlog_rows: AtomicU64,
     /// 0 while provisioning, 1 during the load phase, 2 once it is over.
     pub load_started: AtomicU64,
+    /// The same phase, for tasks that wait on it (probes start measuring with the load).
+    pub phase: tokio::sync::watch::Sender<u8>,
     /// The generator behind its schedule: uploads started over a window late, arrivals dropped.
     pub late: AtomicU64,
     pub dropped: AtomicU64,
@@ -287,8 +289,19 @@ pub async fn run(
     progress: Arc<Progress>,
     outer_stop: watch::Receiver<bool>,
 ) -> Result<RunOutcome, EngineError> {
+    run_at(Clock::new(), plan, target, run_id, progress, outer_stop).await
+}
+
+/// [`run`] on a clock the caller shares (probes beside the fleet sample on the same time axis).
+pub async fn run_at(
+    clock: Clock,
+    plan: Plan,
+    target: Arc<Target>,
+    run_id: String,
+    progress: Arc<Progress>,
+    outer_stop: watch::Receiver<bool>,
+) -> Result<RunOutcome, EngineError> {
     let plan = Arc::new(plan);
-    let clock = Clock::new();
     let window_us = plan.window.as_micros().max(1) as u64;
     let mut aggregate = Aggregate::new(window_us);
     // One stop for everything inside: a signal from outside, or an abort threshold.
@@ -359,6 +372,7 @@ pub async fn run(
     // slot; with an arrival rate every agent is available for the whole phase.
     let load_start = clock.now_us();
     progress.load_started.store(1, Relaxed);
+    progress.phase.send_replace(1);
     for (k, a) in agents.iter_mut().enumerate() {
         let k = k as u32;
         if plan.model == LoadModel::ArrivalRate {
@@ -469,6 +483,7 @@ pub async fn run(
     }
     forward.abort();
     progress.load_started.store(2, Relaxed);
+    progress.phase.send_replace(2);
     let _ = gauges_done.send(());
     outcome.gauges = gauges.await.unwrap_or_default();
     Ok(outcome)

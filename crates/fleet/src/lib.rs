@@ -17,7 +17,7 @@ pub mod target;
 pub mod telemetry;
 mod worker;
 
-pub use engine::{Clock, EngineError, Progress, RunOutcome, run};
+pub use engine::{Clock, EngineError, Progress, RunOutcome, run, run_at};
 pub use target::{Target, TargetConfig};
 
 /// Removes everything run `run_id` wrote (its users and their rows) through `fleetbench.cleanup_run`;

@@ -150,11 +150,43 @@ pub struct Figure {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ProbeReport {
     pub title: String,
+    /// The seed's claim the probe checks, in its words.
+    #[serde(default)]
+    pub claim: String,
     /// `pass`, `fail`, or `info` (a measurement with nothing to hold).
     pub verdict: String,
     pub figures: Vec<Figure>,
     /// Sentences worth a reader's attention (a caveat confirmed, a claim disproved).
     pub findings: Vec<String>,
+    /// Tables of measurements (an `ef_search` sweep, queries by data size).
+    #[serde(default)]
+    pub tables: Vec<Table>,
+    /// Line charts (latency against data size).
+    #[serde(default)]
+    pub charts: Vec<ProbeChart>,
+}
+
+/// A probe's table: a header row and rows of already formatted cells.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Table {
+    pub title: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+/// A probe's line chart: named series of (x, y) points.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProbeChart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<ChartSeries>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChartSeries {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
 }
 
 /// What ran the run: fleetbench's version and commit, and the machine.

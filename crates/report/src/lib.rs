@@ -437,6 +437,9 @@ pub fn html_with(
                 escape(if p.title.is_empty() { name } else { &p.title }),
                 escape(&p.verdict.to_uppercase())
             );
+            if !p.claim.is_empty() {
+                let _ = writeln!(o, "<p class=\"claim\">Claim: “{}”</p>", escape(&p.claim));
+            }
             if !p.figures.is_empty() {
                 o.push_str("<div class=\"scroll\"><table><tr><th>figure</th><th>value</th><th>unit</th><th>published (hosted)</th></tr>\n");
                 for f in &p.figures {
@@ -457,6 +460,49 @@ pub fn html_with(
                     let _ = write!(o, "<li>{}</li>", escape(finding));
                 }
                 o.push_str("</ul>\n");
+            }
+            for t in &p.tables {
+                let _ = write!(
+                    o,
+                    "<h4>{}</h4><div class=\"scroll\"><table><tr>",
+                    escape(&t.title)
+                );
+                for c in &t.columns {
+                    let _ = write!(o, "<th>{}</th>", escape(c));
+                }
+                o.push_str("</tr>\n");
+                for row in &t.rows {
+                    o.push_str("<tr>");
+                    for cell in row {
+                        let _ = write!(o, "<td>{}</td>", escape(cell));
+                    }
+                    o.push_str("</tr>\n");
+                }
+                o.push_str("</table></div>\n");
+            }
+            for c in &p.charts {
+                o.push_str(
+                    &Chart {
+                        title: &c.title,
+                        y_label: &c.y_label,
+                        x: XAxis::Value(&c.x_label),
+                        series: c
+                            .series
+                            .iter()
+                            .enumerate()
+                            .map(|(i, s)| Series {
+                                name: s.name.clone(),
+                                points: s.points.clone(),
+                                color: COLORS[i % COLORS.len()],
+                                dashed: false,
+                                right: false,
+                            })
+                            .collect(),
+                        log_y: false,
+                        x_range: None,
+                    }
+                    .render(),
+                );
             }
             o.push_str("</section>\n");
         }

@@ -17,9 +17,11 @@ pub struct Series {
     pub right: bool,
 }
 
-pub enum XAxis {
+pub enum XAxis<'a> {
     /// Seconds since the run started.
     Seconds,
+    /// Any quantity, its ticks labelled with this unit (rows, MiB, …).
+    Value(&'a str),
     /// Percentiles on HdrHistogram's scale: x = log10(1 / (1 - q)), labelled 0 %, 90 %, 99 %, …
     Percentile,
 }
@@ -27,7 +29,7 @@ pub enum XAxis {
 pub struct Chart<'a> {
     pub title: &'a str,
     pub y_label: &'a str,
-    pub x: XAxis,
+    pub x: XAxis<'a>,
     pub series: Vec<Series>,
     /// Log scale on y (latency spectra).
     pub log_y: bool,
@@ -207,12 +209,16 @@ impl Chart<'_> {
             );
         }
         match self.x {
-            XAxis::Seconds => {
+            XAxis::Seconds | XAxis::Value(_) => {
+                let unit = match self.x {
+                    XAxis::Value(u) => escape(u),
+                    _ => "s".into(),
+                };
                 for v in ticks(x0, x1, 8) {
                     let x = sx(v);
                     let _ = write!(
                         o,
-                        "<text x=\"{x:.1}\" y=\"{}\" class=\"xl\">{}s</text>",
+                        "<text x=\"{x:.1}\" y=\"{}\" class=\"xl\">{}{unit}</text>",
                         H - B + 16.0,
                         label(v)
                     );

@@ -7,13 +7,15 @@
 //! - [`load`]: reading a file, applying overrides, collecting errors with their locations.
 //! - [`threshold`]: k6-style threshold expressions (`p(99) < 250ms`, `error_rate < 0.1%`).
 //! - [`plan`]: the load stages reduced to one plan: target active agents over time.
+//! - [`probes`]: the `[probes.*]` sections (end-to-end probes beside the fleet) and their plans.
 
 pub mod load;
 pub mod model;
 pub mod plan;
+pub mod probes;
 pub mod threshold;
 
-pub use load::{Located, ScenarioError, load_file, load_str};
+pub use load::{Located, ScenarioError, load_file, load_str, probe_plan};
 pub use model::{LoadModel, Scenario};
 pub use plan::Plan;
 pub use threshold::{Metric, Threshold};

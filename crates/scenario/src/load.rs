@@ -446,6 +446,7 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
             }
         }
     }
+    let probes = probes(&mut e, &s.probes);
     let window = match &s.output.window {
         Some(w) => e.duration(w, "output.window"),
         None => Duration::from_secs(1),
@@ -474,5 +475,187 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         thresholds,
         cleanup: s.output.cleanup,
         window,
+        probes,
     })
+}
+
+/// Where `[probes.NAME]` (or the first `probes.NAME.` key) is written, to point errors at.
+fn section(text: &str, name: &str) -> Range<usize> {
+    let at = text
+        .find(&format!("[probes.{name}]"))
+        .or_else(|| text.find(&format!("probes.{name}")))
+        .or_else(|| text.find(&format!("{name} =")))
+        .unwrap_or(0);
+    at..at
+}
+
+fn probes(e: &mut Errors, p: &crate::probes::Probes) -> crate::probes::ProbesPlan {
+    use crate::probes::*;
+    fn at_least(e: &mut Errors, name: &str, key: &str, v: u32, min: u32) {
+        if v < min {
+            e.at(
+                section(e.text, name),
+                format!("probes.{name}.{key} must be at least {min}"),
+            );
+        }
+    }
+    let text = e.text;
+    if let Some(r) = &p.realtime {
+        at_least(e, "realtime", "subscribers", r.subscribers, 1);
+        at_least(e, "realtime", "alerts", r.alerts, 1);
+    }
+    if let Some(r) = &p.rag {
+        at_least(e, "rag", "users", r.users, 1);
+        at_least(e, "rag", "clusters", r.clusters, 1);
+        at_least(e, "rag", "k", r.k, 1);
+        at_least(e, "rag", "memories", r.memories, r.k.max(r.clusters));
+        at_least(e, "rag", "queries", r.queries, 1);
+        if r.k > 200 {
+            e.at(section(text, "rag"), "probes.rag.k must be at most 200 (match_memories returns at most 200 rows, as Supabase advises)");
+        }
+    }
+    if let Some(r) = &p.partitions {
+        at_least(e, "partitions", "months", r.months, 1);
+        at_least(e, "partitions", "rows_per_month", r.rows_per_month, 1);
+        at_least(e, "partitions", "devices", r.devices, 1);
+        at_least(e, "partitions", "repeats", r.repeats, 1);
+        if r.months > 12 {
+            e.at(section(text, "partitions"), "probes.partitions.months must be at most 12: older history would be older than the schema's 13-month retention");
+        }
+    }
+    if let Some(r) = &p.pooler {
+        at_least(e, "pooler", "clients", r.clients, 1);
+        at_least(e, "pooler", "concurrency", r.concurrency, 1);
+    }
+    if let Some(r) = &p.webhook {
+        at_least(e, "webhook", "alerts", r.alerts, 1);
+    }
+    let realtime = p.realtime.as_ref().map(|r| RealtimePlan {
+        subscribers: r.subscribers,
+        alerts: r.alerts,
+        interval: e.duration(&r.interval, "probes.realtime.interval"),
+        wait: e.duration(&r.wait, "probes.realtime.wait"),
+        reconnect: r.reconnect,
+    });
+    let rag = p.rag.as_ref().map(|r| {
+        let rate = e.rate(&r.rate);
+        if rate <= 0.0 && r.rate.get_ref().parse::<f64>().is_ok() {
+            e.at(r.rate.span(), "probes.rag.rate must be above zero");
+        }
+        if r.ef_search.iter().any(|&v| v == 0 || v > 1000) {
+            e.at(
+                section(text, "rag"),
+                "probes.rag.ef_search values must be between 1 and 1000 (pgvector's range)",
+            );
+        }
+        RagPlan {
+            users: r.users,
+            memories: r.memories,
+            clusters: r.clusters,
+            k: r.k,
+            queries: r.queries,
+            rate,
+            ef_search: r.ef_search.clone(),
+        }
+    });
+    let partitions = p.partitions.as_ref().map(|r| PartitionsPlan {
+        months: r.months,
+        rows_per_month: r.rows_per_month,
+        devices: r.devices,
+        repeats: r.repeats,
+    });
+    let pooler = p.pooler.as_ref().map(|r| PoolerPlan {
+        clients: r.clients,
+        concurrency: r.concurrency,
+        queries: r.queries,
+        direct: r.direct,
+    });
+    let webhook = p.webhook.as_ref().map(|r| WebhookPlan {
+        alerts: r.alerts,
+        interval: e.duration(&r.interval, "probes.webhook.interval"),
+        wait: e.duration(&r.wait, "probes.webhook.wait"),
+        receiver: r.receiver.clone(),
+        listen: r.listen.as_ref().and_then(|l| match l.get_ref().parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                e.at(
+                    l.span(),
+                    format!(
+                        "probes.webhook.listen: {:?} is not an address like \"0.0.0.0:8787\"",
+                        l.get_ref()
+                    ),
+                );
+                None
+            }
+        }),
+    });
+    ProbesPlan {
+        realtime,
+        rag,
+        partitions,
+        pooler,
+        webhook,
+        rls: p.rls.is_some(),
+    }
+}
+
+/// The plan of one probe run alone (`fleetbench probe NAME --set key=value`): keys are the probe
+/// section's (`subscribers=50`) or full paths (`probes.realtime.subscribers=50`).
+pub fn probe_plan(
+    name: &str,
+    overrides: &[String],
+) -> Result<crate::probes::ProbesPlan, ScenarioError> {
+    let file = format!("probe {name} (--set)");
+    if !crate::probes::PROBES.contains(&name) {
+        return Err(ScenarioError(vec![Located {
+            file,
+            line: 0,
+            column: 0,
+            message: format!(
+                "unknown probe {name:?}: expected one of {:?}",
+                crate::probes::PROBES
+            ),
+        }]));
+    }
+    let overrides: Vec<String> = overrides
+        .iter()
+        .map(|o| {
+            if o.starts_with("probes.") {
+                o.clone()
+            } else {
+                format!("probes.{name}.{o}")
+            }
+        })
+        .collect();
+    let mut doc = toml::Table::new();
+    let mut section = toml::Table::new();
+    section.insert(name.into(), toml::Value::Table(toml::Table::new()));
+    doc.insert("probes".into(), toml::Value::Table(section));
+    apply_overrides(&mut doc, &overrides).map_err(ScenarioError)?;
+    let text = toml::to_string(&doc).expect("a table serialises");
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Only {
+        probes: crate::probes::Probes,
+    }
+    let only: Only = toml::from_str(&text).map_err(|e| {
+        let mut errors = Errors {
+            file: &file,
+            text: &text,
+            list: Vec::new(),
+        };
+        errors.at(e.span().unwrap_or(0..0), e.message().trim().to_string());
+        ScenarioError(errors.list)
+    })?;
+    let mut e = Errors {
+        file: &file,
+        text: &text,
+        list: Vec::new(),
+    };
+    let plan = probes(&mut e, &only.probes);
+    if e.list.is_empty() {
+        Ok(plan)
+    } else {
+        Err(ScenarioError(e.list))
+    }
 }

@@ -21,6 +21,9 @@ pub struct Scenario {
     pub thresholds: BTreeMap<Spanned<String>, Vec<Spanned<toml::Value>>>,
     #[serde(default)]
     pub output: Output,
+    /// End-to-end probes run beside the fleet (`[probes.realtime]`, …).
+    #[serde(default)]
+    pub probes: crate::probes::Probes,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -37,6 +37,7 @@ pub struct Plan {
     pub thresholds: Vec<Threshold>,
     pub cleanup: bool,
     pub window: Duration,
+    pub probes: crate::probes::ProbesPlan,
 }
 
 impl Plan {
@@ -177,6 +178,7 @@ mod tests {
             thresholds: vec![],
             cleanup: false,
             window: Duration::from_secs(1),
+            probes: Default::default(),
         }
     }
 

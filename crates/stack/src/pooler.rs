@@ -26,7 +26,7 @@ impl PoolMode {
         }
     }
     /// Server connections per user and database, as Supavisor's "Pool Size".
-    fn pool_size(self) -> u32 {
+    pub fn pool_size(self) -> u32 {
         match self {
             PoolMode::Transaction => 20,
             PoolMode::Session => 60,

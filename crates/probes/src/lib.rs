@@ -1,0 +1,251 @@
+//! End-to-end probes of the seed's claims. Each probe provisions its own users (tagged with the
+//! run id, so `fleetbench cleanup` removes them), measures one path end to end against an
+//! independently known truth (the alerts it injected, exact nearest neighbours, the plan's
+//! partitions), and returns a [`ProbeReport`] for `summary.json` and the HTML report plus the samples
+//! of its operations (`realtime.alert_delivery`, `rpc.match_memories`, …) so that thresholds apply
+//! to them. Probes run alone (`fleetbench probe NAME`) or beside a fleet run, measuring from the
+//! start of its load phase.
+//!
+//! # Layout
+//! - [`realtime`]: dashboards subscribed to their alerts while thermal anomalies are injected.
+//! - [`webhook`]: alert insert → database webhook → `anomaly-webhook` → [`receiver`].
+//! - [`rag`]: clustered memories, `match_memories` at a rate, recall@k against exact search.
+//! - [`partitions`]: history loaded by COPY, queries against an unpartitioned copy, pruning, maintenance.
+//! - [`pooler`]: a connection storm through the transaction pooler, and the same made directly.
+//! - [`rls`]: one user's attempts on another's rows through the Data API, SQL and Realtime.
+//! - [`receiver`]: fleetbench's webhook receiver (also served by the local stack's daemon).
+//! - `users`, `inject`, `ws`: probe users, thermal rows, a Realtime client.
+
+pub mod partitions;
+pub mod pooler;
+pub mod rag;
+pub mod realtime;
+pub mod receiver;
+pub mod rls;
+pub mod webhook;
+
+mod inject;
+mod users;
+mod ws;
+
+use std::sync::Arc;
+
+use fleetbench_fleet::{Clock, Target};
+use fleetbench_metrics::summary::{Figure, ProbeReport};
+use fleetbench_metrics::{Aggregate, Outcome as SampleOutcome, Sample};
+use fleetbench_scenario::probes::ProbesPlan;
+use hdrhistogram::Histogram;
+use tokio::sync::watch;
+
+/// What a probe reaches the target with.
+pub struct Context {
+    /// Auth and the Data API (provisioning, inserts), with the keys.
+    pub target: Arc<Target>,
+    /// Plain HTTP for the Data API calls probes make beyond the fleet's.
+    pub http: reqwest::Client,
+    /// SQL with a session of its own (COPY, EXPLAIN, settings, `pg_stat_activity`): the session
+    /// pooler remotely, a direct connection locally.
+    pub admin_db_url: Option<String>,
+    /// The transaction pooler (`SUPABASE_DB_URL`).
+    pub pooler_db_url: Option<String>,
+    /// Where a connection storm is made "directly" (Postgres locally, the session pooler remotely).
+    pub direct_db_url: Option<String>,
+    pub run_id: String,
+    pub clock: Clock,
+    pub window_us: u64,
+    /// The fleet's phase (0 provisioning, 1 load, 2 over): probes measure from phase 1. A probe
+    /// run alone gets a channel already at 1.
+    pub phase: watch::Receiver<u8>,
+}
+
+impl Context {
+    pub fn api(&self, path: &str) -> String {
+        format!("{}{path}", self.target.config.api_url)
+    }
+
+    /// Waits for the fleet's load phase (at once when it has begun or no fleet runs).
+    pub async fn started(&self) {
+        let mut phase = self.phase.clone();
+        let _ = phase.wait_for(|p| *p >= 1).await;
+    }
+
+    /// A session of its own on the admin database URL.
+    pub async fn admin(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let url = self.admin_db_url.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "this probe needs SQL access: set SUPABASE_DB_SESSION_URL (or SUPABASE_DB_URL)"
+            )
+        })?;
+        connect(url).await
+    }
+
+    pub fn sample(&self, agg: &mut Aggregate, operation: &'static str, at: Timing, error: Option<&str>) {
+        agg.add(&Sample {
+            operation,
+            intended_us: at.intended_us,
+            sent_us: at.sent_us.max(at.intended_us),
+            done_us: at.done_us.max(at.sent_us).max(at.intended_us),
+            outcome: error.map_or(SampleOutcome::Ok, |k| SampleOutcome::Error(k.to_string())),
+            rows: 0,
+            bytes: 0,
+        });
+    }
+
+    /// A wall-clock time (Unix µs) on the run's clock.
+    pub fn on_clock(&self, unix_us: i64) -> u64 {
+        let start = self.clock.started_at().timestamp_micros();
+        (unix_us - start).max(0) as u64
+    }
+}
+
+/// When an operation was meant to start, was sent and was done, in µs on the run's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub intended_us: u64,
+    pub sent_us: u64,
+    pub done_us: u64,
+}
+
+pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting for SQL: {}", db_text(&e)))?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// A database error as one line (SQLSTATE and message), without the connection string.
+pub fn db_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.code().code(), d.message()),
+        None => e.to_string(),
+    }
+}
+
+/// A probe's results.
+pub struct Outcome {
+    pub report: ProbeReport,
+    /// Samples of the probe's operations, on the run's clock and windows.
+    pub aggregate: Aggregate,
+}
+
+impl Outcome {
+    fn failed(name: &str, window_us: u64, error: &anyhow::Error) -> Outcome {
+        Outcome {
+            report: ProbeReport {
+                title: title(name).into(),
+                verdict: "fail".into(),
+                findings: vec![format!("the probe could not complete: {error:#}")],
+                ..Default::default()
+            },
+            aggregate: Aggregate::new(window_us),
+        }
+    }
+}
+
+fn title(name: &str) -> &'static str {
+    match name {
+        "realtime" => "Realtime: thermal alerts pushed to dashboards",
+        "webhook" => "Edge Functions: alert webhooks",
+        "rag" => "RAG: vector search over AI memory",
+        "partitions" => "Partitioning by month and retention",
+        "pooler" => "Pooled connections: a connection storm",
+        "rls" => "Row-level security: each user sees only their own data",
+        _ => "probe",
+    }
+}
+
+/// Runs one probe; a probe that cannot complete is a failed probe with the reason as its finding.
+pub async fn run(name: &str, plan: &ProbesPlan, ctx: &Context) -> Outcome {
+    let result = match name {
+        "realtime" => match &plan.realtime {
+            Some(p) => realtime::run(ctx, p).await,
+            None => Err(anyhow::anyhow!("not configured")),
+        },
+        "webhook" => match &plan.webhook {
+            Some(p) => webhook::run(ctx, p).await,
+            None => Err(anyhow::anyhow!("not configured")),
+        },
+        "rag" => match &plan.rag {
+            Some(p) => rag::run(ctx, p).await,
+            None => Err(anyhow::anyhow!("not configured")),
+        },
+        "partitions" => match &plan.partitions {
+            Some(p) => partitions::run(ctx, p).await,
+            None => Err(anyhow::anyhow!("not configured")),
+        },
+        "pooler" => match &plan.pooler {
+            Some(p) => pooler::run(ctx, p).await,
+            None => Err(anyhow::anyhow!("not configured")),
+        },
+        "rls" => rls::run(ctx).await,
+        other => Err(anyhow::anyhow!("unknown probe {other:?}")),
+    };
+    match result {
+        Ok(mut o) => {
+            o.report.title = title(name).into();
+            o
+        }
+        Err(e) => Outcome::failed(name, ctx.window_us, &e),
+    }
+}
+
+/// Runs every configured probe: all at once except the pooler's storm, which runs last so that
+/// its direct storm (which may exhaust the database's connections on purpose) cannot disturb the
+/// others' measurements.
+pub async fn run_all(plan: &ProbesPlan, ctx: Arc<Context>) -> Vec<(String, Outcome)> {
+    let names = plan.names();
+    let mut set = tokio::task::JoinSet::new();
+    for name in names.iter().filter(|n| **n != "pooler") {
+        let (plan, ctx, name) = (plan.clone(), ctx.clone(), name.to_string());
+        set.spawn(async move {
+            let o = run(&name, &plan, &ctx).await;
+            (name, o)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(pair) => out.push(pair),
+            Err(e) => tracing::error!("a probe task failed: {e}"),
+        }
+    }
+    if names.contains(&"pooler") {
+        out.push(("pooler".into(), run("pooler", plan, &ctx).await));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Milliseconds at quantile `q` of a µs histogram (0 when empty).
+pub(crate) fn ms_at(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else {
+        h.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+pub(crate) fn figure(name: &str, value: f64, unit: &str, published: Option<&str>) -> Figure {
+    Figure {
+        name: name.into(),
+        value,
+        unit: unit.into(),
+        published: published.map(String::from),
+    }
+}
+
+/// Latency figures (p50, p95, p99) of a µs histogram.
+pub(crate) fn latency_figures(what: &str, h: &Histogram<u64>, published: Option<&str>) -> Vec<Figure> {
+    [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")]
+        .into_iter()
+        .map(|(q, p)| {
+            figure(
+                &format!("{what} {p}"),
+                ms_at(h, q),
+                "ms",
+                if p == "p95" { published } else { None },
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,485 @@
+//! The seed's claim: "Realtime pushes a Critical Thermal Warning to the dashboard instantly".
+//!
+//! `subscribers` dashboard users each subscribe to INSERTs on `alerts` filtered to their own
+//! `user_id`. From the fleet's load phase on, a thermal anomaly is injected every `interval`
+//! (round robin over the users) through the Data API as the device's owner; each must reach its
+//! owner's socket exactly once and nobody else's. Per alert: latency from the agent's send
+//! (`realtime.alert_delivery` latency) and from the commit (its service time), loss and
+//! duplicates. Subscription setup is `realtime.connect`. Halfway, one dashboard drops its socket
+//! and subscribes again (a reconnect), and an alert committed while it was away shows whether
+//! Realtime replays missed changes. One more socket subscribes to the partitioned
+//! `system_metrics` itself, to report the known caveat as measured.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fleetbench_metrics::Aggregate;
+use fleetbench_metrics::aggregate::histogram;
+use fleetbench_metrics::summary::ProbeReport;
+use fleetbench_scenario::probes::RealtimePlan;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::inject::{self, Key};
+use crate::users::{self, User};
+use crate::ws::{self, Socket};
+use crate::{Context, Outcome, Timing, figure, latency_figures, ms_at};
+
+/// How long a subscription may take to go live.
+const SUBSCRIBE_WITHIN: Duration = Duration::from_secs(20);
+
+/// One change a socket received.
+struct Receipt {
+    /// The subscriber's index, or [`PARTITIONED`].
+    sub: usize,
+    at_us: u64,
+    key: Option<Key>,
+    user: Option<Uuid>,
+    commit_unix_us: Option<i64>,
+}
+
+const PARTITIONED: usize = usize::MAX;
+
+enum Control {
+    /// Close the socket and wait for a new one (a reconnect).
+    Close(oneshot::Sender<()>),
+    Reopen(Socket),
+}
+
+/// Reads a socket until told to stop, forwarding every change; heartbeats on realtime-js's cadence.
+async fn reader(
+    sub: usize,
+    mut socket: Socket,
+    clock: fleetbench_fleet::Clock,
+    tx: mpsc::UnboundedSender<Receipt>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    early: Vec<Value>,
+) {
+    let forward = |frame: &Value| {
+        if let Some((record, commit)) = ws::change(frame) {
+            let _ = tx.send(Receipt {
+                sub,
+                at_us: clock.now_us(),
+                key: inject::key_of(record),
+                user: record["user_id"].as_str().and_then(|s| s.parse().ok()),
+                commit_unix_us: commit,
+            });
+        }
+    };
+    early.iter().for_each(forward);
+    let mut beat = tokio::time::interval(ws::HEARTBEAT);
+    beat.tick().await;
+    loop {
+        tokio::select! {
+            frame = socket.next() => match frame {
+                Some(f) => forward(&f),
+                None => break,
+            },
+            _ = beat.tick() => {
+                if socket.heartbeat().await.is_err() {
+                    break;
+                }
+            }
+            c = control.recv() => match c {
+                Some(Control::Close(done)) => {
+                    socket.close().await;
+                    let _ = done.send(());
+                    match control.recv().await {
+                        Some(Control::Reopen(s)) => socket = s,
+                        _ => return,
+                    }
+                }
+                Some(Control::Reopen(s)) => socket = s,
+                None => break,
+            }
+        }
+    }
+}
+
+async fn subscribe(
+    ctx: &Context,
+    user: &User,
+    table: &str,
+    topic: &str,
+) -> anyhow::Result<Result<(Socket, Vec<Value>), String>> {
+    let mut socket = Socket::connect(
+        &ctx.target.config.api_url,
+        &ctx.target.config.anon_key,
+    )
+    .await?;
+    let mut early = Vec::new();
+    let filter = Some(format!("user_id=eq.{}", user.id));
+    Ok(socket
+        .subscribe(topic, &user.token, ws::inserts(table, filter), SUBSCRIBE_WITHIN, &mut early)
+        .await?
+        .map(|()| (socket, early)))
+}
+
+/// Who should see what, and what arrived.
+#[derive(Default)]
+struct Ledger {
+    /// Key → (subscriber, agent's send µs).
+    sent: HashMap<Key, (usize, u64)>,
+    /// (subscriber, key) → receipts (µs on the clock, commit Unix µs).
+    got: HashMap<(usize, Key), Vec<(u64, Option<i64>)>>,
+    foreign: u64,
+    partitioned: u64,
+}
+
+impl Ledger {
+    fn take(&mut self, r: Receipt, users: &[User]) {
+        if r.sub == PARTITIONED {
+            self.partitioned += 1;
+            return;
+        }
+        if r.user.is_some_and(|u| u != users[r.sub].id) {
+            self.foreign += 1;
+        }
+        if let Some(k) = r.key {
+            self.got
+                .entry((r.sub, k))
+                .or_default()
+                .push((r.at_us, r.commit_unix_us));
+        }
+    }
+
+    /// Every sent alert of `sub` (all subscribers when `None`) has arrived.
+    fn complete(&self, sub: Option<usize>) -> bool {
+        self.sent
+            .iter()
+            .filter(|(_, (s, _))| sub.is_none_or(|x| x == *s))
+            .all(|(k, (s, _))| self.got.contains_key(&(*s, *k)))
+    }
+}
+
+/// Takes receipts until `done` holds or `deadline` passes.
+async fn pump(
+    rx: &mut mpsc::UnboundedReceiver<Receipt>,
+    ledger: &mut Ledger,
+    users: &[User],
+    deadline: Instant,
+    done: impl Fn(&Ledger) -> bool,
+) {
+    while !done(ledger) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(r)) => ledger.take(r, users),
+            _ => return,
+        }
+    }
+}
+
+pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<Outcome> {
+    let users = users::provision(ctx, "realtime", plan.subscribers).await?;
+    let mut agg = Aggregate::new(ctx.window_us);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut setup = histogram();
+    let mut refused = Vec::new();
+    let mut controls = Vec::new();
+    let mut readers = Vec::new();
+
+    let joins = futures_util::future::join_all(users.iter().enumerate().map(|(i, u)| async move {
+        let t0 = ctx.clock.now_us();
+        let r = subscribe(ctx, u, "alerts", &format!("alerts:{}", u.id)).await;
+        (i, t0, ctx.clock.now_us(), r)
+    }))
+    .await;
+    for (i, t0, t1, r) in joins {
+        let timing = Timing {
+            intended_us: t0,
+            sent_us: t0,
+            done_us: t1,
+        };
+        match r {
+            Ok(Ok((socket, early))) => {
+                ctx.sample(&mut agg, "realtime.connect", timing, None);
+                setup.saturating_record((t1 - t0).max(1));
+                let (ctl, ctl_rx) = mpsc::unbounded_channel();
+                controls.push(Some(ctl));
+                readers.push(tokio::spawn(reader(
+                    i,
+                    socket,
+                    ctx.clock,
+                    tx.clone(),
+                    ctl_rx,
+                    early,
+                )));
+            }
+            Ok(Err(reason)) => {
+                ctx.sample(&mut agg, "realtime.connect", timing, Some("refused"));
+                refused.push(reason);
+                controls.push(None);
+            }
+            Err(e) => {
+                ctx.sample(&mut agg, "realtime.connect", timing, Some("transport"));
+                refused.push(e.to_string());
+                controls.push(None);
+            }
+        }
+    }
+    // The partitioned table itself, as user 0.
+    let partitioned = match subscribe(ctx, &users[0], "system_metrics", "metrics:partitioned").await {
+        Ok(Ok((socket, early))) => {
+            let (keep, ctl_rx) = mpsc::unbounded_channel();
+            readers.push(tokio::spawn(reader(
+                PARTITIONED,
+                socket,
+                ctx.clock,
+                tx.clone(),
+                ctl_rx,
+                early,
+            )));
+            Ok(keep)
+        }
+        Ok(Err(reason)) => Err(reason),
+        Err(e) => Err(e.to_string()),
+    };
+
+    ctx.started().await;
+    let mut ledger = Ledger::default();
+    let mut failed_injections = Vec::new();
+    let mut user0_rows = 0u64;
+    let mut reconnect: Option<(f64, bool)> = None;
+    let mut gap_key = None;
+    let start = Instant::now();
+    let live: Vec<usize> = (0..users.len()).filter(|&i| controls[i].is_some()).collect();
+    anyhow::ensure!(!live.is_empty(), "no dashboard could subscribe: {refused:?}");
+    let mut inflight = tokio::task::JoinSet::new();
+    for n in 0..plan.alerts {
+        let at = start + plan.interval * n;
+        // Pace the injections while taking receipts (the schedule is an open model).
+        pump(&mut rx, &mut ledger, &users, at, |_| false).await;
+        let sub = live[n as usize % live.len()];
+        if plan.reconnect && n == plan.alerts / 2 && sub == live[0] && reconnect.is_none() {
+            // Let every earlier alert of this dashboard arrive, then drop its socket.
+            while let Some(r) = inflight.join_next().await {
+                settle(r, &mut ledger, &mut failed_injections);
+            }
+            pump(&mut rx, &mut ledger, &users, Instant::now() + plan.wait, |l| {
+                l.complete(Some(sub))
+            })
+            .await;
+            let ctl = controls[sub].as_ref().expect("live subscriber");
+            let (closed_tx, closed) = oneshot::channel();
+            let _ = ctl.send(Control::Close(closed_tx));
+            let _ = closed.await;
+            let t0 = ctx.clock.now_us();
+            // Committed while the dashboard is away.
+            if let Ok(k) = inject::thermal(&ctx.http, &ctx.target.config, &users[sub]).await {
+                gap_key = Some(k);
+                user0_rows += u64::from(sub == 0);
+            }
+            let again = subscribe(ctx, &users[sub], "alerts", &format!("alerts:{}", users[sub].id)).await;
+            let t1 = ctx.clock.now_us();
+            let timing = Timing {
+                intended_us: t0,
+                sent_us: t0,
+                done_us: t1,
+            };
+            match again {
+                Ok(Ok((socket, early))) => {
+                    ctx.sample(&mut agg, "realtime.connect", timing, None);
+                    for f in &early {
+                        if let Some((record, commit)) = ws::change(f) {
+                            ledger.take(
+                                Receipt {
+                                    sub,
+                                    at_us: t1,
+                                    key: inject::key_of(record),
+                                    user: record["user_id"].as_str().and_then(|s| s.parse().ok()),
+                                    commit_unix_us: commit,
+                                },
+                                &users,
+                            );
+                        }
+                    }
+                    let _ = ctl.send(Control::Reopen(socket));
+                    reconnect = Some(((t1 - t0) as f64 / 1000.0, true));
+                }
+                _ => {
+                    ctx.sample(&mut agg, "realtime.connect", timing, Some("refused"));
+                    reconnect = Some(((t1 - t0) as f64 / 1000.0, false));
+                }
+            }
+        }
+        let user = users[sub].clone();
+        if sub == 0 {
+            user0_rows += 1;
+        }
+        let (clock, http, target) = (ctx.clock, ctx.http.clone(), ctx.target.clone());
+        inflight.spawn(async move {
+            let sent = clock.now_us();
+            let r = inject::thermal(&http, &target.config, &user).await;
+            (sub, sent, r)
+        });
+        // Keep the ledger current so the reconnect knows what was sent.
+        while let Some(r) = inflight.try_join_next() {
+            settle(r, &mut ledger, &mut failed_injections);
+        }
+    }
+    while let Some(r) = inflight.join_next().await {
+        settle(r, &mut ledger, &mut failed_injections);
+    }
+    // After the last injection, alerts have `wait` to arrive.
+    let deadline = Instant::now() + plan.wait;
+    pump(&mut rx, &mut ledger, &users, deadline, |l| l.complete(None)).await;
+    // Anything else already queued (duplicates, foreign rows, the partitioned socket).
+    while let Ok(r) = rx.try_recv() {
+        ledger.take(r, &users);
+    }
+    let end_us = ctx.clock.now_us();
+    for r in &readers {
+        r.abort();
+    }
+
+    let (mut delivered, mut lost, mut duplicates) = (0u64, 0u64, 0u64);
+    let mut from_commit = histogram();
+    let mut from_send = histogram();
+    let mut negative_commit = 0u64;
+    for (key, (sub, sent_us)) in &ledger.sent {
+        match ledger.got.get(&(*sub, *key)) {
+            Some(receipts) => {
+                delivered += 1;
+                duplicates += receipts.len() as u64 - 1;
+                let (at, commit) = receipts[0];
+                let commit_us = commit.map(|c| ctx.on_clock(c));
+                if commit.is_some_and(|c| ctx.on_clock(c) > at) {
+                    negative_commit += 1;
+                }
+                ctx.sample(
+                    &mut agg,
+                    "realtime.alert_delivery",
+                    Timing {
+                        intended_us: *sent_us,
+                        sent_us: commit_us.unwrap_or(*sent_us).min(at),
+                        done_us: at,
+                    },
+                    None,
+                );
+                from_send.saturating_record(at.saturating_sub(*sent_us).max(1));
+                if let Some(c) = commit_us.filter(|c| *c <= at) {
+                    from_commit.saturating_record((at - c).max(1));
+                }
+            }
+            None => {
+                lost += 1;
+                ctx.sample(
+                    &mut agg,
+                    "realtime.alert_delivery",
+                    Timing {
+                        intended_us: *sent_us,
+                        sent_us: *sent_us,
+                        done_us: end_us,
+                    },
+                    Some("lost"),
+                );
+            }
+        }
+    }
+    let gap_replayed = gap_key.map(|k| ledger.got.contains_key(&(live[0], k)));
+
+    let sent = ledger.sent.len() as u64;
+    let mut findings = Vec::new();
+    let pass = lost == 0 && duplicates == 0 && ledger.foreign == 0 && refused.is_empty() && sent > 0;
+    findings.push(format!(
+        "{delivered} of {sent} alerts reached their dashboard ({lost} lost, {duplicates} duplicated, {} delivered to another user's socket); p95 from the agent's send {:.1} ms",
+        ledger.foreign,
+        ms_at(&from_send, 0.95)
+    ));
+    if !refused.is_empty() {
+        findings.push(format!(
+            "{} of {} dashboards could not subscribe: {}",
+            refused.len(),
+            users.len(),
+            refused.join("; ")
+        ));
+    }
+    if !failed_injections.is_empty() {
+        findings.push(format!(
+            "{} injections failed at the Data API (not counted as Realtime loss): {}",
+            failed_injections.len(),
+            failed_injections.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+        ));
+    }
+    if negative_commit > 0 {
+        findings.push(format!(
+            "{negative_commit} alerts arrived before their commit timestamp on this machine's clock: the target's clock runs ahead, so commit-to-receipt times exclude them"
+        ));
+    }
+    if let Some((ms, ok)) = reconnect {
+        findings.push(match (ok, gap_replayed) {
+            (true, Some(false)) => format!(
+                "a dashboard that reconnected ({ms:.0} ms to subscribe again) kept receiving its alerts, but the alert committed while it was away was not replayed: after a reconnect the dashboard must re-read its alerts"
+            ),
+            (true, Some(true)) => format!(
+                "a dashboard that reconnected ({ms:.0} ms to subscribe again) also received the alert committed while it was away"
+            ),
+            (true, None) => format!("a dashboard reconnected in {ms:.0} ms"),
+            (false, _) => "a dashboard that dropped its socket could not subscribe again".into(),
+        });
+    }
+    findings.push(match &partitioned {
+        Ok(_) => format!(
+            "a subscription on the partitioned system_metrics went live and delivered {} of the {user0_rows} rows its user inserted",
+            ledger.partitioned
+        ),
+        Err(reason) => format!(
+            "a subscription on the partitioned system_metrics is refused (\"{reason}\"): dashboards must subscribe to alerts, as this schema does"
+        ),
+    });
+
+    let mut figures = vec![
+        figure("dashboards subscribed", (users.len() - refused.len()) as f64, "sockets", None),
+        figure("alerts injected", sent as f64, "alerts", None),
+        figure("alerts delivered once", (delivered - duplicates.min(delivered)) as f64, "alerts", None),
+        figure("alerts lost", lost as f64, "alerts", None),
+        figure("alerts duplicated", duplicates as f64, "alerts", None),
+        figure("alerts to another user's socket", ledger.foreign as f64, "alerts", None),
+    ];
+    figures.extend(latency_figures("agent send → dashboard", &from_send, None));
+    figures.extend(latency_figures(
+        "commit → dashboard",
+        &from_commit,
+        Some("Postgres Changes with RLS, Micro, 500 clients: p95 228 ms"),
+    ));
+    figures.push(figure(
+        "subscription setup p50",
+        ms_at(&setup, 0.5),
+        "ms",
+        None,
+    ));
+    figures.push(figure(
+        "subscription setup p95",
+        ms_at(&setup, 0.95),
+        "ms",
+        None,
+    ));
+    if let Some((ms, _)) = reconnect {
+        figures.push(figure("reconnect to live again", ms, "ms", None));
+    }
+    Ok(Outcome {
+        report: ProbeReport {
+            claim: "Realtime pushes a \"Critical Thermal Warning\" to the dashboard instantly".into(),
+            verdict: if pass { "pass" } else { "fail" }.into(),
+            figures,
+            findings,
+            ..Default::default()
+        },
+        aggregate: agg,
+    })
+}
+
+fn settle(
+    r: Result<(usize, u64, Result<Key, String>), tokio::task::JoinError>,
+    ledger: &mut Ledger,
+    failed: &mut Vec<String>,
+) {
+    match r {
+        Ok((sub, sent, Ok(key))) => {
+            ledger.sent.insert(key, (sub, sent));
+        }
+        Ok((_, _, Err(e))) => failed.push(e),
+        Err(e) => failed.push(e.to_string()),
+    }
+}

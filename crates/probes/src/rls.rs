@@ -1,0 +1,1 @@
+pub async fn run(_ctx: &crate::Context) -> anyhow::Result<crate::Outcome> { anyhow::bail!("todo") }

@@ -1,0 +1,175 @@
+//! The seed's claim: "Edge Functions react to anomalies". A thermal anomaly is injected through the
+//! Data API; the `alerts` trigger raises the alert, the database webhook (pg_net) posts it after
+//! commit to `anomaly-webhook`, which forwards it to fleetbench's [`crate::receiver`]. Each alert
+//! must arrive exactly once: latency from the agent's send (`functions.webhook_delivery`) and from
+//! the alert's creation (its service time), loss and duplicates.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fleetbench_metrics::Aggregate;
+use fleetbench_metrics::aggregate::histogram;
+use fleetbench_metrics::summary::ProbeReport;
+use fleetbench_scenario::probes::WebhookPlan;
+use tokio::time::Instant;
+
+use crate::inject::{self, Key};
+use crate::receiver::{self, Receiver};
+use crate::{Context, Outcome, Timing, figure, latency_figures};
+
+/// Where deliveries are read: (URL, key to present).
+async fn receiver_url(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<(String, String)> {
+    if let Some(addr) = plan.listen {
+        let url = receiver::serve(addr, Receiver::new(None)).await?;
+        return Ok((url, String::new()));
+    }
+    if let Some(url) = &plan.receiver {
+        return Ok((url.clone(), ctx.target.config.service_key.clone()));
+    }
+    anyhow::ensure!(
+        ctx.target.config.kind == "local",
+        "against a remote project the webhook's far end must be reachable from it: set probes.webhook.listen (and point the function secret ANOMALY_WEBHOOK_URL at that address) or probes.webhook.receiver"
+    );
+    Ok((ctx.api(receiver::PATH), ctx.target.config.service_key.clone()))
+}
+
+pub async fn run(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<Outcome> {
+    let (url, key) = receiver_url(ctx, plan).await?;
+    // Deliveries already there belong to earlier runs.
+    let mut seq = receiver::read(&ctx.http, &url, &key, 0, Duration::ZERO)
+        .await?
+        .iter()
+        .map(|d| d.seq)
+        .max()
+        .unwrap_or(0);
+    let users = crate::users::provision(ctx, "webhook", 2).await?;
+    let mut agg = Aggregate::new(ctx.window_us);
+    ctx.started().await;
+
+    let start = Instant::now();
+    let mut sent: HashMap<Key, u64> = HashMap::new();
+    let mut failed = Vec::new();
+    let mut inflight = tokio::task::JoinSet::new();
+    for n in 0..plan.alerts {
+        tokio::time::sleep_until(start + plan.interval * n).await;
+        let user = users[n as usize % users.len()].clone();
+        let (clock, http, target) = (ctx.clock, ctx.http.clone(), ctx.target.clone());
+        inflight.spawn(async move {
+            let at = clock.now_us();
+            (at, inject::thermal(&http, &target.config, &user).await)
+        });
+    }
+    while let Some(r) = inflight.join_next().await {
+        match r {
+            Ok((at, Ok(k))) => {
+                sent.insert(k, at);
+            }
+            Ok((_, Err(e))) => failed.push(e),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+
+    // (receipt µs, alert created µs) per key.
+    let mut got: HashMap<Key, Vec<(u64, Option<u64>)>> = HashMap::new();
+    let mut others = 0u64;
+    let deadline = Instant::now() + plan.wait;
+    while sent.keys().any(|k| !got.contains_key(k)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        for d in receiver::read(&ctx.http, &url, &key, seq, left.min(Duration::from_secs(5))).await? {
+            seq = seq.max(d.seq);
+            let alert = &d.body["alert"];
+            match inject::key_of(alert).filter(|k| sent.contains_key(k)) {
+                Some(k) => got.entry(k).or_default().push((
+                    ctx.on_clock(d.received_at_us),
+                    alert["created_at"]
+                        .as_str()
+                        .and_then(inject::parse_ts)
+                        .map(|c| ctx.on_clock(c)),
+                )),
+                None => others += 1,
+            }
+        }
+    }
+    let end_us = ctx.clock.now_us();
+
+    let (mut delivered, mut lost, mut duplicates) = (0u64, 0u64, 0u64);
+    let (mut from_send, mut from_created) = (histogram(), histogram());
+    for (k, at) in &sent {
+        match got.get(k) {
+            Some(r) => {
+                delivered += 1;
+                duplicates += r.len() as u64 - 1;
+                let (done, created) = r[0];
+                ctx.sample(
+                    &mut agg,
+                    "functions.webhook_delivery",
+                    Timing {
+                        intended_us: *at,
+                        sent_us: created.unwrap_or(*at).clamp(*at, done),
+                        done_us: done,
+                    },
+                    None,
+                );
+                from_send.saturating_record(done.saturating_sub(*at).max(1));
+                if let Some(c) = created.filter(|c| *c <= done) {
+                    from_created.saturating_record((done - c).max(1));
+                }
+            }
+            None => {
+                lost += 1;
+                ctx.sample(
+                    &mut agg,
+                    "functions.webhook_delivery",
+                    Timing {
+                        intended_us: *at,
+                        sent_us: *at,
+                        done_us: end_us,
+                    },
+                    Some("lost"),
+                );
+            }
+        }
+    }
+    let mut findings = vec![format!(
+        "{delivered} of {} alerts reached the webhook receiver through anomaly-webhook ({lost} lost, {duplicates} duplicated)",
+        sent.len()
+    )];
+    if !failed.is_empty() {
+        findings.push(format!(
+            "{} injections failed at the Data API (not counted as webhook loss): {}",
+            failed.len(),
+            failed.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+        ));
+    }
+    if others > 0 {
+        findings.push(format!(
+            "{others} other deliveries reached the receiver meanwhile (alerts of the fleet's own anomalies)"
+        ));
+    }
+    let mut figures = vec![
+        figure("alerts injected", sent.len() as f64, "alerts", None),
+        figure("delivered once", (delivered - duplicates.min(delivered)) as f64, "alerts", None),
+        figure("lost", lost as f64, "alerts", None),
+        figure("duplicated", duplicates as f64, "alerts", None),
+    ];
+    figures.extend(latency_figures("agent send → receiver", &from_send, None));
+    figures.extend(latency_figures(
+        "alert created → receiver",
+        &from_created,
+        Some("pg_net sends after commit, asynchronously (no published latency)"),
+    ));
+    let pass = lost == 0 && duplicates == 0 && !sent.is_empty();
+    Ok(Outcome {
+        report: ProbeReport {
+            claim: "Edge Functions fire webhooks on anomalies".into(),
+            verdict: if pass { "pass" } else { "fail" }.into(),
+            figures,
+            findings,
+            ..Default::default()
+        },
+        aggregate: agg,
+    })
+}
