@@ -7,3 +7,4 @@ mod delivery;
 mod partitions;
 mod pooler;
 mod rag;
+mod rls;
