@@ -77,6 +77,20 @@ pub enum Command {
         #[arg(long, value_name = "SPEC")]
         stall: Option<fleetbench_fleet::sink::Stall>,
     },
+    /// Run one end-to-end probe alone: realtime, rag, partitions, pooler, webhook, rls.
+    Probe {
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(fleetbench_scenario::probes::PROBES))]
+        name: String,
+        /// The run directory [default: reports/<UTC timestamp>-probe-<name>/].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// A probe setting (`--set subscribers=50`; the keys of `[probes.<name>]` in a scenario).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Keep the probe's users and rows on the target (removed by default).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Remove everything a run wrote to the target (its users and their rows).
     Cleanup {
         #[arg(long, value_name = "ID")]

@@ -1,6 +1,6 @@
 //! `fleetbench stack serve`: the stack daemon that `stack up` starts in the background. It runs the
 //! pg_cron and pg_net stand-ins and serves the stack's API gateway (`SUPABASE_URL`): Auth, the Data
-//! API, Edge Functions and Realtime, configured from the project's `supabase/config.toml` and the
+//! API, Edge Functions and Realtime, plus fleetbench's webhook receiver, configured from the project's `supabase/config.toml` and the
 //! stack profile. It stops on SIGTERM or SIGINT, letting Realtime flush its sockets and keep their
 //! subscriptions for the clients to resume after a restart.
 
@@ -47,9 +47,15 @@ pub fn serve(instance: PathBuf) -> Result<(), Failure> {
             format!("http://127.0.0.1:{port}"),
         );
         let (gateway, realtime) = fleetbench_gateway::build(gateway)?;
+        // The far end of the alert webhook (the stack's default ANOMALY_WEBHOOK_URL), read by the
+        // webhook probe with the service-role key.
+        let receiver = fleetbench_probes::receiver::Receiver::new(Some(
+            state.secrets.service_role_key.clone(),
+        ));
         let app = axum::Router::new()
             .route("/", get(root))
             .route("/health", get(root))
+            .merge(fleetbench_probes::receiver::router(receiver))
             .merge(gateway)
             .fallback(not_served);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))

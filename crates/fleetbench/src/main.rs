@@ -6,6 +6,7 @@ mod cli;
 mod daemon;
 mod local;
 mod migrate;
+mod probe;
 mod progress;
 mod reports;
 mod run;
@@ -78,6 +79,12 @@ fn main() -> ExitCode {
             action: ScenariosAction::Validate { files, overrides },
         } => run::validate(&files, &overrides),
         Command::Cleanup { run_id } => run::cleanup(&run_id),
+        Command::Probe {
+            name,
+            out,
+            overrides,
+            keep,
+        } => probe::probe(&name, out, &overrides, keep),
         Command::Compare {
             baseline,
             run,

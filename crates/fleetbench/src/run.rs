@@ -94,7 +94,7 @@ pub fn sink(
     Ok(())
 }
 
-fn default_out(name: &str) -> PathBuf {
+pub fn default_out(name: &str) -> PathBuf {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     PathBuf::from("reports").join(format!("{stamp}-{name}"))
 }
@@ -105,7 +105,7 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
         .ingest
         .iter()
         .any(|(p, share)| p == "pooler" && *share > 0.0);
-    let resolved = target::resolve(needs_pooler)?;
+    let resolved = target::resolve(needs_pooler || plan.probes.pooler.is_some())?;
     let out = out.unwrap_or_else(|| default_out(&plan.name));
     std::fs::create_dir_all(&out)
         .with_context(|| format!("creating the run directory {}", out.display()))?;
@@ -149,10 +149,35 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
         let corners: Vec<(f64, f64)> = std::iter::once((0.0, 0.0))
             .chain(plan.stages.iter().map(|(end, level)| (end.as_secs_f64(), *level)))
             .collect();
-        let result = fleetbench_fleet::run(plan, target, run_id.clone(), progress, stop_rx).await;
+        // Probes beside the fleet: on the same clock, measuring from the load phase on.
+        let clock = fleetbench_fleet::Clock::new();
+        let probe_names = plan.probes.names();
+        let probes = (!probe_names.is_empty()).then(|| {
+            eprintln!("run: probes beside the fleet: {}", probe_names.join(", "));
+            let ctx = crate::probe::context(
+                &resolved,
+                target.clone(),
+                run_id.clone(),
+                clock,
+                plan.window.as_micros().max(1) as u64,
+                progress.phase.subscribe(),
+            );
+            tokio::spawn(fleetbench_probes::run_all(plan.probes.clone(), Arc::new(ctx), stop_rx.clone()))
+        });
+        let result = fleetbench_fleet::run_at(clock, plan, target, run_id.clone(), progress, stop_rx).await;
         let _ = done_tx.send(true);
         let _ = shown.await;
-        let outcome = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut outcome = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let probe_outcomes = match probes {
+            Some(task) => {
+                eprintln!("run: the load is over; waiting for the probes to finish");
+                task.await.unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        for (_, o) in &probe_outcomes {
+            outcome.aggregate.merge(&o.aggregate);
+        }
         let duration = Duration::from_micros(outcome.clock.now_us());
         let summary = Summary::new(
             &outcome.aggregate,
@@ -171,6 +196,8 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
             },
             &thresholds,
         );
+        let mut summary = summary;
+        crate::probe::attach(&mut summary, probe_outcomes);
         let load_start_s = outcome.load_start_us as f64 / 1e6;
         let shape = fleetbench_report::LoadShape {
             unit: unit.to_string(),
@@ -202,6 +229,7 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
             let observed = t.observed.map_or("no samples".into(), |v| format!("{v:.3}"));
             eprintln!("  {} {:<24} {:<22} observed {observed}", if t.pass { "pass" } else { "FAIL" }, t.operation, t.expr);
         }
+        crate::probe::print(&summary);
         if cleanup {
             match &resolved.admin_db_url {
                 Some(db) => match fleetbench_fleet::cleanup(db, &run_id).await {
@@ -223,7 +251,7 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
         Err(Failure {
             code: EXIT_THRESHOLDS,
             error: anyhow::anyhow!(
-                "thresholds crossed: {}{}",
+                "thresholds crossed: {}{}{}",
                 summary
                     .thresholds
                     .iter()
@@ -231,6 +259,8 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
                     .map(|t| format!("{} {}", t.operation, t.expr))
                     .collect::<Vec<_>>()
                     .join(", "),
+                crate::probe::failed(&summary)
+                    .map_or(String::new(), |f| format!("; probes failed: {f}")),
                 summary
                     .aborted
                     .as_ref()
@@ -241,7 +271,7 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
 }
 
 /// fleetbench's version and commit, and the machine generating the load.
-fn environment() -> fleetbench_metrics::summary::Environment {
+pub fn environment() -> fleetbench_metrics::summary::Environment {
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
     fleetbench_metrics::summary::Environment {

@@ -13,6 +13,9 @@ pub struct Resolved {
     pub config: TargetConfig,
     /// Where cleanup and checks run SQL (session pooler or direct; never shown).
     pub admin_db_url: Option<String>,
+    /// Where the pooler probe's comparison storm goes: Postgres itself locally, the session pooler
+    /// remotely (hosted projects' direct host is not in the environment contract).
+    pub direct_db_url: Option<String>,
 }
 
 fn env(names: &[&str]) -> Option<String> {
@@ -48,6 +51,7 @@ pub fn resolve(needs_pooler: bool) -> Result<Resolved, Failure> {
         }
         return Ok(Resolved {
             admin_db_url: env(&["SUPABASE_DB_SESSION_URL", "SUPABASE_DB_URL"]),
+            direct_db_url: env(&["SUPABASE_DB_SESSION_URL"]),
             config: TargetConfig {
                 kind: "remote".into(),
                 api_url: url.trim_end_matches('/').to_string(),
@@ -65,6 +69,7 @@ pub fn resolve(needs_pooler: bool) -> Result<Resolved, Failure> {
         .context("the local stack runs without its gateway (no daemon)")?;
     Ok(Resolved {
         admin_db_url: Some(state.direct_db_url()),
+        direct_db_url: Some(state.direct_db_url()),
         config: TargetConfig {
             kind: "local".into(),
             api_url,

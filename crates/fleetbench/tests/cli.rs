@@ -3,7 +3,8 @@
 //! Contents:
 //! - stack: `stack up` → the gateway answers Auth → `migrate` (twice) → the daemon's scheduler runs
 //!   the partition maintenance → the Data API serves the new tables → Edge Functions answer behind
-//!   `verify_jwt` → a smoke fleet run (report path, exit 0; a crossed threshold exits 99; a broken
+//!   `verify_jwt` → a smoke fleet run with the webhook and rls probes beside it, and `probe rls`
+//!   alone (report path, exit 0; a crossed threshold exits 99; a broken
 //!   scenario exits 2 with its location; no secret in any output) → `stack up --profile hosted`
 //!   rate-limits `/token` → `stack down` leaves nothing behind.
 //! - input errors: a migrations folder with a misnamed file exits 2 before connecting.
@@ -207,6 +208,16 @@ async fn stack_up_migrate_schedule_env_down() {
         out_dir.to_str().unwrap(),
     ];
     args.extend(short);
+    // Two probes beside the fleet: alerts through the stack's webhook into the daemon's receiver,
+    // and the RLS attempts.
+    args.extend([
+        "--set",
+        "probes.webhook.alerts=5",
+        "--set",
+        "probes.webhook.interval=\"100ms\"",
+        "--set",
+        "probes.rls={}",
+    ]);
     let printed = ok(fleetbench(&dir, &args));
     assert_eq!(
         printed.trim(),
@@ -260,6 +271,29 @@ async fn stack_up_migrate_schedule_env_down() {
         .map(|e| format!("{e} at {}", e.instance_path()))
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
+    // The probes' reports and operations are in the summary and the page.
+    for probe in ["webhook", "rls"] {
+        assert_eq!(summary["probes"][probe]["verdict"], "pass", "{summary}");
+    }
+    let hooks = &summary["operations"]["functions.webhook_delivery"];
+    assert_eq!((hooks["count"].as_u64(), hooks["errors"].as_u64()), (Some(5), Some(0)), "{summary}");
+    let page = std::fs::read_to_string(out_dir.join("index.html")).unwrap();
+    assert!(page.contains("<h2>Probes</h2>") && page.contains("attempts by user A on user B"));
+    // `fleetbench probe` alone: its own run directory; bad settings are invalid input.
+    let probe_dir = dir.join("run-probe");
+    let printed = ok(fleetbench(
+        &dir,
+        &["probe", "rls", "--out", probe_dir.to_str().unwrap()],
+    ));
+    assert_eq!(printed.trim(), probe_dir.join("index.html").display().to_string());
+    let alone: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(probe_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(alone["probes"]["rls"]["verdict"], "pass", "{alone}");
+    assert_eq!(alone["verdict"], "pass");
+    let bad = fleetbench(&dir, &["probe", "rag", "--set", "k=0"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("probes.rag.k must be at least 1"));
     // `fleetbench report` re-renders the very same page from the saved data alone.
     let page = std::fs::read(out_dir.join("index.html")).unwrap();
     std::fs::remove_file(out_dir.join("index.html")).unwrap();
@@ -287,6 +321,7 @@ async fn stack_up_migrate_schedule_env_down() {
     let state = fleetbench_stack::StackState::load(&dir.join("state.json")).unwrap();
     // The agents' passwords derive from the run id (`fb-<run id>-<index>`): their prefix is secret too.
     let agent_password = format!("fb-{}-", summary["run_id"].as_str().unwrap());
+    let probe_password = format!("fbp-{}-", summary["run_id"].as_str().unwrap());
     let secrets = [
         &state.secrets.anon_key,
         &state.secrets.service_role_key,
@@ -294,6 +329,7 @@ async fn stack_up_migrate_schedule_env_down() {
         &state.secrets.postgres_password,
         &state.secrets.authenticator_password,
         &agent_password,
+        &probe_password,
     ];
     // Every file of the run directory, whatever it is named.
     let files: Vec<String> = std::fs::read_dir(&out_dir)

@@ -69,6 +69,21 @@ fn summary() -> serde_json::Value {
                 published: None,
             }],
             findings: vec![],
+            claim: "pgvector serves RAG".into(),
+            tables: vec![fleetbench_metrics::summary::Table {
+                title: "ef_search sweep".into(),
+                columns: vec!["ef_search".into(), "recall".into()],
+                rows: vec![vec!["40".into(), "0.98".into()]],
+            }],
+            charts: vec![fleetbench_metrics::summary::ProbeChart {
+                title: "latency".into(),
+                x_label: "rows".into(),
+                y_label: "ms".into(),
+                series: vec![fleetbench_metrics::summary::ChartSeries {
+                    name: "q".into(),
+                    points: vec![(1.0, 2.0)],
+                }],
+            }],
         },
     );
     serde_json::to_value(summary).unwrap()
@@ -90,9 +105,12 @@ fn summaries_validate_against_the_committed_schema() {
 fn documents_that_break_the_contract_are_refused() {
     let v = schema();
     type Break = fn(&mut serde_json::Value);
-    let breaks: [(&str, Break); 7] = [
+    let breaks: [(&str, Break); 8] = [
         ("a probe with an unknown verdict", |d| {
             d["probes"]["rag"]["verdict"] = "maybe".into()
+        }),
+        ("a chart point that is not a pair", |d| {
+            d["probes"]["rag"]["charts"][0]["series"][0]["points"][0] = serde_json::json!([1.0])
         }),
         ("a missing field", |d| {
             d.as_object_mut().unwrap().remove("operations");

@@ -98,6 +98,16 @@ impl Context {
     }
 }
 
+/// The HTTP client probes use: bounded waits, fleetbench's user agent.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .user_agent(concat!("fleetbench-probes/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a default HTTP client builds")
+}
+
 /// When an operation was meant to start, was sent and was done, in µs on the run's clock.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -190,16 +200,37 @@ pub async fn run(name: &str, plan: &ProbesPlan, ctx: &Context) -> Outcome {
     }
 }
 
+/// Runs one probe until it ends or `stop` turns true; an interrupted probe reports that it was.
+pub async fn run_until(name: &str, plan: &ProbesPlan, ctx: &Context, mut stop: watch::Receiver<bool>) -> Outcome {
+    tokio::select! {
+        o = run(name, plan, ctx) => o,
+        _ = stop.wait_for(|s| *s) => Outcome {
+            report: ProbeReport {
+                title: title(name).into(),
+                verdict: "info".into(),
+                findings: vec!["interrupted before it finished: no figures".into()],
+                ..Default::default()
+            },
+            aggregate: Aggregate::new(ctx.window_us),
+        },
+    }
+}
+
 /// Runs every configured probe: all at once except the pooler's storm, which runs last so that
 /// its direct storm (which may exhaust the database's connections on purpose) cannot disturb the
-/// others' measurements.
-pub async fn run_all(plan: &ProbesPlan, ctx: Arc<Context>) -> Vec<(String, Outcome)> {
+/// others' measurements. Sorted by name.
+pub async fn run_all(
+    plan: ProbesPlan,
+    ctx: Arc<Context>,
+    stop: watch::Receiver<bool>,
+) -> Vec<(String, Outcome)> {
     let names = plan.names();
+    let plan = Arc::new(plan);
     let mut set = tokio::task::JoinSet::new();
     for name in names.iter().filter(|n| **n != "pooler") {
-        let (plan, ctx, name) = (plan.clone(), ctx.clone(), name.to_string());
+        let (plan, ctx, stop, name) = (plan.clone(), ctx.clone(), stop.clone(), name.to_string());
         set.spawn(async move {
-            let o = run(&name, &plan, &ctx).await;
+            let o = run_until(&name, &plan, &ctx, stop).await;
             (name, o)
         });
     }
@@ -211,7 +242,7 @@ pub async fn run_all(plan: &ProbesPlan, ctx: Arc<Context>) -> Vec<(String, Outco
         }
     }
     if names.contains(&"pooler") {
-        out.push(("pooler".into(), run("pooler", plan, &ctx).await));
+        out.push(("pooler".into(), run_until("pooler", &plan, &ctx, stop).await));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out

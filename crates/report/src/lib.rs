@@ -40,6 +40,7 @@ h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.15em;margin:1.6em 0 .4em;border-
 .verdict{display:inline-block;padding:.1em .6em;border-radius:4px;color:#fff}.v-pass{background:#1a7f37}.v-fail{background:#cf222e}.v-info{background:#57606a}\
 .facts{color:#57606a}.scroll{overflow-x:auto}table{border-collapse:collapse;margin:.5em 0;font-variant-numeric:tabular-nums}\
 td,th{border:1px solid #d0d7de;padding:3px 8px;text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}\
+td.l{text-align:left;white-space:normal;max-width:40em}\
 th{background:#f6f8fa}tr.fail td{color:#cf222e;font-weight:600}tr.pass td:last-child{color:#1a7f37}\
 svg.chart{width:100%;max-width:760px;height:auto;display:block;margin:.4em 0}svg .axis line{stroke:#57606a}\
 svg .grid{stroke:#d0d7de;stroke-width:.6}svg text{font:11px system-ui,sans-serif;fill:#57606a}svg .ct{font-weight:600;fill:#1f2328}\
@@ -474,7 +475,9 @@ pub fn html_with(
                 for row in &t.rows {
                     o.push_str("<tr>");
                     for cell in row {
-                        let _ = write!(o, "<td>{}</td>", escape(cell));
+                        // Words read from the left and may wrap; figures stay right-aligned.
+                        let class = if cell.parse::<f64>().is_ok() { "" } else { " class=\"l\"" };
+                        let _ = write!(o, "<td{class}>{}</td>", escape(cell));
                     }
                     o.push_str("</tr>\n");
                 }

@@ -253,6 +253,21 @@ fn each_probe_that_ran_has_its_section() {
                 published: Some("p95 < 250 ms <hosted>".into()),
             }],
             findings: vec!["a subscription on partitioned system_metrics delivers nothing".into()],
+            claim: "alerts arrive \"instantly\"".into(),
+            tables: vec![fleetbench_metrics::summary::Table {
+                title: "per <size>".into(),
+                columns: vec!["rows".into(), "p50 ms".into()],
+                rows: vec![vec!["1000".into(), "0.25".into()], vec!["2000".into(), "0.5".into()]],
+            }],
+            charts: vec![fleetbench_metrics::summary::ProbeChart {
+                title: "latency against size".into(),
+                x_label: " rows".into(),
+                y_label: "p50 ms".into(),
+                series: vec![fleetbench_metrics::summary::ChartSeries {
+                    name: "partitioned".into(),
+                    points: vec![(1000.0, 0.25), (2000.0, 0.5)],
+                }],
+            }],
         },
     );
     s.probes.insert(
@@ -260,8 +275,7 @@ fn each_probe_that_ran_has_its_section() {
         fleetbench_metrics::summary::ProbeReport {
             title: String::new(),
             verdict: "pass".into(),
-            figures: vec![],
-            findings: vec![],
+            ..Default::default()
         },
     );
     let page = html(&s, &agg, &shape());
@@ -278,6 +292,13 @@ fn each_probe_that_ran_has_its_section() {
     assert!(
         probes.contains("<li>a subscription on partitioned system_metrics delivers nothing</li>")
     );
+    // The claim, each table (escaped, one row per row) and each chart with its series.
+    assert!(probes.contains("<p class=\"claim\">Claim: “alerts arrive &quot;instantly&quot;”</p>"));
+    assert!(probes.contains("<h4>per &lt;size&gt;</h4>"));
+    assert!(probes.contains("<tr><td>2000</td><td>0.5</td></tr>"));
+    assert!(probes.contains("<th>rows</th><th>p50 ms</th>"));
+    assert_eq!(probes.matches("<svg").count(), 1);
+    assert!(probes.contains("latency against size") && probes.contains("partitioned"));
     // A probe without a title is shown by its name.
     assert!(probes.contains("<h3>rls <span class=\"verdict v-pass\">PASS</span></h3>"));
 }

@@ -211,6 +211,9 @@ fn start_all(
                 "created the Supabase base schema (roles, auth, extensions, supabase_realtime)",
             );
         }
+        // pg_net's stand-in is idempotent: applied on every start, a cluster created before it
+        // existed gets it before any migration needs it.
+        admin.batch_execute(crate::pgnet::SQL).await?;
         postgres::scram_userlist(&admin, &["postgres", "authenticator"]).await
     })?;
     pooler::write_userlist(paths, user, &userlist)?;
@@ -258,6 +261,12 @@ fn start_all(
         state.secrets.service_role_key.clone(),
     );
     env.insert("SUPABASE_DB_URL".into(), state.pooler_db_url());
+    // Alerts forwarded by anomaly-webhook land in the daemon's receiver unless the project says
+    // otherwise (functions/.env or the options).
+    if let Some(url) = state.api_url() {
+        env.entry("ANOMALY_WEBHOOK_URL".into())
+            .or_insert(format!("{url}/fleetbench/v1/webhook-receiver"));
+    }
     env.extend(opts.function_env.clone());
     for spec in functions::discover(&opts.supabase_dir)? {
         let f = functions::start(paths, tools, &spec, &env)?;
