@@ -143,13 +143,13 @@ pub fn probe(
         print(&summary);
         if keep {
             eprintln!("probe: kept its users and rows; `fleetbench cleanup --run-id {run_id}` removes them");
-        } else if let Some(db) = &resolved.admin_db_url {
-            if let Err(e) = fleetbench_fleet::cleanup(db, &run_id).await {
-                eprintln!(
-                    "probe: cleanup failed ({}); run `fleetbench cleanup --run-id {run_id}`",
-                    fleetbench_stack::db_error_text(&e)
-                );
-            }
+        } else if let Some(db) = &resolved.admin_db_url
+            && let Err(e) = fleetbench_fleet::cleanup(db, &run_id).await
+        {
+            eprintln!(
+                "probe: cleanup failed ({}); run `fleetbench cleanup --run-id {run_id}`",
+                fleetbench_stack::db_error_text(&e)
+            );
         }
         anyhow::Ok(summary)
     })?;

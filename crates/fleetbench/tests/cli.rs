@@ -276,7 +276,11 @@ async fn stack_up_migrate_schedule_env_down() {
         assert_eq!(summary["probes"][probe]["verdict"], "pass", "{summary}");
     }
     let hooks = &summary["operations"]["functions.webhook_delivery"];
-    assert_eq!((hooks["count"].as_u64(), hooks["errors"].as_u64()), (Some(5), Some(0)), "{summary}");
+    assert_eq!(
+        (hooks["count"].as_u64(), hooks["errors"].as_u64()),
+        (Some(5), Some(0)),
+        "{summary}"
+    );
     let page = std::fs::read_to_string(out_dir.join("index.html")).unwrap();
     assert!(page.contains("<h2>Probes</h2>") && page.contains("attempts by user A on user B"));
     // `fleetbench probe` alone: its own run directory; bad settings are invalid input.
@@ -285,7 +289,10 @@ async fn stack_up_migrate_schedule_env_down() {
         &dir,
         &["probe", "rls", "--out", probe_dir.to_str().unwrap()],
     ));
-    assert_eq!(printed.trim(), probe_dir.join("index.html").display().to_string());
+    assert_eq!(
+        printed.trim(),
+        probe_dir.join("index.html").display().to_string()
+    );
     let alone: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(probe_dir.join("summary.json")).unwrap())
             .unwrap();

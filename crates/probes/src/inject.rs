@@ -43,7 +43,10 @@ pub async fn thermal(
     let status = res.status().as_u16();
     if status != 201 {
         let body = res.text().await.unwrap_or_default();
-        return Err(format!("HTTP {status}: {}", body.chars().take(200).collect::<String>()));
+        return Err(format!(
+            "HTTP {status}: {}",
+            body.chars().take(200).collect::<String>()
+        ));
     }
     Ok((user.device, ts.timestamp_micros()))
 }

@@ -79,7 +79,13 @@ impl Context {
         connect(url).await
     }
 
-    pub fn sample(&self, agg: &mut Aggregate, operation: &'static str, at: Timing, error: Option<&str>) {
+    pub fn sample(
+        &self,
+        agg: &mut Aggregate,
+        operation: &'static str,
+        at: Timing,
+        error: Option<&str>,
+    ) {
         agg.add(&Sample {
             operation,
             intended_us: at.intended_us,
@@ -201,7 +207,12 @@ pub async fn run(name: &str, plan: &ProbesPlan, ctx: &Context) -> Outcome {
 }
 
 /// Runs one probe until it ends or `stop` turns true; an interrupted probe reports that it was.
-pub async fn run_until(name: &str, plan: &ProbesPlan, ctx: &Context, mut stop: watch::Receiver<bool>) -> Outcome {
+pub async fn run_until(
+    name: &str,
+    plan: &ProbesPlan,
+    ctx: &Context,
+    mut stop: watch::Receiver<bool>,
+) -> Outcome {
     tokio::select! {
         o = run(name, plan, ctx) => o,
         _ = stop.wait_for(|s| *s) => Outcome {
@@ -242,7 +253,10 @@ pub async fn run_all(
         }
     }
     if names.contains(&"pooler") {
-        out.push(("pooler".into(), run_until("pooler", &plan, &ctx, stop).await));
+        out.push((
+            "pooler".into(),
+            run_until("pooler", &plan, &ctx, stop).await,
+        ));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
@@ -267,7 +281,11 @@ pub(crate) fn figure(name: &str, value: f64, unit: &str, published: Option<&str>
 }
 
 /// Latency figures (p50, p95, p99) of a µs histogram.
-pub(crate) fn latency_figures(what: &str, h: &Histogram<u64>, published: Option<&str>) -> Vec<Figure> {
+pub(crate) fn latency_figures(
+    what: &str,
+    h: &Histogram<u64>,
+    published: Option<&str>,
+) -> Vec<Figure> {
     [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")]
         .into_iter()
         .map(|(q, p)| {

@@ -70,7 +70,13 @@ pub fn scanned(plan: &Value) -> BTreeSet<String> {
 }
 
 /// `rows` samples spread evenly over `[from, to)` across `devices`, as COPY text.
-fn history(devices: &[Uuid], user: Uuid, from: DateTime<Utc>, to: DateTime<Utc>, rows: u32) -> String {
+fn history(
+    devices: &[Uuid],
+    user: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    rows: u32,
+) -> String {
     let span = (to - from).num_microseconds().unwrap_or(0).max(1);
     let mut out = String::with_capacity(rows as usize * 120);
     for r in 0..rows {
@@ -111,7 +117,9 @@ struct Check {
 
 pub async fn run(ctx: &Context, plan: &PartitionsPlan) -> anyhow::Result<Outcome> {
     let db = ctx.admin().await?;
-    let user = crate::users::provision(ctx, "partitions", 1).await?.remove(0);
+    let user = crate::users::provision(ctx, "partitions", 1)
+        .await?
+        .remove(0);
     let devices: Vec<Uuid> = db
         .query(
             "insert into public.devices (user_id, hostname) \
@@ -122,7 +130,12 @@ pub async fn run(ctx: &Context, plan: &PartitionsPlan) -> anyhow::Result<Outcome
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let short: String = ctx.run_id.chars().filter(|c| c.is_ascii_hexdigit()).take(12).collect();
+    let short: String = ctx
+        .run_id
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(12)
+        .collect();
     let flat = format!("fleetbench.probe_flat_{short}");
     db.batch_execute(&format!(
         "create table {flat} (like public.system_metrics including defaults including identity); \
@@ -130,7 +143,9 @@ pub async fn run(ctx: &Context, plan: &PartitionsPlan) -> anyhow::Result<Outcome
     ))
     .await?;
     let result = measure(ctx, plan, &db, &user, &devices, &flat).await;
-    let _ = db.batch_execute(&format!("drop table if exists {flat}")).await;
+    let _ = db
+        .batch_execute(&format!("drop table if exists {flat}"))
+        .await;
     result
 }
 
@@ -150,17 +165,29 @@ async fn measure(
     let mut months = Vec::new();
     let mut table = Table {
         title: "the dashboard's queries as the history grows (median of the runs)".into(),
-        columns: ["rows loaded", "query", "partitioned p50 ms", "unpartitioned p50 ms", "partitions scanned"]
-            .map(String::from)
-            .to_vec(),
+        columns: [
+            "rows loaded",
+            "query",
+            "partitioned p50 ms",
+            "unpartitioned p50 ms",
+            "partitions scanned",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: Vec::new(),
     };
     let mut series: Vec<ChartSeries> = QUERIES
         .iter()
         .flat_map(|(q, _)| {
             [
-                ChartSeries { name: format!("{q} (partitioned)"), points: vec![] },
-                ChartSeries { name: format!("{q} (unpartitioned)"), points: vec![] },
+                ChartSeries {
+                    name: format!("{q} (partitioned)"),
+                    points: vec![],
+                },
+                ChartSeries {
+                    name: format!("{q} (unpartitioned)"),
+                    points: vec![],
+                },
             ]
         })
         .collect();
@@ -173,7 +200,10 @@ async fn measure(
         let to = if step == 0 {
             now
         } else {
-            (month + Months::new(1)).and_hms_opt(0, 0, 0).expect("midnight").and_utc()
+            (month + Months::new(1))
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight")
+                .and_utc()
         };
         let data = history(devices, user.id, from, to, plan.rows_per_month);
         let t = Instant::now();
@@ -266,7 +296,11 @@ async fn measure(
     checks.push(Check {
         name: "next month's partition exists ahead of time".into(),
         expected: partition_name(next),
-        observed: if next_ok { "exists".into() } else { "missing".into() },
+        observed: if next_ok {
+            "exists".into()
+        } else {
+            "missing".into()
+        },
         ok: next_ok,
     });
     // A month with no partition: the first one ahead without one.
@@ -303,12 +337,23 @@ async fn measure(
         .await?
         .get(0);
     let expired = current - Months::new(retention as u32 + 1);
-    db.execute("select fleetbench.ensure_metrics_partition($1)", &[&expired])
-        .await?;
+    db.execute(
+        "select fleetbench.ensure_metrics_partition($1)",
+        &[&expired],
+    )
+    .await?;
     let old = expired.and_hms_opt(12, 0, 0).expect("noon").and_utc();
-    copy(db, "public.system_metrics", &history(devices, user.id, old, old + chrono::Duration::hours(1), 5)).await?;
+    copy(
+        db,
+        "public.system_metrics",
+        &history(devices, user.id, old, old + chrono::Duration::hours(1), 5),
+    )
+    .await?;
     let actions: Vec<(String, String)> = db
-        .query("select action, partition_name from fleetbench.maintain_metrics_partitions()", &[])
+        .query(
+            "select action, partition_name from fleetbench.maintain_metrics_partitions()",
+            &[],
+        )
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
@@ -323,10 +368,18 @@ async fn measure(
     }
     checks.push(Check {
         name: "retention drops an expired partition and keeps the months inside it".into(),
-        expected: format!("{} dropped, {} loaded months kept", partition_name(expired), months.len()),
+        expected: format!(
+            "{} dropped, {} loaded months kept",
+            partition_name(expired),
+            months.len()
+        ),
         observed: format!(
             "{}; loaded months {}",
-            if dropped_expired { "dropped" } else { "not dropped" },
+            if dropped_expired {
+                "dropped"
+            } else {
+                "not dropped"
+            },
             if kept { "kept" } else { "NOT all kept" }
         ),
         ok: dropped_expired && kept,
@@ -363,11 +416,21 @@ async fn measure(
     let pass = checks.iter().all(|c| c.ok);
     let mut figures = vec![
         figure("rows loaded", loaded as f64, "rows", None),
-        figure("COPY rate", loaded as f64 / copy_time.max(1e-9), "rows/s", None),
+        figure(
+            "COPY rate",
+            loaded as f64 / copy_time.max(1e-9),
+            "rows/s",
+            None,
+        ),
         figure("partitions", total_partitions as f64, "tables", None),
     ];
     for (name, parts) in &last_scanned {
-        figures.push(figure(&format!("{name}: partitions scanned"), parts.len() as f64, "partitions", None));
+        figures.push(figure(
+            &format!("{name}: partitions scanned"),
+            parts.len() as f64,
+            "partitions",
+            None,
+        ));
     }
     Ok(Outcome {
         report: ProbeReport {

@@ -79,7 +79,8 @@ pub async fn storm(
         set.spawn(async move {
             let permit = gate.acquire_owned().await.expect("the gate stays open");
             let t0 = clock.now_us();
-            let conn = tokio::time::timeout(CONNECT_WITHIN, config.connect(tokio_postgres::NoTls)).await;
+            let conn =
+                tokio::time::timeout(CONNECT_WITHIN, config.connect(tokio_postgres::NoTls)).await;
             let t1 = clock.now_us();
             drop(permit);
             let mut result = (t0, t1, Ok(()), 0u64, 0u64);
@@ -89,9 +90,10 @@ pub async fn storm(
                     None
                 }
                 Ok(Err(e)) => {
-                    let kind = e
-                        .as_db_error()
-                        .map_or_else(|| "connect".to_string(), |d| format!("db_{}", d.code().code()));
+                    let kind = e.as_db_error().map_or_else(
+                        || "connect".to_string(),
+                        |d| format!("db_{}", d.code().code()),
+                    );
                     result.2 = Err((kind, crate::db_text(&e)));
                     None
                 }
@@ -177,15 +179,22 @@ fn row(label: &str, s: &Storm) -> Vec<String> {
 pub async fn run(ctx: &Context, plan: &PoolerPlan) -> anyhow::Result<Outcome> {
     // Thousands of sockets: the soft descriptor limit is raised to the hard one.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let pooled_url = ctx
-        .pooler_db_url
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("the pooler probe needs SUPABASE_DB_URL (the transaction pooler)"))?;
+    let pooled_url = ctx.pooler_db_url.clone().ok_or_else(|| {
+        anyhow::anyhow!("the pooler probe needs SUPABASE_DB_URL (the transaction pooler)")
+    })?;
     let admin = ctx.admin().await?;
     let max_connections: String = admin.query_one("show max_connections", &[]).await?.get(0);
     ctx.started().await;
     let mut agg = Aggregate::new(ctx.window_us);
-    let pooled = storm(ctx, &admin, &pooled_url, plan, Some("pooler.connect"), &mut agg).await?;
+    let pooled = storm(
+        ctx,
+        &admin,
+        &pooled_url,
+        plan,
+        Some("pooler.connect"),
+        &mut agg,
+    )
+    .await?;
     let direct_label = if ctx.target.config.kind == "local" {
         "direct to Postgres"
     } else {
@@ -197,10 +206,22 @@ pub async fn run(ctx: &Context, plan: &PoolerPlan) -> anyhow::Result<Outcome> {
     };
 
     let mut table = Table {
-        title: format!("{} clients, {} handshakes at a time, {} queries each", plan.clients, plan.concurrency, plan.queries),
-        columns: ["path", "clients", "connected", "refused", "connect p50 ms", "connect p99 ms", "queries/s", "server connections"]
-            .map(String::from)
-            .to_vec(),
+        title: format!(
+            "{} clients, {} handshakes at a time, {} queries each",
+            plan.clients, plan.concurrency, plan.queries
+        ),
+        columns: [
+            "path",
+            "clients",
+            "connected",
+            "refused",
+            "connect p50 ms",
+            "connect p99 ms",
+            "queries/s",
+            "server connections",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: vec![row("transaction pooler", &pooled)],
     };
     let mut findings = vec![format!(
@@ -208,7 +229,9 @@ pub async fn run(ctx: &Context, plan: &PoolerPlan) -> anyhow::Result<Outcome> {
         pooled.connected, pooled.clients, pooled.server_connections
     )];
     for (kind, (n, message)) in &pooled.refused {
-        findings.push(format!("the pooler refused {n} clients ({kind}): {message}"));
+        findings.push(format!(
+            "the pooler refused {n} clients ({kind}): {message}"
+        ));
     }
     if let Some(d) = &direct {
         table.rows.push(row(direct_label, d));
@@ -218,19 +241,41 @@ pub async fn run(ctx: &Context, plan: &PoolerPlan) -> anyhow::Result<Outcome> {
             d.connected, d.clients, d.server_connections
         ));
         for (kind, (n, message)) in &d.refused {
-            findings.push(format!("{direct_label} refused {n} clients ({kind}): {message}"));
+            findings.push(format!(
+                "{direct_label} refused {n} clients ({kind}): {message}"
+            ));
         }
     }
     let h = pooled.connect.as_ref().expect("set by the storm");
     let refused: u64 = pooled.refused.values().map(|(n, _)| n).sum();
     let figures = vec![
-        figure("clients", pooled.clients as f64, "clients", Some("pooler max clients: Micro 200 … 16XL 12,000")),
-        figure("connected through the pooler", pooled.connected as f64, "clients", None),
+        figure(
+            "clients",
+            pooled.clients as f64,
+            "clients",
+            Some("pooler max clients: Micro 200 … 16XL 12,000"),
+        ),
+        figure(
+            "connected through the pooler",
+            pooled.connected as f64,
+            "clients",
+            None,
+        ),
         figure("refused by the pooler", refused as f64, "clients", None),
         figure("connect p50", ms_at(h, 0.5), "ms", None),
         figure("connect p99", ms_at(h, 0.99), "ms", None),
-        figure("queries per second", pooled.queries as f64 / pooled.seconds.max(1e-9), "queries/s", Some("Supavisor load test: 20,000+ QPS over 1,003,200 clients")),
-        figure("database connections used", pooled.server_connections as f64, "connections", Some("DB max connections: Micro 60 … 16XL 500")),
+        figure(
+            "queries per second",
+            pooled.queries as f64 / pooled.seconds.max(1e-9),
+            "queries/s",
+            Some("Supavisor load test: 20,000+ QPS over 1,003,200 clients"),
+        ),
+        figure(
+            "database connections used",
+            pooled.server_connections as f64,
+            "connections",
+            Some("DB max connections: Micro 60 … 16XL 500"),
+        ),
     ];
     // The claim holds when the pooler took every client without exhausting the database.
     let pass = refused == 0 && pooled.query_errors == 0;

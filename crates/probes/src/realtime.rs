@@ -45,7 +45,7 @@ const PARTITIONED: usize = usize::MAX;
 enum Control {
     /// Close the socket and wait for a new one (a reconnect).
     Close(oneshot::Sender<()>),
-    Reopen(Socket),
+    Reopen(Box<Socket>),
 }
 
 /// Reads a socket until told to stop, forwarding every change; heartbeats on realtime-js's cadence.
@@ -87,11 +87,11 @@ async fn reader(
                     socket.close().await;
                     let _ = done.send(());
                     match control.recv().await {
-                        Some(Control::Reopen(s)) => socket = s,
+                        Some(Control::Reopen(s)) => socket = *s,
                         _ => return,
                     }
                 }
-                Some(Control::Reopen(s)) => socket = s,
+                Some(Control::Reopen(s)) => socket = *s,
                 None => break,
             }
         }
@@ -104,26 +104,32 @@ async fn subscribe(
     table: &str,
     topic: &str,
 ) -> anyhow::Result<Result<(Socket, Vec<Value>), String>> {
-    let mut socket = Socket::connect(
-        &ctx.target.config.api_url,
-        &ctx.target.config.anon_key,
-    )
-    .await?;
+    let mut socket =
+        Socket::connect(&ctx.target.config.api_url, &ctx.target.config.anon_key).await?;
     let mut early = Vec::new();
     let filter = Some(format!("user_id=eq.{}", user.id));
     Ok(socket
-        .subscribe(topic, &user.token, ws::inserts(table, filter), SUBSCRIBE_WITHIN, &mut early)
+        .subscribe(
+            topic,
+            &user.token,
+            ws::inserts(table, filter),
+            SUBSCRIBE_WITHIN,
+            &mut early,
+        )
         .await?
         .map(|()| (socket, early)))
 }
+
+/// When a change arrived (µs on the clock) and its commit timestamp (Unix µs) when given.
+type Arrival = (u64, Option<i64>);
 
 /// Who should see what, and what arrived.
 #[derive(Default)]
 struct Ledger {
     /// Key → (subscriber, agent's send µs).
     sent: HashMap<Key, (usize, u64)>,
-    /// (subscriber, key) → receipts (µs on the clock, commit Unix µs).
-    got: HashMap<(usize, Key), Vec<(u64, Option<i64>)>>,
+    /// (subscriber, key) → receipts.
+    got: HashMap<(usize, Key), Vec<Arrival>>,
     foreign: u64,
     partitioned: u64,
 }
@@ -219,7 +225,8 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<Outcome> 
         }
     }
     // The partitioned table itself, as user 0.
-    let partitioned = match subscribe(ctx, &users[0], "system_metrics", "metrics:partitioned").await {
+    let partitioned = match subscribe(ctx, &users[0], "system_metrics", "metrics:partitioned").await
+    {
         Ok(Ok((socket, early))) => {
             let (keep, ctl_rx) = mpsc::unbounded_channel();
             readers.push(tokio::spawn(reader(
@@ -243,8 +250,13 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<Outcome> 
     let mut reconnect: Option<(f64, bool)> = None;
     let mut gap_key = None;
     let start = Instant::now();
-    let live: Vec<usize> = (0..users.len()).filter(|&i| controls[i].is_some()).collect();
-    anyhow::ensure!(!live.is_empty(), "no dashboard could subscribe: {refused:?}");
+    let live: Vec<usize> = (0..users.len())
+        .filter(|&i| controls[i].is_some())
+        .collect();
+    anyhow::ensure!(
+        !live.is_empty(),
+        "no dashboard could subscribe: {refused:?}"
+    );
     let mut inflight = tokio::task::JoinSet::new();
     for n in 0..plan.alerts {
         let at = start + plan.interval * n;
@@ -256,9 +268,13 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<Outcome> 
             while let Some(r) = inflight.join_next().await {
                 settle(r, &mut ledger, &mut failed_injections);
             }
-            pump(&mut rx, &mut ledger, &users, Instant::now() + plan.wait, |l| {
-                l.complete(Some(sub))
-            })
+            pump(
+                &mut rx,
+                &mut ledger,
+                &users,
+                Instant::now() + plan.wait,
+                |l| l.complete(Some(sub)),
+            )
             .await;
             let ctl = controls[sub].as_ref().expect("live subscriber");
             let (closed_tx, closed) = oneshot::channel();
@@ -270,7 +286,13 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<Outcome> 
                 gap_key = Some(k);
                 user0_rows += u64::from(sub == 0);
             }
-            let again = subscribe(ctx, &users[sub], "alerts", &format!("alerts:{}", users[sub].id)).await;
+            let again = subscribe(
+                ctx,
+                &users[sub],
+                "alerts",
+                &format!("alerts:{}", users[sub].id),
+            )
+            .await;
             let t1 = ctx.clock.now_us();
             let timing = Timing {
                 intended_us: t0,
@@ -294,7 +316,7 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<Outcome> 
                             );
                         }
                     }
-                    let _ = ctl.send(Control::Reopen(socket));
+                    let _ = ctl.send(Control::Reopen(Box::new(socket)));
                     reconnect = Some(((t1 - t0) as f64 / 1000.0, true));
                 }
                 _ => {
@@ -381,7 +403,8 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<Outcome> 
 
     let sent = ledger.sent.len() as u64;
     let mut findings = Vec::new();
-    let pass = lost == 0 && duplicates == 0 && ledger.foreign == 0 && refused.is_empty() && sent > 0;
+    let pass =
+        lost == 0 && duplicates == 0 && ledger.foreign == 0 && refused.is_empty() && sent > 0;
     findings.push(format!(
         "{delivered} of {sent} alerts reached their dashboard ({lost} lost, {duplicates} duplicated, {} delivered to another user's socket); p95 from the agent's send {:.1} ms",
         ledger.foreign,
@@ -399,7 +422,12 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<Outcome> 
         findings.push(format!(
             "{} injections failed at the Data API (not counted as Realtime loss): {}",
             failed_injections.len(),
-            failed_injections.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+            failed_injections
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
         ));
     }
     if negative_commit > 0 {
@@ -430,12 +458,27 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<Outcome> 
     });
 
     let mut figures = vec![
-        figure("dashboards subscribed", (users.len() - refused.len()) as f64, "sockets", None),
+        figure(
+            "dashboards subscribed",
+            (users.len() - refused.len()) as f64,
+            "sockets",
+            None,
+        ),
         figure("alerts injected", sent as f64, "alerts", None),
-        figure("alerts delivered once", (delivered - duplicates.min(delivered)) as f64, "alerts", None),
+        figure(
+            "alerts delivered once",
+            (delivered - duplicates.min(delivered)) as f64,
+            "alerts",
+            None,
+        ),
         figure("alerts lost", lost as f64, "alerts", None),
         figure("alerts duplicated", duplicates as f64, "alerts", None),
-        figure("alerts to another user's socket", ledger.foreign as f64, "alerts", None),
+        figure(
+            "alerts to another user's socket",
+            ledger.foreign as f64,
+            "alerts",
+            None,
+        ),
     ];
     figures.extend(latency_figures("agent send → dashboard", &from_send, None));
     figures.extend(latency_figures(
@@ -460,7 +503,8 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<Outcome> 
     }
     Ok(Outcome {
         report: ProbeReport {
-            claim: "Realtime pushes a \"Critical Thermal Warning\" to the dashboard instantly".into(),
+            claim: "Realtime pushes a \"Critical Thermal Warning\" to the dashboard instantly"
+                .into(),
             verdict: if pass { "pass" } else { "fail" }.into(),
             figures,
             findings,

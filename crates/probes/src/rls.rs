@@ -33,7 +33,12 @@ struct Attempt {
 struct Attempts(Vec<Attempt>);
 
 impl Attempts {
-    fn push(&mut self, path: &'static str, what: impl Into<String>, result: Result<String, String>) {
+    fn push(
+        &mut self,
+        path: &'static str,
+        what: impl Into<String>,
+        result: Result<String, String>,
+    ) {
         self.0.push(Attempt {
             path,
             what: what.into(),
@@ -54,7 +59,10 @@ async fn read(req: reqwest::RequestBuilder) -> Result<String, String> {
                     Err(format!("HTTP {status} with {} rows", rows.len()))
                 }
                 Some(_) if status < 300 => Ok(format!("HTTP {status}, no rows")),
-                _ => Ok(format!("HTTP {status} {}", body["code"].as_str().unwrap_or(""))),
+                _ => Ok(format!(
+                    "HTTP {status} {}",
+                    body["code"].as_str().unwrap_or("")
+                )),
             }
         }
     }
@@ -69,11 +77,16 @@ async fn write(req: reqwest::RequestBuilder) -> Result<String, String> {
             let body: Value = res.json().await.unwrap_or(Value::Null);
             let rows = body.as_array().map_or(0, Vec::len);
             if status == 201 || (status < 300 && rows > 0) {
-                Err(format!("HTTP {status}: the write succeeded ({rows} rows back)"))
+                Err(format!(
+                    "HTTP {status}: the write succeeded ({rows} rows back)"
+                ))
             } else if status < 300 {
                 Ok(format!("HTTP {status}, no rows affected"))
             } else {
-                Ok(format!("HTTP {status} {}", body["code"].as_str().unwrap_or("")))
+                Ok(format!(
+                    "HTTP {status} {}",
+                    body["code"].as_str().unwrap_or("")
+                ))
             }
         }
     }
@@ -94,17 +107,27 @@ fn forged(sub: uuid::Uuid) -> String {
 }
 
 /// One SQL statement as `a` (PostgREST's role and claims), in a transaction that is rolled back.
-async fn sql_as(db: &mut tokio_postgres::Client, a: &User, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<u64, String> {
+async fn sql_as(
+    db: &mut tokio_postgres::Client,
+    a: &User,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, String> {
     let tx = db.transaction().await.map_err(|e| crate::db_text(&e))?;
     let claims = json!({ "sub": a.id, "role": "authenticated" }).to_string();
     tx.batch_execute("set local role authenticated")
         .await
         .map_err(|e| crate::db_text(&e))?;
-    tx.execute("select set_config('request.jwt.claims', $1, true)", &[&claims])
-        .await
-        .map_err(|e| crate::db_text(&e))?;
+    tx.execute(
+        "select set_config('request.jwt.claims', $1, true)",
+        &[&claims],
+    )
+    .await
+    .map_err(|e| crate::db_text(&e))?;
     let r = if sql.trim_start().starts_with("select") {
-        tx.query_one(sql, params).await.map(|r| r.get::<_, i64>(0) as u64)
+        tx.query_one(sql, params)
+            .await
+            .map(|r| r.get::<_, i64>(0) as u64)
     } else {
         tx.execute(sql, params).await
     };
@@ -121,7 +144,9 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Outcome> {
         .await
         .map_err(|e| anyhow::anyhow!("B's metric: {e}"))?;
     let secret = format!("rls secret of {}", b.id);
-    let embedding: Vec<f32> = (0..crate::rag::DIMS).map(|i| ((i % 7) as f32 - 3.0) / 10.0).collect();
+    let embedding: Vec<f32> = (0..crate::rag::DIMS)
+        .map(|i| ((i % 7) as f32 - 3.0) / 10.0)
+        .collect();
     let res = ctx
         .http
         .post(ctx.api("/rest/v1/memories"))
@@ -130,30 +155,64 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Outcome> {
         .json(&json!([{ "content": secret, "embedding": embedding }]))
         .send()
         .await?;
-    anyhow::ensure!(res.status().as_u16() == 201, "B's memory: HTTP {}", res.status());
+    anyhow::ensure!(
+        res.status().as_u16() == 201,
+        "B's memory: HTTP {}",
+        res.status()
+    );
     ctx.started().await;
 
     let mut at = Attempts::default();
     let api = |path: &str| ctx.api(path);
-    let as_a = |req: reqwest::RequestBuilder| req.header("apikey", &cfg.anon_key).bearer_auth(&a.token);
+    let as_a =
+        |req: reqwest::RequestBuilder| req.header("apikey", &cfg.anon_key).bearer_auth(&a.token);
     let (bid, bdev) = (b.id, b.device);
     // Data API reads as A.
     for (what, path) in [
         ("B's device by id", format!("/rest/v1/devices?id=eq.{bdev}")),
-        ("B's metrics by device", format!("/rest/v1/system_metrics?device_id=eq.{bdev}")),
-        ("B's metrics by user", format!("/rest/v1/system_metrics?user_id=eq.{bid}")),
+        (
+            "B's metrics by device",
+            format!("/rest/v1/system_metrics?device_id=eq.{bdev}"),
+        ),
+        (
+            "B's metrics by user",
+            format!("/rest/v1/system_metrics?user_id=eq.{bid}"),
+        ),
         ("B's alerts", format!("/rest/v1/alerts?user_id=eq.{bid}")),
-        ("B's memories", format!("/rest/v1/memories?user_id=eq.{bid}&select=id,content")),
+        (
+            "B's memories",
+            format!("/rest/v1/memories?user_id=eq.{bid}&select=id,content"),
+        ),
     ] {
-        at.push("Data API", format!("read {what}"), read(as_a(ctx.http.get(api(&path)))).await);
+        at.push(
+            "Data API",
+            format!("read {what}"),
+            read(as_a(ctx.http.get(api(&path)))).await,
+        );
     }
     // Data API writes as A.
     let ts = chrono::Utc::now().to_rfc3339();
     for (what, table, row) in [
-        ("insert a metric as B on B's device", "system_metrics", json!([{ "device_id": bdev, "user_id": bid, "ts": ts, "cpu_pct": 1.0 }])),
-        ("insert a metric as A on B's device", "system_metrics", json!([{ "device_id": bdev, "user_id": a.id, "ts": ts, "cpu_pct": 1.0 }])),
-        ("insert a memory as B", "memories", json!([{ "user_id": bid, "content": "planted", "embedding": embedding }])),
-        ("insert a device as B", "devices", json!([{ "user_id": bid, "hostname": "planted" }])),
+        (
+            "insert a metric as B on B's device",
+            "system_metrics",
+            json!([{ "device_id": bdev, "user_id": bid, "ts": ts, "cpu_pct": 1.0 }]),
+        ),
+        (
+            "insert a metric as A on B's device",
+            "system_metrics",
+            json!([{ "device_id": bdev, "user_id": a.id, "ts": ts, "cpu_pct": 1.0 }]),
+        ),
+        (
+            "insert a memory as B",
+            "memories",
+            json!([{ "user_id": bid, "content": "planted", "embedding": embedding }]),
+        ),
+        (
+            "insert a device as B",
+            "devices",
+            json!([{ "user_id": bid, "hostname": "planted" }]),
+        ),
     ] {
         let req = as_a(ctx.http.post(api(&format!("/rest/v1/{table}"))))
             .header("Prefer", "return=minimal")
@@ -164,43 +223,90 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Outcome> {
     at.push(
         "Data API",
         "acknowledge B's alerts",
-        write(repr(ctx.http.patch(api(&format!("/rest/v1/alerts?user_id=eq.{bid}")))).json(&json!({ "acknowledged_at": ts }))).await,
+        write(
+            repr(
+                ctx.http
+                    .patch(api(&format!("/rest/v1/alerts?user_id=eq.{bid}"))),
+            )
+            .json(&json!({ "acknowledged_at": ts })),
+        )
+        .await,
     );
     at.push(
         "Data API",
         "rename B's device",
-        write(repr(ctx.http.patch(api(&format!("/rest/v1/devices?id=eq.{bdev}")))).json(&json!({ "hostname": "pwned" }))).await,
+        write(
+            repr(
+                ctx.http
+                    .patch(api(&format!("/rest/v1/devices?id=eq.{bdev}"))),
+            )
+            .json(&json!({ "hostname": "pwned" })),
+        )
+        .await,
     );
     at.push(
         "Data API",
         "delete B's memories",
-        write(repr(ctx.http.delete(api(&format!("/rest/v1/memories?user_id=eq.{bid}"))))).await,
+        write(repr(
+            ctx.http
+                .delete(api(&format!("/rest/v1/memories?user_id=eq.{bid}"))),
+        ))
+        .await,
     );
     at.push(
         "Data API",
         "delete B's device",
-        write(repr(ctx.http.delete(api(&format!("/rest/v1/devices?id=eq.{bdev}"))))).await,
+        write(repr(
+            ctx.http
+                .delete(api(&format!("/rest/v1/devices?id=eq.{bdev}"))),
+        ))
+        .await,
     );
     let found = as_a(ctx.http.post(api("/rest/v1/rpc/match_memories")))
         .json(&json!({ "query_embedding": embedding, "match_count": 50 }))
         .send()
         .await;
-    at.push("Data API", "find B's memory with match_memories", match found {
-        Err(e) => Ok(format!("no answer ({e})")),
-        Ok(res) => {
-            let rows: Value = res.json().await.unwrap_or(Value::Null);
-            let hit = rows.as_array().is_some_and(|r| r.iter().any(|m| m["content"] == json!(secret)));
-            if hit { Err("B's memory came back".into()) } else { Ok("not among the results".into()) }
-        }
-    });
+    at.push(
+        "Data API",
+        "find B's memory with match_memories",
+        match found {
+            Err(e) => Ok(format!("no answer ({e})")),
+            Ok(res) => {
+                let rows: Value = res.json().await.unwrap_or(Value::Null);
+                let hit = rows
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|m| m["content"] == json!(secret)));
+                if hit {
+                    Err("B's memory came back".into())
+                } else {
+                    Ok("not among the results".into())
+                }
+            }
+        },
+    );
     // The anon key alone, and a token forged with the wrong secret.
     for table in ["devices", "system_metrics", "alerts", "memories"] {
-        let req = ctx.http.get(api(&format!("/rest/v1/{table}?user_id=eq.{bid}"))).header("apikey", &cfg.anon_key);
-        at.push("Data API", format!("read B's {table} with the anon key alone"), read(req).await);
+        let req = ctx
+            .http
+            .get(api(&format!("/rest/v1/{table}?user_id=eq.{bid}")))
+            .header("apikey", &cfg.anon_key);
+        at.push(
+            "Data API",
+            format!("read B's {table} with the anon key alone"),
+            read(req).await,
+        );
     }
     let fake = forged(bid);
-    let req = ctx.http.get(api(&format!("/rest/v1/alerts?user_id=eq.{bid}"))).header("apikey", &cfg.anon_key).bearer_auth(&fake);
-    at.push("Data API", "read B's alerts with a forged token for B", read(req).await);
+    let req = ctx
+        .http
+        .get(api(&format!("/rest/v1/alerts?user_id=eq.{bid}")))
+        .header("apikey", &cfg.anon_key)
+        .bearer_auth(&fake);
+    at.push(
+        "Data API",
+        "read B's alerts with a forged token for B",
+        read(req).await,
+    );
 
     // SQL as A, through the pooler, the way the Data API runs a request.
     match ctx.pooler_db_url.as_deref().or(ctx.admin_db_url.as_deref()) {
@@ -209,27 +315,51 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Outcome> {
             for table in ["devices", "system_metrics", "alerts", "memories"] {
                 let sql = format!("select count(*) from public.{table} where user_id = $1");
                 let r = sql_as(&mut db, a, &sql, &[&bid]).await;
-                at.push("SQL as the user", format!("read B's {table}"), match r {
-                    Ok(0) => Ok("no rows".into()),
-                    Ok(n) => Err(format!("{n} rows")),
-                    Err(e) => Ok(e),
-                });
+                at.push(
+                    "SQL as the user",
+                    format!("read B's {table}"),
+                    match r {
+                        Ok(0) => Ok("no rows".into()),
+                        Ok(n) => Err(format!("{n} rows")),
+                        Err(e) => Ok(e),
+                    },
+                );
             }
             for (what, sql) in [
-                ("insert a metric on B's device", "insert into public.system_metrics (device_id, user_id, ts, cpu_pct) values ($1, $2, now(), 1)"),
-                ("acknowledge B's alerts", "update public.alerts set acknowledged_at = now() where user_id = $2 and $1::uuid is not null"),
-                ("delete B's memories", "delete from public.memories where user_id = $2 and $1::uuid is not null"),
-                ("rename B's device", "update public.devices set hostname = 'pwned' where id = $1 and user_id = $2"),
+                (
+                    "insert a metric on B's device",
+                    "insert into public.system_metrics (device_id, user_id, ts, cpu_pct) values ($1, $2, now(), 1)",
+                ),
+                (
+                    "acknowledge B's alerts",
+                    "update public.alerts set acknowledged_at = now() where user_id = $2 and $1::uuid is not null",
+                ),
+                (
+                    "delete B's memories",
+                    "delete from public.memories where user_id = $2 and $1::uuid is not null",
+                ),
+                (
+                    "rename B's device",
+                    "update public.devices set hostname = 'pwned' where id = $1 and user_id = $2",
+                ),
             ] {
                 let r = sql_as(&mut db, a, sql, &[&bdev, &bid]).await;
-                at.push("SQL as the user", what, match r {
-                    Ok(0) => Ok("no rows affected".into()),
-                    Ok(n) => Err(format!("{n} rows affected (rolled back)")),
-                    Err(e) => Ok(e),
-                });
+                at.push(
+                    "SQL as the user",
+                    what,
+                    match r {
+                        Ok(0) => Ok("no rows affected".into()),
+                        Ok(n) => Err(format!("{n} rows affected (rolled back)")),
+                        Err(e) => Ok(e),
+                    },
+                );
             }
         }
-        None => at.push("SQL as the user", "all", Ok("skipped: no SQL access".into())),
+        None => at.push(
+            "SQL as the user",
+            "all",
+            Ok("skipped: no SQL access".into()),
+        ),
     }
 
     realtime(ctx, a, b, &fake, &mut at).await?;
@@ -247,7 +377,8 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Outcome> {
                 &[&bid],
             )
             .await?;
-        let (acked, memories, devices, planted): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        let (acked, memories, devices, planted): (i64, i64, i64, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
         let intact = acked == 0 && memories == 1 && devices == 1 && planted == 0;
         at.push(
             "SQL check",
@@ -281,7 +412,12 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Outcome> {
             verdict: if leaks.is_empty() { "pass" } else { "fail" }.into(),
             figures: vec![
                 figure("attempts", at.0.len() as f64, "attempts", None),
-                figure("refused", (at.0.len() - leaks.len()) as f64, "attempts", None),
+                figure(
+                    "refused",
+                    (at.0.len() - leaks.len()) as f64,
+                    "attempts",
+                    None,
+                ),
                 figure("leaked", leaks.len() as f64, "attempts", None),
             ],
             findings,
@@ -313,29 +449,65 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Outcome> {
 /// A subscribes to B's alerts (filtered to B, and unfiltered) and tries a forged join; B raises an
 /// alert, then A raises one. Realtime delivers in commit order on a socket, so once A's own alert
 /// arrives, any of B's that RLS let through would have arrived before it.
-async fn realtime(ctx: &Context, a: &User, b: &User, fake: &str, at: &mut Attempts) -> anyhow::Result<()> {
+async fn realtime(
+    ctx: &Context,
+    a: &User,
+    b: &User,
+    fake: &str,
+    at: &mut Attempts,
+) -> anyhow::Result<()> {
     let cfg = &ctx.target.config;
     let mut socket = Socket::connect(&cfg.api_url, &cfg.anon_key).await?;
     let mut early = Vec::new();
     let within = Duration::from_secs(20);
     let filtered = socket
-        .subscribe("rls:b-filtered", &a.token, ws::inserts("alerts", Some(format!("user_id=eq.{}", b.id))), within, &mut early)
+        .subscribe(
+            "rls:b-filtered",
+            &a.token,
+            ws::inserts("alerts", Some(format!("user_id=eq.{}", b.id))),
+            within,
+            &mut early,
+        )
         .await?;
     let unfiltered = socket
-        .subscribe("rls:unfiltered", &a.token, ws::inserts("alerts", None), within, &mut early)
+        .subscribe(
+            "rls:unfiltered",
+            &a.token,
+            ws::inserts("alerts", None),
+            within,
+            &mut early,
+        )
         .await?;
     let forged_join = socket
-        .subscribe("rls:forged", fake, ws::inserts("alerts", None), within, &mut early)
+        .subscribe(
+            "rls:forged",
+            fake,
+            ws::inserts("alerts", None),
+            within,
+            &mut early,
+        )
         .await?;
-    at.push("Realtime", "join with a token forged for B", match forged_join {
-        Ok(()) => Err("the channel went live".into()),
-        Err(reason) => Ok(reason),
-    });
+    at.push(
+        "Realtime",
+        "join with a token forged for B",
+        match forged_join {
+            Ok(()) => Err("the channel went live".into()),
+            Err(reason) => Ok(reason),
+        },
+    );
     if unfiltered.is_err() {
-        at.push("Realtime", "A's own alerts channel", Ok(format!("could not subscribe: {unfiltered:?}")));
+        at.push(
+            "Realtime",
+            "A's own alerts channel",
+            Ok(format!("could not subscribe: {unfiltered:?}")),
+        );
     }
-    inject::thermal(&ctx.http, cfg, b).await.map_err(|e| anyhow::anyhow!("B's alert: {e}"))?;
-    let marker = inject::thermal(&ctx.http, cfg, a).await.map_err(|e| anyhow::anyhow!("A's marker alert: {e}"))?;
+    inject::thermal(&ctx.http, cfg, b)
+        .await
+        .map_err(|e| anyhow::anyhow!("B's alert: {e}"))?;
+    let marker = inject::thermal(&ctx.http, cfg, a)
+        .await
+        .map_err(|e| anyhow::anyhow!("A's marker alert: {e}"))?;
     let deadline = Instant::now() + MARKER_WITHIN;
     let (mut foreign, mut marker_seen) = (Vec::new(), false);
     let mut frames = early;
@@ -361,19 +533,31 @@ async fn realtime(ctx: &Context, a: &User, b: &User, fake: &str, at: &mut Attemp
     let got = |topic: &str| foreign.iter().filter(|t| t.ends_with(topic)).count();
     let conclusive = marker_seen;
     for (what, topic, joined) in [
-        ("B's alerts on a channel filtered to B", "b-filtered", &filtered),
-        ("B's alerts on an unfiltered channel", "unfiltered", &unfiltered),
+        (
+            "B's alerts on a channel filtered to B",
+            "b-filtered",
+            &filtered,
+        ),
+        (
+            "B's alerts on an unfiltered channel",
+            "unfiltered",
+            &unfiltered,
+        ),
     ] {
         let n = got(topic);
-        at.push("Realtime", what, if n > 0 {
-            Err(format!("{n} of B's alerts delivered to A"))
-        } else if let Err(reason) = joined {
-            Ok(format!("not subscribed: {reason}"))
-        } else if conclusive {
-            Ok("none delivered (A's own later alert arrived)".into())
-        } else {
-            Err("inconclusive: A's own alert never arrived, so absence proves nothing".into())
-        });
+        at.push(
+            "Realtime",
+            what,
+            if n > 0 {
+                Err(format!("{n} of B's alerts delivered to A"))
+            } else if let Err(reason) = joined {
+                Ok(format!("not subscribed: {reason}"))
+            } else if conclusive {
+                Ok("none delivered (A's own later alert arrived)".into())
+            } else {
+                Err("inconclusive: A's own alert never arrived, so absence proves nothing".into())
+            },
+        );
     }
     Ok(())
 }

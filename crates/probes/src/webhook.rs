@@ -30,7 +30,10 @@ async fn receiver_url(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<(Stri
         ctx.target.config.kind == "local",
         "against a remote project the webhook's far end must be reachable from it: set probes.webhook.listen (and point the function secret ANOMALY_WEBHOOK_URL at that address) or probes.webhook.receiver"
     );
-    Ok((ctx.api(receiver::PATH), ctx.target.config.service_key.clone()))
+    Ok((
+        ctx.api(receiver::PATH),
+        ctx.target.config.service_key.clone(),
+    ))
 }
 
 pub async fn run(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<Outcome> {
@@ -78,7 +81,9 @@ pub async fn run(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<Outcome> {
         if left.is_zero() {
             break;
         }
-        for d in receiver::read(&ctx.http, &url, &key, seq, left.min(Duration::from_secs(5))).await? {
+        for d in
+            receiver::read(&ctx.http, &url, &key, seq, left.min(Duration::from_secs(5))).await?
+        {
             seq = seq.max(d.seq);
             let alert = &d.body["alert"];
             match inject::key_of(alert).filter(|k| sent.contains_key(k)) {
@@ -141,7 +146,12 @@ pub async fn run(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<Outcome> {
         findings.push(format!(
             "{} injections failed at the Data API (not counted as webhook loss): {}",
             failed.len(),
-            failed.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+            failed
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
         ));
     }
     if others > 0 {
@@ -151,7 +161,12 @@ pub async fn run(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<Outcome> {
     }
     let mut figures = vec![
         figure("alerts injected", sent.len() as f64, "alerts", None),
-        figure("delivered once", (delivered - duplicates.min(delivered)) as f64, "alerts", None),
+        figure(
+            "delivered once",
+            (delivered - duplicates.min(delivered)) as f64,
+            "alerts",
+            None,
+        ),
         figure("lost", lost as f64, "alerts", None),
         figure("duplicated", duplicates as f64, "alerts", None),
     ];

@@ -52,7 +52,9 @@ impl Socket {
     }
 
     pub async fn heartbeat(&mut self) -> anyhow::Result<()> {
-        self.push("phoenix", "heartbeat", json!({}), None).await.map(|_| ())
+        self.push("phoenix", "heartbeat", json!({}), None)
+            .await
+            .map(|_| ())
     }
 
     /// The next frame; `None` when the server closed the socket.
@@ -93,7 +95,9 @@ impl Socket {
             let frame = tokio::time::timeout_at(deadline, self.next())
                 .await
                 .map_err(|_| anyhow::anyhow!("no answer to the join of {topic} within {within:?}"))?
-                .ok_or_else(|| anyhow::anyhow!("the server closed the socket while joining {topic}"))?;
+                .ok_or_else(|| {
+                    anyhow::anyhow!("the server closed the socket while joining {topic}")
+                })?;
             if frame["topic"] != json!(topic) {
                 early.push(frame);
                 continue;

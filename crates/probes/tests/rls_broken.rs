@@ -15,7 +15,9 @@ async fn a_policy_that_lets_everyone_read_alerts_is_reported_as_a_leak() {
     fleetbench_schema::apply_dir(&state.direct_db_url(), &dir)
         .await
         .unwrap();
-    let db = fleetbench_probes::connect(&state.direct_db_url()).await.unwrap();
+    let db = fleetbench_probes::connect(&state.direct_db_url())
+        .await
+        .unwrap();
     db.batch_execute(
         "drop policy \"alerts: owner reads\" on public.alerts; \
          create policy \"alerts: owner reads\" on public.alerts for select to authenticated using (true); \

@@ -476,7 +476,11 @@ pub fn html_with(
                     o.push_str("<tr>");
                     for cell in row {
                         // Words read from the left and may wrap; figures stay right-aligned.
-                        let class = if cell.parse::<f64>().is_ok() { "" } else { " class=\"l\"" };
+                        let class = if cell.parse::<f64>().is_ok() {
+                            ""
+                        } else {
+                            " class=\"l\""
+                        };
                         let _ = write!(o, "<td{class}>{}</td>", escape(cell));
                     }
                     o.push_str("</tr>\n");

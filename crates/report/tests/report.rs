@@ -257,7 +257,10 @@ fn each_probe_that_ran_has_its_section() {
             tables: vec![fleetbench_metrics::summary::Table {
                 title: "per <size>".into(),
                 columns: vec!["rows".into(), "p50 ms".into()],
-                rows: vec![vec!["1000".into(), "0.25".into()], vec!["2000".into(), "0.5".into()]],
+                rows: vec![
+                    vec!["1000".into(), "0.25".into()],
+                    vec!["2000".into(), "0.5".into()],
+                ],
             }],
             charts: vec![fleetbench_metrics::summary::ProbeChart {
                 title: "latency against size".into(),

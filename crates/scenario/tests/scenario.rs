@@ -27,7 +27,10 @@ fn committed_scenarios_validate() {
         }
     }
     names.sort();
-    assert_eq!(names, ["claims", "offline-burst", "ramp", "smoke", "steady"]);
+    assert_eq!(
+        names,
+        ["claims", "offline-burst", "ramp", "smoke", "steady"]
+    );
     // The claims scenario runs every probe.
     let (_, claims, _) = load_file(&scenarios_dir().join("claims.toml"), &[]).unwrap();
     assert_eq!(
@@ -39,27 +42,59 @@ fn committed_scenarios_validate() {
 #[test]
 fn probe_sections_are_typed_defaulted_and_located() {
     // A section alone enables its probe with every default.
-    let (_, plan, _) = load_str(&format!("{GOOD}[probes.rls]\n[probes.realtime]\n"), "p.toml", &[]).unwrap();
+    let (_, plan, _) = load_str(
+        &format!("{GOOD}[probes.rls]\n[probes.realtime]\n"),
+        "p.toml",
+        &[],
+    )
+    .unwrap();
     assert_eq!(plan.probes.names(), ["realtime", "rls"]);
     let rt = plan.probes.realtime.unwrap();
-    assert_eq!((rt.subscribers, rt.alerts, rt.interval), (10, 50, Duration::from_millis(200)));
+    assert_eq!(
+        (rt.subscribers, rt.alerts, rt.interval),
+        (10, 50, Duration::from_millis(200))
+    );
     // Bad values point at their section; unknown keys and probes are refused.
     let bad = format!("{GOOD}[probes.rag]\nk = 0\nrate = \"fast\"\n");
     let e = load_str(&bad, "p.toml", &[]).unwrap_err().to_string();
-    assert!(e.contains("p.toml:10:1: probes.rag.k must be at least 1"), "{e}");
-    assert!(e.contains("p.toml:12:8") && e.contains("\"fast\" is not a rate"), "{e}");
-    let e = load_str(&format!("{GOOD}[probes.pooler]\nclient = 5\n"), "p.toml", &[])
+    assert!(
+        e.contains("p.toml:10:1: probes.rag.k must be at least 1"),
+        "{e}"
+    );
+    assert!(
+        e.contains("p.toml:12:8") && e.contains("\"fast\" is not a rate"),
+        "{e}"
+    );
+    let e = load_str(
+        &format!("{GOOD}[probes.pooler]\nclient = 5\n"),
+        "p.toml",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("unknown field `client`"), "{e}");
+    let e = load_str(&format!("{GOOD}[probes.nope]\n"), "p.toml", &[])
         .unwrap_err()
         .to_string();
-    assert!(e.contains("unknown field `client`"), "{e}");
-    let e = load_str(&format!("{GOOD}[probes.nope]\n"), "p.toml", &[]).unwrap_err().to_string();
     assert!(e.contains("unknown field `nope`"), "{e}");
     // `fleetbench probe NAME --set`: section keys or full paths.
-    let p = fleetbench_scenario::probe_plan("webhook", &["alerts=7".into(), "probes.webhook.listen=\"127.0.0.1:0\"".into()]).unwrap();
+    let p = fleetbench_scenario::probe_plan(
+        "webhook",
+        &[
+            "alerts=7".into(),
+            "probes.webhook.listen=\"127.0.0.1:0\"".into(),
+        ],
+    )
+    .unwrap();
     let w = p.webhook.unwrap();
-    assert_eq!((w.alerts, w.listen), (7, Some("127.0.0.1:0".parse().unwrap())));
+    assert_eq!(
+        (w.alerts, w.listen),
+        (7, Some("127.0.0.1:0".parse().unwrap()))
+    );
     assert!(fleetbench_scenario::probe_plan("nope", &[]).is_err());
-    let e = fleetbench_scenario::probe_plan("partitions", &["months=40".into()]).unwrap_err().to_string();
+    let e = fleetbench_scenario::probe_plan("partitions", &["months=40".into()])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("at most 12"), "{e}");
 }
 

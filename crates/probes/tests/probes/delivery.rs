@@ -20,7 +20,6 @@ async fn every_injected_alert_reaches_its_dashboard_once() {
     };
     let out = fleetbench_probes::realtime::run(&ctx, &plan).await.unwrap();
     let r = &out.report;
-    eprintln!("{}", serde_json::to_string_pretty(r).unwrap());
     // The truth: alerts the trigger raised for the probe's users, read from the database. One
     // more than the deliveries owed: the alert committed while a dashboard was reconnecting.
     let alerts = owned(&ctx.run_id, "alerts").await;
@@ -59,7 +58,6 @@ async fn every_injected_alert_reaches_the_webhook_receiver_once() {
     };
     let out = fleetbench_probes::webhook::run(&ctx, &plan).await.unwrap();
     let r = &out.report;
-    eprintln!("{}", serde_json::to_string_pretty(r).unwrap());
     assert_eq!(owned(&ctx.run_id, "alerts").await, 10);
     let d = &out.aggregate.operations["functions.webhook_delivery"].total;
     assert_eq!((d.count, d.errors), (10, 0), "{r:?}");

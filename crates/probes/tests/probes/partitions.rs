@@ -15,7 +15,9 @@ async fn queries_prune_and_maintenance_keeps_ahead_and_drops_expired() {
         devices: 5,
         repeats: 5,
     };
-    let out = fleetbench_probes::partitions::run(&ctx, &plan).await.unwrap();
+    let out = fleetbench_probes::partitions::run(&ctx, &plan)
+        .await
+        .unwrap();
     let r = &out.report;
     // Every loaded row is there; the five rows of the expired month went with their partition.
     assert_eq!(owned(&ctx.run_id, "system_metrics").await, 9000, "{r:?}");
@@ -32,7 +34,10 @@ async fn queries_prune_and_maintenance_keeps_ahead_and_drops_expired() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(figure(r, "latest sample: partitions scanned"), from_now as f64);
+    assert_eq!(
+        figure(r, "latest sample: partitions scanned"),
+        from_now as f64
+    );
     // A range from `now() - N` on overlaps the partitions that end after that instant.
     let ending_after = async |since: &str| -> f64 {
         let n: i64 = db
@@ -49,7 +54,10 @@ async fn queries_prune_and_maintenance_keeps_ahead_and_drops_expired() {
             .get(0);
         n as f64
     };
-    assert_eq!(figure(r, "7-day average CPU: partitions scanned"), ending_after("7 days").await);
+    assert_eq!(
+        figure(r, "7-day average CPU: partitions scanned"),
+        ending_after("7 days").await
+    );
     assert_eq!(
         figure(r, "24 h hourly max temperature: partitions scanned"),
         ending_after("1 day").await

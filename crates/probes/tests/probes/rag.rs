@@ -21,15 +21,15 @@ async fn recall_is_scored_against_exact_search() {
     };
     let out = fleetbench_probes::rag::run(&ctx, &plan).await.unwrap();
     let r = &out.report;
-    eprintln!("{:?}\n{:?}\n{:?}", r.figures, r.findings, r.tables);
     assert_eq!(owned(&ctx.run_id, "memories").await, 1000);
     let calls = &out.aggregate.operations["rpc.match_memories"].total;
     assert_eq!((calls.count, calls.errors), (30, 0), "{r:?}");
 
-    // The truth the probe scores against equals Postgres's exact search (no index) on the same rows.
+    // The truth the probe scores against equals Postgres's exact search (no index) on the same rows,
+    // for every query.
     let corpus = Corpus::generate(&plan, SEED);
     let mut db = db().await;
-    for (u, q) in corpus.queries.iter().take(6) {
+    for (u, q) in &corpus.queries {
         let tx = db.transaction().await.unwrap();
         tx.batch_execute("set local enable_indexscan = off; set local enable_bitmapscan = off")
             .await
