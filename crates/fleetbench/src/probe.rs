@@ -12,7 +12,6 @@ use fleetbench_fleet::{Clock, Target};
 use fleetbench_metrics::Summary;
 use fleetbench_metrics::summary::{RunFacts, Target as SummaryTarget};
 use fleetbench_probes::{Context, Outcome};
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::target::{self, Resolved};
 use crate::{EXIT_THRESHOLDS, Failure};
@@ -93,17 +92,7 @@ pub fn probe(
         let target = Arc::new(
             Target::new(resolved.config.clone(), 2, 16).map_err(|e| anyhow::anyhow!(e))?,
         );
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            eprintln!("probe: stopping");
-            let _ = stop_tx.send(true);
-        });
+        let stop_rx = crate::run::stop_on_signal("probe: stopping")?;
         let (_phase, phase) = tokio::sync::watch::channel(1u8);
         let clock = Clock::new();
         let ctx = context(&resolved, target, run_id.clone(), clock, 1_000_000, phase);

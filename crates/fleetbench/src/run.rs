@@ -94,6 +94,23 @@ pub fn sink(
     Ok(())
 }
 
+/// A stop flag that SIGTERM or SIGINT (Ctrl-C) raises, saying `message` when it does. Call within
+/// a runtime.
+pub fn stop_on_signal(message: &'static str) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("{message}");
+        let _ = stop_tx.send(true);
+    });
+    Ok(stop_rx)
+}
+
 pub fn default_out(name: &str) -> PathBuf {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     PathBuf::from("reports").join(format!("{stamp}-{name}"))
@@ -123,17 +140,7 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
     let summary = runtime.block_on(async {
         let pooler_connections = 16;
         let target = Arc::new(Target::new(resolved.config.clone(), pooler_connections, plan.connections as usize).map_err(|e| anyhow::anyhow!(e))?);
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            eprintln!("run: stopping: no new work; in-flight requests get the grace period");
-            let _ = stop_tx.send(true);
-        });
+        let stop_rx = stop_on_signal("run: stopping: no new work; in-flight requests get the grace period")?;
         let progress = Arc::new(Progress::default());
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
         let shown = tokio::spawn(progress::show(progress.clone(), plan.agents, done_rx));

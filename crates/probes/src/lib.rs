@@ -14,7 +14,7 @@
 //! - [`pooler`]: a connection storm through the transaction pooler, and the same made directly.
 //! - [`rls`]: one user's attempts on another's rows through the Data API, SQL and Realtime.
 //! - [`receiver`]: fleetbench's webhook receiver (also served by the local stack's daemon).
-//! - `users`, `inject`, `ws`: probe users, thermal rows, a Realtime client.
+//! - `users`, `inject`, `ws`, `tally`: probe users, thermal rows, a Realtime client, delivery scoring.
 
 pub mod partitions;
 pub mod pooler;
@@ -25,6 +25,7 @@ pub mod rls;
 pub mod webhook;
 
 mod inject;
+mod tally;
 mod users;
 mod ws;
 

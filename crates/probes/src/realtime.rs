@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::inject::{self, Key};
 use crate::users::{self, User};
 use crate::ws::{self, Socket};
-use crate::{Context, Outcome, Timing, figure, latency_figures, ms_at};
+use crate::{Context, Outcome, Timing, figure, latency_figures, ms_at, tally};
 
 /// How long a subscription may take to go live.
 const SUBSCRIBE_WITHIN: Duration = Duration::from_secs(20);
@@ -355,50 +355,31 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<Outcome> 
         r.abort();
     }
 
-    let (mut delivered, mut lost, mut duplicates) = (0u64, 0u64, 0u64);
-    let mut from_commit = histogram();
-    let mut from_send = histogram();
-    let mut negative_commit = 0u64;
-    for (key, (sub, sent_us)) in &ledger.sent {
-        match ledger.got.get(&(*sub, *key)) {
-            Some(receipts) => {
-                delivered += 1;
-                duplicates += receipts.len() as u64 - 1;
-                let (at, commit) = receipts[0];
-                let commit_us = commit.map(|c| ctx.on_clock(c));
-                if commit.is_some_and(|c| ctx.on_clock(c) > at) {
-                    negative_commit += 1;
-                }
-                ctx.sample(
-                    &mut agg,
-                    "realtime.alert_delivery",
-                    Timing {
-                        intended_us: *sent_us,
-                        sent_us: commit_us.unwrap_or(*sent_us).min(at),
-                        done_us: at,
-                    },
-                    None,
-                );
-                from_send.saturating_record(at.saturating_sub(*sent_us).max(1));
-                if let Some(c) = commit_us.filter(|c| *c <= at) {
-                    from_commit.saturating_record((at - c).max(1));
-                }
-            }
-            None => {
-                lost += 1;
-                ctx.sample(
-                    &mut agg,
-                    "realtime.alert_delivery",
-                    Timing {
-                        intended_us: *sent_us,
-                        sent_us: *sent_us,
-                        done_us: end_us,
-                    },
-                    Some("lost"),
-                );
-            }
-        }
-    }
+    let arrivals: HashMap<Key, Vec<tally::Arrival>> = ledger
+        .sent
+        .iter()
+        .filter_map(|(key, (sub, _))| {
+            let got = ledger.got.get(&(*sub, *key))?;
+            Some((
+                *key,
+                got.iter()
+                    .map(|(at, c)| (*at, c.map(|c| ctx.on_clock(c))))
+                    .collect(),
+            ))
+        })
+        .collect();
+    let t = tally::score(
+        ctx,
+        &mut agg,
+        "realtime.alert_delivery",
+        ledger
+            .sent
+            .iter()
+            .map(|(k, (_, sent))| (*sent, arrivals.get(k).map(Vec::as_slice))),
+        end_us,
+    );
+    let (delivered, lost, duplicates) = (t.delivered, t.lost, t.duplicates);
+    let (from_send, from_commit, negative_commit) = (t.from_send, t.from_commit, t.before_commit);
     let gap_replayed = gap_key.map(|k| ledger.got.contains_key(&(live[0], k)));
 
     let sent = ledger.sent.len() as u64;

@@ -8,14 +8,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fleetbench_metrics::Aggregate;
-use fleetbench_metrics::aggregate::histogram;
 use fleetbench_metrics::summary::ProbeReport;
 use fleetbench_scenario::probes::WebhookPlan;
 use tokio::time::Instant;
 
 use crate::inject::{self, Key};
 use crate::receiver::{self, Receiver};
-use crate::{Context, Outcome, Timing, figure, latency_figures};
+use crate::{Context, Outcome, figure, latency_figures, tally};
 
 /// Where deliveries are read: (URL, key to present).
 async fn receiver_url(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<(String, String)> {
@@ -72,8 +71,8 @@ pub async fn run(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<Outcome> {
         }
     }
 
-    // (receipt µs, alert created µs) per key.
-    let mut got: HashMap<Key, Vec<(u64, Option<u64>)>> = HashMap::new();
+    // Per key: (receipt, the alert's creation), µs on the clock.
+    let mut got: HashMap<Key, Vec<tally::Arrival>> = HashMap::new();
     let mut others = 0u64;
     let deadline = Instant::now() + plan.wait;
     while sent.keys().any(|k| !got.contains_key(k)) {
@@ -100,44 +99,16 @@ pub async fn run(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<Outcome> {
     }
     let end_us = ctx.clock.now_us();
 
-    let (mut delivered, mut lost, mut duplicates) = (0u64, 0u64, 0u64);
-    let (mut from_send, mut from_created) = (histogram(), histogram());
-    for (k, at) in &sent {
-        match got.get(k) {
-            Some(r) => {
-                delivered += 1;
-                duplicates += r.len() as u64 - 1;
-                let (done, created) = r[0];
-                ctx.sample(
-                    &mut agg,
-                    "functions.webhook_delivery",
-                    Timing {
-                        intended_us: *at,
-                        sent_us: created.unwrap_or(*at).clamp(*at, done),
-                        done_us: done,
-                    },
-                    None,
-                );
-                from_send.saturating_record(done.saturating_sub(*at).max(1));
-                if let Some(c) = created.filter(|c| *c <= done) {
-                    from_created.saturating_record((done - c).max(1));
-                }
-            }
-            None => {
-                lost += 1;
-                ctx.sample(
-                    &mut agg,
-                    "functions.webhook_delivery",
-                    Timing {
-                        intended_us: *at,
-                        sent_us: *at,
-                        done_us: end_us,
-                    },
-                    Some("lost"),
-                );
-            }
-        }
-    }
+    let t = tally::score(
+        ctx,
+        &mut agg,
+        "functions.webhook_delivery",
+        sent.iter()
+            .map(|(k, at)| (*at, got.get(k).map(Vec::as_slice))),
+        end_us,
+    );
+    let (delivered, lost, duplicates) = (t.delivered, t.lost, t.duplicates);
+    let (from_send, from_created) = (t.from_send, t.from_commit);
     let mut findings = vec![format!(
         "{delivered} of {} alerts reached the webhook receiver through anomaly-webhook ({lost} lost, {duplicates} duplicated)",
         sent.len()
