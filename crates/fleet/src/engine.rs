@@ -88,6 +88,56 @@ pub struct Progress {
 pub enum EngineError {
     #[error("no agent could be provisioned; the last failure: {0}")]
     NoAgents(String),
+    #[error("{0}")]
+    Replay(String),
+}
+
+/// The traces of `[workload.replay]`, read once for the whole fleet.
+pub fn load_traces(plan: &Plan) -> Result<Vec<Arc<fleetbench_collector::trace::Trace>>, String> {
+    plan.replay.as_ref().map_or(Ok(Vec::new()), |r| {
+        r.traces
+            .iter()
+            .map(|p| {
+                fleetbench_collector::trace::Trace::read(p)
+                    .map(Arc::new)
+                    .map_err(|e| format!("workload.replay: {e}"))
+            })
+            .collect()
+    })
+}
+
+/// Agent `index`'s machine: a built-in or file profile, following the model or replaying a trace.
+pub fn machine(
+    plan: &Plan,
+    index: u32,
+    traces: &[Arc<fleetbench_collector::trace::Trace>],
+) -> Machine {
+    let mut machine = Machine::new(
+        plan.seed,
+        index,
+        &plan.profiles,
+        &plan.anomalies,
+        &plan.custom_profiles,
+    );
+    if let Some(r) = plan.replay.as_ref().filter(|_| !traces.is_empty()) {
+        let mut rng = SmallRng::seed_from_u64(plan.seed ^ 0x7265_706C_6179 ^ u64::from(index));
+        if rng.random_bool(r.share.clamp(0.0, 1.0)) {
+            let trace = traces[index as usize % traces.len()].clone();
+            let offset = if r.offsets {
+                rng.random_range(0.0..crate::telemetry::Replay::span_ms(&trace).max(1.0))
+            } else {
+                0.0
+            };
+            machine.replay = Some(crate::telemetry::Replay::new(
+                trace,
+                plan.sample_interval,
+                r.time_scale,
+                offset,
+                r.jitter,
+            ));
+        }
+    }
+    machine
 }
 
 /// What the run produced.
@@ -168,12 +218,13 @@ async fn provision_one(
     index: u32,
     clock: Clock,
     stop: watch::Receiver<bool>,
+    traces: Arc<Vec<Arc<fleetbench_collector::trace::Trace>>>,
 ) -> (Vec<fleetbench_metrics::Sample>, Result<Agent, Failure>) {
     // Samples, not an aggregate: a few per agent, added to the run's aggregate by the caller.
     let mut samples = Vec::with_capacity(3);
     let mut rng = SmallRng::seed_from_u64(plan.seed.wrapping_add(u64::from(index)));
     let (email, password) = crate::agent::credentials(&run_id, index);
-    let machine = Machine::new(plan.seed, index, &plan.profiles, &plan.anomalies);
+    let machine = machine(&plan, index, &traces);
     let result = async {
         let user_id = with_retries(
             &clock,
@@ -333,6 +384,7 @@ pub async fn run_at(
 
     // Provisioning: the agents the load model needs, a few at a time.
     let needed = plan.agents_needed();
+    let traces = Arc::new(load_traces(&plan).map_err(EngineError::Replay)?);
     let mut agents: Vec<Agent> = Vec::with_capacity(needed as usize);
     let mut last_failure = String::from("none");
     let mut set = JoinSet::new();
@@ -346,6 +398,7 @@ pub async fn run_at(
                 next,
                 clock,
                 stop.clone(),
+                traces.clone(),
             ));
             next += 1;
         }

@@ -5,11 +5,15 @@
 //! - [`telemetry`]: device profiles, the daily usage curve, correlated metrics, anomalies (seeded).
 //! - [`target`]: Auth, the Data API and the transaction pooler as agents call them; errors by kind.
 //! - [`agent`]: one agent's state machine: tokens, backlog, backoff, one upload at a time.
+//! - [`calibrate`]: the synthetic model fitted to a recorded trace, and samples of it to compare.
+//! - [`collectors`]: real collectors (this machine, read by sysinfo) as agents of their own.
 //! - [`sink`]: `fleetbench sink`, a target with a known latency model, to calibrate the generator.
 //! - [`engine`]: provisioning, the load phase's workers, abort thresholds, stop and drain.
 //! - `worker`: one worker's agents, schedule and aggregate (the hot loop).
 
 pub mod agent;
+pub mod calibrate;
+pub mod collectors;
 pub mod engine;
 pub mod http;
 pub mod sink;

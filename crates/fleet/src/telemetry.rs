@@ -4,7 +4,12 @@
 //! Seeded per agent: the same seed and agent index give the same device and the same series.
 //! Every row has the same keys (absent readings are `null`), as PostgREST's bulk insert requires.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Timelike, Utc};
+use fleetbench_collector::Reading;
+use fleetbench_collector::trace::Trace;
+use fleetbench_scenario::profile::{DeviceProfile, ModelParams};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -97,7 +102,8 @@ pub struct Row {
     pub disk_write_bytes_per_s: f64,
     pub net_rx_bytes_per_s: f64,
     pub net_tx_bytes_per_s: f64,
-    pub cpu_temp_c: f32,
+    /// Absent where the machine has no sensor (a replayed trace of a VM).
+    pub cpu_temp_c: Option<f32>,
     pub gpu_temp_c: Option<f32>,
     pub process_count: i32,
     pub battery_pct: Option<f32>,
@@ -126,10 +132,70 @@ pub const COLUMNS: &[&str] = &[
     "on_battery",
 ];
 
+/// A profile file's form factor as the static name devices carry.
+pub fn form_factor(name: &str) -> &'static str {
+    fleetbench_scenario::model::PROFILES
+        .iter()
+        .find(|p| **p == name)
+        .copied()
+        .unwrap_or("desktop")
+}
+
+/// The working day's share of the daily amplitude at `ts` (0 at night).
+pub fn daily_shape(ts: DateTime<Utc>) -> f64 {
+    let hour =
+        f64::from(ts.hour()) + f64::from(ts.minute()) / 60.0 + f64::from(ts.second()) / 3600.0;
+    (((hour - 8.0) / 10.0 * std::f64::consts::PI).sin()).max(0.0)
+}
+
+/// An agent replaying a recorded trace instead of the model: the trace's clock runs `time_scale`
+/// times as fast as the agent's, from a per-agent offset, wrapping at its end; `jitter` scales
+/// each value by up to ± that share (0: the trace's values exactly).
+#[derive(Debug, Clone)]
+pub struct Replay {
+    trace: Arc<Trace>,
+    pos_ms: f64,
+    step_ms: f64,
+    jitter: f64,
+}
+
+impl Replay {
+    pub fn new(
+        trace: Arc<Trace>,
+        sample_interval: std::time::Duration,
+        time_scale: f64,
+        offset_ms: f64,
+        jitter: f64,
+    ) -> Replay {
+        Replay {
+            pos_ms: offset_ms,
+            step_ms: sample_interval.as_secs_f64() * 1000.0 * time_scale,
+            trace,
+            jitter,
+        }
+    }
+
+    /// The reading for the next sample.
+    fn next(&mut self) -> &Reading {
+        let n = self.trace.readings.len();
+        let i = (self.pos_ms / self.trace.header.interval_ms as f64).floor() as usize % n;
+        self.pos_ms += self.step_ms;
+        &self.trace.readings[i]
+    }
+
+    /// The trace's length in ms (offsets are drawn below it).
+    pub fn span_ms(trace: &Trace) -> f64 {
+        (trace.readings.len() as u64 * trace.header.interval_ms) as f64
+    }
+}
+
 /// A machine's evolving state.
 #[derive(Debug, Clone)]
 pub struct Machine {
     pub device: Device,
+    pub params: ModelParams,
+    /// Replaying a trace instead of the model.
+    pub replay: Option<Replay>,
     rng: SmallRng,
     mem_used: f64,
     disk_used_pct: f64,
@@ -148,6 +214,7 @@ impl Machine {
         index: u32,
         profiles: &[(String, f64)],
         anomalies: &[(String, f64)],
+        custom: &[DeviceProfile],
     ) -> Machine {
         let mut rng = SmallRng::seed_from_u64(
             seed ^ (u64::from(index) << 20).wrapping_mul(0x9E37_79B9_7F4A_7C15),
@@ -160,15 +227,30 @@ impl Machine {
                 roll < 0.0
             })
             .map_or("laptop", |(p, _)| p.as_str());
-        let device = Device::draw(profile, &mut rng);
+        let file = custom.iter().find(|p| p.name == profile);
+        let device = match file {
+            Some(p) => Device {
+                form_factor: crate::telemetry::form_factor(&p.form_factor),
+                cores: p.cores,
+                ram_bytes: p.ram_bytes,
+                disk_bytes: p.disk_bytes,
+                has_gpu: p.has_gpu,
+                has_battery: p.has_battery,
+            },
+            None => Device::draw(profile, &mut rng),
+        };
         let mut anomaly = None;
         for (name, share) in anomalies {
             if rng.random_bool(share.clamp(0.0, 1.0)) && anomaly.is_none() {
                 anomaly = Anomaly::parse(name).map(|a| (a, rng.random_range(5..60)));
             }
         }
+        let params = file.map_or_else(ModelParams::default, |p| p.model);
         Machine {
-            mem_used: device.ram_bytes as f64 * rng.random_range(0.3..0.6),
+            params,
+            replay: None,
+            mem_used: device.ram_bytes as f64
+                * (params.mem_used_fraction + rng.random_range(-0.15..0.15)).clamp(0.02, 0.95),
             disk_used_pct: rng.random_range(20.0..70.0),
             battery: rng.random_range(40.0..100.0),
             temp: 40.0,
@@ -185,6 +267,11 @@ impl Machine {
 
     /// The next sample, taken at `ts`.
     pub fn sample(&mut self, device_id: uuid::Uuid, user_id: uuid::Uuid, ts: DateTime<Utc>) -> Row {
+        if let Some(replay) = &mut self.replay {
+            let (jitter, reading) = (replay.jitter, replay.next().clone());
+            return replayed(&reading, device_id, user_id, ts, jitter, &mut self.rng);
+        }
+        let p = self.params;
         let r = &mut self.rng;
         self.samples += 1;
         let active = self
@@ -192,26 +279,34 @@ impl Machine {
             .filter(|(_, from)| self.samples >= *from)
             .map(|a| a.0);
         // Working hours are busy, nights quiet; bursts now and then.
-        let hour = f64::from(ts.hour()) + f64::from(ts.minute()) / 60.0;
-        let daily = 0.15 + 0.45 * (((hour - 8.0) / 10.0 * std::f64::consts::PI).sin()).max(0.0);
-        let burst = if r.random_bool(0.03) {
-            r.random_range(0.3..0.6)
+        let daily = p.idle_load + p.daily_amplitude * daily_shape(ts);
+        let burst = if r.random_bool(p.burst_rate.clamp(0.0, 1.0)) {
+            p.burst_size + r.random_range(-0.15..0.15)
         } else {
             0.0
         };
-        let load = (daily + burst + r.random_range(-0.05..0.05)).clamp(0.01, 1.0);
+        let noise = if p.noise > 0.0 {
+            r.random_range(-p.noise..p.noise)
+        } else {
+            0.0
+        };
+        let load = (daily + burst + noise).clamp(0.01, 1.0);
         let cpu_pct = (load * 100.0).clamp(0.0, 100.0);
         // Temperature follows load with inertia; a runaway climbs regardless.
-        let target = 35.0 + load * 45.0;
-        let noise = r.random_range(-0.5..0.5);
+        let target = p.temp_idle_c + load * p.temp_per_load_c;
+        let noise = if p.temp_noise > 0.0 {
+            r.random_range(-p.temp_noise..p.temp_noise)
+        } else {
+            0.0
+        };
         self.temp = if active == Some(Anomaly::ThermalRunaway) {
             (self.temp + 2.5 + noise).min(105.0)
         } else {
-            self.temp + (target - self.temp) * 0.3 + noise
+            self.temp + (target - self.temp) * p.temp_inertia + noise
         };
         let ram = self.device.ram_bytes as f64;
         self.mem_used =
-            (self.mem_used + ram * r.random_range(-0.01..0.01)).clamp(ram * 0.1, ram * 0.95);
+            (self.mem_used + ram * r.random_range(-0.01..0.01)).clamp(ram * 0.01, ram * 0.95);
         if active == Some(Anomaly::MemoryLeak) {
             self.mem_used = (self.mem_used + ram * 0.01).min(ram * 0.99);
         }
@@ -242,7 +337,7 @@ impl Machine {
             disk_write_bytes_per_s: (load * r.random_range(1e5..2e7)).round(),
             net_rx_bytes_per_s: r.random_range(1e3..5e6_f64).round(),
             net_tx_bytes_per_s: r.random_range(1e3..1e6_f64).round(),
-            cpu_temp_c: tenth(self.temp),
+            cpu_temp_c: Some(tenth(self.temp)),
             gpu_temp_c: self
                 .device
                 .has_gpu
@@ -254,6 +349,55 @@ impl Machine {
     }
 }
 
+/// A replayed reading as the agent's row (values scaled by up to ± `jitter`).
+fn replayed(
+    r: &Reading,
+    device_id: uuid::Uuid,
+    user_id: uuid::Uuid,
+    ts: DateTime<Utc>,
+    jitter: f64,
+    rng: &mut SmallRng,
+) -> Row {
+    let mut j = |x: f64| {
+        if jitter > 0.0 {
+            x * (1.0 + rng.random_range(-jitter..jitter))
+        } else {
+            x
+        }
+    };
+    let pct = |x: f64| (x.clamp(0.0, 100.0) * 10.0).round() as f32 / 10.0;
+    Row {
+        device_id,
+        user_id,
+        ts,
+        cpu_pct: if jitter > 0.0 {
+            pct(j(f64::from(r.cpu_pct)))
+        } else {
+            r.cpu_pct
+        },
+        load_1m: r.load_1m,
+        mem_used_bytes: (j(r.mem_used_bytes as f64) as i64).min(r.mem_total_bytes),
+        mem_total_bytes: r.mem_total_bytes,
+        swap_used_bytes: r.swap_used_bytes,
+        disk_used_pct: r.disk_used_pct,
+        disk_read_bytes_per_s: j(r.disk_read_bytes_per_s).round(),
+        disk_write_bytes_per_s: j(r.disk_write_bytes_per_s).round(),
+        net_rx_bytes_per_s: j(r.net_rx_bytes_per_s).round(),
+        net_tx_bytes_per_s: j(r.net_tx_bytes_per_s).round(),
+        cpu_temp_c: r.cpu_temp_c.map(|t| {
+            if jitter > 0.0 {
+                (j(f64::from(t)) * 10.0).round() as f32 / 10.0
+            } else {
+                t
+            }
+        }),
+        gpu_temp_c: r.gpu_temp_c,
+        process_count: r.process_count,
+        battery_pct: r.battery_pct,
+        on_battery: r.on_battery,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,7 +406,7 @@ mod tests {
         let profiles = vec![("laptop".to_string(), 0.5), ("desktop".to_string(), 0.5)];
         let anomalies = vec![("thermal_runaway".to_string(), 0.2)];
         (0..200)
-            .map(|i| Machine::new(seed, i, &profiles, &anomalies))
+            .map(|i| Machine::new(seed, i, &profiles, &anomalies, &[]))
             .collect()
     }
 
@@ -325,7 +469,7 @@ mod tests {
                     .collect::<Vec<_>>();
                 assert_eq!(keys.len(), COLUMNS.len());
             }
-            let hottest = rows.iter().map(|r| r.cpu_temp_c).fold(0.0, f32::max);
+            let hottest = rows.iter().filter_map(|r| r.cpu_temp_c).fold(0.0, f32::max);
             match m.anomaly() {
                 Some(Anomaly::ThermalRunaway) => {
                     assert!(hottest >= 95.0, "runaway peaked at {hottest}")

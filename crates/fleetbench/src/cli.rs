@@ -91,6 +91,32 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// The real collector (sysinfo): record this machine to a trace file, or push it live to the target.
+    Collect {
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Record to this trace file (JSON lines).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Stream to the target as an agent does, signed in as a user of its own.
+        #[arg(long)]
+        push: bool,
+        /// With --push: how often a batch is uploaded.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+        upload_interval: std::time::Duration,
+    },
+    /// Fit the synthetic model to a trace: writes a device profile and a page comparing the two.
+    Calibrate {
+        trace: PathBuf,
+        /// The profile's name [default: calibrated-<hostname>].
+        #[arg(long)]
+        name: Option<String>,
+        /// The profile file [default: <trace>.profile.toml]; the comparison goes beside it (.html).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Remove everything a run wrote to the target (its users and their rows).
     Cleanup {
         #[arg(long, value_name = "ID")]

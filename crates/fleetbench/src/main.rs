@@ -3,6 +3,7 @@
 //! 2 invalid input, 1 could not run).
 
 mod cli;
+mod collect;
 mod daemon;
 mod local;
 mod migrate;
@@ -79,6 +80,20 @@ fn main() -> ExitCode {
             action: ScenariosAction::Validate { files, overrides },
         } => run::validate(&files, &overrides),
         Command::Cleanup { run_id } => run::cleanup(&run_id),
+        Command::Collect {
+            interval,
+            duration,
+            out,
+            push,
+            upload_interval,
+        } => collect::collect(collect::Collect {
+            interval,
+            duration,
+            out,
+            push,
+            upload_interval,
+        }),
+        Command::Calibrate { trace, name, out } => collect::calibrate(&trace, name, out),
         Command::Probe {
             name,
             out,

@@ -122,6 +122,9 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
         .ingest
         .iter()
         .any(|(p, share)| p == "pooler" && *share > 0.0);
+    // Traces to replay are read before anything is sent: a bad one is invalid input.
+    fleetbench_fleet::engine::load_traces(&plan)
+        .map_err(|e| Failure::invalid(anyhow::anyhow!(e)))?;
     let resolved = target::resolve(needs_pooler || plan.probes.pooler.is_some())?;
     let out = out.unwrap_or_else(|| default_out(&plan.name));
     std::fs::create_dir_all(&out)
@@ -171,6 +174,26 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
             );
             tokio::spawn(fleetbench_probes::run_all(plan.probes.clone(), Arc::new(ctx), stop_rx.clone()))
         });
+        // Real collectors beside the fleet, through its load phase.
+        let collectors: Vec<_> = (0..plan.collectors)
+            .map(|i| {
+                let (target, run_id, mut phase, stop) = (target.clone(), run_id.clone(), progress.phase.subscribe(), stop_rx.clone());
+                let (sample, upload) = (plan.sample_interval, plan.upload_interval);
+                tokio::spawn(async move {
+                    let _ = phase.wait_for(|p| *p >= 1).await;
+                    let (tx, until) = tokio::sync::watch::channel(false);
+                    let mut stop = stop;
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = phase.wait_for(|p| *p >= 2) => {}
+                            _ = stop.wait_for(|s| *s) => {}
+                        }
+                        let _ = tx.send(true);
+                    });
+                    fleetbench_fleet::collectors::push(&target, &run_id, i, sample, upload, clock, until).await
+                })
+            })
+            .collect();
         let result = fleetbench_fleet::run_at(clock, plan, target, run_id.clone(), progress, stop_rx).await;
         let _ = done_tx.send(true);
         let _ = shown.await;
@@ -184,6 +207,19 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
         };
         for (_, o) in &probe_outcomes {
             outcome.aggregate.merge(&o.aggregate);
+        }
+        for c in collectors {
+            match c.await {
+                Ok(Ok(pushed)) => {
+                    eprintln!(
+                        "run: real collector: {} samples, {} rows written in {} uploads",
+                        pushed.samples, pushed.rows_written, pushed.uploads
+                    );
+                    pushed.timings.iter().for_each(|s| outcome.aggregate.add(s));
+                }
+                Ok(Err(e)) => eprintln!("run: a real collector could not start: {e}"),
+                Err(e) => eprintln!("run: a real collector failed: {e}"),
+            }
         }
         let duration = Duration::from_micros(outcome.clock.now_us());
         let summary = Summary::new(

@@ -7,12 +7,14 @@
 //! - [`load`]: reading a file, applying overrides, collecting errors with their locations.
 //! - [`threshold`]: k6-style threshold expressions (`p(99) < 250ms`, `error_rate < 0.1%`).
 //! - [`plan`]: the load stages reduced to one plan: target active agents over time.
+//! - [`profile`]: device profile files (a fitted synthetic model and a machine).
 //! - [`probes`]: the `[probes.*]` sections (end-to-end probes beside the fleet) and their plans.
 
 pub mod load;
 pub mod model;
 pub mod plan;
 pub mod probes;
+pub mod profile;
 pub mod threshold;
 
 pub use load::{Located, ScenarioError, load_file, load_str, probe_plan};
@@ -34,4 +36,5 @@ pub const OPERATIONS: &[&str] = &[
     "realtime.alert_delivery",
     "functions.webhook_delivery",
     "pooler.connect",
+    "collector.insert_metrics",
 ];

@@ -269,7 +269,19 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
     if agents == 0 {
         e.at(s.fleet.agents.span(), "fleet.agents must be at least 1");
     }
-    let profiles = e.mix(&s.fleet.profiles, model::PROFILES, "device profile", true);
+    let mut custom_profiles = Vec::new();
+    for f in &s.fleet.profile_files {
+        match crate::profile::DeviceProfile::load(std::path::Path::new(f.get_ref())) {
+            Ok(p) => custom_profiles.push(p),
+            Err(err) => e.at(f.span(), format!("fleet.profile_files: {err}")),
+        }
+    }
+    let known: Vec<&str> = model::PROFILES
+        .iter()
+        .copied()
+        .chain(custom_profiles.iter().map(|p| p.name.as_str()))
+        .collect();
+    let profiles = e.mix(&s.fleet.profiles, &known, "device profile", true);
     if s.load.stages.is_empty() {
         e.at(
             0..0,
@@ -447,6 +459,27 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         }
     }
     let probes = probes(&mut e, &s.probes);
+    let replay = w.replay.as_ref().map(|r| {
+        if r.traces.is_empty() {
+            e.at(0..0, "workload.replay.traces is empty: list at least one trace file");
+        }
+        for t in &r.traces {
+            if !std::path::Path::new(t.get_ref()).is_file() {
+                e.at(t.span(), format!("workload.replay.traces: no file {:?} (paths are relative to the current directory)", t.get_ref()));
+            }
+        }
+        let fraction = |v: f64| (0.0..=1.0).contains(&v);
+        if !(fraction(r.share) && fraction(r.jitter) && r.time_scale > 0.0 && r.time_scale.is_finite()) {
+            e.at(r.traces.first().map_or(0..0, |t| t.span()), "workload.replay: share and jitter must be between 0 and 1, time_scale above 0");
+        }
+        crate::plan::ReplayPlan {
+            traces: r.traces.iter().map(|t| t.get_ref().into()).collect(),
+            share: r.share,
+            time_scale: r.time_scale,
+            offsets: r.offsets,
+            jitter: r.jitter,
+        }
+    });
     let window = match &s.output.window {
         Some(w) => e.duration(w, "output.window"),
         None => Duration::from_secs(1),
@@ -476,6 +509,9 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         cleanup: s.output.cleanup,
         window,
         probes,
+        custom_profiles,
+        replay,
+        collectors: w.collectors,
     })
 }
 

@@ -44,6 +44,9 @@ pub struct Fleet {
     /// flight to the Data API; the rest wait for a connection, and that wait counts as latency).
     #[serde(default = "default_connections")]
     pub connections: Spanned<u32>,
+    /// Device profile files (`fleetbench calibrate` writes them); each joins `profiles` by its name.
+    #[serde(default)]
+    pub profile_files: Vec<Spanned<String>>,
 }
 
 fn default_connections() -> Spanned<u32> {
@@ -134,6 +137,40 @@ pub struct Workload {
     /// Samples an agent keeps while the target is unreachable; the oldest are dropped (and counted) beyond it.
     #[serde(default = "default_backlog")]
     pub max_backlog_rows: u32,
+    /// Agents replay recorded traces instead of the synthetic model.
+    #[serde(default)]
+    pub replay: Option<Replay>,
+    /// Real collectors (this machine, read by sysinfo) beside the fleet, each its own user,
+    /// measured as `collector.insert_metrics`.
+    #[serde(default)]
+    pub collectors: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replay {
+    /// Trace files (`fleetbench collect --out`), dealt to the replaying agents in turn.
+    pub traces: Vec<Spanned<String>>,
+    /// Share of the agents that replay (the rest follow the model).
+    #[serde(default = "one")]
+    pub share: f64,
+    /// How many times faster than real time a trace runs (1: sample for sample).
+    #[serde(default = "one")]
+    pub time_scale: f64,
+    /// Each agent starts at its own point of its trace (false: all at the start).
+    #[serde(default = "yes")]
+    pub offsets: bool,
+    /// Each value scaled by up to ± this share (0: the trace's values exactly).
+    #[serde(default)]
+    pub jitter: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_ingest() -> BTreeMap<Spanned<String>, f64> {

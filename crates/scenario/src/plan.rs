@@ -38,6 +38,19 @@ pub struct Plan {
     pub cleanup: bool,
     pub window: Duration,
     pub probes: crate::probes::ProbesPlan,
+    /// Profiles from `[fleet] profile_files`, by name.
+    pub custom_profiles: Vec<crate::profile::DeviceProfile>,
+    pub replay: Option<ReplayPlan>,
+    pub collectors: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayPlan {
+    pub traces: Vec<std::path::PathBuf>,
+    pub share: f64,
+    pub time_scale: f64,
+    pub offsets: bool,
+    pub jitter: f64,
 }
 
 impl Plan {
@@ -179,6 +192,9 @@ mod tests {
             cleanup: false,
             window: Duration::from_secs(1),
             probes: Default::default(),
+            custom_profiles: vec![],
+            replay: None,
+            collectors: 0,
         }
     }
 

@@ -17,6 +17,8 @@ fn scenarios_dir() -> PathBuf {
 
 #[test]
 fn committed_scenarios_validate() {
+    // Scenario files name traces and profiles relative to the repository root, where fleetbench runs.
+    std::env::set_current_dir(scenarios_dir().parent().unwrap()).unwrap();
     let mut names = Vec::new();
     for entry in std::fs::read_dir(scenarios_dir()).unwrap() {
         let path = entry.unwrap().path();
@@ -29,7 +31,14 @@ fn committed_scenarios_validate() {
     names.sort();
     assert_eq!(
         names,
-        ["claims", "offline-burst", "ramp", "smoke", "steady"]
+        [
+            "claims",
+            "offline-burst",
+            "ramp",
+            "replay",
+            "smoke",
+            "steady"
+        ]
     );
     // The claims scenario runs every probe.
     let (_, claims, _) = load_file(&scenarios_dir().join("claims.toml"), &[]).unwrap();
@@ -293,4 +302,40 @@ fn overrides_reach_any_key() {
         err.contains("as resolved with --set") && err.contains("at least 1"),
         "{err}"
     );
+}
+
+#[test]
+fn profile_files_and_replay_are_checked_where_they_are_written() {
+    let root = scenarios_dir().parent().unwrap().to_path_buf();
+    std::env::set_current_dir(&root).unwrap();
+    // The committed scenario: its profiles join the mix by name, its traces exist.
+    let (_, plan, _) = load_file(&scenarios_dir().join("replay.toml"), &[]).unwrap();
+    let names: Vec<&str> = plan
+        .custom_profiles
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, ["vm-idle", "vm-build"]);
+    assert_eq!(plan.replay.as_ref().unwrap().traces.len(), 2);
+    assert_eq!(plan.collectors, 1);
+    // A missing trace, a missing profile file and a profile name not defined anywhere.
+    let bad = format!(
+        "{GOOD}collectors = 2\n[workload.replay]\ntraces = [\"nope.jsonl\"]\ntime_scale = 0.0\n"
+    );
+    let e = load_str(&bad, "r.toml", &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("r.toml:12:11") && e.contains("no file \"nope.jsonl\""),
+        "{e}"
+    );
+    assert!(e.contains("time_scale above 0"), "{e}");
+    let bad = GOOD.replace(
+        "agents = 10\n[[load",
+        "agents = 10\nprofile_files = [\"missing.toml\"]\nprofiles = { mine = 1.0 }\n[[load",
+    );
+    let e = load_str(&bad, "p.toml", &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("fleet.profile_files") && e.contains("missing.toml"),
+        "{e}"
+    );
+    assert!(e.contains("unknown device profile \"mine\""), "{e}");
 }

@@ -11,6 +11,7 @@
 //! - [`tls`]: uploads over verified TLS; a self-signed certificate refused.
 //! - [`common`]: the shared stack, gateways, targets, scenarios and runs.
 
+mod collectors;
 mod common;
 mod sink;
 mod stack;

@@ -88,7 +88,8 @@ async fn an_expired_access_token_signs_in_again() {
     let (email, password) = fleetbench_fleet::agent::credentials(&run_id, 0);
     t.create_user(&email, &password, &run_id).await.unwrap();
     let mut session = t.sign_in(&email, &password).await.unwrap();
-    let machine = fleetbench_fleet::telemetry::Machine::new(1, 0, &[("laptop".into(), 1.0)], &[]);
+    let machine =
+        fleetbench_fleet::telemetry::Machine::new(1, 0, &[("laptop".into(), 1.0)], &[], &[]);
     let device = t
         .create_device(session.access_token(), &machine.device, "reauth")
         .await

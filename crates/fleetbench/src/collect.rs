@@ -1,0 +1,310 @@
+//! `fleetbench collect` (the real collector: record a trace, or push live as an agent would) and
+//! `fleetbench calibrate` (fit the synthetic model to a trace, write a device profile, and show the
+//! trace's distributions beside the fitted model's).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use fleetbench_collector::Collector;
+use fleetbench_collector::trace::{Header, Trace, Writer};
+use fleetbench_fleet::{Clock, Target};
+use fleetbench_report::svg::{Chart, Series, XAxis, escape};
+
+use crate::{Failure, target};
+
+pub struct Collect {
+    pub interval: Duration,
+    pub duration: Duration,
+    pub out: Option<PathBuf>,
+    pub push: bool,
+    pub upload_interval: Duration,
+}
+
+pub fn collect(c: Collect) -> Result<(), Failure> {
+    if c.interval.is_zero() {
+        return Err(Failure::invalid(anyhow::anyhow!(
+            "--interval must be longer than zero"
+        )));
+    }
+    if c.out.is_none() && !c.push {
+        return Err(Failure::invalid(anyhow::anyhow!(
+            "nothing to do: give --out FILE to record a trace, or --push to stream to the target"
+        )));
+    }
+    if c.push {
+        return push(&c);
+    }
+    let out = c.out.as_ref().expect("checked above");
+    let file = std::fs::File::create(out)
+        .with_context(|| format!("creating the trace {}", out.display()))?;
+    let mut collector = Collector::new();
+    let (hostname, cores, ram_bytes, disk_bytes) = collector.machine();
+    let mut w = Writer::new(
+        std::io::BufWriter::new(file),
+        &Header {
+            fleetbench_trace: 1,
+            hostname,
+            cores,
+            ram_bytes,
+            disk_bytes,
+            interval_ms: c.interval.as_millis() as u64,
+            started_at: chrono::Utc::now().to_rfc3339(),
+        },
+    )?;
+    let n = (c.duration.as_secs_f64() / c.interval.as_secs_f64())
+        .floor()
+        .max(1.0) as u64;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let stop = crate::run::stop_on_signal("collect: stopping")?;
+        let mut ticks = tokio::time::interval(c.interval);
+        ticks.tick().await;
+        for i in 0..n {
+            ticks.tick().await;
+            if *stop.borrow() {
+                break;
+            }
+            let mut r = collector.sample();
+            r.t_ms = i * c.interval.as_millis() as u64;
+            w.push(&r)?;
+            if (i + 1) % 10 == 0 || i + 1 == n {
+                eprintln!(
+                    "collect: {}/{n} samples (cpu {:.1} %, {} processes)",
+                    i + 1,
+                    r.cpu_pct,
+                    r.process_count
+                );
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    println!("{}", out.display());
+    Ok(())
+}
+
+fn push(c: &Collect) -> Result<(), Failure> {
+    let resolved = target::resolve(false)?;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    eprintln!(
+        "collect: pushing this machine to {} {} as its own user (run {run_id}) every {:?}",
+        resolved.config.kind,
+        target::redact(&resolved.config.api_url),
+        c.upload_interval
+    );
+    let rt = tokio::runtime::Runtime::new()?;
+    let pushed = rt.block_on(async {
+        let target =
+            Arc::new(Target::new(resolved.config.clone(), 1, 2).map_err(|e| anyhow::anyhow!(e))?);
+        let stop =
+            crate::run::stop_on_signal("collect: stopping; the backlog is uploaded once more")?;
+        let (tx, timed_stop) = tokio::sync::watch::channel(false);
+        let duration = c.duration;
+        let mut outer = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(duration) => {}
+                _ = outer.wait_for(|s| *s) => {}
+            }
+            let _ = tx.send(true);
+        });
+        fleetbench_fleet::collectors::push(
+            &target,
+            &run_id,
+            0,
+            c.interval,
+            c.upload_interval,
+            Clock::new(),
+            timed_stop,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("the collector could not start: {e}"))
+    })?;
+    eprintln!(
+        "collect: {} samples, {} rows written in {} uploads ({} failed); `fleetbench cleanup --run-id {run_id}` removes them",
+        pushed.samples, pushed.rows_written, pushed.uploads, pushed.failed_uploads
+    );
+    println!(
+        "{}",
+        pushed.device_id.map_or(String::new(), |d| d.to_string())
+    );
+    if pushed.rows_written < pushed.samples {
+        return Err(Failure {
+            code: 1,
+            error: anyhow::anyhow!(
+                "{} of {} samples were not written",
+                pushed.samples - pushed.rows_written,
+                pushed.samples
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Quantiles shown side by side.
+const QS: [f64; 5] = [0.1, 0.5, 0.9, 0.99, 1.0];
+
+pub fn calibrate(
+    trace_path: &Path,
+    name: Option<String>,
+    out: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let trace = Trace::read(trace_path).map_err(Failure::invalid)?;
+    let name = name.unwrap_or_else(|| format!("calibrated-{}", trace.header.hostname));
+    let fit = fleetbench_fleet::calibrate::fit(&trace, &name);
+    let out = out.unwrap_or_else(|| trace_path.with_extension("profile.toml"));
+    let text = format!(
+        "# Fitted by `fleetbench calibrate {}` to {} samples of {} every {} ms.\n{}\n",
+        trace_path.display(),
+        trace.readings.len(),
+        trace.header.hostname,
+        trace.header.interval_ms,
+        toml::to_string(&fit.profile).context("writing the profile")?
+    );
+    std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
+    for n in &fit.notes {
+        eprintln!("calibrate: {n}");
+    }
+    // The model with the fitted parameters over the trace's own times, beside the trace.
+    let start = chrono::DateTime::parse_from_rfc3339(&trace.header.started_at)
+        .map(|t| t.to_utc())
+        .unwrap_or_else(|_| chrono::Utc::now());
+    let model = fleetbench_fleet::calibrate::synthesize(
+        &fit.profile,
+        1,
+        trace.readings.len(),
+        trace.header.interval_ms,
+        start,
+    );
+    let metrics: [(&str, Vec<f64>, Vec<f64>); 3] = [
+        (
+            "cpu_pct",
+            trace
+                .readings
+                .iter()
+                .map(|r| f64::from(r.cpu_pct))
+                .collect(),
+            model.iter().map(|r| f64::from(r.cpu_pct)).collect(),
+        ),
+        (
+            "cpu_temp_c",
+            trace
+                .readings
+                .iter()
+                .filter_map(|r| r.cpu_temp_c.map(f64::from))
+                .collect(),
+            model
+                .iter()
+                .filter_map(|r| r.cpu_temp_c.map(f64::from))
+                .collect(),
+        ),
+        (
+            "mem_used_pct",
+            trace
+                .readings
+                .iter()
+                .map(|r| 100.0 * r.mem_used_bytes as f64 / r.mem_total_bytes.max(1) as f64)
+                .collect(),
+            model
+                .iter()
+                .map(|r| 100.0 * r.mem_used_bytes as f64 / r.mem_total_bytes.max(1) as f64)
+                .collect(),
+        ),
+    ];
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "{:<14} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "metric", "source", "p10", "p50", "p90", "p99", "max"
+    );
+    let mut page = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>calibration</title><style>body{font:14px system-ui,sans-serif;margin:24px;max-width:960px}svg{display:block;margin:12px 0}.l{stroke-width:1.5;fill:none}.grid{stroke:#eee}.xl,.yl,.al{font-size:11px;fill:#555}.xl{text-anchor:middle}.yl{text-anchor:end}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}</style></head><body>",
+    );
+    page.push_str(&format!(
+        "<h1>Calibration: {}</h1><p>{} samples every {} ms from {}; profile written to {}.</p><ul>{}</ul><table><tr><th>metric</th><th>source</th><th>p10</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>",
+        escape(&name),
+        trace.readings.len(),
+        trace.header.interval_ms,
+        escape(&trace.header.hostname),
+        escape(&out.display().to_string()),
+        fit.notes.iter().map(|n| format!("<li>{}</li>", escape(n))).collect::<String>()
+    ));
+    let mut charts = String::new();
+    for (metric, a, b) in &metrics {
+        for (source, v) in [("trace", a), ("model", b)] {
+            let q = fleetbench_fleet::calibrate::quantiles(v.clone(), &QS);
+            let cells: Vec<String> = q
+                .iter()
+                .map(|x| {
+                    if x.is_nan() {
+                        "—".into()
+                    } else {
+                        format!("{x:.1}")
+                    }
+                })
+                .collect();
+            let _ = writeln!(
+                stdout,
+                "{metric:<14} {source:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                cells[0], cells[1], cells[2], cells[3], cells[4]
+            );
+            page.push_str(&format!(
+                "<tr><td>{metric}</td><td>{source}</td>{}</tr>",
+                cells
+                    .iter()
+                    .map(|c| format!("<td>{c}</td>"))
+                    .collect::<String>()
+            ));
+        }
+        let cdf = |v: &Vec<f64>| -> Vec<(f64, f64)> {
+            let mut s = v.clone();
+            s.sort_by(f64::total_cmp);
+            let n = s.len().max(1) as f64;
+            s.iter()
+                .enumerate()
+                .map(|(i, x)| (*x, 100.0 * (i + 1) as f64 / n))
+                .collect()
+        };
+        charts.push_str(
+            &Chart {
+                title: &format!("{metric}: share of samples at or below"),
+                y_label: "% of samples",
+                x: XAxis::Value(""),
+                series: vec![
+                    Series {
+                        name: "trace".into(),
+                        points: cdf(a),
+                        color: "#1f5fa8",
+                        dashed: false,
+                        right: false,
+                    },
+                    Series {
+                        name: "fitted model".into(),
+                        points: cdf(b),
+                        color: "#c2410c",
+                        dashed: true,
+                        right: false,
+                    },
+                ],
+                log_y: false,
+                x_range: None,
+            }
+            .render(),
+        );
+    }
+    page.push_str("</table>");
+    page.push_str(&charts);
+    page.push_str("</body></html>\n");
+    let html = out.with_extension("html");
+    std::fs::write(&html, page).with_context(|| format!("writing {}", html.display()))?;
+    eprintln!(
+        "calibrate: the trace beside the fitted model: {}",
+        html.display()
+    );
+    let _ = writeln!(stdout, "{}", out.display());
+    Ok(())
+}
