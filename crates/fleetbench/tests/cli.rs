@@ -304,6 +304,38 @@ async fn stack_up_migrate_schedule_env_down() {
             .unwrap();
     assert_eq!(alone["probes"]["rls"]["verdict"], "pass", "{alone}");
     assert_eq!(alone["verdict"], "pass");
+    // `collect --push`: this machine as its own user, its rows in system_metrics.
+    let device = ok(fleetbench(
+        &dir,
+        &[
+            "collect",
+            "--push",
+            "--interval",
+            "200ms",
+            "--duration",
+            "2s",
+            "--upload-interval",
+            "500ms",
+        ],
+    ));
+    let device: uuid::Uuid = device.trim().parse().unwrap();
+    let state = fleetbench_stack::StackState::load(&dir.join("state.json")).unwrap();
+    let (db, conn) = tokio_postgres::connect(&state.direct_db_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let pushed: i64 = db
+        .query_one(
+            "select count(*) from public.system_metrics where device_id = $1",
+            &[&device],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        (8..=11).contains(&pushed),
+        "{pushed} rows for 2 s at 200 ms"
+    );
     let bad = fleetbench(&dir, &["probe", "rag", "--set", "k=0"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("probes.rag.k must be at least 1"));
