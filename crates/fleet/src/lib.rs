@@ -6,6 +6,7 @@
 //! - [`target`]: Auth, the Data API and the transaction pooler as agents call them; errors by kind.
 //! - [`agent`]: one agent's state machine: tokens, backlog, backoff, one upload at a time.
 //! - [`calibrate`]: the synthetic model fitted to a recorded trace, and samples of it to compare.
+//! - [`capacity`]: the search for the largest load that holds an SLO (stepping, then bisection).
 //! - [`collectors`]: real collectors (this machine, read by sysinfo) as agents of their own.
 //! - [`sink`]: `fleetbench sink`, a target with a known latency model, to calibrate the generator.
 //! - [`engine`]: provisioning, the load phase's workers, abort thresholds, stop and drain.
@@ -13,6 +14,7 @@
 
 pub mod agent;
 pub mod calibrate;
+pub mod capacity;
 pub mod collectors;
 pub mod engine;
 pub mod http;

@@ -75,6 +75,10 @@ impl std::str::FromStr for Stall {
 pub struct Model {
     pub latency: Latency,
     pub stall: Option<Stall>,
+    /// Inserts served per second at most, one after another (a single-server queue): below it an
+    /// insert waits for nothing but the model, above it the queue and the latency grow without
+    /// bound. The knee a capacity search must find.
+    pub capacity: Option<f64>,
 }
 
 impl Model {
@@ -95,6 +99,8 @@ impl Model {
 pub struct Sink {
     model: Model,
     start: Instant,
+    /// When the queue's server is next free (with `capacity`).
+    free_at: std::sync::Mutex<Instant>,
     pub requests: AtomicU64,
     pub inserts: AtomicU64,
     pub rows: AtomicU64,
@@ -108,6 +114,7 @@ impl Sink {
         Arc::new(Sink {
             model,
             start: Instant::now(),
+            free_at: std::sync::Mutex::new(Instant::now()),
             requests: AtomicU64::new(0),
             inserts: AtomicU64::new(0),
             rows: AtomicU64::new(0),
@@ -160,6 +167,16 @@ async fn handle(
         tokio::time::sleep(delay).await;
     }
     let path = uri.path();
+    if let (Some(per_s), "/rest/v1/system_metrics") = (sink.model.capacity, path) {
+        // Take the next turn of the server: it serves one insert every 1/capacity seconds.
+        let turn = {
+            let mut free = sink.free_at.lock().expect("queue lock");
+            let start = (*free).max(Instant::now());
+            *free = start + Duration::from_secs_f64(1.0 / per_s);
+            *free
+        };
+        tokio::time::sleep_until(turn.into()).await;
+    }
     let id = || uuid::Uuid::new_v4().to_string();
     match path {
         "/auth/v1/admin/users" => json(StatusCode::OK, serde_json::json!({ "id": id() })),
@@ -230,6 +247,7 @@ mod tests {
         let m = Model {
             latency: "5ms".parse().unwrap(),
             stall: Some("200ms/1s".parse().unwrap()),
+            capacity: None,
         };
         assert_eq!(
             m.delay(Duration::from_millis(50), 0.5),
@@ -247,7 +265,8 @@ mod tests {
         assert_eq!(
             Model {
                 latency: u,
-                stall: None
+                stall: None,
+                capacity: None,
             }
             .delay(Duration::ZERO, 0.25),
             Duration::from_millis(3)

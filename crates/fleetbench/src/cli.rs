@@ -76,6 +76,9 @@ pub enum Command {
         /// Periodic stalls: `200ms/1s` stalls the first 200 ms of every second.
         #[arg(long, value_name = "SPEC")]
         stall: Option<fleetbench_fleet::sink::Stall>,
+        /// Inserts served per second at most, one at a time (`400/s`): past it the queue grows.
+        #[arg(long, value_name = "RATE", value_parser = per_second)]
+        capacity: Option<f64>,
     },
     /// Run one end-to-end probe alone: realtime, rag, partitions, pooler, webhook, rls.
     Probe {
@@ -117,11 +120,60 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Search for the largest load that holds the SLO: steps up, then bisects; a plan per compute size.
+    Capacity {
+        scenario: PathBuf,
+        /// `operation: expression, expression` (repeatable; `;` separates operations) [default: the scenario's thresholds].
+        #[arg(long, value_name = "EXPR")]
+        slo: Vec<String>,
+        /// First level: agents, or uploads per second for an `arrival_rate` scenario [default: max / 16].
+        #[arg(long)]
+        start: Option<f64>,
+        /// Highest level tried [default: fleet.agents, or the scenario's highest rate].
+        #[arg(long)]
+        max: Option<f64>,
+        /// Each step up multiplies the level by this.
+        #[arg(long, default_value_t = 2.0)]
+        growth: f64,
+        /// Bisect until the bracket is narrower than this.
+        #[arg(long, value_name = "PCT", default_value = "5%", value_parser = percent)]
+        resolution: f64,
+        /// Left out of each step's figures (the ramp to the level and its settling).
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+        warmup: std::time::Duration,
+        /// How long each level is held and measured.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        hold: std::time::Duration,
+        /// The whole search stops, keeping what it found, after this.
+        #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = humantime::parse_duration)]
+        time_limit: std::time::Duration,
+        /// The target's compute size (Micro, Small, …): its row of the model is then measured.
+        #[arg(long)]
+        compute_size: Option<String>,
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
     /// Remove everything a run wrote to the target (its users and their rows).
     Cleanup {
         #[arg(long, value_name = "ID")]
         run_id: String,
     },
+}
+
+/// `400/s` or `400` → 400.0 per second.
+fn per_second(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_end_matches("/s")
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate like 400/s"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s:?}: a rate must be above 0"))
+    }
 }
 
 /// `10%` or `10` → 10.0 (percent).

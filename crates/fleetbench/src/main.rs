@@ -2,6 +2,7 @@
 //! calls into the library crates; exit codes follow INTERFACE.md (0 pass, 99 thresholds crossed,
 //! 2 invalid input, 1 could not run).
 
+mod capacity;
 mod cli;
 mod collect;
 mod daemon;
@@ -80,6 +81,33 @@ fn main() -> ExitCode {
             action: ScenariosAction::Validate { files, overrides },
         } => run::validate(&files, &overrides),
         Command::Cleanup { run_id } => run::cleanup(&run_id),
+        Command::Capacity {
+            scenario,
+            slo,
+            start,
+            max,
+            growth,
+            resolution,
+            warmup,
+            hold,
+            time_limit,
+            compute_size,
+            out,
+            overrides,
+        } => capacity::capacity(capacity::Args {
+            scenario,
+            slo,
+            start,
+            max,
+            growth,
+            resolution: resolution / 100.0,
+            warmup,
+            hold,
+            time_limit,
+            out,
+            overrides,
+            compute_size,
+        }),
         Command::Collect {
             interval,
             duration,
@@ -113,7 +141,8 @@ fn main() -> ExitCode {
             listen,
             latency,
             stall,
-        } => run::sink(listen, latency, stall),
+            capacity,
+        } => run::sink(listen, latency, stall, capacity),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

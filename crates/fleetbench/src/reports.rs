@@ -24,6 +24,9 @@ pub fn compare(
     min_delta: Duration,
     error_tolerance_points: f64,
 ) -> Result<(), Failure> {
+    if baseline.join("capacity.json").is_file() || run.join("capacity.json").is_file() {
+        return crate::capacity::compare(baseline, run, tolerance_pct / 100.0);
+    }
     let tol = fleetbench_report::compare::Tolerance {
         relative: tolerance_pct / 100.0,
         min_delta_ms: min_delta.as_secs_f64() * 1000.0,

@@ -69,16 +69,22 @@ pub fn sink(
     listen: std::net::SocketAddr,
     latency: fleetbench_fleet::sink::Latency,
     stall: Option<fleetbench_fleet::sink::Stall>,
+    capacity: Option<f64>,
 ) -> Result<(), Failure> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
-        let sink =
-            fleetbench_fleet::sink::Sink::new(fleetbench_fleet::sink::Model { latency, stall });
+        let sink = fleetbench_fleet::sink::Sink::new(fleetbench_fleet::sink::Model {
+            latency,
+            stall,
+            capacity,
+        });
         println!("http://{}", listener.local_addr()?);
-        eprintln!("sink: latency {latency:?}, stall {stall:?}; Ctrl-C stops it");
+        eprintln!(
+            "sink: latency {latency:?}, stall {stall:?}, capacity {capacity:?}/s; Ctrl-C stops it"
+        );
         tokio::select! {
             r = fleetbench_fleet::sink::serve(listener, sink.clone()) => r?,
             _ = tokio::signal::ctrl_c() => {}

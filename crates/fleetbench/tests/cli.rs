@@ -304,6 +304,58 @@ async fn stack_up_migrate_schedule_env_down() {
             .unwrap();
     assert_eq!(alone["probes"]["rls"]["verdict"], "pass", "{alone}");
     assert_eq!(alone["verdict"], "pass");
+    // `capacity` on the local stack: bounded in time, every step's resources seen, a binding limit named.
+    let cap_dir = dir.join("capacity-local");
+    let t0 = std::time::Instant::now();
+    let cap = fleetbench(
+        &dir,
+        &[
+            "capacity",
+            "scenarios/smoke.toml",
+            "--slo",
+            "rest.insert_metrics: p(99) < 2s, error_rate < 1%",
+            "--start",
+            "4",
+            "--max",
+            "16",
+            "--warmup",
+            "1s",
+            "--hold",
+            "2s",
+            "--time-limit",
+            "20s",
+            "--out",
+            cap_dir.to_str().unwrap(),
+        ],
+    );
+    let took = t0.elapsed();
+    assert!(
+        matches!(cap.status.code(), Some(0) | Some(99)),
+        "{}",
+        String::from_utf8_lossy(&cap.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cap_dir.join("capacity.json")).unwrap())
+            .unwrap();
+    // The bound plus one step in progress when it passed (a step: provisioning, 3 s, cleanup).
+    assert!(took < Duration::from_secs(20 + 30), "{took:?}");
+    assert!(!report["binding"].as_str().unwrap().is_empty(), "{report}");
+    for step in report["outcome"]["steps"].as_array().unwrap() {
+        let names: Vec<&str> = step["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[0].as_str().unwrap())
+            .collect();
+        for want in [
+            "machine CPU %",
+            "local stack CPU % (of all cores)",
+            "Postgres connections",
+            "pooler clients waiting",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+    }
     // `collect --push`: this machine as its own user, its rows in system_metrics.
     let device = ok(fleetbench(
         &dir,
@@ -608,6 +660,108 @@ fn collect_records_a_trace_that_calibrate_fits_and_a_scenario_uses() {
     let out = fleetbench(dir.path(), &["collect"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--out FILE"));
+}
+
+#[tokio::test]
+async fn capacity_finds_the_knee_of_a_saturating_sink() {
+    // The sink serves 400 inserts a second, one at a time: the truth the search must find.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let sink = fleetbench_fleet::sink::Sink::new(fleetbench_fleet::sink::Model {
+        latency: "2ms".parse().unwrap(),
+        stall: None,
+        capacity: Some(400.0),
+    });
+    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink));
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("cap.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"cap\"\n[fleet]\nagents = 1000\n[load]\nmodel = \"arrival_rate\"\ngrace = \"2s\"\n[[load.stages]]\nduration = \"5s\"\nrate = \"800/s\"\n[workload]\nsample_interval = \"1s\"\nupload_interval = \"1s\"\ningest = { rest = 1.0 }\n",
+    )
+    .unwrap();
+    let run = |out: &Path| {
+        let (scenario, out, url) = (scenario.clone(), out.to_path_buf(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_fleetbench"))
+                .args([
+                    "capacity",
+                    scenario.to_str().unwrap(),
+                    "--slo",
+                    "rest.insert_metrics: p(99) < 100ms",
+                ])
+                .args([
+                    "--start",
+                    "100",
+                    "--max",
+                    "800",
+                    "--warmup",
+                    "1s",
+                    "--hold",
+                    "2s",
+                    "--resolution",
+                    "10%",
+                ])
+                .args(["--out", out.to_str().unwrap()])
+                .env("SUPABASE_URL", url)
+                .env("SUPABASE_ANON_KEY", "x")
+                .env("SUPABASE_SERVICE_ROLE_KEY", "x")
+                .output()
+                .unwrap()
+        })
+    };
+    let out_dir = dir.path().join("cap");
+    let out = run(&out_dir).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("capacity.json")).unwrap())
+            .unwrap();
+    let knee = report["knee_uploads_per_s"].as_f64().unwrap();
+    assert!(
+        (knee - 400.0).abs() <= 40.0,
+        "knee {knee} for a 400/s sink: {report}"
+    );
+    assert!(
+        report["outcome"]["broke_first"]
+            .as_str()
+            .unwrap()
+            .contains("p(99) < 100ms")
+    );
+    // Past the knee the target completes what it can: 400 a second, whatever was offered.
+    let steps = report["outcome"]["steps"].as_array().unwrap();
+    let top = steps.iter().find(|s| s["level"] == 800.0).unwrap();
+    assert!(
+        (top["achieved_per_s"].as_f64().unwrap() - 400.0).abs() <= 40.0,
+        "{top}"
+    );
+    let page = std::fs::read_to_string(out_dir.join("index.html")).unwrap();
+    assert_eq!(page.matches("<svg").count(), 2);
+    assert!(page.contains("Capacity model by compute size"));
+    // `compare` understands capacity runs: a baseline that sustained more is a regression.
+    let base = dir.path().join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    let mut doctored = report.clone();
+    doctored["knee_uploads_per_s"] = (knee * 1.5).into();
+    std::fs::write(base.join("capacity.json"), doctored.to_string()).unwrap();
+    let cmp = |b: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_fleetbench"))
+            .args(["compare", b.to_str().unwrap(), out_dir.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let worse = cmp(&base);
+    assert_eq!(
+        worse.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&worse.stderr)
+    );
+    assert!(String::from_utf8_lossy(&worse.stdout).contains("REGRESSED capacity knee"));
+    assert!(cmp(&out_dir).status.success());
 }
 
 #[test]

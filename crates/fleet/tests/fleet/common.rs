@@ -159,6 +159,7 @@ pub fn fixed(ms: u64) -> fleetbench_fleet::sink::Model {
     fleetbench_fleet::sink::Model {
         latency: fleetbench_fleet::sink::Latency::Fixed(Duration::from_millis(ms)),
         stall: None,
+        capacity: None,
     }
 }
 

@@ -211,6 +211,7 @@ async fn pacing_holds_the_arrival_rate() {
     let model = fleetbench_fleet::sink::Model {
         latency: fleetbench_fleet::sink::Latency::Fixed(Duration::ZERO),
         stall: None,
+        capacity: None,
     };
     let (out, sink) = against_sink(model, &["load.stages.1.duration=\"8s\""]).await;
     // 50 agents every 100 ms: 500 uploads in every 1 s window of the hold.
@@ -243,6 +244,7 @@ async fn percentiles_match_the_analytic_truth_under_stalls() {
             length: Duration::from_millis(400),
             period: Duration::from_millis(1100),
         }),
+        capacity: None,
     };
     let (out, _) = against_sink(
         model,
@@ -290,6 +292,7 @@ async fn waits_behind_a_stall_show_in_intended_start_latency_only() {
             length: Duration::from_millis(300),
             period: Duration::from_millis(1010),
         }),
+        capacity: None,
     };
     let (out, _) = against_sink(
         model,

@@ -1,0 +1,654 @@
+//! `fleetbench capacity SCENARIO --slo EXPR`: the scenario held at one level per step (agents, or
+//! uploads per second for `arrival_rate`), warm-up excluded, searched for the largest level that
+//! holds the SLO ([`fleetbench_fleet::capacity`]); what the local stack's resources did at each
+//! step; which limit binds; and a capacity model per Supabase compute size (wire reference §4.3),
+//! each estimate marked measured or extrapolated. Writes `capacity.json` and `index.html`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use fleetbench_fleet::capacity::{self, Outcome, Settings, Step};
+use fleetbench_fleet::{Progress, Target};
+use fleetbench_report::svg::{Chart, Series, XAxis, escape};
+use fleetbench_scenario::{LoadModel, Plan};
+use serde::{Deserialize, Serialize};
+
+use crate::target::{self, Resolved};
+use crate::{EXIT_REGRESSIONS, EXIT_THRESHOLDS, Failure};
+
+pub struct Args {
+    pub scenario: PathBuf,
+    pub slo: Vec<String>,
+    pub start: Option<f64>,
+    pub max: Option<f64>,
+    pub growth: f64,
+    pub resolution: f64,
+    pub warmup: Duration,
+    pub hold: Duration,
+    pub time_limit: Duration,
+    pub out: Option<PathBuf>,
+    pub overrides: Vec<String>,
+    pub compute_size: Option<String>,
+}
+
+/// Supabase compute sizes (wire reference §4.3): name, CPU cores (shared counted as their share),
+/// database max connections, pooler max clients.
+pub const SIZES: &[(&str, f64, u32, u32)] = &[
+    ("Nano", 0.5, 60, 200),
+    ("Micro", 1.0, 60, 200),
+    ("Small", 1.0, 90, 400),
+    ("Medium", 1.5, 120, 600),
+    ("Large", 2.0, 160, 800),
+    ("XL", 4.0, 240, 1_000),
+    ("2XL", 8.0, 380, 1_500),
+    ("4XL", 16.0, 480, 3_000),
+    ("8XL", 32.0, 490, 6_000),
+    ("12XL", 48.0, 500, 9_000),
+    ("16XL", 64.0, 500, 12_000),
+];
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Estimate {
+    pub size: String,
+    pub agents: f64,
+    /// `measured` or `extrapolated`.
+    pub basis: String,
+    pub binds: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub scenario: String,
+    pub target: String,
+    /// `agents` or `uploads/s`.
+    pub unit: String,
+    pub slo: Vec<String>,
+    pub warmup_s: f64,
+    pub hold_s: f64,
+    pub outcome: Outcome,
+    /// Uploads per second at the knee.
+    pub knee_uploads_per_s: Option<f64>,
+    pub knee_agents: Option<f64>,
+    /// The resource that saturated where the SLO broke, or why none is named.
+    pub binding: String,
+    pub confidence: String,
+    pub model: Vec<Estimate>,
+}
+
+fn plan_at(base: &Plan, level: f64, warmup: Duration, hold: Duration) -> Plan {
+    let mut p = base.clone();
+    p.stages = vec![(warmup, level), (warmup + hold, level)];
+    if p.model != LoadModel::ArrivalRate {
+        p.agents = level as u32;
+    }
+    p.thresholds.clear();
+    p.probes = Default::default();
+    p.collectors = 0;
+    p
+}
+
+/// Uploads per second that `level` offers.
+fn offered(plan: &Plan, level: f64) -> f64 {
+    match plan.model {
+        LoadModel::ArrivalRate => level,
+        _ => level / plan.upload_interval.as_secs_f64().max(1e-9),
+    }
+}
+
+/// What the local stack's resources did during a step.
+struct Watch {
+    sys: sysinfo::System,
+    resolved_kind: String,
+    admin: Option<String>,
+    pooler_console: Option<String>,
+}
+
+impl Watch {
+    fn new(resolved: &Resolved) -> Watch {
+        let mut sys = sysinfo::System::new();
+        sys.refresh_cpu_usage();
+        // PgBouncer's console is the pooler's own `pgbouncer` database (local stack only).
+        let pooler_console = (resolved.config.kind == "local")
+            .then(|| {
+                resolved
+                    .config
+                    .db_url
+                    .as_ref()
+                    .map(|u| u.replace("/postgres?", "/pgbouncer?"))
+            })
+            .flatten();
+        Watch {
+            sys,
+            resolved_kind: resolved.config.kind.clone(),
+            admin: resolved.admin_db_url.clone(),
+            pooler_console,
+        }
+    }
+
+    fn begin(&mut self) {
+        self.sys.refresh_cpu_usage();
+        self.sys
+            .refresh_processes(sysinfo::ProcessesToUpdate::All, true);
+    }
+
+    async fn end(&mut self) -> Vec<(String, f64, Option<f64>)> {
+        self.sys.refresh_cpu_usage();
+        self.sys
+            .refresh_processes(sysinfo::ProcessesToUpdate::All, true);
+        let cores = self.sys.cpus().len().max(1) as f64;
+        let mut out = vec![(
+            "machine CPU %".to_string(),
+            f64::from(self.sys.global_cpu_usage()),
+            Some(100.0),
+        )];
+        if self.resolved_kind == "local" {
+            let me = std::process::id();
+            let stack: f64 = self
+                .sys
+                .processes()
+                .values()
+                .filter(|p| {
+                    let n = p.name().to_string_lossy();
+                    n == "postgres"
+                        || n == "pgbouncer"
+                        || n == "deno"
+                        || (n == "fleetbench" && p.pid().as_u32() != me)
+                })
+                .map(|p| f64::from(p.cpu_usage()))
+                .sum();
+            out.push((
+                "local stack CPU % (of all cores)".into(),
+                stack / cores,
+                Some(100.0),
+            ));
+        }
+        if let Some(url) = &self.admin
+            && let Ok(db) = fleetbench_probes::connect(url).await
+            && let Ok(row) = db
+                .query_one(
+                    "select (select count(*) from pg_stat_activity where backend_type = 'client backend')::float8, current_setting('max_connections')::float8",
+                    &[],
+                )
+                .await
+        {
+            out.push(("Postgres connections".into(), row.get(0), Some(row.get(1))));
+        }
+        if let Some(url) = &self.pooler_console
+            && let Ok((db, conn)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await
+        {
+            tokio::spawn(conn);
+            if let Ok(msgs) = db.simple_query("SHOW POOLS").await {
+                let waiting: f64 = msgs
+                    .iter()
+                    .filter_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(r) => {
+                            r.get("cl_waiting").and_then(|v| v.parse::<f64>().ok())
+                        }
+                        _ => None,
+                    })
+                    .sum();
+                out.push(("pooler clients waiting".into(), waiting, None));
+            }
+        }
+        out
+    }
+}
+
+fn binding(out: &Outcome) -> String {
+    let Some(at) = out.broke_at else {
+        return "none: every level up to the maximum held the SLO".into();
+    };
+    let step = out.steps.iter().find(|s| s.level == at);
+    let saturated = step.and_then(|s| {
+        s.resources
+            .iter()
+            .filter_map(|(n, v, l)| match l {
+                Some(l) if *l > 0.0 => Some((n.clone(), v / l, *v, *l)),
+                None if n.contains("waiting") && *v > 0.0 => Some((n.clone(), 1.0, *v, 0.0)),
+                _ => None,
+            })
+            .filter(|r| r.1 >= 0.8)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    });
+    match saturated {
+        Some((n, _, v, l)) if l > 0.0 => format!("{n}: {v:.0} of {l:.0} at {at}"),
+        Some((n, _, v, _)) => format!("{n}: {v:.0} at {at}"),
+        None => format!(
+            "no visible resource was near its limit at {at}; the SLO broke on {} (the target's own throughput)",
+            out.broke_first.as_deref().unwrap_or("latency")
+        ),
+    }
+}
+
+fn model(knee_agents: Option<f64>, plan: &Plan, measured_size: Option<&str>) -> Vec<Estimate> {
+    let Some(k) = knee_agents else {
+        return Vec::new();
+    };
+    let cores = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    let pooler_share = plan
+        .ingest
+        .iter()
+        .find(|(p, _)| p == "pooler")
+        .map_or(0.0, |(_, s)| *s);
+    SIZES
+        .iter()
+        .map(|(name, size_cores, _db, clients)| {
+            let measured = measured_size.is_some_and(|m| m.eq_ignore_ascii_case(name));
+            let cpu = if measured { k } else { k * size_cores / cores };
+            // An agent on the pooler path holds a pooled client connection of its own.
+            let pooled = if pooler_share > 0.0 {
+                f64::from(*clients) / pooler_share
+            } else {
+                f64::INFINITY
+            };
+            let (agents, binds) = if pooled < cpu {
+                (pooled, format!("pooler max clients ({clients})"))
+            } else {
+                (
+                    cpu,
+                    if measured {
+                        "the measured knee".into()
+                    } else {
+                        format!("CPU ({size_cores} cores vs {cores} measured)")
+                    },
+                )
+            };
+            Estimate {
+                size: name.to_string(),
+                agents: agents.floor(),
+                basis: if measured { "measured" } else { "extrapolated" }.into(),
+                binds,
+            }
+        })
+        .collect()
+}
+
+pub fn capacity(a: Args) -> Result<(), Failure> {
+    let (_, base, _) = fleetbench_scenario::load_file(&a.scenario, &a.overrides)
+        .map_err(|e| Failure::invalid(anyhow::anyhow!("the scenario is not valid:\n{e}")))?;
+    let slo_text = if a.slo.is_empty() {
+        base.thresholds
+            .iter()
+            .map(|t| format!("{}: {}", t.operation, t.expr))
+            .collect::<Vec<_>>()
+            .join("; ")
+    } else {
+        a.slo.join("; ")
+    };
+    let slo = capacity::parse_slo(&slo_text)
+        .map_err(|e| Failure::invalid(anyhow::anyhow!("--slo: {e}")))?;
+    let whole = base.model != LoadModel::ArrivalRate;
+    let unit = if whole { "agents" } else { "uploads/s" };
+    let max = a.max.unwrap_or(match base.model {
+        LoadModel::ArrivalRate => base.stages.iter().map(|s| s.1).fold(0.0, f64::max).max(1.0),
+        _ => f64::from(base.agents),
+    });
+    let start = a.start.unwrap_or((max / 16.0).max(1.0));
+    if !(start > 0.0 && start <= max && a.growth > 1.0 && a.resolution > 0.0) {
+        return Err(Failure::invalid(anyhow::anyhow!(
+            "need 0 < --start ({start}) <= --max ({max}), --growth above 1 and --resolution above 0"
+        )));
+    }
+    let resolved = target::resolve(base.ingest.iter().any(|(p, s)| p == "pooler" && *s > 0.0))?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::run::default_out(&format!("capacity-{}", base.name)));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    eprintln!(
+        "capacity: {} against {} {}: {unit} from {start} up to {max} (x{} per step, then bisection to {:.0} %), {:?} warm-up + {:?} held per step, at most {:?}; SLO {slo_text}",
+        base.name,
+        resolved.config.kind,
+        target::redact(&resolved.config.api_url),
+        a.growth,
+        a.resolution * 100.0,
+        a.warmup,
+        a.hold,
+        a.time_limit
+    );
+    let settings = Settings {
+        start,
+        max,
+        growth: a.growth,
+        resolution: a.resolution,
+        time_limit: a.time_limit,
+        whole,
+    };
+    let started_wall = SystemTime::now();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let outcome = runtime.block_on(async {
+        let stop = crate::run::stop_on_signal("capacity: stopping after this step")?;
+        let target = Arc::new(
+            Target::new(resolved.config.clone(), 16, base.connections as usize)
+                .map_err(|e| anyhow::anyhow!(e))?,
+        );
+        let watch = tokio::sync::Mutex::new(Watch::new(&resolved));
+        let measure = |level: f64| {
+            let (target, plan) = (target.clone(), plan_at(&base, level, a.warmup, a.hold));
+            let (stop, resolved, slo, watch) = (stop.clone(), &resolved, &slo, &watch);
+            async move {
+                let mut step = Step {
+                    level,
+                    offered_per_s: offered(&plan, level),
+                    ..Default::default()
+                };
+                if *stop.borrow() {
+                    step.degraded = Some("interrupted".into());
+                    return step;
+                }
+                let run_id = uuid::Uuid::new_v4().to_string();
+                let t0 = std::time::Instant::now();
+                watch.lock().await.begin();
+                // Throughput: uploads completed (without error) while the level is held, by the clock.
+                let progress = Arc::new(Progress::default());
+                let counted = {
+                    let (p, mut phase, (warmup, hold)) = (
+                        progress.clone(),
+                        progress.phase.subscribe(),
+                        (a.warmup, a.hold),
+                    );
+                    tokio::spawn(async move {
+                        let _ = phase.wait_for(|x| *x >= 1).await;
+                        tokio::time::sleep(warmup).await;
+                        let done = || {
+                            p.uploads
+                                .load(std::sync::atomic::Ordering::Relaxed)
+                                .saturating_sub(p.errors.load(std::sync::atomic::Ordering::Relaxed))
+                        };
+                        let before = done();
+                        tokio::time::sleep(hold).await;
+                        (done() - before.min(done())) as f64 / hold.as_secs_f64()
+                    })
+                };
+                let result =
+                    fleetbench_fleet::run(plan.clone(), target, run_id.clone(), progress, stop)
+                        .await;
+                step.resources = watch.lock().await.end().await;
+                step.seconds = t0.elapsed().as_secs_f64();
+                match result {
+                    Ok(o) => {
+                        // Whole windows after the warm-up, to the end of the hold.
+                        let w = o.aggregate.window_us;
+                        let from = (o.load_start_us + a.warmup.as_micros() as u64).div_ceil(w) * w;
+                        let held_s = ((o.load_start_us + (a.warmup + a.hold).as_micros() as u64)
+                            .saturating_sub(from) as f64
+                            / 1e6)
+                            .max(1e-3);
+                        step.achieved_per_s = counted.await.unwrap_or(0.0);
+                        (step.dropped, step.late) = (o.aggregate.dropped, o.aggregate.late);
+                        capacity::judge(&mut step, &o.aggregate, from, held_s, slo);
+                    }
+                    Err(e) => step.degraded = Some(format!("the step could not run: {e}")),
+                }
+                if let Some(db) = &resolved.admin_db_url {
+                    let _ = fleetbench_fleet::cleanup(db, &run_id).await;
+                }
+                eprintln!(
+                    "capacity: {level} {unit}: {} ({:.0} uploads/s offered, {:.0} done; {})",
+                    if step.held() { "held" } else { "BROKE" },
+                    step.offered_per_s,
+                    step.achieved_per_s,
+                    step.slo
+                        .iter()
+                        .map(|s| format!(
+                            "{} {} observed {}",
+                            s.0,
+                            s.1,
+                            s.2.map_or("—".into(), |v| format!("{v:.3}"))
+                        ))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+                step
+            }
+        };
+        anyhow::Ok(capacity::search(&settings, measure).await)
+    })?;
+
+    let knee_uploads = outcome.knee.map(|k| offered(&base, k));
+    let knee_agents = outcome.knee.map(|k| match base.model {
+        LoadModel::ArrivalRate => k * base.upload_interval.as_secs_f64(),
+        _ => k,
+    });
+    let confidence = match outcome.repeat {
+        Some((x, y)) => format!(
+            "the knee measured twice: p99 {x:.1} ms then {y:.1} ms ({:+.0} %); bisection resolution {:.0} %",
+            (y - x) / x.max(1e-9) * 100.0,
+            a.resolution * 100.0
+        ),
+        None => "the knee was not measured twice (time bound or no knee)".into(),
+    };
+    let report = Report {
+        scenario: base.name.clone(),
+        target: target::redact(&resolved.config.api_url),
+        unit: unit.into(),
+        slo: slo
+            .iter()
+            .map(|t| format!("{}: {}", t.operation, t.expr))
+            .collect(),
+        warmup_s: a.warmup.as_secs_f64(),
+        hold_s: a.hold.as_secs_f64(),
+        binding: binding(&outcome),
+        knee_uploads_per_s: knee_uploads,
+        knee_agents,
+        confidence,
+        model: model(knee_agents, &base, a.compute_size.as_deref()),
+        outcome,
+    };
+    std::fs::write(
+        out.join("capacity.json"),
+        serde_json::to_string_pretty(&report).expect("serialises"),
+    )
+    .with_context(|| format!("writing {}", out.join("capacity.json").display()))?;
+    std::fs::write(out.join("index.html"), page(&report, started_wall))
+        .with_context(|| format!("writing {}", out.join("index.html").display()))?;
+    match report.outcome.knee {
+        Some(k) => eprintln!(
+            "capacity: sustainable: {k} {unit} ({:.0} uploads/s, ≈ {:.0} agents); broke at {}; {}; binding: {}",
+            knee_uploads.unwrap_or(0.0),
+            knee_agents.unwrap_or(0.0),
+            report
+                .outcome
+                .broke_at
+                .map_or("—".into(), |b| b.to_string()),
+            report
+                .outcome
+                .broke_first
+                .as_deref()
+                .unwrap_or("nothing broke"),
+            report.binding
+        ),
+        None => eprintln!(
+            "capacity: even {start} {unit} broke the SLO: {}",
+            report.outcome.broke_first.as_deref().unwrap_or("?")
+        ),
+    }
+    if let Some(s) = &report.outcome.degraded {
+        eprintln!("capacity: went no higher: {s}");
+    }
+    if let Some(s) = &report.outcome.stopped_early {
+        eprintln!("capacity: stopped early: {s}");
+    }
+    println!("{}", out.join("index.html").display());
+    if report.outcome.knee.is_none() {
+        return Err(Failure {
+            code: EXIT_THRESHOLDS,
+            error: anyhow::anyhow!("no level held the SLO"),
+        });
+    }
+    Ok(())
+}
+
+fn page(r: &Report, _started: SystemTime) -> String {
+    let mut steps: Vec<&Step> = r.outcome.steps.iter().collect();
+    steps.sort_by(|a, b| a.level.total_cmp(&b.level));
+    let mut o = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>capacity</title><style>body{font:14px system-ui,sans-serif;margin:24px;max-width:1000px}svg{display:block;margin:12px 0}.l{stroke-width:1.5;fill:none}.grid{stroke:#eee}.xl,.yl,.al{font-size:11px;fill:#555}.xl{text-anchor:middle}.yl{text-anchor:end}table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}td:first-child{text-align:left}.no{color:#b91c1c;font-weight:600}</style></head><body>",
+    );
+    o.push_str(&format!(
+        "<h1>Capacity: {}</h1><p>Target {} · SLO {} · {} s warm-up excluded, {} s held per step.</p>",
+        escape(&r.scenario),
+        escape(&r.target),
+        escape(&r.slo.join("; ")),
+        r.warmup_s,
+        r.hold_s
+    ));
+    o.push_str(&format!(
+        "<h2>Sustainable: {} {}</h2><ul><li>{} uploads/s, about {} agents</li><li>first broken at {}: {}</li><li>binding limit: {}</li><li>confidence: {}</li>{}</ul>",
+        r.outcome.knee.map_or("none".into(), |k| format!("{k}")),
+        escape(&r.unit),
+        r.knee_uploads_per_s.map_or("—".into(), |v| format!("{v:.0}")),
+        r.knee_agents.map_or("—".into(), |v| format!("{v:.0}")),
+        r.outcome.broke_at.map_or("—".into(), |v| format!("{v}")),
+        escape(r.outcome.broke_first.as_deref().unwrap_or("nothing")),
+        escape(&r.binding),
+        escape(&r.confidence),
+        r.outcome.stopped_early.iter().chain(&r.outcome.degraded).map(|s| format!("<li>{}</li>", escape(s))).collect::<String>()
+    ));
+    o.push_str(&format!("<h2>Steps</h2><table><tr><th>{}</th><th>offered /s</th><th>done /s</th><th>p50 ms</th><th>p99 ms</th><th>errors</th><th>SLO</th><th>resources</th></tr>", escape(&r.unit)));
+    for s in &r.outcome.steps {
+        let op = s.operations.first();
+        o.push_str(&format!(
+            "<tr><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td><td>{}</td></tr>",
+            s.level,
+            s.offered_per_s,
+            s.achieved_per_s,
+            op.map_or("—".into(), |o| format!("{:.1}", o.1)),
+            op.map_or("—".into(), |o| format!("{:.1}", o.2)),
+            op.map_or("—".into(), |o| format!("{:.2} %", o.3 * 100.0)),
+            if s.held() { "" } else { " class=\"no\"" },
+            if s.held() { "held".to_string() } else { escape(&s.slo.iter().filter(|x| !x.3).map(|x| format!("{} {}", x.0, x.1)).chain(s.degraded.clone()).collect::<Vec<_>>().join("; ")) },
+            escape(&s.resources.iter().map(|(n, v, l)| format!("{n} {v:.0}{}", l.map_or(String::new(), |l| format!("/{l:.0}")))).collect::<Vec<_>>().join(", "))
+        ));
+    }
+    o.push_str("</table>");
+    let pts = |f: &dyn Fn(&Step) -> f64| {
+        steps
+            .iter()
+            .map(|s| (s.offered_per_s, f(s)))
+            .collect::<Vec<_>>()
+    };
+    o.push_str(
+        &Chart {
+            title: "throughput against offered load",
+            y_label: "uploads/s done",
+            x: XAxis::Value(" /s"),
+            series: vec![
+                Series {
+                    name: "done".into(),
+                    points: pts(&|s| s.achieved_per_s),
+                    color: "#1f5fa8",
+                    dashed: false,
+                    right: false,
+                },
+                Series {
+                    name: "offered".into(),
+                    points: pts(&|s| s.offered_per_s),
+                    color: "#4b5563",
+                    dashed: true,
+                    right: false,
+                },
+            ],
+            log_y: false,
+            x_range: None,
+        }
+        .render(),
+    );
+    o.push_str(
+        &Chart {
+            title: "latency against offered load",
+            y_label: "ms",
+            x: XAxis::Value(" /s"),
+            series: vec![
+                Series {
+                    name: "p99".into(),
+                    points: pts(&|s| s.operations.first().map_or(f64::NAN, |o| o.2)),
+                    color: "#c2410c",
+                    dashed: false,
+                    right: false,
+                },
+                Series {
+                    name: "p50".into(),
+                    points: pts(&|s| s.operations.first().map_or(f64::NAN, |o| o.1)),
+                    color: "#15803d",
+                    dashed: false,
+                    right: false,
+                },
+            ],
+            log_y: false,
+            x_range: None,
+        }
+        .render(),
+    );
+    if !r.model.is_empty() {
+        o.push_str("<h2>Capacity model by compute size</h2><p>From the measured knee and the limits Supabase publishes per compute size (database connections, pooler clients); extrapolated rows scale the knee by CPU cores and are capped by the pooler's client limit for agents on the pooler path.</p><table><tr><th>compute</th><th>agents</th><th>basis</th><th>binding limit</th></tr>");
+        for e in &r.model {
+            o.push_str(&format!(
+                "<tr><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td></tr>",
+                e.size,
+                e.agents,
+                e.basis,
+                escape(&e.binds)
+            ));
+        }
+        o.push_str("</table>");
+    }
+    o.push_str("</body></html>\n");
+    o
+}
+
+/// `fleetbench compare` of two capacity runs: the knee in uploads per second may fall by at most
+/// `tolerance` (a share); a run without a knee where the baseline had one is a regression too.
+pub fn compare(
+    baseline: &std::path::Path,
+    run: &std::path::Path,
+    tolerance: f64,
+) -> Result<(), Failure> {
+    let read = |dir: &std::path::Path| -> Result<Report, Failure> {
+        let path = dir.join("capacity.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Failure::invalid(anyhow::anyhow!(
+                "{}: {e} (both directories must be capacity runs)",
+                path.display()
+            ))
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| Failure::invalid(anyhow::anyhow!("{}: {e}", path.display())))
+    };
+    let (b, r) = (read(baseline)?, read(run)?);
+    if b.scenario != r.scenario || b.slo != r.slo {
+        return Err(Failure::invalid(anyhow::anyhow!(
+            "the runs searched different things: {} with SLO {:?} vs {} with SLO {:?}",
+            b.scenario,
+            b.slo,
+            r.scenario,
+            r.slo
+        )));
+    }
+    let (kb, kr) = (b.knee_uploads_per_s, r.knee_uploads_per_s);
+    let regressed = match (kb, kr) {
+        (Some(x), Some(y)) => y < x * (1.0 - tolerance),
+        (Some(_), None) => true,
+        _ => false,
+    };
+    let show = |k: Option<f64>| k.map_or("none".to_string(), |v| format!("{v:.1} uploads/s"));
+    if regressed {
+        println!("REGRESSED capacity knee: {} -> {}", show(kb), show(kr));
+        return Err(Failure {
+            code: EXIT_REGRESSIONS,
+            error: anyhow::anyhow!(
+                "the sustainable load fell by more than {:.0} %",
+                tolerance * 100.0
+            ),
+        });
+    }
+    println!(
+        "capacity knee: {} -> {} (within {:.0} %)",
+        show(kb),
+        show(kr),
+        tolerance * 100.0
+    );
+    Ok(())
+}
