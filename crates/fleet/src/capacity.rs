@@ -108,16 +108,7 @@ pub fn steady(agg: &Aggregate, operation: &str, from_us: u64) -> Option<Counts> 
     for (_, c) in op.windows.range(first..) {
         match &mut total {
             None => total = Some(c.clone()),
-            Some(t) => {
-                t.latency.add(&c.latency).expect("same bounds");
-                t.service.add(&c.service).expect("same bounds");
-                t.count += c.count;
-                t.errors += c.errors;
-                t.rows += c.rows;
-                for (k, v) in &c.errors_by_kind {
-                    *t.errors_by_kind.entry(k.clone()).or_default() += v;
-                }
-            }
+            Some(t) => t.merge(c),
         }
     }
     total

@@ -68,7 +68,8 @@ impl Counts {
         }
     }
 
-    fn merge(&mut self, o: &Counts) {
+    /// Adds `o` in (the histograms must have the same bounds).
+    pub fn merge(&mut self, o: &Counts) {
         self.latency.add(&o.latency).expect("same histogram bounds");
         self.service.add(&o.service).expect("same histogram bounds");
         self.count += o.count;
