@@ -45,6 +45,20 @@ impl Clock {
             wall: Utc::now(),
         }
     }
+
+    /// A clock whose zero is the wall time `wall` (past or future): shards of one run share it, so
+    /// their windows line up.
+    pub fn at(wall: DateTime<Utc>) -> Clock {
+        let (now, now_wall) = (Instant::now(), Utc::now());
+        let ahead = (wall - now_wall).to_std();
+        let start = match ahead {
+            Ok(d) => now + d,
+            Err(_) => now
+                .checked_sub((now_wall - wall).to_std().unwrap_or_default())
+                .unwrap_or(now),
+        };
+        Clock { start, wall }
+    }
     pub fn now_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }
@@ -391,6 +405,10 @@ pub async fn run_at(
     let mut next = 0;
     while (next < needed || !set.is_empty()) && !(*stop.borrow() && set.is_empty()) {
         while next < needed && set.len() < plan.provision_concurrency as usize && !*stop.borrow() {
+            if !plan.in_shard(next) {
+                next += 1;
+                continue;
+            }
             set.spawn(provision_one(
                 target.clone(),
                 plan.clone(),
@@ -421,13 +439,20 @@ pub async fn run_at(
     agents.sort_by_key(|a| a.index);
     let provisioned = agents.len() as u32;
 
+    // Shards of one run wait for their shared start (the clock's zero) before the load.
+    let zero = tokio::time::Instant::from_std(clock.instant(0));
+    if zero > tokio::time::Instant::now() {
+        tokio::time::sleep_until(zero).await;
+    }
     // The load phase's clock starts now. With agent levels, agent k takes the k-th activation
-    // slot; with an arrival rate every agent is available for the whole phase.
+    // slot (in a shard, the slot of its index in the whole run); with an arrival rate every agent
+    // is available for the whole phase.
     let load_start = clock.now_us();
+    let sharded = plan.shard.1 > 1;
     progress.load_started.store(1, Relaxed);
     progress.phase.send_replace(1);
     for (k, a) in agents.iter_mut().enumerate() {
-        let k = k as u32;
+        let k = if sharded { a.index } else { k as u32 };
         if plan.model == LoadModel::ArrivalRate {
             a.from_us = load_start;
             a.until_us = load_start + plan.duration().as_micros() as u64;

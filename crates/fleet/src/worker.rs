@@ -80,7 +80,10 @@ impl Worker {
             heap: BinaryHeap::new(),
             active: vec![false; agents.len()],
             idle: std::collections::VecDeque::new(),
-            next_arrival: self.worker,
+            // Arrival k is this process's when k ≡ shard (mod shards); among its workers,
+            // worker w takes every `workers`-th of those.
+            next_arrival: u64::from(self.plan.shard.0)
+                + u64::from(self.plan.shard.1.max(1)) * self.worker,
             arrival_at: self.arrival_us(self.worker),
             inflight: JoinSet::new(),
             slot_of: agents
@@ -235,7 +238,7 @@ impl Worker {
                     self.progress.dropped.fetch_add(1, Relaxed);
                 }
             }
-            sh.next_arrival += self.workers;
+            sh.next_arrival += self.workers * u64::from(self.plan.shard.1.max(1));
             sh.arrival_at = self.arrival_us(sh.next_arrival);
         }
         let upload_us = self.plan.upload_interval.as_micros() as u64;

@@ -37,6 +37,15 @@ pub enum Command {
         /// Override a scenario key (`--set fleet.agents=5000`, `--set load.stages.0.agents=100`).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        /// Run slice I of N: agents and arrivals k with k mod N = I (N shards together are the run).
+        #[arg(long, value_name = "I/N", value_parser = crate::run::parse_shard)]
+        shard: Option<(u32, u32)>,
+        /// The run id every shard of one run shares (users and rows are tagged with it).
+        #[arg(long, value_name = "ID")]
+        run_id: Option<String>,
+        /// When the load phase starts (RFC 3339), the same for every shard so that windows line up.
+        #[arg(long, value_name = "TIME")]
+        start_at: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// Regressions of RUN against BASELINE, per operation and percentile (exit 3 if any).
     Compare {

@@ -76,7 +76,19 @@ fn main() -> ExitCode {
             scenario,
             out,
             overrides,
-        } => run::run(&scenario, out, &overrides),
+            shard,
+            run_id,
+            start_at,
+        } => run::run(
+            &scenario,
+            out,
+            &overrides,
+            run::Sharding {
+                shard,
+                run_id,
+                start_at,
+            },
+        ),
         Command::Scenarios {
             action: ScenariosAction::Validate { files, overrides },
         } => run::validate(&files, &overrides),

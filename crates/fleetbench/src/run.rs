@@ -122,8 +122,54 @@ pub fn default_out(name: &str) -> PathBuf {
     PathBuf::from("reports").join(format!("{stamp}-{name}"))
 }
 
-pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<(), Failure> {
-    let (plan, resolved_toml) = load(scenario, overrides)?;
+/// How a process takes part in a sharded run (`--shard I/N`): the shared run id (users and rows
+/// of all shards carry it) and the shared start (the clock's zero; the load phase begins there).
+#[derive(Debug, Clone, Default)]
+pub struct Sharding {
+    pub shard: Option<(u32, u32)>,
+    pub run_id: Option<String>,
+    pub start_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `I/N` with I < N.
+pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: write the shard as I/N, e.g. 0/4"))?;
+    let (i, n): (u32, u32) = (
+        i.trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: {i:?} is not a shard index"))?,
+        n.trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: {n:?} is not a shard count"))?,
+    );
+    if n == 0 || i >= n {
+        return Err(format!(
+            "{s:?}: the index must be below the count (0/{n} … {}/{n})",
+            n.saturating_sub(1)
+        ));
+    }
+    Ok((i, n))
+}
+
+pub fn run(
+    scenario: &Path,
+    out: Option<PathBuf>,
+    overrides: &[String],
+    sharding: Sharding,
+) -> Result<(), Failure> {
+    let (mut plan, resolved_toml) = load(scenario, overrides)?;
+    if let Some(shard) = sharding.shard {
+        if shard.1 > 1 && sharding.run_id.is_none() {
+            return Err(Failure::invalid(anyhow::anyhow!(
+                "--shard {}/{} needs --run-id: every shard of one run must carry the same id (and --start-at the same start)",
+                shard.0,
+                shard.1
+            )));
+        }
+        plan.shard = shard;
+    }
     let needs_pooler = plan
         .ingest
         .iter()
@@ -135,7 +181,10 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
     let out = out.unwrap_or_else(|| default_out(&plan.name));
     std::fs::create_dir_all(&out)
         .with_context(|| format!("creating the run directory {}", out.display()))?;
-    let run_id = uuid::Uuid::new_v4().to_string();
+    let run_id = sharding
+        .run_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     eprintln!(
         "run {run_id}: {} against {} {} ({} agents, {:.0} s of load)",
         plan.name,
@@ -166,7 +215,14 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
             .chain(plan.stages.iter().map(|(end, level)| (end.as_secs_f64(), *level)))
             .collect();
         // Probes beside the fleet: on the same clock, measuring from the load phase on.
-        let clock = fleetbench_fleet::Clock::new();
+        let clock = sharding.start_at.map_or_else(fleetbench_fleet::Clock::new, fleetbench_fleet::Clock::at);
+        if plan.shard.1 > 1 {
+            eprintln!(
+                "run: shard {}/{} of run {run_id}: agents {} + k·{}; the load starts at {}",
+                plan.shard.0, plan.shard.1, plan.shard.0, plan.shard.1, clock.started_at().to_rfc3339()
+            );
+        }
+        let sharded = plan.shard.1 > 1;
         let probe_names = plan.probes.names();
         let probes = (!probe_names.is_empty()).then(|| {
             eprintln!("run: probes beside the fleet: {}", probe_names.join(", "));
@@ -279,7 +335,9 @@ pub fn run(scenario: &Path, out: Option<PathBuf>, overrides: &[String]) -> Resul
             eprintln!("  {} {:<24} {:<22} observed {observed}", if t.pass { "pass" } else { "FAIL" }, t.operation, t.expr);
         }
         crate::probe::print(&summary);
-        if cleanup {
+        if cleanup && sharded {
+            eprintln!("run: a shard leaves cleanup to the end of the whole run: `fleetbench cleanup --run-id {run_id}` once every shard has ended");
+        } else if cleanup {
             match &resolved.admin_db_url {
                 Some(db) => match fleetbench_fleet::cleanup(db, &run_id).await {
                     Ok(deleted) => {

@@ -304,6 +304,125 @@ async fn stack_up_migrate_schedule_env_down() {
             .unwrap();
     assert_eq!(alone["probes"]["rls"]["verdict"], "pass", "{alone}");
     assert_eq!(alone["verdict"], "pass");
+    // Two shard processes of one run (shared run id and start), merged, against one process of the
+    // same scenario: the same users, the same rows, the same uploads per operation.
+    let shard_run = uuid::Uuid::new_v4().to_string();
+    let start_at = (chrono::Utc::now() + chrono::Duration::seconds(10)).to_rfc3339();
+    let keep = ["--set", "output.cleanup=false"];
+    let shard_dirs: Vec<PathBuf> = (0..2).map(|i| dir.join(format!("shard-{i}"))).collect();
+    let shards: Vec<_> = (0..2)
+        .map(|i| {
+            let (dir, out, run, start) = (
+                dir.clone(),
+                shard_dirs[i].clone(),
+                shard_run.clone(),
+                start_at.clone(),
+            );
+            std::thread::spawn(move || {
+                let shard = format!("{i}/2");
+                let mut args = vec![
+                    "run",
+                    "scenarios/smoke.toml",
+                    "--shard",
+                    &shard,
+                    "--run-id",
+                    &run,
+                    "--start-at",
+                    &start,
+                    "--out",
+                    out.to_str().unwrap(),
+                ];
+                args.extend(short);
+                args.extend(keep);
+                fleetbench(&dir, &args)
+            })
+        })
+        .collect();
+    // A shard's own thresholds may lack samples (no pooler agent in it): they are judged merged.
+    for s in shards {
+        let out = s.join().unwrap();
+        assert!(matches!(out.status.code(), Some(0) | Some(99)), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let single_dir = dir.join("single");
+    let mut args = vec![
+        "run",
+        "scenarios/smoke.toml",
+        "--out",
+        single_dir.to_str().unwrap(),
+    ];
+    args.extend(short);
+    args.extend(keep);
+    ok(fleetbench(&dir, &args));
+    let merged_dir = dir.join("merged");
+    let mut args = vec!["merge"];
+    let shard_paths: Vec<String> = shard_dirs.iter().map(|d| d.display().to_string()).collect();
+    args.extend(shard_paths.iter().map(String::as_str));
+    args.extend(["--out", merged_dir.to_str().unwrap()]);
+    ok(fleetbench(&dir, &args));
+    let read = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap()
+    };
+    let (merged, single) = (read(&merged_dir), read(&single_dir));
+    assert_eq!(merged["run_id"], shard_run.as_str());
+    for op in [
+        "auth.admin_create_user",
+        "rest.insert_metrics",
+        "pooler.insert_metrics",
+    ] {
+        for key in ["count", "rows"] {
+            assert_eq!(
+                merged["operations"][op][key], single["operations"][op][key],
+                "{op} {key}: merged {merged} vs single {single}"
+            );
+        }
+    }
+    let state = fleetbench_stack::StackState::load(&dir.join("state.json")).unwrap();
+    let (db, conn) = tokio_postgres::connect(&state.direct_db_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let owned = |run: String| {
+        let db = &db;
+        async move {
+            let r = db
+                .query_one(
+                    "select (select count(*) from auth.users where raw_app_meta_data ->> 'fleetbench_run_id' = $1), \
+                            (select count(*) from public.system_metrics m join auth.users u on u.id = m.user_id \
+                             where u.raw_app_meta_data ->> 'fleetbench_run_id' = $1)",
+                    &[&run],
+                )
+                .await
+                .unwrap();
+            (r.get::<_, i64>(0), r.get::<_, i64>(1))
+        }
+    };
+    let single_run = single["run_id"].as_str().unwrap().to_string();
+    let (ours, theirs) = (
+        owned(shard_run.clone()).await,
+        owned(single_run.clone()).await,
+    );
+    assert_eq!(
+        ours, theirs,
+        "users and rows: sharded {ours:?} vs one process {theirs:?}"
+    );
+    assert_eq!(ours.0, 6);
+    let written = merged["operations"]["rest.insert_metrics"]["rows"]
+        .as_i64()
+        .unwrap()
+        + merged["operations"]["pooler.insert_metrics"]["rows"]
+            .as_i64()
+            .unwrap_or(0);
+    assert_eq!(ours.1, written);
+    // Shards of another scenario, or started apart, are refused with the reason.
+    let mut other = read(&shard_dirs[1]);
+    other["scenario"] = "steady".into();
+    std::fs::write(shard_dirs[1].join("summary.json"), other.to_string()).unwrap();
+    let refused = fleetbench(&dir, &args);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("only shards of one scenario merge"));
+    ok(fleetbench(&dir, &["cleanup", "--run-id", &shard_run]));
+    ok(fleetbench(&dir, &["cleanup", "--run-id", &single_run]));
+
     // `capacity` on the local stack: bounded in time, every step's resources seen, a binding limit named.
     let cap_dir = dir.join("capacity-local");
     let t0 = std::time::Instant::now();
@@ -762,6 +881,122 @@ async fn capacity_finds_the_knee_of_a_saturating_sink() {
     );
     assert!(String::from_utf8_lossy(&worse.stdout).contains("REGRESSED capacity knee"));
     assert!(cmp(&out_dir).status.success());
+}
+
+fn yaml(path: &str) -> Vec<yaml_rust2::Yaml> {
+    let text = std::fs::read_to_string(workspace_root().join(path)).unwrap();
+    yaml_rust2::YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_kubernetes_manifests_and_the_workflow_have_what_sharding_needs() {
+    // The shards: an Indexed Job, as many at once as it completes, each `--shard k/N` of one run
+    // id and start, the keys from the Secret, results on the shared volume.
+    let job = &yaml("deploy/k8s/shards-job.yaml")[0];
+    assert_eq!(job["kind"].as_str(), Some("Job"));
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"].as_str(), Some("Indexed"));
+    let n = spec["completions"].as_i64().unwrap();
+    assert_eq!(spec["parallelism"].as_i64(), Some(n));
+    let pod = &spec["template"]["spec"];
+    let c = &pod["containers"][0];
+    let command = c["args"][0].as_str().unwrap();
+    assert!(
+        command.contains(&format!("--shard \"${{JOB_COMPLETION_INDEX}}/{n}\"")),
+        "{command}"
+    );
+    for flag in ["--run-id", "--start-at", "--out \"/results/shard-"] {
+        assert!(command.contains(flag), "{flag} missing from {command}");
+    }
+    assert_eq!(
+        c["envFrom"][0]["secretRef"]["name"].as_str(),
+        Some("fleetbench-staging")
+    );
+    assert_eq!(c["volumeMounts"][0]["mountPath"].as_str(), Some("/results"));
+    let claim = pod["volumes"][0]["persistentVolumeClaim"]["claimName"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        yaml("deploy/k8s/results-pvc.yaml")[0]["metadata"]["name"].as_str(),
+        Some(claim)
+    );
+    let secret = &yaml("deploy/k8s/secret.example.yaml")[0];
+    assert_eq!(
+        secret["metadata"]["name"].as_str(),
+        Some("fleetbench-staging")
+    );
+    for key in [
+        "SUPABASE_URL",
+        "SUPABASE_ANON_KEY",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "SUPABASE_DB_URL",
+    ] {
+        assert!(!secret["stringData"][key].is_badvalue(), "{key}");
+    }
+    let merge = &yaml("deploy/k8s/merge-job.yaml")[0];
+    let command = merge["spec"]["template"]["spec"]["containers"][0]["args"][0]
+        .as_str()
+        .unwrap();
+    assert!(
+        command.contains("fleetbench merge /results/shard-*")
+            && command.contains("cleanup --run-id"),
+        "{command}"
+    );
+
+    // The workflow: on a schedule and by hand, a matrix of shards sharing run id and start, the
+    // shards uploaded, merged (its exit code fails the job), the report uploaded, secrets from the
+    // repository.
+    let wf = &yaml(".github/workflows/staging-load.yml")[0];
+    let on = &wf["on"];
+    assert!(!on["schedule"][0]["cron"].is_badvalue() && !on["workflow_dispatch"].is_badvalue());
+    let jobs = &wf["jobs"];
+    let shard = &jobs["shard"];
+    let matrix = shard["strategy"]["matrix"]["index"].as_vec().unwrap();
+    let steps = shard["steps"].as_vec().unwrap();
+    let run = steps
+        .iter()
+        .find_map(|s| s["run"].as_str().filter(|r| r.contains("--shard")))
+        .unwrap();
+    assert!(
+        run.contains(&format!("--shard ${{{{ matrix.index }}}}/{}", matrix.len())),
+        "{run}"
+    );
+    assert!(
+        run.contains("needs.prepare.outputs.run_id")
+            && run.contains("needs.prepare.outputs.start_at")
+    );
+    let env = &steps
+        .iter()
+        .find(|s| s["run"].as_str() == Some(run))
+        .unwrap()["env"];
+    assert_eq!(
+        env["SUPABASE_SERVICE_ROLE_KEY"].as_str(),
+        Some("${{ secrets.SUPABASE_SERVICE_ROLE_KEY }}")
+    );
+    assert!(steps.iter().any(|s| {
+        s["uses"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("actions/upload-artifact"))
+    }));
+    let merge = &jobs["merge"];
+    assert!(
+        merge["needs"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str() == Some("shard"))
+    );
+    let msteps = merge["steps"].as_vec().unwrap();
+    assert!(msteps.iter().any(|s| {
+        s["run"]
+            .as_str()
+            .is_some_and(|r| r.contains("fleetbench merge shard-* --out merged"))
+    }));
+    assert!(
+        msteps
+            .iter()
+            .any(|s| s["with"]["name"].as_str() == Some("report"))
+    );
 }
 
 #[test]

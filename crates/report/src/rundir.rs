@@ -223,7 +223,43 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Summary> {
         .first()
         .ok_or("merge needs at least one shard run directory")?;
     let mut agg = Aggregate::new(first.agg.window_us);
+    let start = |s: &Saved| {
+        chrono::DateTime::parse_from_rfc3339(&s.summary.started_at)
+            .map_or(0, |t| t.timestamp_micros())
+    };
     for (s, dir) in saved.iter().zip(shards) {
+        let (a, b) = (&first.summary, &s.summary);
+        if a.scenario != b.scenario {
+            return Err(format!(
+                "{}: a shard of scenario {:?}, but the first shard ran {:?}: only shards of one scenario merge",
+                dir.display(),
+                b.scenario,
+                a.scenario
+            ));
+        }
+        if a.environment.fleetbench_version != b.environment.fleetbench_version
+            || a.environment.git_commit != b.environment.git_commit
+        {
+            return Err(format!(
+                "{}: made by fleetbench {} ({}), but the first shard by {} ({}): shards must come from one build",
+                dir.display(),
+                b.environment.fleetbench_version,
+                b.environment.git_commit,
+                a.environment.fleetbench_version,
+                a.environment.git_commit
+            ));
+        }
+        // Windows align by each shard's start: starts a window or more apart would misalign them
+        // (slightly different clocks, under a window, are absorbed).
+        let apart = (start(s) - start(first)).unsigned_abs();
+        if apart >= first.agg.window_us {
+            return Err(format!(
+                "{}: started {:.3} s apart from the first shard (windows are {:.3} s): run shards with the same --start-at",
+                dir.display(),
+                apart as f64 / 1e6,
+                first.agg.window_us as f64 / 1e6
+            ));
+        }
         if s.agg.window_us != agg.window_us {
             return Err(format!(
                 "{}: windows of {} µs, but the first shard's are {} µs; merge runs with the same output.window",
@@ -241,11 +277,11 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Summary> {
         .map(|t| fleetbench_scenario::Threshold::parse(&t.operation, &t.expr))
         .collect::<Result<Vec<_>>>()?;
     let facts = RunFacts {
-        run_id: saved
-            .iter()
-            .map(|s| s.summary.run_id.as_str())
-            .collect::<Vec<_>>()
-            .join("+"),
+        run_id: {
+            let mut ids: Vec<&str> = saved.iter().map(|s| s.summary.run_id.as_str()).collect();
+            ids.dedup();
+            ids.join("+")
+        },
         scenario: first.summary.scenario.clone(),
         started_at: saved
             .iter()

@@ -512,6 +512,7 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         custom_profiles,
         replay,
         collectors: w.collectors,
+        shard: (0, 1),
     })
 }
 

@@ -42,6 +42,8 @@ pub struct Plan {
     pub custom_profiles: Vec<crate::profile::DeviceProfile>,
     pub replay: Option<ReplayPlan>,
     pub collectors: u32,
+    /// This process's slice of the run: (shard index, shard count); (0, 1) is the whole run.
+    pub shard: (u32, u32),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +59,11 @@ impl Plan {
     /// How long the stages last.
     pub fn duration(&self) -> Duration {
         self.stages.last().map(|s| s.0).unwrap_or_default()
+    }
+
+    /// Whether agent `index` belongs to this process's shard.
+    pub fn in_shard(&self, index: u32) -> bool {
+        index % self.shard.1.max(1) == self.shard.0
     }
 
     /// How many agents the run provisions: all of them for an arrival rate (any may carry an
@@ -195,6 +202,7 @@ mod tests {
             custom_profiles: vec![],
             replay: None,
             collectors: 0,
+            shard: (0, 1),
         }
     }
 
