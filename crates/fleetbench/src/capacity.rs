@@ -291,7 +291,16 @@ pub fn capacity(a: Args) -> Result<(), Failure> {
             "need 0 < --start ({start}) <= --max ({max}), --growth above 1 and --resolution above 0"
         )));
     }
-    let resolved = target::resolve(base.ingest.iter().any(|(p, s)| p == "pooler" && *s > 0.0))?;
+    let top = plan_at(&base, max, a.warmup, a.hold);
+    target::check_caps(
+        f64::from(top.agents),
+        top.peak_rate(),
+        a.time_limit.min(a.warmup + a.hold),
+    )?;
+    let resolved = target::resolve_allowed(
+        base.ingest.iter().any(|(p, s)| p == "pooler" && *s > 0.0),
+        &base.allow_hosts,
+    )?;
     let out = a
         .out
         .clone()

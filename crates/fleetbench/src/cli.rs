@@ -10,6 +10,9 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Target a remote project that no allowlist names (`[target] allow_hosts`, FLEETBENCH_ALLOW_HOSTS).
+    #[arg(long, global = true)]
+    pub i_accept_this_target_is_not_on_the_allowlist: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -63,6 +63,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    target::FORCE_UNLISTED.store(
+        cli.i_accept_this_target_is_not_on_the_allowlist,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let result = match cli.command {
         Command::Stack { action } => match action {
             StackAction::Up { profile } => local::up(profile),

@@ -177,7 +177,11 @@ pub fn run(
     // Traces to replay are read before anything is sent: a bad one is invalid input.
     fleetbench_fleet::engine::load_traces(&plan)
         .map_err(|e| Failure::invalid(anyhow::anyhow!(e)))?;
-    let resolved = target::resolve(needs_pooler || plan.probes.pooler.is_some())?;
+    target::check_caps(f64::from(plan.agents), plan.peak_rate(), plan.duration())?;
+    let resolved = target::resolve_allowed(
+        needs_pooler || plan.probes.pooler.is_some(),
+        &plan.allow_hosts,
+    )?;
     let out = out.unwrap_or_else(|| default_out(&plan.name));
     std::fs::create_dir_all(&out)
         .with_context(|| format!("creating the run directory {}", out.display()))?;

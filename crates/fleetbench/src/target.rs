@@ -32,9 +32,116 @@ pub fn redact(url: &str) -> String {
     format!("{scheme}://{host}")
 }
 
-/// The target, or invalid input (exit 2) when the environment is incomplete.
+/// Set by `--i-accept-this-target-is-not-on-the-allowlist`.
+pub static FORCE_UNLISTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// The host of a URL, lower case, without port or credentials.
+fn host(url: &str) -> String {
+    let authority = redact(url);
+    let authority = authority
+        .split_once("://")
+        .map_or(authority.as_str(), |(_, a)| a);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host.to_ascii_lowercase()
+}
+
+/// A remote target must be named by an allowlist (the scenario's `[target] allow_hosts`, or
+/// FLEETBENCH_ALLOW_HOSTS, comma-separated) unless the deliberately long flag is given; this
+/// machine's own loopback (127.0.0.1, localhost, ::1) is always allowed.
+pub fn check_allowed(url: &str, scenario_allow: &[String]) -> Result<(), Failure> {
+    let h = host(url);
+    if ["127.0.0.1", "localhost", "::1"].contains(&h.as_str()) {
+        return Ok(());
+    }
+    let from_env: Vec<String> = env(&["FLEETBENCH_ALLOW_HOSTS"])
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if scenario_allow
+        .iter()
+        .chain(&from_env)
+        .any(|a| a.to_ascii_lowercase() == h)
+    {
+        return Ok(());
+    }
+    if FORCE_UNLISTED.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!(
+            "warning: {h} is on no allowlist; running against it because --i-accept-this-target-is-not-on-the-allowlist was given"
+        );
+        return Ok(());
+    }
+    Err(Failure::invalid(anyhow::anyhow!(
+        "SUPABASE_URL points at {h}, which no allowlist names: add it to the scenario's [target] allow_hosts or to FLEETBENCH_ALLOW_HOSTS (the staging project's host), or pass --i-accept-this-target-is-not-on-the-allowlist; nothing was sent"
+    )))
+}
+
+/// Hard caps every run obeys, whatever its scenario says: agents, uploads per second, and the load's
+/// duration (FLEETBENCH_MAX_AGENTS, FLEETBENCH_MAX_RATE, FLEETBENCH_MAX_DURATION raise or lower them).
+pub fn check_caps(agents: f64, rate: f64, duration: std::time::Duration) -> Result<(), Failure> {
+    let cap = |name: &str, default: f64| -> Result<f64, Failure> {
+        match env(&[name]) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|x| *x > 0.0)
+                .ok_or_else(|| {
+                    Failure::invalid(anyhow::anyhow!("{name}={v:?} is not a positive number"))
+                }),
+        }
+    };
+    let max_duration = match env(&["FLEETBENCH_MAX_DURATION"]) {
+        None => std::time::Duration::from_secs(4 * 3600),
+        Some(v) => humantime::parse_duration(v.trim()).map_err(|e| {
+            Failure::invalid(anyhow::anyhow!(
+                "FLEETBENCH_MAX_DURATION={v:?}: {e} (write e.g. 4h)"
+            ))
+        })?,
+    };
+    let (max_agents, max_rate) = (
+        cap("FLEETBENCH_MAX_AGENTS", 200_000.0)?,
+        cap("FLEETBENCH_MAX_RATE", 20_000.0)?,
+    );
+    let over = [
+        (agents > max_agents)
+            .then(|| format!("{agents} agents (cap {max_agents}, FLEETBENCH_MAX_AGENTS)")),
+        (rate > max_rate)
+            .then(|| format!("{rate:.0} uploads/s (cap {max_rate}, FLEETBENCH_MAX_RATE)")),
+        (duration > max_duration).then(|| {
+            format!("{duration:?} of load (cap {max_duration:?}, FLEETBENCH_MAX_DURATION)")
+        }),
+    ];
+    let over: Vec<String> = over.into_iter().flatten().collect();
+    if over.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::invalid(anyhow::anyhow!(
+            "over the hard caps: {}; raise the cap deliberately if this is intended; nothing was sent",
+            over.join(", ")
+        )))
+    }
+}
+
+/// The target, or invalid input (exit 2) when the environment is incomplete or the remote host is
+/// on no allowlist (the environment's only: commands without a scenario).
 pub fn resolve(needs_pooler: bool) -> Result<Resolved, Failure> {
+    resolve_allowed(needs_pooler, &[])
+}
+
+/// [`resolve`] with the scenario's allowlist too.
+pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Resolved, Failure> {
     if let Some(url) = env(&["SUPABASE_URL"]) {
+        check_allowed(&url, allow)?;
         let anon = env(&["SUPABASE_ANON_KEY", "SUPABASE_PUBLISHABLE_KEY"]);
         let service = env(&["SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY"]);
         let (Some(anon_key), Some(service_key)) = (anon, service) else {
@@ -82,6 +189,31 @@ pub fn resolve(needs_pooler: bool) -> Result<Resolved, Failure> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hosts_are_compared_without_port_credentials_or_case() {
+        assert_eq!(
+            super::host("https://ABC.supabase.co/rest/v1"),
+            "abc.supabase.co"
+        );
+        assert_eq!(
+            super::host("postgres://u:p@db.x.io:6543/postgres"),
+            "db.x.io"
+        );
+        assert_eq!(super::host("http://[::1]:8080"), "::1");
+        assert!(super::check_allowed("http://127.0.0.1:9/", &[]).is_ok());
+        assert!(
+            super::check_allowed("https://prod.supabase.co", &["staging.supabase.co".into()])
+                .is_err()
+        );
+        assert!(
+            super::check_allowed(
+                "https://Staging.supabase.co:443",
+                &["staging.supabase.co".into()]
+            )
+            .is_ok()
+        );
+    }
+
     #[test]
     fn redaction_keeps_only_scheme_and_host() {
         assert_eq!(

@@ -513,6 +513,7 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         replay,
         collectors: w.collectors,
         shard: (0, 1),
+        allow_hosts: s.target.allow_hosts.clone(),
     })
 }
 

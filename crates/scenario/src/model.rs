@@ -24,6 +24,18 @@ pub struct Scenario {
     /// End-to-end probes run beside the fleet (`[probes.realtime]`, …).
     #[serde(default)]
     pub probes: crate::probes::Probes,
+    #[serde(default)]
+    pub target: TargetSection,
+}
+
+/// Which remote projects this scenario may run against.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSection {
+    /// Hosts of the projects allowed as `SUPABASE_URL` (the staging project's); any other remote
+    /// host is refused unless FLEETBENCH_ALLOW_HOSTS names it or the long flag is given.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

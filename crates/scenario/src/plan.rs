@@ -44,6 +44,8 @@ pub struct Plan {
     pub collectors: u32,
     /// This process's slice of the run: (shard index, shard count); (0, 1) is the whole run.
     pub shard: (u32, u32),
+    /// `[target] allow_hosts`.
+    pub allow_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,6 +61,15 @@ impl Plan {
     /// How long the stages last.
     pub fn duration(&self) -> Duration {
         self.stages.last().map(|s| s.0).unwrap_or_default()
+    }
+
+    /// The highest rate of uploads per second the plan asks for.
+    pub fn peak_rate(&self) -> f64 {
+        let top = self.stages.iter().map(|s| s.1).fold(0.0, f64::max);
+        match self.model {
+            LoadModel::ArrivalRate => top,
+            _ => top / self.upload_interval.as_secs_f64().max(1e-9),
+        }
     }
 
     /// Whether agent `index` belongs to this process's shard.
@@ -203,6 +214,7 @@ mod tests {
             replay: None,
             collectors: 0,
             shard: (0, 1),
+            allow_hosts: vec![],
         }
     }
 
