@@ -117,6 +117,20 @@ pub fn stop_on_signal(message: &'static str) -> anyhow::Result<tokio::sync::watc
     Ok(stop_rx)
 }
 
+/// Creates `dir` and checks that a file can be written there; invalid input (exit 2) otherwise.
+fn writable(dir: &Path) -> Result<(), Failure> {
+    let probe = dir.join(".fleetbench-write-check");
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&probe, b"ok"))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            Failure::invalid(anyhow::anyhow!(
+                "the run directory {} cannot be written ({e}): choose another --out; nothing was sent",
+                dir.display()
+            ))
+        })
+}
+
 pub fn default_out(name: &str) -> PathBuf {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     PathBuf::from("reports").join(format!("{stamp}-{name}"))
@@ -178,13 +192,13 @@ pub fn run(
     fleetbench_fleet::engine::load_traces(&plan)
         .map_err(|e| Failure::invalid(anyhow::anyhow!(e)))?;
     target::check_caps(f64::from(plan.agents), plan.peak_rate(), plan.duration())?;
+    // The run directory is written at the end: one that cannot be is found before the load.
+    let out = out.unwrap_or_else(|| default_out(&plan.name));
+    writable(&out)?;
     let resolved = target::resolve_allowed(
         needs_pooler || plan.probes.pooler.is_some(),
         &plan.allow_hosts,
     )?;
-    let out = out.unwrap_or_else(|| default_out(&plan.name));
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("creating the run directory {}", out.display()))?;
     let run_id = sharding
         .run_id
         .clone()

@@ -901,13 +901,11 @@ async fn remote_targets_need_an_allowlist_and_every_run_has_hard_caps() {
     let dir = tempfile::tempdir().unwrap();
     let run = |extra_env: &[(&str, &str)], extra: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_fleetbench"));
+        c.args(["run", "scenarios/smoke.toml"]);
+        if !extra.contains(&"--out") {
+            c.args(["--out", dir.path().join("r").to_str().unwrap()]);
+        }
         c.args([
-            "run",
-            "scenarios/smoke.toml",
-            "--out",
-            dir.path().join("r").to_str().unwrap(),
-        ])
-        .args([
             "--set",
             "fleet.agents=4",
             "--set",
@@ -945,6 +943,21 @@ async fn remote_targets_need_an_allowlist_and_every_run_has_hard_caps() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.2, which no allowlist names"));
+    assert_eq!(sent(), 0);
+    // A run directory that cannot be written (under a file): found before anything is sent.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let out = run(
+        &[("FLEETBENCH_ALLOW_HOSTS", "127.0.0.2")],
+        &["--out", file.join("run").to_str().unwrap()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be written"));
     assert_eq!(sent(), 0);
     // Over a hard cap (agents, or the load's duration): refused the same way.
     let out = run(
