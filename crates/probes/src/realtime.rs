@@ -40,6 +40,20 @@ struct Receipt {
     commit_unix_us: Option<i64>,
 }
 
+impl Receipt {
+    /// The receipt of a `postgres_changes` frame that arrived at `at_us` on socket `sub`.
+    fn of(sub: usize, at_us: u64, frame: &Value) -> Option<Receipt> {
+        let (record, commit) = ws::change(frame)?;
+        Some(Receipt {
+            sub,
+            at_us,
+            key: inject::key_of(record),
+            user: record["user_id"].as_str().and_then(|s| s.parse().ok()),
+            commit_unix_us: commit,
+        })
+    }
+}
+
 const PARTITIONED: usize = usize::MAX;
 
 enum Control {
@@ -58,14 +72,8 @@ async fn reader(
     early: Vec<Value>,
 ) {
     let forward = |frame: &Value| {
-        if let Some((record, commit)) = ws::change(frame) {
-            let _ = tx.send(Receipt {
-                sub,
-                at_us: clock.now_us(),
-                key: inject::key_of(record),
-                user: record["user_id"].as_str().and_then(|s| s.parse().ok()),
-                commit_unix_us: commit,
-            });
+        if let Some(r) = Receipt::of(sub, clock.now_us(), frame) {
+            let _ = tx.send(r);
         }
     };
     early.iter().for_each(forward);
@@ -302,19 +310,8 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<Outcome> 
             match again {
                 Ok(Ok((socket, early))) => {
                     ctx.sample(&mut agg, "realtime.connect", timing, None);
-                    for f in &early {
-                        if let Some((record, commit)) = ws::change(f) {
-                            ledger.take(
-                                Receipt {
-                                    sub,
-                                    at_us: t1,
-                                    key: inject::key_of(record),
-                                    user: record["user_id"].as_str().and_then(|s| s.parse().ok()),
-                                    commit_unix_us: commit,
-                                },
-                                &users,
-                            );
-                        }
+                    for r in early.iter().filter_map(|f| Receipt::of(sub, t1, f)) {
+                        ledger.take(r, &users);
                     }
                     let _ = ctl.send(Control::Reopen(Box::new(socket)));
                     reconnect = Some(((t1 - t0) as f64 / 1000.0, true));
