@@ -174,7 +174,8 @@ pub struct RunOutcome {
     pub gauges: Vec<(u64, u64, u64)>,
 }
 
-fn pick(roll: f64, mix: &[(String, f64)]) -> &str {
+/// The entry of `mix` (name → share) that `roll` in [0, 1) falls on.
+pub fn pick(roll: f64, mix: &[(String, f64)]) -> &str {
     let mut left = roll;
     for (name, share) in mix {
         left -= share;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
-use serde_json::{Value, json};
 use tokio_postgres::types::Type;
 
 /// Where the fleet points. Secrets live here and nowhere in the run's outputs.
@@ -250,10 +249,6 @@ impl Target {
         Ok((status, body))
     }
 
-    fn json(body: &str) -> Result<Value, Failure> {
-        serde_json::from_str(body).map_err(|e| Failure::Protocol(format!("not JSON: {e}")))
-    }
-
     /// `POST /auth/v1/admin/users` (service role; no rate limiter on hosted Auth): the user's id.
     pub async fn create_user(
         &self,
@@ -267,34 +262,10 @@ impl Target {
                     .post(self.url("/auth/v1/admin/users"))
                     .header("apikey", &self.config.service_key)
                     .bearer_auth(&self.config.service_key)
-                    .json(
-                        &json!({ "email": email, "password": password, "email_confirm": true,
-                                   "app_metadata": { "fleetbench_run_id": run_id } }),
-                    ),
+                    .json(&wire::admin_user(email, password, run_id)),
             )
             .await?;
-        Self::id(&body, "admin user")
-    }
-
-    fn id(body: &str, what: &str) -> Result<uuid::Uuid, Failure> {
-        Self::json(body)?["id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Failure::Protocol(format!("{what} without a uuid id")))
-    }
-
-    fn session(body: &str) -> Result<Session, Failure> {
-        let v = Self::json(body)?;
-        match (
-            v["access_token"].as_str(),
-            v["refresh_token"].as_str(),
-            v["expires_at"].as_i64(),
-        ) {
-            (Some(a), Some(r), Some(e)) => Session::new(a, r.into(), e),
-            _ => Err(Failure::Protocol(
-                "token response without access_token/refresh_token/expires_at".into(),
-            )),
-        }
+        wire::id(&body, "admin user")
     }
 
     pub async fn sign_in(&self, email: &str, password: &str) -> Result<Session, Failure> {
@@ -303,10 +274,10 @@ impl Target {
                 self.http
                     .post(self.url("/auth/v1/token?grant_type=password"))
                     .header("apikey", &self.config.anon_key)
-                    .json(&json!({ "email": email, "password": password })),
+                    .json(&wire::password(email, password)),
             )
             .await?;
-        Self::session(&body)
+        wire::session(&body)
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Result<Session, Failure> {
@@ -315,10 +286,10 @@ impl Target {
                 self.http
                     .post(self.url("/auth/v1/token?grant_type=refresh_token"))
                     .header("apikey", &self.config.anon_key)
-                    .json(&json!({ "refresh_token": refresh_token })),
+                    .json(&wire::refresh(refresh_token)),
             )
             .await?;
-        Self::session(&body)
+        wire::session(&body)
     }
 
     /// `POST /rest/v1/devices` as the user: the new device's id.
@@ -336,15 +307,10 @@ impl Target {
                     .bearer_auth(token)
                     .header("Prefer", "return=representation")
                     .header("Accept", "application/vnd.pgrst.object+json")
-                    .json(&json!({
-                        "hostname": hostname, "os": "linux", "cpu_cores": device.cores,
-                        "ram_bytes": device.ram_bytes, "disk_bytes": device.disk_bytes,
-                        "form_factor": device.form_factor, "has_gpu": device.has_gpu,
-                        "agent_version": concat!("fleetbench/", env!("CARGO_PKG_VERSION")),
-                    })),
+                    .json(&wire::device(device, hostname)),
             )
             .await?;
-        Self::id(&body, "device")
+        wire::id(&body, "device")
     }
 
     /// A batch through the Data API (`Prefer: return=minimal`, 201 expected), on one of the
@@ -402,5 +368,66 @@ impl Target {
                         .map_or_else(|| "connection".into(), |d| d.code().code().to_string()),
                 )
             })
+    }
+}
+
+/// The bodies fleetbench sends and the answers it reads, shared by the engine and the goose front
+/// end so both speak exactly the same wire.
+pub mod wire {
+    use serde_json::{Value, json};
+
+    use super::{Failure, Session};
+
+    /// `POST /auth/v1/admin/users`: a confirmed user tagged with the run.
+    pub fn admin_user(email: &str, password: &str, run_id: &str) -> Value {
+        json!({ "email": email, "password": password, "email_confirm": true,
+                "app_metadata": { "fleetbench_run_id": run_id } })
+    }
+
+    /// `POST /rest/v1/devices`: the agent's machine.
+    pub fn device(device: &crate::telemetry::Device, hostname: &str) -> Value {
+        json!({
+            "hostname": hostname, "os": "linux", "cpu_cores": device.cores,
+            "ram_bytes": device.ram_bytes, "disk_bytes": device.disk_bytes,
+            "form_factor": device.form_factor, "has_gpu": device.has_gpu,
+            "agent_version": concat!("fleetbench/", env!("CARGO_PKG_VERSION")),
+        })
+    }
+
+    /// `POST /auth/v1/token?grant_type=password`.
+    pub fn password(email: &str, password: &str) -> Value {
+        json!({ "email": email, "password": password })
+    }
+
+    /// `POST /auth/v1/token?grant_type=refresh_token`.
+    pub fn refresh(refresh_token: &str) -> Value {
+        json!({ "refresh_token": refresh_token })
+    }
+
+    fn parse(body: &str) -> Result<Value, Failure> {
+        serde_json::from_str(body).map_err(|e| Failure::Protocol(format!("not JSON: {e}")))
+    }
+
+    /// The `id` of a created user or row.
+    pub fn id(body: &str, what: &str) -> Result<uuid::Uuid, Failure> {
+        parse(body)?["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Failure::Protocol(format!("{what} without a uuid id")))
+    }
+
+    /// A token grant's answer.
+    pub fn session(body: &str) -> Result<Session, Failure> {
+        let v = parse(body)?;
+        match (
+            v["access_token"].as_str(),
+            v["refresh_token"].as_str(),
+            v["expires_at"].as_i64(),
+        ) {
+            (Some(a), Some(r), Some(e)) => Session::new(a, r.into(), e),
+            _ => Err(Failure::Protocol(
+                "token response without access_token/refresh_token/expires_at".into(),
+            )),
+        }
     }
 }

@@ -58,6 +58,8 @@ struct Shard {
     arrival_at: Option<u64>,
     inflight: JoinSet<Attempt>,
     slot_of: HashMap<u32, usize>,
+    /// Closed model: uploads each agent has begun (retries not counted), against `iterations`.
+    begun: Vec<u32>,
 }
 
 /// A scheduled event: an agent's upload tick, or a retry after backoff.
@@ -86,6 +88,7 @@ impl Worker {
                 + u64::from(self.plan.shard.1.max(1)) * self.worker,
             arrival_at: self.arrival_us(self.worker),
             inflight: JoinSet::new(),
+            begun: vec![0; agents.len()],
             slot_of: agents
                 .iter()
                 .enumerate()
@@ -131,6 +134,10 @@ impl Worker {
         loop {
             // The stages are over, or we were told to stop: no new work.
             if self.clock.now_us() >= self.end_us {
+                break;
+            }
+            // Every agent has made its iterations: nothing is left to do.
+            if self.plan.iterations.is_some() && sh.heap.is_empty() && sh.inflight.is_empty() {
                 break;
             }
             // Everything that has finished, then everything that is due, without waiting.
@@ -208,7 +215,8 @@ impl Worker {
             LoadModel::ArrivalRate => sh.idle.push_back(slot),
             LoadModel::Closed => {
                 let at = self.clock.now_us() + self.plan.think_time.as_micros() as u64;
-                if at < sh.agents[slot].until_us {
+                let more = self.plan.iterations.is_none_or(|n| sh.begun[slot] < n);
+                if more && at < sh.agents[slot].until_us {
                     sh.heap.push(Reverse(Due {
                         at_us: at,
                         slot,
@@ -254,6 +262,7 @@ impl Worker {
                     self.progress.active.fetch_add(1, Relaxed);
                 }
                 self.sample(a, d.at_us);
+                sh.begun[d.slot] += 1;
                 if self.plan.model == LoadModel::Agents {
                     if d.at_us + upload_us < a.until_us {
                         sh.heap.push(Reverse(Due {

@@ -50,6 +50,29 @@ pub enum Command {
         #[arg(long, value_name = "TIME")]
         start_at: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Run the scenario's agents as goose 0.19 users (goose's flags after `--`); --cross-check
+    /// runs the same closed workload with fleetbench's engine first and compares the two.
+    Goose {
+        scenario: PathBuf,
+        /// Where goose's reports go [default: reports/<UTC timestamp>-<scenario name>-goose/].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Override a scenario key, as for `run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Also run fleetbench's engine and compare counts (exactly) and p50/p99 (exit 3 if apart).
+        #[arg(long)]
+        cross_check: bool,
+        /// How far apart a median or p99 may be, as a share of the larger.
+        #[arg(long, value_name = "PCT", default_value = "10%", value_parser = percent)]
+        tolerance: f64,
+        /// Latencies closer than this always agree (timer and scheduling jitter).
+        #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = humantime::parse_duration)]
+        min_delta: std::time::Duration,
+        /// goose's own flags (`-- --help` lists them).
+        #[arg(last = true, value_name = "GOOSE FLAGS")]
+        goose: Vec<String>,
+    },
     /// Regressions of RUN against BASELINE, per operation and percentile (exit 3 if any).
     Compare {
         baseline: PathBuf,

@@ -6,6 +6,8 @@ mod capacity;
 mod cli;
 mod collect;
 mod daemon;
+#[cfg(feature = "goose")]
+mod goose;
 mod local;
 mod migrate;
 mod probe;
@@ -51,6 +53,43 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
             code: EXIT_FAILED,
             error: e.into(),
         }
+    }
+}
+
+/// `fleetbench goose`, or why this build cannot run it.
+fn goose_front_end(
+    scenario: std::path::PathBuf,
+    out: Option<std::path::PathBuf>,
+    overrides: Vec<String>,
+    cross_check: bool,
+    tolerance: f64,
+    min_delta: std::time::Duration,
+    flags: Vec<String>,
+) -> Result<(), Failure> {
+    #[cfg(feature = "goose")]
+    return goose::goose(goose::Args {
+        scenario,
+        out,
+        overrides,
+        cross_check,
+        tolerance,
+        min_delta,
+        goose: flags,
+    });
+    #[cfg(not(feature = "goose"))]
+    {
+        let _ = (
+            scenario,
+            out,
+            overrides,
+            cross_check,
+            tolerance,
+            min_delta,
+            flags,
+        );
+        Err(Failure::invalid(anyhow::anyhow!(
+            "this fleetbench was built without the goose feature: cargo build --release --features goose"
+        )))
     }
 }
 
@@ -151,6 +190,23 @@ fn main() -> ExitCode {
             min_delta,
             error_tolerance,
         } => reports::compare(&baseline, &run, tolerance, min_delta, error_tolerance),
+        Command::Goose {
+            scenario,
+            out,
+            overrides,
+            cross_check,
+            tolerance,
+            min_delta,
+            goose,
+        } => goose_front_end(
+            scenario,
+            out,
+            overrides,
+            cross_check,
+            tolerance / 100.0,
+            min_delta,
+            goose,
+        ),
         Command::Merge { shards, out } => reports::merge(&shards, &out),
         Command::Report { run_dir } => reports::report(&run_dir),
         Command::Sink {

@@ -16,7 +16,10 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{EXIT_THRESHOLDS, Failure, progress, target};
 
-fn load(path: &Path, overrides: &[String]) -> Result<(fleetbench_scenario::Plan, String), Failure> {
+pub(crate) fn load(
+    path: &Path,
+    overrides: &[String],
+) -> Result<(fleetbench_scenario::Plan, String), Failure> {
     let (_, plan, resolved) = fleetbench_scenario::load_file(path, overrides)
         .map_err(|e| Failure::invalid(anyhow::anyhow!("the scenario is not valid:\n{e}")))?;
     Ok((plan, resolved))
@@ -118,7 +121,7 @@ pub fn stop_on_signal(message: &'static str) -> anyhow::Result<tokio::sync::watc
 }
 
 /// Creates `dir` and checks that a file can be written there; invalid input (exit 2) otherwise.
-fn writable(dir: &Path) -> Result<(), Failure> {
+pub(crate) fn writable(dir: &Path) -> Result<(), Failure> {
     let probe = dir.join(".fleetbench-write-check");
     std::fs::create_dir_all(dir)
         .and_then(|()| std::fs::write(&probe, b"ok"))
@@ -356,16 +359,7 @@ pub fn run(
         if cleanup && sharded {
             eprintln!("run: a shard leaves cleanup to the end of the whole run: `fleetbench cleanup --run-id {run_id}` once every shard has ended");
         } else if cleanup {
-            match &resolved.admin_db_url {
-                Some(db) => match fleetbench_fleet::cleanup(db, &run_id).await {
-                    Ok(deleted) => {
-                        let users = deleted.iter().find(|(t, _)| t == "auth.users").map_or(0, |d| d.1);
-                        eprintln!("run: cleaned up {users} users and their rows");
-                    }
-                    Err(e) => eprintln!("run: cleanup failed ({}); run `fleetbench cleanup --run-id {run_id}`", fleetbench_stack::db_error_text(&e)),
-                },
-                None => eprintln!("run: no SQL access for cleanup; run `fleetbench cleanup --run-id {run_id}` with SUPABASE_DB_URL set"),
-            }
+            clean(&resolved, &run_id, "run").await;
         }
         anyhow::Ok(summary)
     })?;
@@ -392,6 +386,29 @@ pub fn run(
                     .map_or(String::new(), |r| format!("; the run was aborted: {r}"))
             ),
         })
+    }
+}
+
+/// Removes the users and rows tagged with `run_id`, saying so (as `who`) on stderr; a failure is
+/// reported with the command that finishes the job, not raised.
+pub async fn clean(resolved: &target::Resolved, run_id: &str, who: &str) {
+    match &resolved.admin_db_url {
+        Some(db) => match fleetbench_fleet::cleanup(db, run_id).await {
+            Ok(deleted) => {
+                let users = deleted
+                    .iter()
+                    .find(|(t, _)| t == "auth.users")
+                    .map_or(0, |d| d.1);
+                eprintln!("{who}: cleaned up {users} users and their rows");
+            }
+            Err(e) => eprintln!(
+                "{who}: cleanup failed ({}); run `fleetbench cleanup --run-id {run_id}`",
+                fleetbench_stack::db_error_text(&e)
+            ),
+        },
+        None => eprintln!(
+            "{who}: no SQL access for cleanup; run `fleetbench cleanup --run-id {run_id}` with SUPABASE_DB_URL set"
+        ),
     }
 }
 

@@ -353,6 +353,20 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
             "think_time applies to load.model = \"closed\" only",
         );
     }
+    let iterations = s.workload.iterations.as_ref().and_then(|n| {
+        if model != LoadModel::Closed {
+            e.at(
+                n.span(),
+                "iterations applies to load.model = \"closed\" only",
+            );
+        } else if *n.get_ref() == 0 {
+            e.at(
+                n.span(),
+                "workload.iterations must be at least 1 (leave it out for no limit)",
+            );
+        }
+        Some(*n.get_ref()).filter(|n| *n > 0)
+    });
     let connections = *s.fleet.connections.get_ref();
     if connections == 0 {
         e.at(
@@ -504,6 +518,7 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         anomalies,
         refresh_margin,
         think_time,
+        iterations,
         max_backlog_rows: w.max_backlog_rows,
         thresholds,
         cleanup: s.output.cleanup,

@@ -146,6 +146,10 @@ pub struct Workload {
     /// In the `closed` model, the pause between the end of an upload and the next one.
     #[serde(default)]
     pub think_time: Option<Spanned<String>>,
+    /// In the `closed` model, uploads each agent makes before it stops (the run ends when every
+    /// agent has made them, or with its stages): the iterations of goose, k6 and Locust.
+    #[serde(default)]
+    pub iterations: Option<Spanned<u32>>,
     /// Samples an agent keeps while the target is unreachable; the oldest are dropped (and counted) beyond it.
     #[serde(default = "default_backlog")]
     pub max_backlog_rows: u32,

@@ -33,6 +33,8 @@ pub struct Plan {
     pub anomalies: Vec<(String, f64)>,
     pub refresh_margin: Duration,
     pub think_time: Duration,
+    /// Closed model: uploads per agent before it stops (`None`: until the stages end).
+    pub iterations: Option<u32>,
     pub max_backlog_rows: u32,
     pub thresholds: Vec<Threshold>,
     pub cleanup: bool,
@@ -205,6 +207,7 @@ mod tests {
             anomalies: vec![],
             refresh_margin: Duration::ZERO,
             think_time: Duration::ZERO,
+            iterations: None,
             max_backlog_rows: 0,
             thresholds: vec![],
             cleanup: false,

@@ -182,6 +182,7 @@ duration = "10s"
 sample_interval = "1s"
 upload_interval = "5s"
 think_time = "1s"
+iterations = 3
 "#;
     let err = load_str(bad, "rate.toml", &[]).unwrap_err();
     let lines: Vec<String> = err.0.iter().map(ToString::to_string).collect();
@@ -190,6 +191,10 @@ think_time = "1s"
         ("rate.toml:12:10:", "not `agents`"),
         ("rate.toml:15:12:", "no `rate`"),
         ("rate.toml:19:14:", "closed"),
+        (
+            "rate.toml:20:14:",
+            "iterations applies to load.model = \"closed\"",
+        ),
         ("rate.toml:4:15:", "connections must be at least 1"),
     ];
     assert_eq!(lines.len(), expect.len(), "{lines:#?}");

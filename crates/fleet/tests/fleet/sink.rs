@@ -150,6 +150,42 @@ think_time = "30ms"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_agents_stop_after_their_iterations_and_the_run_ends() {
+    let (target, sink) = sink_target(fixed(5), 256).await;
+    let started = std::time::Instant::now();
+    let out = run_text(
+        r#"name = "iterations"
+[fleet]
+agents = 7
+[load]
+model = "closed"
+[[load.stages]]
+duration = "0s"
+agents = 7
+[[load.stages]]
+duration = "60s"
+agents = 7
+[workload]
+sample_interval = "1s"
+upload_interval = "1s"
+iterations = 13
+"#,
+        target,
+    )
+    .await;
+    // Exactly 13 uploads per agent, each of one row, and the run over long before its 60 s stage.
+    let ops = &out.aggregate.operations["rest.insert_metrics"];
+    assert_eq!(ops.total.count, 7 * 13);
+    assert_eq!(sink.inserts.load(Relaxed), 7 * 13);
+    assert_eq!(out.rows_written["rest.insert_metrics"], 7 * 13);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the run waited for its stages: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_shares_at_most_its_connections() {
     let (target, sink) = sink_target(fixed(20), 4).await;
     let out = run_text(

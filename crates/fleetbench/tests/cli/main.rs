@@ -11,11 +11,14 @@
 //! - [`collect`]: record a trace, calibrate a profile, use both in a scenario.
 //! - [`capacity`]: the knee of a saturating sink; `compare` of capacity runs.
 //! - [`safety`]: remote targets need an allowlist; hard caps; an unwritable run directory.
+//! - [`goose`]: the goose front end's cross-check against a sink (its local-stack run is in stack).
 //! - [`deploy`]: the Kubernetes manifests and the staging workflow, parsed.
 
 mod capacity;
 mod collect;
 mod deploy;
+#[cfg(feature = "goose")]
+mod goose;
 mod safety;
 mod stack;
 

@@ -380,6 +380,49 @@ async fn stack_up_migrate_schedule_env_down() {
     ok(fleetbench(&dir, &["cleanup", "--run-id", &shard_run]));
     ok(fleetbench(&dir, &["cleanup", "--run-id", &single_run]));
 
+    // The same agents as goose users: 6 users, 3 uploads each, half of them through the pooler
+    // (recorded as goose custom requests); goose's reports written; the rows in the database are
+    // those the agents sampled, as goose counted the uploads.
+    let goose_dir = dir.join("goose");
+    let goose = ok(fleetbench(
+        &dir,
+        &[
+            "goose",
+            "scenarios/smoke.toml",
+            "--out",
+            goose_dir.to_str().unwrap(),
+            "--set",
+            "output.cleanup=false",
+            "--set",
+            "workload.ingest={rest=0.5,pooler=0.5}",
+            "--",
+            "--users",
+            "6",
+            "--iterations",
+            "3",
+            "--quiet",
+        ],
+    ));
+    assert!(goose.contains("goose-report.html"), "{goose}");
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(goose_dir.join("goose-rows.json")).unwrap())
+            .unwrap();
+    let goose_run = rows["run_id"].as_str().unwrap().to_string();
+    // smoke.toml: a batch is 1 s of samples every 100 ms.
+    assert_eq!(rows["rows_written"], 6 * 3 * 10, "{rows}");
+    assert_eq!(owned(goose_run.clone()).await, (6, 6 * 3 * 10));
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(goose_dir.join("goose-report.json")).unwrap(),
+    )
+    .unwrap();
+    let text = report.to_string();
+    assert!(
+        text.contains("rest.insert_metrics") && text.contains("pooler.insert_metrics"),
+        "both ingestion paths in goose's report: {text:.2000}"
+    );
+    ok(fleetbench(&dir, &["cleanup", "--run-id", &goose_run]));
+    assert_eq!(owned(goose_run).await, (0, 0));
+
     // `capacity` on the local stack: bounded in time, every step's resources seen, a binding limit named.
     let cap_dir = dir.join("capacity-local");
     let t0 = std::time::Instant::now();

@@ -1,0 +1,131 @@
+//! `fleetbench goose --cross-check` against a sink with a known latency model: fleetbench's engine
+//! and goose 0.19 count the same requests (and the sink saw both), and their medians and 99th
+//! percentiles agree with each other and with the model.
+
+use super::*;
+
+#[tokio::test]
+async fn fleetbench_and_goose_agree_on_a_sink() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    // Every answer waits 4..12 ms, uniformly: median 8 ms, p99 11.92 ms.
+    let sink = fleetbench_fleet::sink::Sink::new(fleetbench_fleet::sink::Model {
+        latency: "uniform:4ms..12ms".parse().unwrap(),
+        stall: None,
+        capacity: None,
+    });
+    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_fleetbench"))
+                .args(args)
+                .current_dir(workspace_root())
+                .env("SUPABASE_URL", url)
+                .env("SUPABASE_ANON_KEY", "anon")
+                .env("SUPABASE_SERVICE_ROLE_KEY", "service")
+                .env_remove("SUPABASE_DB_URL")
+                .env_remove("SUPABASE_DB_SESSION_URL")
+                .output()
+                .unwrap()
+        })
+    };
+    let out_dir = dir.path().join("xc");
+    let out = run(vec![
+        "goose".into(),
+        "scenarios/goose-cross-check.toml".into(),
+        "--cross-check".into(),
+        "--out".into(),
+        out_dir.display().to_string(),
+        "--".into(),
+        "--quiet".into(),
+    ])
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stderr}",
+        out.status.code()
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("cross-check.json")).unwrap())
+            .unwrap();
+    let ops = doc["operations"].as_array().unwrap();
+    let op = |name: &str| ops.iter().find(|o| o["operation"] == name).unwrap().clone();
+    let uploads = op("rest.insert_metrics");
+    assert_eq!(uploads["fleetbench_count"], 20 * 25, "{uploads}");
+    assert_eq!(uploads["goose_count"], 20 * 25, "{uploads}");
+    assert_eq!(uploads["percentiles_compared"], true);
+    for name in [
+        "auth.admin_create_user",
+        "auth.password",
+        "rest.create_device",
+    ] {
+        let o = op(name);
+        assert_eq!(
+            (o["fleetbench_count"].clone(), o["goose_count"].clone()),
+            (20.into(), 20.into()),
+            "{o}"
+        );
+    }
+    assert!(ops.iter().all(|o| o["agree"] == true), "{doc:#}");
+    // The sink's own account: both runs' inserts and requests, nothing else.
+    assert_eq!(
+        sink.inserts.load(std::sync::atomic::Ordering::Relaxed),
+        2 * 500
+    );
+    assert_eq!(
+        sink.requests.load(std::sync::atomic::Ordering::Relaxed),
+        2 * (500 + 3 * 20)
+    );
+    // Against the model: no answer comes sooner than the service time, and the generator adds
+    // little (a debug build on a busy machine: a few milliseconds at most).
+    for side in ["fleetbench", "goose"] {
+        let p50 = uploads[format!("{side}_p50_ms")].as_f64().unwrap();
+        let p99 = uploads[format!("{side}_p99_ms")].as_f64().unwrap();
+        assert!(
+            (7.6..14.0).contains(&p50),
+            "{side} median {p50} ms, model 8 ms"
+        );
+        assert!(
+            (11.5..20.0).contains(&p99),
+            "{side} p99 {p99} ms, model 11.92 ms"
+        );
+    }
+
+    // A workload that cannot be counted exactly is refused before anything is sent.
+    let before = sink.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let refused = run(vec![
+        "goose".into(),
+        "scenarios/smoke.toml".into(),
+        "--cross-check".into(),
+        "--out".into(),
+        dir.path().join("refused").display().to_string(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("workload.iterations"));
+    // Goose's own flag errors are invalid input too.
+    let bad = run(vec![
+        "goose".into(),
+        "scenarios/goose-cross-check.toml".into(),
+        "--".into(),
+        "--users".into(),
+        "many".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert_eq!(
+        sink.requests.load(std::sync::atomic::Ordering::Relaxed),
+        before
+    );
+}
