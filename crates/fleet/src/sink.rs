@@ -4,7 +4,9 @@
 //! insert as it arrived; anything else is `200 ok`), and every
 //! answer waits for the model: a fixed or uniform service time, plus periodic stalls during which
 //! every request waits until the stall ends. With a known model the true latency distribution can
-//! be computed, and the generator's numbers checked against it.
+//! be computed, and the generator's numbers checked against it. [`Fault`]s make it misbehave over
+//! windows of its life (error statuses, 429 with or without `Retry-After`, answers past a
+//! client's timeout, answers broken off, refused refresh grants): the fault-survival tests.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -96,14 +98,83 @@ impl Model {
     }
 }
 
+/// What the sink does wrong while a [`Fault`] is on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FaultKind {
+    /// Inserts answered with this status (a burst of 5xx).
+    Status(u16),
+    /// Inserts answered 429, with `Retry-After` (whole seconds) when given.
+    Throttle(Option<Duration>),
+    /// Inserts answered 503 this much later (past a client's timeout), and not counted.
+    Slow(Duration),
+    /// Insert answers broken off: the status line and headers, then the connection closes.
+    Reset,
+    /// Refresh grants refused as GoTrue refuses a reused refresh token (400
+    /// `refresh_token_already_used`).
+    RefreshReuse,
+}
+
+/// A fault over `[from, to)` of the sink's life: `KIND[:ARG]@FROM..TO`, e.g. `status:503@2s..4s`,
+/// `throttle:1s@2s..3s`, `throttle@2s..3s`, `slow:5s@1s..2s`, `reset@2s..3s`, `refresh_reuse@0s..1m`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub from: Duration,
+    pub to: Duration,
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (what, when) = s.split_once('@').ok_or_else(|| {
+            format!("{s:?}: expected KIND[:ARG]@FROM..TO, e.g. status:503@2s..4s")
+        })?;
+        let (from, to) = when
+            .split_once("..")
+            .ok_or_else(|| format!("{s:?}: the window is FROM..TO, e.g. 2s..4s"))?;
+        let (from, to) = (duration(from)?, duration(to)?);
+        if from >= to {
+            return Err(format!("{s:?}: the window ends before it starts"));
+        }
+        let (name, arg) = what
+            .split_once(':')
+            .map_or((what, None), |(n, a)| (n, Some(a)));
+        let kind = match (name, arg) {
+            ("status", Some(code)) => match code.parse::<u16>() {
+                Ok(c) if (400..600).contains(&c) => FaultKind::Status(c),
+                _ => {
+                    return Err(format!(
+                        "{s:?}: status:CODE takes an HTTP error status, 400–599"
+                    ));
+                }
+            },
+            ("throttle", after) => FaultKind::Throttle(after.map(duration).transpose()?),
+            ("slow", Some(d)) => FaultKind::Slow(duration(d)?),
+            ("reset", None) => FaultKind::Reset,
+            ("refresh_reuse", None) => FaultKind::RefreshReuse,
+            _ => {
+                return Err(format!(
+                    "{s:?}: the kinds are status:CODE, throttle[:RETRY_AFTER], slow:DURATION, reset, refresh_reuse"
+                ));
+            }
+        };
+        Ok(Fault { kind, from, to })
+    }
+}
+
 pub struct Sink {
     model: Model,
+    faults: Vec<Fault>,
     start: Instant,
     /// When the queue's server is next free (with `capacity`).
     free_at: std::sync::Mutex<Instant>,
     pub requests: AtomicU64,
     pub inserts: AtomicU64,
     pub rows: AtomicU64,
+    /// When the latest counted insert arrived, in microseconds of the sink's life.
+    pub last_insert_us: AtomicU64,
+    /// Requests answered with a fault instead (an insert so answered is not counted in `inserts`).
+    pub faulted: AtomicU64,
     /// One recent insert as it arrived (headers and body), served at `GET /_sink/insert` so that
     /// a peer tool can be made to send byte-identical requests.
     sampled: std::sync::Mutex<Option<serde_json::Value>>,
@@ -111,8 +182,16 @@ pub struct Sink {
 
 impl Sink {
     pub fn new(model: Model) -> Arc<Sink> {
+        Sink::faulty(model, Vec::new())
+    }
+
+    /// A sink that also misbehaves as `faults` say, on its own clock.
+    pub fn faulty(model: Model, faults: Vec<Fault>) -> Arc<Sink> {
         Arc::new(Sink {
             model,
+            faults,
+            faulted: AtomicU64::new(0),
+            last_insert_us: AtomicU64::new(0),
             start: Instant::now(),
             free_at: std::sync::Mutex::new(Instant::now()),
             requests: AtomicU64::new(0),
@@ -167,6 +246,27 @@ async fn handle(
         tokio::time::sleep(delay).await;
     }
     let path = uri.path();
+    let fault = sink
+        .faults
+        .iter()
+        .find(|f| (f.from..f.to).contains(&arrived))
+        .map(|f| f.kind);
+    let refresh = path == "/auth/v1/token" && uri.query() == Some("grant_type=refresh_token");
+    match (fault, path) {
+        (Some(FaultKind::RefreshReuse), _) if refresh => {
+            sink.faulted.fetch_add(1, Relaxed);
+            return json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "code": 400, "error_code": "refresh_token_already_used",
+                                    "msg": "Invalid Refresh Token: Already Used" }),
+            );
+        }
+        (Some(kind), "/rest/v1/system_metrics") if kind != FaultKind::RefreshReuse => {
+            sink.faulted.fetch_add(1, Relaxed);
+            return faulty_answer(kind).await;
+        }
+        _ => {}
+    }
     if let (Some(per_s), "/rest/v1/system_metrics") = (sink.model.capacity, path) {
         // Take the next turn of the server: it serves one insert every 1/capacity seconds.
         let turn = {
@@ -203,6 +303,8 @@ async fn handle(
         }
         "/rest/v1/system_metrics" => {
             let n = sink.inserts.fetch_add(1, Relaxed);
+            sink.last_insert_us
+                .fetch_max(arrived.as_micros() as u64, Relaxed);
             if n % 1024 == 0 {
                 let headers: serde_json::Map<String, serde_json::Value> = headers
                     .iter()
@@ -222,6 +324,42 @@ async fn handle(
             StatusCode::CREATED.into_response()
         }
         _ => (StatusCode::OK, "ok").into_response(),
+    }
+}
+
+/// An insert's answer under a fault (the insert is not counted).
+async fn faulty_answer(kind: FaultKind) -> Response {
+    match kind {
+        FaultKind::Status(code) => json(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            serde_json::json!({ "message": "fault injected by fleetbench sink" }),
+        ),
+        FaultKind::Throttle(after) => {
+            let mut r = json(
+                StatusCode::TOO_MANY_REQUESTS,
+                serde_json::json!({ "message": "rate limited by fleetbench sink" }),
+            );
+            if let Some(after) = after {
+                r.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(after.as_secs().max(1)),
+                );
+            }
+            r
+        }
+        FaultKind::Slow(d) => {
+            tokio::time::sleep(d).await;
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+        // The body fails after the head is written: hyper closes the connection mid-answer.
+        FaultKind::Reset | FaultKind::RefreshReuse => {
+            let broken = futures_util::stream::once(async {
+                Err::<axum::body::Bytes, std::io::Error>(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionReset,
+                ))
+            });
+            (StatusCode::CREATED, axum::body::Body::from_stream(broken)).into_response()
+        }
     }
 }
 
@@ -281,5 +419,45 @@ mod tests {
             "250us".parse::<Latency>().unwrap(),
             Latency::Fixed(Duration::from_micros(250))
         );
+    }
+
+    #[test]
+    fn fault_specs_parse_or_say_what_is_wrong() {
+        let f: Fault = "status:503@2s..4s".parse().unwrap();
+        assert_eq!(
+            f,
+            Fault {
+                kind: FaultKind::Status(503),
+                from: Duration::from_secs(2),
+                to: Duration::from_secs(4)
+            }
+        );
+        assert_eq!(
+            "throttle:1s@0s..1s".parse::<Fault>().unwrap().kind,
+            FaultKind::Throttle(Some(Duration::from_secs(1)))
+        );
+        assert_eq!(
+            "throttle@0s..1s".parse::<Fault>().unwrap().kind,
+            FaultKind::Throttle(None)
+        );
+        assert_eq!(
+            "slow:3s@0s..1s".parse::<Fault>().unwrap().kind,
+            FaultKind::Slow(Duration::from_secs(3))
+        );
+        assert_eq!(
+            "reset@1s..2s".parse::<Fault>().unwrap().kind,
+            FaultKind::Reset
+        );
+        for (bad, says) in [
+            ("status:503", "KIND[:ARG]@FROM..TO"),
+            ("status:200@1s..2s", "400–599"),
+            ("reset@2s..1s", "ends before it starts"),
+            ("explode@1s..2s", "the kinds are"),
+            ("slow@1s..2s", "the kinds are"),
+            ("reset@1s", "FROM..TO"),
+        ] {
+            let e = bad.parse::<Fault>().unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

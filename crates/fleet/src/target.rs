@@ -151,7 +151,11 @@ pub struct Target {
     uploads: crate::http::Pool,
     upload_headers: [(HeaderName, HeaderValue); 3],
     pooler: Option<deadpool_postgres::Pool>,
+    timeout: Duration,
 }
+
+/// How long a call may take when nothing says otherwise (`workload.request_timeout`'s default).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The pooler path's statement: the batch as one JSON array, one unnamed INSERT.
 static POOLER_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -163,14 +167,14 @@ static POOLER_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
 
 impl Target {
     /// `pooler_connections` SQL connections for the pooler path and `http_connections` for uploads
-    /// through the Data API.
+    /// through the Data API; every call gives up after `timeout` (connecting included).
     pub fn new(
         config: TargetConfig,
         pooler_connections: usize,
         http_connections: usize,
+        timeout: Duration,
     ) -> Result<Target, String> {
-        let uploads =
-            crate::http::Pool::new(&config.api_url, http_connections, Duration::from_secs(30))?;
+        let uploads = crate::http::Pool::new(&config.api_url, http_connections, timeout)?;
         let upload_headers = [
             (
                 HeaderName::from_static("apikey"),
@@ -187,8 +191,8 @@ impl Target {
             ),
         ];
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(10))
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10).min(timeout))
             .pool_max_idle_per_host(1024)
             .user_agent(concat!("fleetbench/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -207,8 +211,8 @@ impl Target {
                 Some(
                     deadpool_postgres::Pool::builder(manager)
                         .max_size(pooler_connections.max(1))
-                        .wait_timeout(Some(Duration::from_secs(30)))
-                        .create_timeout(Some(Duration::from_secs(10)))
+                        .wait_timeout(Some(timeout))
+                        .create_timeout(Some(Duration::from_secs(10).min(timeout)))
                         .runtime(deadpool_postgres::Runtime::Tokio1)
                         .build()
                         .map_err(|e| e.to_string())?,
@@ -222,6 +226,7 @@ impl Target {
             uploads,
             upload_headers,
             pooler,
+            timeout,
         })
     }
 
@@ -358,16 +363,22 @@ impl Target {
             .pooler
             .as_ref()
             .ok_or_else(|| Failure::Protocol("the pooler path needs SUPABASE_DB_URL".into()))?;
-        let client = pool.get().await.map_err(|_| Failure::Db("pool".into()))?;
-        client
-            .execute_typed(POOLER_INSERT.as_str(), &[(&body, Type::TEXT)])
+        let insert = async {
+            let client = pool.get().await.map_err(|_| Failure::Db("pool".into()))?;
+            client
+                .execute_typed(POOLER_INSERT.as_str(), &[(&body, Type::TEXT)])
+                .await
+                .map_err(|e| {
+                    Failure::Db(
+                        e.as_db_error()
+                            .map_or_else(|| "connection".into(), |d| d.code().code().to_string()),
+                    )
+                })
+        };
+        // A statement the pooler never answers is dropped (its connection with it) at the timeout.
+        tokio::time::timeout(self.timeout, insert)
             .await
-            .map_err(|e| {
-                Failure::Db(
-                    e.as_db_error()
-                        .map_or_else(|| "connection".into(), |d| d.code().code().to_string()),
-                )
-            })
+            .unwrap_or(Err(Failure::Transport("timeout")))
     }
 }
 

@@ -330,8 +330,13 @@ pub fn capacity(a: Args) -> Result<(), Failure> {
     let outcome = runtime.block_on(async {
         let stop = crate::run::stop_on_signal("capacity: stopping after this step")?;
         let target = Arc::new(
-            Target::new(resolved.config.clone(), 16, base.connections as usize)
-                .map_err(|e| anyhow::anyhow!(e))?,
+            Target::new(
+                resolved.config.clone(),
+                16,
+                base.connections as usize,
+                base.request_timeout,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
         );
         let watch = tokio::sync::Mutex::new(Watch::new(&resolved));
         let measure = |level: f64| {

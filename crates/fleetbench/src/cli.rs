@@ -114,6 +114,11 @@ pub enum Command {
         /// Inserts served per second at most, one at a time (`400/s`): past it the queue grows.
         #[arg(long, value_name = "RATE", value_parser = per_second)]
         capacity: Option<f64>,
+        /// Misbehave for a while, on the sink's clock (repeatable): `status:503@2s..4s`,
+        /// `throttle:1s@2s..3s` (429 with Retry-After; `throttle@…` without), `slow:5s@2s..3s`,
+        /// `reset@2s..3s` (answers broken off), `refresh_reuse@0s..1m` (400 on refresh grants).
+        #[arg(long = "fault", value_name = "SPEC")]
+        faults: Vec<fleetbench_fleet::sink::Fault>,
     },
     /// Run one end-to-end probe alone: realtime, rag, partitions, pooler, webhook, rls.
     Probe {

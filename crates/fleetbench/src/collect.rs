@@ -98,8 +98,15 @@ fn push(c: &Collect) -> Result<(), Failure> {
     );
     let rt = tokio::runtime::Runtime::new()?;
     let pushed = rt.block_on(async {
-        let target =
-            Arc::new(Target::new(resolved.config.clone(), 1, 2).map_err(|e| anyhow::anyhow!(e))?);
+        let target = Arc::new(
+            Target::new(
+                resolved.config.clone(),
+                1,
+                2,
+                fleetbench_fleet::target::DEFAULT_TIMEOUT,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
+        );
         let stop =
             crate::run::stop_on_signal("collect: stopping; the backlog is uploaded once more")?;
         let (tx, timed_stop) = tokio::sync::watch::channel(false);

@@ -392,6 +392,9 @@ fn configure(
                 .push(out.join(name).display().to_string());
         }
     }
+    config
+        .timeout
+        .get_or_insert_with(|| format!("{:.3}", plan.request_timeout.as_secs_f64()));
     // Two processes (or tests) at once must not fight over goose's controller ports.
     config.no_telnet = true;
     config.no_websocket = true;
@@ -598,7 +601,8 @@ pub fn goose(args: Args) -> Result<(), Failure> {
             target::redact(&api_url)
         );
         let fleet = Arc::new(Fleet {
-            target: Target::new(resolved.config.clone(), 16, 1).map_err(|e| anyhow::anyhow!(e))?,
+            target: Target::new(resolved.config.clone(), 16, 1, plan.request_timeout)
+                .map_err(|e| anyhow::anyhow!(e))?,
             anon_key: resolved.config.anon_key.clone(),
             service_key: resolved.config.service_key.clone(),
             plan: plan.clone(),
@@ -653,8 +657,13 @@ async fn engine_run(
     let run_id = uuid::Uuid::new_v4().to_string();
     eprintln!("goose --cross-check: fleetbench's engine first (run {run_id})");
     let target = Arc::new(
-        Target::new(resolved.config.clone(), 16, plan.connections as usize)
-            .map_err(|e| anyhow::anyhow!(e))?,
+        Target::new(
+            resolved.config.clone(),
+            16,
+            plan.connections as usize,
+            plan.request_timeout,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
     );
     let (_keep, stop) = tokio::sync::watch::channel(false);
     let progress = Arc::new(fleetbench_fleet::Progress::default());

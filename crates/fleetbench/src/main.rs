@@ -214,7 +214,8 @@ fn main() -> ExitCode {
             latency,
             stall,
             capacity,
-        } => run::sink(listen, latency, stall, capacity),
+            faults,
+        } => run::sink(listen, latency, stall, capacity, faults),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

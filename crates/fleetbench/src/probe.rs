@@ -90,7 +90,7 @@ pub fn probe(
     let runtime = tokio::runtime::Runtime::new()?;
     let summary = runtime.block_on(async {
         let target = Arc::new(
-            Target::new(resolved.config.clone(), 2, 16).map_err(|e| anyhow::anyhow!(e))?,
+            Target::new(resolved.config.clone(), 2, 16, fleetbench_fleet::target::DEFAULT_TIMEOUT).map_err(|e| anyhow::anyhow!(e))?,
         );
         let stop_rx = crate::run::stop_on_signal("probe: stopping")?;
         let (_phase, phase) = tokio::sync::watch::channel(1u8);

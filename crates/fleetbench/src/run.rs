@@ -73,30 +73,35 @@ pub fn sink(
     latency: fleetbench_fleet::sink::Latency,
     stall: Option<fleetbench_fleet::sink::Stall>,
     capacity: Option<f64>,
+    faults: Vec<fleetbench_fleet::sink::Fault>,
 ) -> Result<(), Failure> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
-        let sink = fleetbench_fleet::sink::Sink::new(fleetbench_fleet::sink::Model {
-            latency,
-            stall,
-            capacity,
-        });
+        let sink = fleetbench_fleet::sink::Sink::faulty(
+            fleetbench_fleet::sink::Model {
+                latency,
+                stall,
+                capacity,
+            },
+            faults.clone(),
+        );
         println!("http://{}", listener.local_addr()?);
         eprintln!(
-            "sink: latency {latency:?}, stall {stall:?}, capacity {capacity:?}/s; Ctrl-C stops it"
+            "sink: latency {latency:?}, stall {stall:?}, capacity {capacity:?}/s, faults {faults:?}; Ctrl-C stops it"
         );
         tokio::select! {
             r = fleetbench_fleet::sink::serve(listener, sink.clone()) => r?,
             _ = tokio::signal::ctrl_c() => {}
         }
         eprintln!(
-            "sink: {} requests, {} inserts, {} rows",
+            "sink: {} requests, {} inserts, {} rows, {} answered with a fault",
             sink.requests.load(std::sync::atomic::Ordering::Relaxed),
             sink.inserts.load(std::sync::atomic::Ordering::Relaxed),
-            sink.rows.load(std::sync::atomic::Ordering::Relaxed)
+            sink.rows.load(std::sync::atomic::Ordering::Relaxed),
+            sink.faulted.load(std::sync::atomic::Ordering::Relaxed)
         );
         anyhow::Ok(())
     })?;
@@ -218,7 +223,7 @@ pub fn run(
     let runtime = tokio::runtime::Runtime::new()?;
     let summary = runtime.block_on(async {
         let pooler_connections = 16;
-        let target = Arc::new(Target::new(resolved.config.clone(), pooler_connections, plan.connections as usize).map_err(|e| anyhow::anyhow!(e))?);
+        let target = Arc::new(Target::new(resolved.config.clone(), pooler_connections, plan.connections as usize, plan.request_timeout).map_err(|e| anyhow::anyhow!(e))?);
         let stop_rx = stop_on_signal("run: stopping: no new work; in-flight requests get the grace period")?;
         let progress = Arc::new(Progress::default());
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);

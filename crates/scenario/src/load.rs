@@ -367,6 +367,13 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         }
         Some(*n.get_ref()).filter(|n| *n > 0)
     });
+    let request_timeout = e.duration(&s.workload.request_timeout, "workload.request_timeout");
+    if request_timeout.is_zero() {
+        e.at(
+            s.workload.request_timeout.span(),
+            "workload.request_timeout must be longer than zero",
+        );
+    }
     let connections = *s.fleet.connections.get_ref();
     if connections == 0 {
         e.at(
@@ -519,6 +526,7 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         refresh_margin,
         think_time,
         iterations,
+        request_timeout,
         max_backlog_rows: w.max_backlog_rows,
         thresholds,
         cleanup: s.output.cleanup,

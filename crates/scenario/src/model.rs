@@ -150,6 +150,10 @@ pub struct Workload {
     /// agent has made them, or with its stages): the iterations of goose, k6 and Locust.
     #[serde(default)]
     pub iterations: Option<Spanned<u32>>,
+    /// How long a request may take, connecting included, before it counts as a `timeout` error
+    /// (and its rows wait for a retry).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Spanned<String>,
     /// Samples an agent keeps while the target is unreachable; the oldest are dropped (and counted) beyond it.
     #[serde(default = "default_backlog")]
     pub max_backlog_rows: u32,
@@ -197,6 +201,10 @@ fn default_ingest() -> BTreeMap<Spanned<String>, f64> {
 
 fn default_refresh_margin() -> Spanned<String> {
     Spanned::new(0..0, "60s".into())
+}
+
+fn default_request_timeout() -> Spanned<String> {
+    Spanned::new(0..0, "30s".into())
 }
 
 fn default_backlog() -> u32 {

@@ -35,6 +35,8 @@ pub struct Plan {
     pub think_time: Duration,
     /// Closed model: uploads per agent before it stops (`None`: until the stages end).
     pub iterations: Option<u32>,
+    /// A request not answered within this is a `timeout`.
+    pub request_timeout: Duration,
     pub max_backlog_rows: u32,
     pub thresholds: Vec<Threshold>,
     pub cleanup: bool,
@@ -208,6 +210,7 @@ mod tests {
             refresh_margin: Duration::ZERO,
             think_time: Duration::ZERO,
             iterations: None,
+            request_timeout: Duration::from_secs(30),
             max_backlog_rows: 0,
             thresholds: vec![],
             cleanup: false,

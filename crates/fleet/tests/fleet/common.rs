@@ -55,6 +55,7 @@ pub fn target(api_url: &str) -> Arc<Target> {
             },
             8,
             64,
+            fleetbench_fleet::target::DEFAULT_TIMEOUT,
         )
         .unwrap(),
     )
@@ -149,6 +150,7 @@ pub async fn sink_target(
             },
             1,
             connections,
+            fleetbench_fleet::target::DEFAULT_TIMEOUT,
         )
         .unwrap(),
     );

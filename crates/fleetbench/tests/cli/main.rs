@@ -12,11 +12,14 @@
 //! - [`capacity`]: the knee of a saturating sink; `compare` of capacity runs.
 //! - [`safety`]: remote targets need an allowlist; hard caps; an unwritable run directory.
 //! - [`goose`]: the goose front end's cross-check against a sink (its local-stack run is in stack).
+//! - [`faults`]: fault survival against a misbehaving sink (5xx, 429 with and without Retry-After,
+//!   answers past the timeout, answers broken off, refused refresh tokens).
 //! - [`deploy`]: the Kubernetes manifests and the staging workflow, parsed.
 
 mod capacity;
 mod collect;
 mod deploy;
+mod faults;
 #[cfg(feature = "goose")]
 mod goose;
 mod safety;

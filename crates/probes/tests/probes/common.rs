@@ -92,6 +92,7 @@ pub fn context() -> Context {
         },
         4,
         16,
+        fleetbench_fleet::target::DEFAULT_TIMEOUT,
     )
     .unwrap();
     let (phase, rx) = tokio::sync::watch::channel(1u8);

@@ -1,0 +1,215 @@
+//! Fault survival against a misbehaving sink: for each fault, a fleet run through the binary
+//! reaches its end without a panic, counts exactly the faulted answers under the fault's error
+//! kind, recovers after the fault window (every sampled row written once, nothing lost), writes a
+//! complete run directory, and exits as its thresholds say.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::*;
+
+/// The fault window on the sink's clock: the run's load phase starts within a second or so.
+const FROM: Duration = Duration::from_secs(3);
+const TO: Duration = Duration::from_secs(5);
+const AGENTS: u64 = 20;
+
+struct Survived {
+    summary: serde_json::Value,
+    sink: std::sync::Arc<fleetbench_fleet::sink::Sink>,
+    stderr: String,
+}
+
+/// A 9 s run of 20 agents uploading every 500 ms against a sink with `fault` over 3..5 s.
+async fn survive(fault: &str, threshold: &str, extra: &[&str], exit: i32) -> Survived {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let faults = vec![
+        format!("{fault}@{}s..{}s", FROM.as_secs(), TO.as_secs())
+            .parse()
+            .unwrap(),
+    ];
+    let sink = fleetbench_fleet::sink::Sink::faulty(
+        fleetbench_fleet::sink::Model {
+            latency: "2ms".parse().unwrap(),
+            stall: None,
+            capacity: None,
+        },
+        faults,
+    );
+    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("faults.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"faults\"\n[fleet]\nagents = {AGENTS}\n[load]\ngrace = \"2s\"\n[[load.stages]]\nduration = \"0s\"\nagents = {AGENTS}\n\
+             [[load.stages]]\nduration = \"9s\"\nagents = {AGENTS}\n[workload]\nsample_interval = \"100ms\"\nupload_interval = \"500ms\"\n\
+             request_timeout = \"1s\"\ningest = {{ rest = 1.0 }}\n[thresholds]\n\"rest.insert_metrics\" = [\"{threshold}\"]\n"
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("run");
+    let mut args = vec![
+        "run".to_string(),
+        scenario.display().to_string(),
+        "--out".into(),
+        out_dir.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_fleetbench"))
+            .args(args)
+            .env("SUPABASE_URL", url)
+            .env("SUPABASE_ANON_KEY", "anon")
+            .env("SUPABASE_SERVICE_ROLE_KEY", "service")
+            .env_remove("SUPABASE_DB_URL")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(exit), "{fault}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{fault}: {stderr}");
+    // The run directory is complete.
+    for file in ["index.html", "summary.json", "histograms.hlog"] {
+        let len = std::fs::metadata(out_dir.join(file)).map_or(0, |m| m.len());
+        assert!(len > 0, "{fault}: {file} missing or empty");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["interrupted"], false);
+    // Nothing lost, nothing twice: every sampled row reached the sink once or is still held.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("rows sampled"))
+        .expect("the run's account of its rows");
+    let figure = |name: &str| -> u64 {
+        let at = line.find(name).unwrap() + name.len();
+        line[at..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (sampled, written, unsent, dropped) = (
+        figure("rows sampled"),
+        figure("written"),
+        figure("unsent"),
+        figure(", dropped"),
+    );
+    assert_eq!(written, sink.rows.load(Relaxed), "{fault}: {line}");
+    assert_eq!(
+        summary["operations"]["rest.insert_metrics"]["rows"],
+        written
+    );
+    assert_eq!((written + unsent, dropped), (sampled, 0), "{fault}: {line}");
+    // The agents came back: inserts were taken after the fault ended.
+    let last = Duration::from_micros(sink.last_insert_us.load(Relaxed));
+    assert!(
+        last > TO + Duration::from_secs(1),
+        "{fault}: last insert at {last:?}"
+    );
+    Survived {
+        summary,
+        sink,
+        stderr,
+    }
+}
+
+fn errors(s: &Survived, op: &str, kind: &str) -> u64 {
+    s.summary["operations"][op]["errors_by_kind"][kind]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_burst_of_5xx_is_counted_and_retried_and_a_crossed_threshold_still_exits_99() {
+    let s = survive("status:503", "error_rate < 1%", &[], 99).await;
+    let faulted = s.sink.faulted.load(Relaxed);
+    assert!(faulted > 0);
+    assert_eq!(
+        errors(&s, "rest.insert_metrics", "http_503"),
+        faulted,
+        "{}",
+        s.stderr
+    );
+    assert_eq!(s.summary["verdict"], "fail");
+}
+
+#[tokio::test]
+async fn throttling_with_retry_after_is_honoured_and_without_it_backs_off() {
+    let with = survive("throttle:1s", "error_rate < 60%", &[], 0).await;
+    let faulted = with.sink.faulted.load(Relaxed);
+    assert_eq!(errors(&with, "rest.insert_metrics", "http_429"), faulted);
+    // An agent told to wait a second asks at most once a second through the 2 s window (plus the
+    // request already on its way): far fewer than its 500 ms cadence would.
+    let window_s = (TO - FROM).as_secs();
+    assert!(
+        faulted <= AGENTS * (window_s + 1),
+        "{faulted} 429s for {AGENTS} agents told to wait 1 s over {window_s} s"
+    );
+    let without = survive("throttle", "error_rate < 60%", &[], 0).await;
+    assert_eq!(
+        errors(&without, "rest.insert_metrics", "http_429"),
+        without.sink.faulted.load(Relaxed)
+    );
+    assert!(without.sink.faulted.load(Relaxed) > 0);
+}
+
+#[tokio::test]
+async fn answers_slower_than_the_request_timeout_are_timeouts() {
+    // The sink holds answers for 3 s; the scenario gives up after 1 s.
+    let s = survive("slow:3s", "error_rate < 60%", &[], 0).await;
+    let faulted = s.sink.faulted.load(Relaxed);
+    assert!(faulted > 0);
+    assert_eq!(
+        errors(&s, "rest.insert_metrics", "timeout"),
+        faulted,
+        "{}",
+        s.stderr
+    );
+}
+
+#[tokio::test]
+async fn answers_broken_off_mid_way_are_transport_errors() {
+    let s = survive("reset", "error_rate < 60%", &[], 0).await;
+    let faulted = s.sink.faulted.load(Relaxed);
+    assert!(faulted > 0);
+    assert_eq!(
+        errors(&s, "rest.insert_metrics", "transport"),
+        faulted,
+        "{}",
+        s.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_refused_refresh_token_means_signing_in_again() {
+    // A margin past the token's lifetime: every upload refreshes first, and the sink refuses the
+    // grant as GoTrue refuses a reused token from 3 s to 5 s.
+    let s = survive(
+        "refresh_reuse",
+        "error_rate < 1%",
+        &["--set", "workload.refresh_margin=3600s"],
+        0,
+    )
+    .await;
+    let faulted = s.sink.faulted.load(Relaxed);
+    assert!(faulted > 0);
+    assert_eq!(
+        errors(&s, "auth.refresh", "http_400"),
+        faulted,
+        "{}",
+        s.stderr
+    );
+    // Each refusal was followed by a password sign-in (beyond the 20 at provisioning), and the
+    // uploads themselves never failed.
+    let sign_ins = s.summary["operations"]["auth.password"]["count"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(sign_ins, AGENTS + faulted);
+    assert_eq!(s.summary["operations"]["rest.insert_metrics"]["errors"], 0);
+}
