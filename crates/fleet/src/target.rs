@@ -64,7 +64,9 @@ impl Failure {
             Failure::Status { status, .. } => *status == 429 || *status >= 500,
             Failure::Transport(_) => true,
             Failure::Db(code) => {
+                // `connection`: the pooler or the database went away mid-statement.
                 code == "pool"
+                    || code == "connection"
                     || code.starts_with("08")
                     || code.starts_with("53")
                     || code == "57P01"

@@ -33,6 +33,7 @@ pub const OPERATIONS: &[&str] = &[
     "rest.select_metrics",
     "rpc.match_memories",
     "realtime.connect",
+    "realtime.rejoin",
     "realtime.alert_delivery",
     "functions.webhook_delivery",
     "pooler.connect",

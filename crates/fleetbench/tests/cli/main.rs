@@ -14,6 +14,7 @@
 //! - [`goose`]: the goose front end's cross-check against a sink (its local-stack run is in stack).
 //! - [`faults`]: fault survival against a misbehaving sink (5xx, 429 with and without Retry-After,
 //!   answers past the timeout, answers broken off, refused refresh tokens).
+//! - [`stack_faults`]: the gateway, PgBouncer and Postgres killed under a running fleet and probe.
 //! - [`deploy`]: the Kubernetes manifests and the staging workflow, parsed.
 
 mod capacity;
@@ -24,6 +25,7 @@ mod faults;
 mod goose;
 mod safety;
 mod stack;
+mod stack_faults;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
