@@ -154,6 +154,9 @@ pub fn machine(
     machine
 }
 
+/// The longest drain after a stop signal (the scenario's `load.grace` when shorter).
+pub const SIGNAL_GRACE: Duration = Duration::from_secs(1);
+
 /// What the run produced.
 pub struct RunOutcome {
     pub aggregate: Aggregate,

@@ -177,8 +177,14 @@ impl Worker {
                 () = &mut sleep => {}
             }
         }
-        // Drain: in-flight uploads get the grace period; whatever is still out after it is dropped.
-        let deadline = tokio::time::Instant::now() + self.plan.grace;
+        // Drain: in-flight uploads get the grace period (at most a second when a signal stopped the
+        // run: its directory is promised within two); whatever is still out after it is dropped.
+        let grace = if *stop.borrow() {
+            self.plan.grace.min(crate::engine::SIGNAL_GRACE)
+        } else {
+            self.plan.grace
+        };
+        let deadline = tokio::time::Instant::now() + grace;
         while !sh.inflight.is_empty() {
             match tokio::time::timeout_at(deadline, sh.inflight.join_next()).await {
                 Ok(Some(done)) => {

@@ -108,9 +108,17 @@ pub fn sink(
     Ok(())
 }
 
-/// A stop flag that SIGTERM or SIGINT (Ctrl-C) raises, saying `message` when it does. Call within
-/// a runtime.
+/// A stop flag that SIGTERM or SIGINT (Ctrl-C) raises, saying `message` when it does; a second
+/// signal exits at once (exit 1). Call within a runtime.
 pub fn stop_on_signal(message: &'static str) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+    stop_on_signals(message, || {})
+}
+
+/// [`stop_on_signal`], with `last_words` run on the second signal before the process exits.
+pub fn stop_on_signals(
+    message: &'static str,
+    last_words: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -119,10 +127,47 @@ pub fn stop_on_signal(message: &'static str) -> anyhow::Result<tokio::sync::watc
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        eprintln!("{message}");
+        eprintln!("{message} (a second signal exits at once)");
         let _ = stop_tx.send(true);
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        last_words();
+        eprintln!("stopped at once by a second signal");
+        std::process::exit(i32::from(crate::EXIT_FAILED));
     });
     Ok(stop_rx)
+}
+
+/// What a run knows at any moment without its workers' aggregates: written to `partial.json` when
+/// a second signal leaves no time for the run directory.
+fn write_partial(out: &Path, run_id: &str, scenario: &str, progress: &Progress) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let doc = serde_json::json!({
+        "complete": false,
+        "reason": "stopped at once by a second signal: this file holds the live counters only",
+        "run_id": run_id,
+        "scenario": scenario,
+        "written_at": chrono::Utc::now().to_rfc3339(),
+        "progress": {
+            "agents_provisioned": progress.provisioned.load(Relaxed),
+            "agents_active": progress.active.load(Relaxed),
+            "uploads": progress.uploads.load(Relaxed),
+            "errors": progress.errors.load(Relaxed),
+            "rows_written": progress.rows_written.load(Relaxed),
+            "backlog_rows": progress.backlog_rows.load(Relaxed),
+            "in_flight": progress.in_flight.load(Relaxed),
+            "late": progress.late.load(Relaxed),
+            "dropped": progress.dropped.load(Relaxed),
+        },
+    });
+    let path = out.join("partial.json");
+    if let Err(e) = std::fs::write(&path, doc.to_string() + "\n") {
+        eprintln!("could not write {}: {e}", path.display());
+    } else {
+        eprintln!("{}", path.display());
+    }
 }
 
 /// Creates `dir` and checks that a file can be written there; invalid input (exit 2) otherwise.
@@ -203,6 +248,8 @@ pub fn run(
     // The run directory is written at the end: one that cannot be is found before the load.
     let out = out.unwrap_or_else(|| default_out(&plan.name));
     writable(&out)?;
+    // The resolved scenario first: a run stopped at once still says what it was.
+    std::fs::write(out.join("scenario.toml"), &resolved_toml)?;
     let resolved = target::resolve_allowed(
         needs_pooler || plan.probes.pooler.is_some(),
         &plan.allow_hosts,
@@ -224,8 +271,14 @@ pub fn run(
     let summary = runtime.block_on(async {
         let pooler_connections = 16;
         let target = Arc::new(Target::new(resolved.config.clone(), pooler_connections, plan.connections as usize, plan.request_timeout).map_err(|e| anyhow::anyhow!(e))?);
-        let stop_rx = stop_on_signal("run: stopping: no new work; in-flight requests get the grace period")?;
         let progress = Arc::new(Progress::default());
+        let stop_rx = {
+            let (out, run_id, name, progress) = (out.clone(), run_id.clone(), plan.name.clone(), progress.clone());
+            stop_on_signals(
+                "run: stopping: no new work; in-flight requests get up to 1 s, then the run directory is written",
+                move || write_partial(&out, &run_id, &name, &progress),
+            )?
+        };
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
         let shown = tokio::spawn(progress::show(progress.clone(), plan.agents, done_rx));
         let started_wall = SystemTime::now();

@@ -15,6 +15,7 @@
 //! - [`faults`]: fault survival against a misbehaving sink (5xx, 429 with and without Retry-After,
 //!   answers past the timeout, answers broken off, refused refresh tokens).
 //! - [`stack_faults`]: the gateway, PgBouncer and Postgres killed under a running fleet and probe.
+//! - [`signals`]: SIGINT/SIGTERM write the whole run directory; a second signal exits at once.
 //! - [`deploy`]: the Kubernetes manifests and the staging workflow, parsed.
 
 mod capacity;
@@ -24,6 +25,7 @@ mod faults;
 #[cfg(feature = "goose")]
 mod goose;
 mod safety;
+mod signals;
 mod stack;
 mod stack_faults;
 

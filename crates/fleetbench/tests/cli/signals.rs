@@ -1,0 +1,144 @@
+//! Nothing lost on a signal: SIGINT or SIGTERM stops new work and writes the complete run directory
+//! with every answered upload in it; a second signal exits at once and still leaves readable data.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::*;
+
+struct Running {
+    child: std::process::Child,
+    out_dir: PathBuf,
+    stderr: PathBuf,
+    _work: tempfile::TempDir,
+}
+
+/// A long run of 30 agents against `sink_url`, output to files (read at the end).
+fn start(sink_url: &str) -> Running {
+    let work = tempfile::tempdir().unwrap();
+    let scenario = work.path().join("long.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"long\"\n[fleet]\nagents = 30\n[load]\ngrace = \"30s\"\n[[load.stages]]\nduration = \"0s\"\nagents = 30\n\
+         [[load.stages]]\nduration = \"5m\"\nagents = 30\n[workload]\nsample_interval = \"100ms\"\nupload_interval = \"200ms\"\ningest = { rest = 1.0 }\n",
+    )
+    .unwrap();
+    let out_dir = work.path().join("run");
+    let stderr = work.path().join("stderr");
+    let child = Command::new(env!("CARGO_BIN_EXE_fleetbench"))
+        .args(["run", scenario.to_str().unwrap(), "--out", out_dir.to_str().unwrap()])
+        .env("SUPABASE_URL", sink_url)
+        .env("SUPABASE_ANON_KEY", "anon")
+        .env("SUPABASE_SERVICE_ROLE_KEY", "service")
+        .env_remove("SUPABASE_DB_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    Running {
+        child,
+        out_dir,
+        stderr,
+        _work: work,
+    }
+}
+
+async fn sink(latency: &str) -> (String, std::sync::Arc<fleetbench_fleet::sink::Sink>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let sink = fleetbench_fleet::sink::Sink::new(fleetbench_fleet::sink::Model {
+        latency: latency.parse().unwrap(),
+        stall: None,
+        capacity: None,
+    });
+    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink.clone()));
+    (url, sink)
+}
+
+/// Waits until the sink has seen `n` requests of the run's load (bounded).
+async fn until_requests(sink: &fleetbench_fleet::sink::Sink, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sink.requests.load(Relaxed) < n {
+        assert!(std::time::Instant::now() < deadline, "the run never reached {n} requests");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+async fn wait(mut child: std::process::Child) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sigint_and_sigterm_write_the_whole_run_directory_within_two_seconds() {
+    for sig in [nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGTERM] {
+        let (url, sink) = sink("2ms").await;
+        let run = start(&url);
+        until_requests(&sink, 400).await;
+        let sent = std::time::Instant::now();
+        signal(&run.child, sig);
+        let status = wait(run.child).await;
+        let took = sent.elapsed();
+        let stderr = std::fs::read_to_string(&run.stderr).unwrap();
+        assert!(
+            took < Duration::from_secs(2),
+            "{sig:?}: the run took {took:?} to write its directory and exit"
+        );
+        assert_eq!(status.code(), Some(0), "{sig:?}: {stderr}");
+        for file in ["index.html", "summary.json", "histograms.hlog", "scenario.toml"] {
+            let len = std::fs::metadata(run.out_dir.join(file)).map_or(0, |m| m.len());
+            assert!(len > 0, "{sig:?}: {file} missing or empty");
+        }
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run.out_dir.join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(summary["interrupted"], true);
+        // Every upload the sink answered is in the run's figures, with its rows.
+        let ops = &summary["operations"]["rest.insert_metrics"];
+        assert_eq!(ops["count"], sink.inserts.load(Relaxed), "{sig:?}: {stderr}");
+        assert_eq!(ops["rows"], sink.rows.load(Relaxed));
+        assert_eq!(summary["abandoned"], 0);
+    }
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once_and_leaves_readable_partial_data() {
+    // Answers take 5 s: after the first signal the drain has uploads to wait for.
+    let (url, sink) = sink("5s").await;
+    let run = start(&url);
+    // Provisioning (90 calls) done and uploads on their way.
+    until_requests(&sink, 30 * 3 + 30).await;
+    signal(&run.child, nix::sys::signal::Signal::SIGINT);
+    // The first signal is taken when the stop message is out.
+    let said = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&run.stderr)
+        .unwrap()
+        .contains("second signal exits at once")
+    {
+        assert!(std::time::Instant::now() < said, "the first signal was not taken");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sent = std::time::Instant::now();
+    signal(&run.child, nix::sys::signal::Signal::SIGINT);
+    let status = wait(run.child).await;
+    let took = sent.elapsed();
+    let stderr = std::fs::read_to_string(&run.stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    // At once: well before the 1 s drain and the 5 s answers it waits for.
+    assert!(took < Duration::from_millis(900), "{took:?}\n{stderr}");
+    assert!(!run.out_dir.join("summary.json").exists());
+    let partial: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.out_dir.join("partial.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(partial["complete"], false);
+    assert_eq!(partial["progress"]["agents_provisioned"], 30);
+    assert!(partial["progress"]["in_flight"].as_u64().unwrap() > 0, "{partial}");
+    let scenario = std::fs::read_to_string(run.out_dir.join("scenario.toml")).unwrap();
+    assert!(scenario.contains("agents = 30"), "{scenario}");
+}
