@@ -96,7 +96,9 @@ pub fn check_caps(agents: f64, rate: f64, duration: std::time::Duration) -> Resu
                 .ok()
                 .filter(|x| *x > 0.0)
                 .ok_or_else(|| {
-                    Failure::invalid(anyhow::anyhow!("{name}={v:?} is not a positive number"))
+                    Failure::invalid(anyhow::anyhow!(
+                        "{name}={v:?} is not a positive number: set it like {name}={default} or unset it (the default is {default})"
+                    ))
                 }),
         }
     };
@@ -138,9 +140,44 @@ pub fn resolve(needs_pooler: bool) -> Result<Resolved, Failure> {
     resolve_allowed(needs_pooler, &[])
 }
 
+/// `SUPABASE_URL` must be an http(s) URL with a host; said without its credentials.
+fn check_api_url(url: &str) -> Result<(), Failure> {
+    let shown = redact(url);
+    let parsed = url.parse::<axum::http::Uri>();
+    let ok = parsed.as_ref().is_ok_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+    });
+    if ok {
+        return Ok(());
+    }
+    Err(Failure::invalid(anyhow::anyhow!(
+        "SUPABASE_URL ({shown}) is not an http(s) URL with a host: set it to the project URL, e.g. https://<project-ref>.supabase.co; nothing was sent"
+    )))
+}
+
+/// A key goes into a header: visible ASCII only (a pasted newline or space is the usual cause).
+fn check_key(name: &str, key: &str) -> Result<(), Failure> {
+    if !key.is_empty() && key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Ok(());
+    }
+    Err(Failure::invalid(anyhow::anyhow!(
+        "{name} holds characters an HTTP header cannot carry (a space, a newline or non-ASCII: the key was pasted with something around it); copy the key again from the project's API settings; nothing was sent"
+    )))
+}
+
+/// A Postgres URL must parse (said without the URL: it carries a password).
+fn check_db_url(name: &str, url: &str) -> Result<(), Failure> {
+    url.parse::<tokio_postgres::Config>().map(|_| ()).map_err(|e| {
+        Failure::invalid(anyhow::anyhow!(
+            "{name} is not a Postgres connection string ({e}): expected postgresql://USER:PASSWORD@HOST:PORT/postgres (port 6543 for the transaction pooler); nothing was sent"
+        ))
+    })
+}
+
 /// [`resolve`] with the scenario's allowlist too.
 pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Resolved, Failure> {
     if let Some(url) = env(&["SUPABASE_URL"]) {
+        check_api_url(&url)?;
         check_allowed(&url, allow)?;
         let anon = env(&["SUPABASE_ANON_KEY", "SUPABASE_PUBLISHABLE_KEY"]);
         let service = env(&["SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY"]);
@@ -150,7 +187,14 @@ pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Resolved,
                  and SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_SECRET_KEY) are not both set"
             )));
         };
+        check_key("SUPABASE_ANON_KEY", &anon_key)?;
+        check_key("SUPABASE_SERVICE_ROLE_KEY", &service_key)?;
         let db_url = env(&["SUPABASE_DB_URL"]);
+        for name in ["SUPABASE_DB_URL", "SUPABASE_DB_SESSION_URL"] {
+            if let Some(url) = env(&[name]) {
+                check_db_url(name, &url)?;
+            }
+        }
         if needs_pooler && db_url.is_none() {
             return Err(Failure::invalid(anyhow::anyhow!(
                 "the scenario sends part of the fleet through the pooler (workload.ingest.pooler) but SUPABASE_DB_URL is not set"

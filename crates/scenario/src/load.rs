@@ -53,11 +53,18 @@ impl Errors<'_> {
         let before = &self.text[..span.start.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let mut message = message.into();
+        // Lines of the resolved text are not the user's: name the key instead.
+        if self.file.ends_with(RESOLVED) && !span.is_empty() {
+            if let Some(key) = key_path(self.text, span.start) {
+                message = format!("{key}: {message}");
+            }
+        }
         self.list.push(Located {
             file: self.file.to_string(),
             line,
             column,
-            message: message.into(),
+            message,
         });
     }
 
@@ -196,6 +203,34 @@ fn apply_overrides(doc: &mut toml::Table, overrides: &[String]) -> Result<(), Ve
     }
 }
 
+/// How a file's name reads when its errors are located in the text resolved with `--set`.
+const RESOLVED: &str = " (as resolved with --set)";
+
+/// The dotted key at `offset` of TOML as `toml` writes it (`[table]` and `[[array]]` headers, one
+/// `key = value` a line): `fleet.agents`, `load.stages.1.duration`.
+fn key_path(text: &str, offset: usize) -> Option<String> {
+    let line_start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let key = line
+        .split_once(" = ")
+        .map(|(k, _)| k.trim().trim_matches('"').to_string());
+    let mut header: Option<String> = None;
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for l in text[..line_start].lines() {
+        if let Some(h) = l.strip_prefix("[[").and_then(|h| h.strip_suffix("]]")) {
+            let n = seen.entry(h).or_default();
+            header = Some(format!("{h}.{n}"));
+            *n += 1;
+        } else if let Some(h) = l.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            header = Some(h.to_string());
+        }
+    }
+    match (header, key) {
+        (Some(h), Some(k)) => Some(format!("{h}.{k}")),
+        (h, k) => k.or(h),
+    }
+}
+
 /// Loads and validates a scenario file with `overrides` applied; returns the model, its plan and
 /// the resolved TOML.
 pub fn load_file(
@@ -241,7 +276,7 @@ pub fn load_str(
                 format!("re-serialising with overrides: {e}"),
             ))
         })?;
-        (resolved, format!("{file} (as resolved with --set)"))
+        (resolved, format!("{file}{RESOLVED}"))
     };
     let scenario: Scenario = toml::from_str(&text).map_err(|e| {
         ScenarioError(located(

@@ -119,3 +119,74 @@ async fn remote_targets_need_an_allowlist_and_every_run_has_hard_caps() {
         .contains("on no allowlist")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_is_one_located_message_exit_2_and_nothing_sent() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let sink = fleetbench_fleet::sink::Sink::new(fleetbench_fleet::sink::Model {
+        latency: "1ms".parse().unwrap(),
+        stall: None,
+        capacity: None,
+    });
+    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("r").display().to_string();
+    let good_db = format!("postgresql://postgres:sekrit-pw@{}/postgres", &url[7..]);
+    let base_env: Vec<(&str, String)> = vec![
+        ("SUPABASE_URL", url.clone()),
+        ("SUPABASE_ANON_KEY", "anon".into()),
+        ("SUPABASE_SERVICE_ROLE_KEY", "service".into()),
+        ("SUPABASE_DB_URL", good_db),
+    ];
+    // (what, environment changes, arguments after the scenario, what the message must name)
+    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+        ("URL without scheme", vec![("SUPABASE_URL", "demo.supabase.co")], vec![], "SUPABASE_URL (://demo.supabase.co) is not an http(s) URL"),
+        ("URL of another scheme", vec![("SUPABASE_URL", "ftp://127.0.0.1/")], vec![], "is not an http(s) URL"),
+        ("URL with a space", vec![("SUPABASE_URL", "http://exa mple")], vec![], "is not an http(s) URL"),
+        ("anon key with a newline", vec![("SUPABASE_ANON_KEY", "eyJhbGci\nOiJIUzI1NiJ9")], vec![], "SUPABASE_ANON_KEY holds characters"),
+        ("service key with a space", vec![("SUPABASE_SERVICE_ROLE_KEY", "sekrit service")], vec![], "SUPABASE_SERVICE_ROLE_KEY holds characters"),
+        ("broken pooler URL", vec![("SUPABASE_DB_URL", "postgres://u:sekrit-pw@host:notaport/db")], vec![], "SUPABASE_DB_URL is not a Postgres connection string"),
+        ("broken session URL", vec![("SUPABASE_DB_SESSION_URL", "postgres://u:sekrit-pw@host:99999999/db")], vec![], "SUPABASE_DB_SESSION_URL is not a Postgres connection string"),
+        ("pooler path without a pooler URL", vec![("SUPABASE_DB_URL", "")], vec!["--set", "workload.ingest.pooler=1"], "SUPABASE_DB_URL is not set"),
+        ("a cap that is not a number", vec![("FLEETBENCH_MAX_AGENTS", "lots")], vec![], "FLEETBENCH_MAX_AGENTS=\"lots\" is not a positive number"),
+        ("a negative cap", vec![("FLEETBENCH_MAX_DURATION", "-1")], vec![], "FLEETBENCH_MAX_DURATION"),
+        ("a run over the agent cap", vec![("FLEETBENCH_MAX_AGENTS", "10")], vec![], "FLEETBENCH_MAX_AGENTS"),
+        ("--set without a value", vec![], vec!["--set", "fleet.agents"], "fleet.agents"),
+        ("--set of an unknown key", vec![], vec!["--set", "fleet.agnets=5"], "agnets"),
+        ("--set of a wrong type", vec![], vec!["--set", "fleet.agents=\"many\""], "fleet.agents"),
+        ("a shard past the count", vec![], vec!["--shard", "3/2"], "--shard"),
+        ("a start that is no time", vec![], vec!["--start-at", "tomorrow"], "--start-at"),
+        ("an unknown flag", vec![], vec!["--agents", "5"], "--agents"),
+        ("a missing scenario", vec![], vec!["--set", "fleet.agents=5"], "no-such-scenario.toml"),
+    ];
+    for (what, env, args, names) in cases {
+        let scenario = if what == "a missing scenario" {
+            "scenarios/no-such-scenario.toml"
+        } else {
+            "scenarios/smoke.toml"
+        };
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fleetbench"));
+        c.args(["run", scenario, "--out", &out_dir])
+            .args(["--set", "workload.ingest={rest=1.0}"])
+            .args(&args)
+            .current_dir(workspace_root())
+            .env_remove("FLEETBENCH_ALLOW_HOSTS")
+            .env_remove("SUPABASE_DB_SESSION_URL");
+        for (k, v) in &base_env {
+            c.env(k, v);
+        }
+        for (k, v) in &env {
+            c.env(k, v);
+        }
+        let out = tokio::task::block_in_place(|| c.output().unwrap());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert!(stderr.contains(names), "{what}: the message should name {names:?}:\n{stderr}");
+        // One message: a single `error:` paragraph, no panic, no secret.
+        assert_eq!(stderr.matches("error").count().min(1), 1, "{what}: {stderr}");
+        assert!(stderr.lines().filter(|l| l.starts_with("error:")).count() <= 1, "{what}: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("sekrit"), "{what}: {stderr}");
+        assert_eq!(sink.requests.load(std::sync::atomic::Ordering::Relaxed), 0, "{what}: a request was sent");
+    }
+}
