@@ -110,13 +110,23 @@ fn transport(e: &reqwest::Error) -> Failure {
 
 /// A signed-in agent's tokens. The access token is kept as the ready `Authorization` header
 /// value (`Bearer <jwt>`): no bigger than the bare token, and every upload shares it instead of
-/// formatting and validating a new header.
-#[derive(Debug, Clone, PartialEq)]
+/// formatting and validating a new header. `Debug` shows neither token.
+#[derive(Clone, PartialEq)]
 pub struct Session {
     bearer: HeaderValue,
     pub refresh_token: String,
     /// Unix seconds.
     pub expires_at: i64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Session {{ expires_at: {}, <tokens redacted> }}",
+            self.expires_at
+        )
+    }
 }
 
 impl Session {

@@ -95,7 +95,15 @@ async fn post(
         .header("content-type", "application/json")
         .body(body);
     for (k, v) in headers {
-        builder = builder.header(*k, *v);
+        // Keys and tokens are marked sensitive: goose's request, debug and error logs print
+        // headers, and a sensitive value prints as `Sensitive`.
+        let mut value = reqwest::header::HeaderValue::from_str(v).map_err(|_| {
+            Box::new(TransactionError::Custom(format!(
+                "{name}: a header value is not valid"
+            )))
+        })?;
+        value.set_sensitive(matches!(*k, "apikey" | "authorization"));
+        builder = builder.header(*k, value);
     }
     let request = GooseRequest::builder()
         .method(GooseMethod::Post)

@@ -8,12 +8,23 @@ use uuid::Uuid;
 
 use crate::Context;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct User {
     pub id: Uuid,
     /// The access token (a JWT for the `authenticated` role).
     pub token: String,
     pub device: Uuid,
+}
+
+/// Without the token.
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "User {{ id: {}, device: {}, <token redacted> }}",
+            self.id, self.device
+        )
+    }
 }
 
 /// `n` users for probe `probe`, eight provisioned at a time.

@@ -55,10 +55,11 @@ impl Errors<'_> {
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         let mut message = message.into();
         // Lines of the resolved text are not the user's: name the key instead.
-        if self.file.ends_with(RESOLVED) && !span.is_empty() {
-            if let Some(key) = key_path(self.text, span.start) {
-                message = format!("{key}: {message}");
-            }
+        if self.file.ends_with(RESOLVED)
+            && !span.is_empty()
+            && let Some(key) = key_path(self.text, span.start)
+        {
+            message = format!("{key}: {message}");
         }
         self.list.push(Located {
             file: self.file.to_string(),
@@ -209,7 +210,9 @@ const RESOLVED: &str = " (as resolved with --set)";
 /// The dotted key at `offset` of TOML as `toml` writes it (`[table]` and `[[array]]` headers, one
 /// `key = value` a line): `fleet.agents`, `load.stages.1.duration`.
 fn key_path(text: &str, offset: usize) -> Option<String> {
-    let line_start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line_start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next()?;
     let key = line
         .split_once(" = ")

@@ -305,13 +305,19 @@ fn overrides_reach_any_key() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("as resolved with --set") && err.contains("fleet.agents: ") && err.contains("at least 1"),
+        err.contains("as resolved with --set")
+            && err.contains("fleet.agents: ")
+            && err.contains("at least 1"),
         "{err}"
     );
     // The resolved text's lines are not the user's: the key is named, arrays by index.
-    let err = load_str(GOOD, "good.toml", &["load.stages.0.duration=\"soon\"".into()])
-        .unwrap_err()
-        .to_string();
+    let err = load_str(
+        GOOD,
+        "good.toml",
+        &["load.stages.0.duration=\"soon\"".into()],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("load.stages.0.duration: "), "{err}");
     let err = load_str(GOOD, "good.toml", &["fleet.agents=\"many\"".into()])
         .unwrap_err()

@@ -141,24 +141,112 @@ async fn every_bad_input_is_one_located_message_exit_2_and_nothing_sent() {
     ];
     // (what, environment changes, arguments after the scenario, what the message must name)
     let cases: Vec<(&str, Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
-        ("URL without scheme", vec![("SUPABASE_URL", "demo.supabase.co")], vec![], "SUPABASE_URL (://demo.supabase.co) is not an http(s) URL"),
-        ("URL of another scheme", vec![("SUPABASE_URL", "ftp://127.0.0.1/")], vec![], "is not an http(s) URL"),
-        ("URL with a space", vec![("SUPABASE_URL", "http://exa mple")], vec![], "is not an http(s) URL"),
-        ("anon key with a newline", vec![("SUPABASE_ANON_KEY", "eyJhbGci\nOiJIUzI1NiJ9")], vec![], "SUPABASE_ANON_KEY holds characters"),
-        ("service key with a space", vec![("SUPABASE_SERVICE_ROLE_KEY", "sekrit service")], vec![], "SUPABASE_SERVICE_ROLE_KEY holds characters"),
-        ("broken pooler URL", vec![("SUPABASE_DB_URL", "postgres://u:sekrit-pw@host:notaport/db")], vec![], "SUPABASE_DB_URL is not a Postgres connection string"),
-        ("broken session URL", vec![("SUPABASE_DB_SESSION_URL", "postgres://u:sekrit-pw@host:99999999/db")], vec![], "SUPABASE_DB_SESSION_URL is not a Postgres connection string"),
-        ("pooler path without a pooler URL", vec![("SUPABASE_DB_URL", "")], vec!["--set", "workload.ingest.pooler=1"], "SUPABASE_DB_URL is not set"),
-        ("a cap that is not a number", vec![("FLEETBENCH_MAX_AGENTS", "lots")], vec![], "FLEETBENCH_MAX_AGENTS=\"lots\" is not a positive number"),
-        ("a negative cap", vec![("FLEETBENCH_MAX_DURATION", "-1")], vec![], "FLEETBENCH_MAX_DURATION"),
-        ("a run over the agent cap", vec![("FLEETBENCH_MAX_AGENTS", "10")], vec![], "FLEETBENCH_MAX_AGENTS"),
-        ("--set without a value", vec![], vec!["--set", "fleet.agents"], "fleet.agents"),
-        ("--set of an unknown key", vec![], vec!["--set", "fleet.agnets=5"], "agnets"),
-        ("--set of a wrong type", vec![], vec!["--set", "fleet.agents=\"many\""], "fleet.agents"),
-        ("a shard past the count", vec![], vec!["--shard", "3/2"], "--shard"),
-        ("a start that is no time", vec![], vec!["--start-at", "tomorrow"], "--start-at"),
+        (
+            "URL without scheme",
+            vec![("SUPABASE_URL", "demo.supabase.co")],
+            vec![],
+            "SUPABASE_URL (://demo.supabase.co) is not an http(s) URL",
+        ),
+        (
+            "URL of another scheme",
+            vec![("SUPABASE_URL", "ftp://127.0.0.1/")],
+            vec![],
+            "is not an http(s) URL",
+        ),
+        (
+            "URL with a space",
+            vec![("SUPABASE_URL", "http://exa mple")],
+            vec![],
+            "is not an http(s) URL",
+        ),
+        (
+            "anon key with a newline",
+            vec![("SUPABASE_ANON_KEY", "eyJhbGci\nOiJIUzI1NiJ9")],
+            vec![],
+            "SUPABASE_ANON_KEY holds characters",
+        ),
+        (
+            "service key with a space",
+            vec![("SUPABASE_SERVICE_ROLE_KEY", "sekrit service")],
+            vec![],
+            "SUPABASE_SERVICE_ROLE_KEY holds characters",
+        ),
+        (
+            "broken pooler URL",
+            vec![("SUPABASE_DB_URL", "postgres://u:sekrit-pw@host:notaport/db")],
+            vec![],
+            "SUPABASE_DB_URL is not a Postgres connection string",
+        ),
+        (
+            "broken session URL",
+            vec![(
+                "SUPABASE_DB_SESSION_URL",
+                "postgres://u:sekrit-pw@host:99999999/db",
+            )],
+            vec![],
+            "SUPABASE_DB_SESSION_URL is not a Postgres connection string",
+        ),
+        (
+            "pooler path without a pooler URL",
+            vec![("SUPABASE_DB_URL", "")],
+            vec!["--set", "workload.ingest.pooler=1"],
+            "SUPABASE_DB_URL is not set",
+        ),
+        (
+            "a cap that is not a number",
+            vec![("FLEETBENCH_MAX_AGENTS", "lots")],
+            vec![],
+            "FLEETBENCH_MAX_AGENTS=\"lots\" is not a positive number",
+        ),
+        (
+            "a negative cap",
+            vec![("FLEETBENCH_MAX_DURATION", "-1")],
+            vec![],
+            "FLEETBENCH_MAX_DURATION",
+        ),
+        (
+            "a run over the agent cap",
+            vec![("FLEETBENCH_MAX_AGENTS", "10")],
+            vec![],
+            "FLEETBENCH_MAX_AGENTS",
+        ),
+        (
+            "--set without a value",
+            vec![],
+            vec!["--set", "fleet.agents"],
+            "fleet.agents",
+        ),
+        (
+            "--set of an unknown key",
+            vec![],
+            vec!["--set", "fleet.agnets=5"],
+            "agnets",
+        ),
+        (
+            "--set of a wrong type",
+            vec![],
+            vec!["--set", "fleet.agents=\"many\""],
+            "fleet.agents",
+        ),
+        (
+            "a shard past the count",
+            vec![],
+            vec!["--shard", "3/2"],
+            "--shard",
+        ),
+        (
+            "a start that is no time",
+            vec![],
+            vec!["--start-at", "tomorrow"],
+            "--start-at",
+        ),
         ("an unknown flag", vec![], vec!["--agents", "5"], "--agents"),
-        ("a missing scenario", vec![], vec!["--set", "fleet.agents=5"], "no-such-scenario.toml"),
+        (
+            "a missing scenario",
+            vec![],
+            vec!["--set", "fleet.agents=5"],
+            "no-such-scenario.toml",
+        ),
     ];
     for (what, env, args, names) in cases {
         let scenario = if what == "a missing scenario" {
@@ -182,11 +270,196 @@ async fn every_bad_input_is_one_located_message_exit_2_and_nothing_sent() {
         let out = tokio::task::block_in_place(|| c.output().unwrap());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
-        assert!(stderr.contains(names), "{what}: the message should name {names:?}:\n{stderr}");
+        assert!(
+            stderr.contains(names),
+            "{what}: the message should name {names:?}:\n{stderr}"
+        );
         // One message: a single `error:` paragraph, no panic, no secret.
-        assert_eq!(stderr.matches("error").count().min(1), 1, "{what}: {stderr}");
-        assert!(stderr.lines().filter(|l| l.starts_with("error:")).count() <= 1, "{what}: {stderr}");
-        assert!(!stderr.contains("panicked") && !stderr.contains("sekrit"), "{what}: {stderr}");
-        assert_eq!(sink.requests.load(std::sync::atomic::Ordering::Relaxed), 0, "{what}: a request was sent");
+        assert_eq!(
+            stderr.matches("error").count().min(1),
+            1,
+            "{what}: {stderr}"
+        );
+        assert!(
+            stderr.lines().filter(|l| l.starts_with("error:")).count() <= 1,
+            "{what}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("sekrit"),
+            "{what}: {stderr}"
+        );
+        assert_eq!(
+            sink.requests.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "{what}: a request was sent"
+        );
+    }
+}
+
+/// Every file under `dir`, as text (lossy).
+fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            out.push((p, String::from_utf8_lossy(&bytes).into_owned()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_secrets_reach_no_log_report_or_error() {
+    // Keys, a JWT secret and two connection-string passwords, planted where a target's live; the
+    // pooler URLs point at a port nobody serves, so the pooler path fails and is reported.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let sink = fleetbench_fleet::sink::Sink::faulty(
+        fleetbench_fleet::sink::Model {
+            latency: "1ms".parse().unwrap(),
+            stall: None,
+            capacity: None,
+        },
+        // Errors too: their bodies and messages are reported.
+        vec!["status:401@0s..1h".parse().unwrap()],
+    );
+    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let secrets = [
+        "planted-anon-key-5b1d0e",
+        "planted-service-key-9c44aa",
+        "planted-jwt-secret-31f0",
+        "planted-pooler-password-77e2",
+        "planted-session-password-0a9b",
+    ];
+    let env = [
+        ("SUPABASE_URL", url.clone()),
+        ("SUPABASE_ANON_KEY", secrets[0].to_string()),
+        ("SUPABASE_SERVICE_ROLE_KEY", secrets[1].to_string()),
+        ("SUPABASE_JWT_SECRET", secrets[2].to_string()),
+        (
+            "SUPABASE_DB_URL",
+            format!(
+                "postgresql://postgres.ref:{}@127.0.0.1:{dead_port}/postgres",
+                secrets[3]
+            ),
+        ),
+        (
+            "SUPABASE_DB_SESSION_URL",
+            format!(
+                "postgresql://postgres.ref:{}@127.0.0.1:{dead_port}/postgres",
+                secrets[4]
+            ),
+        ),
+        // Every log line there is.
+        ("FLEETBENCH_LOG", "trace".to_string()),
+        ("RUST_BACKTRACE", "1".to_string()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let fleetbench_with = |args: Vec<String>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fleetbench"));
+        c.args(args).current_dir(workspace_root());
+        for (k, v) in &env {
+            c.env(k, v);
+        }
+        tokio::task::block_in_place(|| c.output().unwrap())
+    };
+    let run_dir = dir.path().join("run");
+    let goose_dir = dir.path().join("goose");
+    let commands: Vec<Vec<String>> = vec![
+        // A short fleet on both paths, its cleanup through the (dead) session URL.
+        [
+            "run",
+            "scenarios/smoke.toml",
+            "--out",
+            run_dir.to_str().unwrap(),
+            "--set",
+            "load.stages.1.duration=\"2s\"",
+            "--set",
+            "thresholds={}",
+        ]
+        .map(String::from)
+        .to_vec(),
+        // The goose front end: its console, reports and logs.
+        [
+            "goose",
+            "scenarios/goose-cross-check.toml",
+            "--out",
+            goose_dir.to_str().unwrap(),
+            "--set",
+            "workload.ingest={rest=0.5,pooler=0.5}",
+            "--",
+            "--iterations",
+            "2",
+            "--request-log",
+            goose_dir.join("requests.log").to_str().unwrap(),
+            "--error-log",
+            goose_dir.join("errors.log").to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec(),
+        [
+            "cleanup",
+            "--run-id",
+            "00000000-0000-0000-0000-000000000000",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ["report", run_dir.to_str().unwrap()]
+            .map(String::from)
+            .to_vec(),
+        // Invalid input that names the variables.
+        ["run", "scenarios/smoke.toml", "--set", "fleet.agents=0"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    for args in commands {
+        let out = fleetbench_with(args.clone());
+        let what = args.join(" ");
+        outputs.push((
+            format!("{what}: stdout"),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ));
+        outputs.push((
+            format!("{what}: stderr"),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    }
+    for (p, text) in files_under(dir.path()) {
+        outputs.push((p.display().to_string(), text));
+    }
+    // The runs did run (the search is over real outputs): a run directory, goose's reports, and
+    // the failures the secrets could have leaked into.
+    let names: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
+    for file in [
+        "summary.json",
+        "index.html",
+        "goose-report.html",
+        "goose-report.json",
+        "requests.log",
+    ] {
+        assert!(
+            names.iter().any(|n| n.ends_with(file)),
+            "{file} was not written: {names:?}"
+        );
+    }
+    let all: String = outputs.iter().map(|(_, t)| t.as_str()).collect();
+    assert!(all.contains("http_401"), "the 401s were reported");
+    assert!(
+        all.contains("pooler.insert_metrics"),
+        "the pooler path was tried"
+    );
+    for (name, text) in &outputs {
+        for s in secrets {
+            assert!(!text.contains(s), "{s} leaked into {name}");
+        }
     }
 }

@@ -25,7 +25,12 @@ fn start(sink_url: &str) -> Running {
     let out_dir = work.path().join("run");
     let stderr = work.path().join("stderr");
     let child = Command::new(env!("CARGO_BIN_EXE_fleetbench"))
-        .args(["run", scenario.to_str().unwrap(), "--out", out_dir.to_str().unwrap()])
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ])
         .env("SUPABASE_URL", sink_url)
         .env("SUPABASE_ANON_KEY", "anon")
         .env("SUPABASE_SERVICE_ROLE_KEY", "service")
@@ -58,7 +63,10 @@ async fn sink(latency: &str) -> (String, std::sync::Arc<fleetbench_fleet::sink::
 async fn until_requests(sink: &fleetbench_fleet::sink::Sink, n: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while sink.requests.load(Relaxed) < n {
-        assert!(std::time::Instant::now() < deadline, "the run never reached {n} requests");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached {n} requests"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -75,7 +83,10 @@ async fn wait(mut child: std::process::Child) -> std::process::ExitStatus {
 
 #[tokio::test]
 async fn sigint_and_sigterm_write_the_whole_run_directory_within_two_seconds() {
-    for sig in [nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGTERM] {
+    for sig in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
         let (url, sink) = sink("2ms").await;
         let run = start(&url);
         until_requests(&sink, 400).await;
@@ -89,7 +100,12 @@ async fn sigint_and_sigterm_write_the_whole_run_directory_within_two_seconds() {
             "{sig:?}: the run took {took:?} to write its directory and exit"
         );
         assert_eq!(status.code(), Some(0), "{sig:?}: {stderr}");
-        for file in ["index.html", "summary.json", "histograms.hlog", "scenario.toml"] {
+        for file in [
+            "index.html",
+            "summary.json",
+            "histograms.hlog",
+            "scenario.toml",
+        ] {
             let len = std::fs::metadata(run.out_dir.join(file)).map_or(0, |m| m.len());
             assert!(len > 0, "{sig:?}: {file} missing or empty");
         }
@@ -100,7 +116,11 @@ async fn sigint_and_sigterm_write_the_whole_run_directory_within_two_seconds() {
         assert_eq!(summary["interrupted"], true);
         // Every upload the sink answered is in the run's figures, with its rows.
         let ops = &summary["operations"]["rest.insert_metrics"];
-        assert_eq!(ops["count"], sink.inserts.load(Relaxed), "{sig:?}: {stderr}");
+        assert_eq!(
+            ops["count"],
+            sink.inserts.load(Relaxed),
+            "{sig:?}: {stderr}"
+        );
         assert_eq!(ops["rows"], sink.rows.load(Relaxed));
         assert_eq!(summary["abandoned"], 0);
     }
@@ -120,7 +140,10 @@ async fn a_second_signal_exits_at_once_and_leaves_readable_partial_data() {
         .unwrap()
         .contains("second signal exits at once")
     {
-        assert!(std::time::Instant::now() < said, "the first signal was not taken");
+        assert!(
+            std::time::Instant::now() < said,
+            "the first signal was not taken"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let sent = std::time::Instant::now();
@@ -132,13 +155,15 @@ async fn a_second_signal_exits_at_once_and_leaves_readable_partial_data() {
     // At once: well before the 1 s drain and the 5 s answers it waits for.
     assert!(took < Duration::from_millis(900), "{took:?}\n{stderr}");
     assert!(!run.out_dir.join("summary.json").exists());
-    let partial: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(run.out_dir.join("partial.json")).unwrap(),
-    )
-    .unwrap();
+    let partial: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.out_dir.join("partial.json")).unwrap())
+            .unwrap();
     assert_eq!(partial["complete"], false);
     assert_eq!(partial["progress"]["agents_provisioned"], 30);
-    assert!(partial["progress"]["in_flight"].as_u64().unwrap() > 0, "{partial}");
+    assert!(
+        partial["progress"]["in_flight"].as_u64().unwrap() > 0,
+        "{partial}"
+    );
     let scenario = std::fs::read_to_string(run.out_dir.join("scenario.toml")).unwrap();
     assert!(scenario.contains("agents = 30"), "{scenario}");
 }
