@@ -140,7 +140,8 @@ async fn every_bad_input_is_one_located_message_exit_2_and_nothing_sent() {
         ("SUPABASE_DB_URL", good_db),
     ];
     // (what, environment changes, arguments after the scenario, what the message must name)
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "URL without scheme",
             vec![("SUPABASE_URL", "demo.supabase.co")],
