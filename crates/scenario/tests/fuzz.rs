@@ -111,7 +111,7 @@ proptest! {
         let shorter: String = lines.iter().enumerate().filter(|(i, _)| *i != gone).map(|(_, l)| format!("{l}\n")).collect();
         load(&shorter, &[]);
         load(text, &[format!("{key}={value}")]);
-        load(text, &[key.clone()]);
+        load(text, std::slice::from_ref(&key));
     }
 
     #[test]
