@@ -137,9 +137,12 @@ impl Collector {
             .fold((0u64, 0u64), |(r, t), (_, n)| {
                 (r + n.received(), t + n.transmitted())
             });
+        // sysinfo lists a process's threads as processes of their own on Linux: not those (kernel
+        // threads stay: /proc and `ps -e` count them).
         let mut procs: Vec<Process> = s
             .processes()
             .values()
+            .filter(|p| p.thread_kind() != Some(sysinfo::ThreadKind::Userland))
             .map(|p| Process {
                 pid: p.pid().as_u32(),
                 name: p.name().to_string_lossy().into_owned(),

@@ -131,7 +131,15 @@ impl Worker {
         tokio::pin!(sleep);
         let mut stop_open = !*stop.borrow();
         let mut deadline = self.end_us;
+        let mut packed_to = 0;
         loop {
+            // Windows before the previous one are closed: packed, so that a long run's memory
+            // stays flat (a late sample reopens its window).
+            let window = self.clock.now_us() / self.agg.window_us;
+            if window >= packed_to + 2 {
+                packed_to = window - 1;
+                self.agg.pack_before(packed_to);
+            }
             // The stages are over, or we were told to stop: no new work.
             if self.clock.now_us() >= self.end_us {
                 break;

@@ -21,13 +21,17 @@ fn line(p: &Progress, agents: u32, since: Instant, last_uploads: &mut (u64, Inst
     let rate = (uploads - prev) as f64 / at.elapsed().as_secs_f64().max(1e-3);
     *last_uploads = (uploads, Instant::now());
     let mut text = format!(
-        "{:>4}s  agents {}/{agents}  uploads {uploads} ({rate:.0}/s)  rows {}  errors {}  in flight {}  backlog {}",
+        "{:>4}s  agents {}/{agents}  uploads {uploads} ({rate:.0}/s)  rows {}  errors {}  in flight {}  backlog {}  tasks {}",
         since.elapsed().as_secs(),
         p.active.load(Relaxed),
         p.rows_written.load(Relaxed),
         p.errors.load(Relaxed),
         p.in_flight.load(Relaxed),
         p.backlog_rows.load(Relaxed),
+        // The runtime's live tasks: flat through a steady run, or something leaks.
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
     );
     // The generator says so as soon as it falls behind its own schedule.
     let (late, dropped) = (p.late.load(Relaxed), p.dropped.load(Relaxed));

@@ -87,6 +87,64 @@ pub struct Operation {
     pub total: Counts,
     /// Window index (intended start / window) → that window's counts.
     pub windows: BTreeMap<u64, Counts>,
+    /// Closed windows, packed ([`Aggregate::pack_before`]); [`Aggregate::unpack`] puts them back
+    /// in `windows`, where every reader looks.
+    pub packed: BTreeMap<u64, Packed>,
+}
+
+/// A closed window with its histograms serialised (HdrHistogram V2 + DEFLATE): some hundred bytes
+/// where a live 2-digit histogram's counts take ~27 KiB. A run keeps a window per second per
+/// operation and worker: unpacked, a 4-hour run would hold gigabytes of them.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    latency: Vec<u8>,
+    service: Vec<u8>,
+    count: u64,
+    errors: u64,
+    rows: u64,
+    bytes: u64,
+    errors_by_kind: BTreeMap<String, u64>,
+}
+
+impl Packed {
+    fn pack(c: Counts) -> Packed {
+        let bytes = |h: &Histogram<u64>| {
+            let mut out = Vec::new();
+            hdrhistogram::serialization::Serializer::serialize(
+                &mut hdrhistogram::serialization::V2DeflateSerializer::new(),
+                h,
+                &mut out,
+            )
+            .expect("a histogram serialises into memory");
+            out
+        };
+        Packed {
+            latency: bytes(&c.latency),
+            service: bytes(&c.service),
+            count: c.count,
+            errors: c.errors,
+            rows: c.rows,
+            bytes: c.bytes,
+            errors_by_kind: c.errors_by_kind,
+        }
+    }
+
+    fn unpack(self) -> Counts {
+        let histogram = |b: &[u8]| -> Histogram<u64> {
+            hdrhistogram::serialization::Deserializer::new()
+                .deserialize(&mut &b[..])
+                .expect("a histogram this process packed")
+        };
+        Counts {
+            latency: histogram(&self.latency),
+            service: histogram(&self.service),
+            count: self.count,
+            errors: self.errors,
+            rows: self.rows,
+            bytes: self.bytes,
+            errors_by_kind: self.errors_by_kind,
+        }
+    }
 }
 
 /// One worker's (or one run's) measurements.
@@ -124,10 +182,34 @@ impl Aggregate {
             .get_mut(s.operation)
             .expect("inserted above");
         op.total.add(s);
+        let w = s.intended_us / self.window_us;
+        // A late sample of a packed window (a retry timed from before an outage) reopens it.
+        if let Some(p) = op.packed.remove(&w) {
+            op.windows.insert(w, p.unpack());
+        }
         op.windows
-            .entry(s.intended_us / self.window_us)
+            .entry(w)
             .or_insert_with(|| Counts::with(window_histogram))
             .add(s);
+    }
+
+    /// Packs every window before window index `window` (those still filling stay as they are).
+    pub fn pack_before(&mut self, window: u64) {
+        for op in self.operations.values_mut() {
+            let open = op.windows.split_off(&window);
+            let closed = std::mem::replace(&mut op.windows, open);
+            op.packed
+                .extend(closed.into_iter().map(|(w, c)| (w, Packed::pack(c))));
+        }
+    }
+
+    /// Puts every packed window back where readers look (`windows`).
+    pub fn unpack(&mut self) {
+        for op in self.operations.values_mut() {
+            let packed = std::mem::take(&mut op.packed);
+            op.windows
+                .extend(packed.into_iter().map(|(w, p)| (w, p.unpack())));
+        }
     }
 
     /// Adds `other` in: the result is what one aggregate fed both sample streams would hold.
@@ -136,14 +218,24 @@ impl Aggregate {
             self.window_us, other.window_us,
             "aggregates of different windows"
         );
+        self.unpack();
         for (name, op) in &other.operations {
             let mine = self.operations.entry(name.clone()).or_default();
             mine.total.merge(&op.total);
-            for (w, c) in &op.windows {
+            let theirs = op
+                .packed
+                .iter()
+                .map(|(w, p)| (*w, std::borrow::Cow::Owned(p.clone().unpack())))
+                .chain(
+                    op.windows
+                        .iter()
+                        .map(|(w, c)| (*w, std::borrow::Cow::Borrowed(c))),
+                );
+            for (w, c) in theirs {
                 mine.windows
-                    .entry(*w)
+                    .entry(w)
                     .or_insert_with(|| Counts::with(window_histogram))
-                    .merge(c);
+                    .merge(&c);
             }
         }
         self.late += other.late;
@@ -225,6 +317,48 @@ mod tests {
                 .iter()
                 .filter(|s| s.operation == "a" && s.outcome != Outcome::Ok)
                 .count() as u64
+        );
+    }
+
+    #[test]
+    fn packed_windows_come_back_whole_and_merge_as_live_ones() {
+        let mut live = Aggregate::new(1_000_000);
+        for i in 0..5_000u64 {
+            let t = i * 2_000;
+            live.add(&sample("op", t, t + 7, t + 7 + (i % 97) * 13, i % 50 == 0));
+        }
+        let mut packed = live.clone();
+        packed.pack_before(8);
+        assert_eq!(packed.operations["op"].packed.len(), 8);
+        assert_eq!(packed.operations["op"].windows.len(), 2);
+        // A late sample for a packed window reopens it.
+        live.add(&sample("op", 3_500_000, 9_000_000, 9_000_500, false));
+        packed.add(&sample("op", 3_500_000, 9_000_000, 9_000_500, false));
+        assert!(packed.operations["op"].windows.contains_key(&3));
+        // Merged into an empty aggregate, the packed one equals the live one window for window.
+        let mut a = Aggregate::new(1_000_000);
+        a.merge(&packed);
+        let mut b = Aggregate::new(1_000_000);
+        b.merge(&live);
+        let (a, b) = (&a.operations["op"], &b.operations["op"]);
+        assert!(a.packed.is_empty());
+        assert_eq!(a.windows.len(), b.windows.len());
+        for (w, c) in &b.windows {
+            let d = &a.windows[w];
+            assert_eq!(
+                (d.count, d.errors, d.rows, d.bytes),
+                (c.count, c.errors, c.rows, c.bytes)
+            );
+            assert_eq!(d.errors_by_kind, c.errors_by_kind);
+            assert_eq!(d.latency, c.latency, "window {w}");
+            assert_eq!(d.service, c.service, "window {w}");
+        }
+        // Unpacked in place, too.
+        packed.unpack();
+        assert_eq!(packed.operations["op"].windows.len(), 10);
+        assert_eq!(
+            packed.operations["op"].windows[&2].latency,
+            live.operations["op"].windows[&2].latency
         );
     }
 }

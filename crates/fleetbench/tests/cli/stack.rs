@@ -377,8 +377,12 @@ async fn stack_up_migrate_schedule_env_down() {
     let refused = fleetbench(&dir, &args);
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("only shards of one scenario merge"));
+    // Cleanup removes exactly one run: zero of its users and rows left, the other run untouched.
     ok(fleetbench(&dir, &["cleanup", "--run-id", &shard_run]));
+    assert_eq!(owned(shard_run.clone()).await, (0, 0));
+    assert_eq!(owned(single_run.clone()).await, theirs);
     ok(fleetbench(&dir, &["cleanup", "--run-id", &single_run]));
+    assert_eq!(owned(single_run.clone()).await, (0, 0));
 
     // The same agents as goose users: 6 users, 3 uploads each, half of them through the pooler
     // (recorded as goose custom requests); goose's reports written; the rows in the database are
