@@ -21,7 +21,6 @@
 //! percentiles within `--tolerance` of each other (or `--min-delta` apart).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -39,16 +38,7 @@ use serde::Serialize;
 
 use crate::{EXIT_REGRESSIONS, Failure, run, target};
 
-pub struct Args {
-    pub scenario: PathBuf,
-    pub out: Option<PathBuf>,
-    pub overrides: Vec<String>,
-    pub cross_check: bool,
-    pub tolerance: f64,
-    pub min_delta: Duration,
-    /// Everything after `--`, for goose.
-    pub goose: Vec<String>,
-}
+pub use crate::GooseArgs as Args;
 
 /// What every goose user shares.
 struct Fleet {

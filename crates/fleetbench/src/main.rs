@@ -56,37 +56,26 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
+/// `fleetbench goose`'s arguments (kept outside the feature: a build without it still parses them).
+pub struct GooseArgs {
+    pub scenario: std::path::PathBuf,
+    pub out: Option<std::path::PathBuf>,
+    pub overrides: Vec<String>,
+    pub cross_check: bool,
+    /// A share (0.1 = 10 %).
+    pub tolerance: f64,
+    pub min_delta: std::time::Duration,
+    /// Everything after `--`, for goose.
+    pub goose: Vec<String>,
+}
+
 /// `fleetbench goose`, or why this build cannot run it.
-fn goose_front_end(
-    scenario: std::path::PathBuf,
-    out: Option<std::path::PathBuf>,
-    overrides: Vec<String>,
-    cross_check: bool,
-    tolerance: f64,
-    min_delta: std::time::Duration,
-    flags: Vec<String>,
-) -> Result<(), Failure> {
+fn goose_front_end(args: GooseArgs) -> Result<(), Failure> {
     #[cfg(feature = "goose")]
-    return goose::goose(goose::Args {
-        scenario,
-        out,
-        overrides,
-        cross_check,
-        tolerance,
-        min_delta,
-        goose: flags,
-    });
+    return goose::goose(args);
     #[cfg(not(feature = "goose"))]
     {
-        let _ = (
-            scenario,
-            out,
-            overrides,
-            cross_check,
-            tolerance,
-            min_delta,
-            flags,
-        );
+        let _ = args;
         Err(Failure::invalid(anyhow::anyhow!(
             "this fleetbench was built without the goose feature: cargo build --release --features goose"
         )))
@@ -198,15 +187,15 @@ fn main() -> ExitCode {
             tolerance,
             min_delta,
             goose,
-        } => goose_front_end(
+        } => goose_front_end(GooseArgs {
             scenario,
             out,
             overrides,
             cross_check,
-            tolerance / 100.0,
+            tolerance: tolerance / 100.0,
             min_delta,
             goose,
-        ),
+        }),
         Command::Merge { shards, out } => reports::merge(&shards, &out),
         Command::Report { run_dir } => reports::report(&run_dir),
         Command::Sink {

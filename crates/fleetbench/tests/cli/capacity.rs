@@ -5,14 +5,7 @@ use super::*;
 #[tokio::test]
 async fn capacity_finds_the_knee_of_a_saturating_sink() {
     // The sink serves 400 inserts a second, one at a time: the truth the search must find.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let sink = fleetbench_fleet::sink::Sink::new(fleetbench_fleet::sink::Model {
-        latency: "2ms".parse().unwrap(),
-        stall: None,
-        capacity: Some(400.0),
-    });
-    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink));
+    let (url, _sink) = sink_on("127.0.0.1", "2ms", Some(400.0), &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("cap.toml");
     std::fs::write(

@@ -20,22 +20,8 @@ struct Survived {
 
 /// A 9 s run of 20 agents uploading every 500 ms against a sink with `fault` over 3..5 s.
 async fn survive(fault: &str, threshold: &str, extra: &[&str], exit: i32) -> Survived {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let faults = vec![
-        format!("{fault}@{}s..{}s", FROM.as_secs(), TO.as_secs())
-            .parse()
-            .unwrap(),
-    ];
-    let sink = fleetbench_fleet::sink::Sink::faulty(
-        fleetbench_fleet::sink::Model {
-            latency: "2ms".parse().unwrap(),
-            stall: None,
-            capacity: None,
-        },
-        faults,
-    );
-    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink.clone()));
+    let window = format!("{fault}@{}s..{}s", FROM.as_secs(), TO.as_secs());
+    let (url, sink) = sink_on("127.0.0.1", "2ms", None, &[window]).await;
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("faults.toml");
     std::fs::write(
@@ -71,41 +57,20 @@ async fn survive(fault: &str, threshold: &str, extra: &[&str], exit: i32) -> Sur
     assert_eq!(out.status.code(), Some(exit), "{fault}: {stderr}");
     assert!(!stderr.contains("panicked"), "{fault}: {stderr}");
     // The run directory is complete.
-    for file in ["index.html", "summary.json", "histograms.hlog"] {
-        let len = std::fs::metadata(out_dir.join(file)).map_or(0, |m| m.len());
-        assert!(len > 0, "{fault}: {file} missing or empty");
-    }
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
-            .unwrap();
+    let summary = complete_run_dir(&out_dir, fault);
     assert_eq!(summary["interrupted"], false);
     // Nothing lost, nothing twice: every sampled row reached the sink once or is still held.
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("rows sampled"))
-        .expect("the run's account of its rows");
-    let figure = |name: &str| -> u64 {
-        let at = line.find(name).unwrap() + name.len();
-        line[at..]
-            .trim_start()
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let (sampled, written, unsent, dropped) = (
-        figure("rows sampled"),
-        figure("written"),
-        figure("unsent"),
-        figure(", dropped"),
-    );
-    assert_eq!(written, sink.rows.load(Relaxed), "{fault}: {line}");
+    let (sampled, written, unsent, dropped) = rows_account(&stderr);
+    assert_eq!(written as u64, sink.rows.load(Relaxed), "{fault}: {stderr}");
     assert_eq!(
         summary["operations"]["rest.insert_metrics"]["rows"],
         written
     );
-    assert_eq!((written + unsent, dropped), (sampled, 0), "{fault}: {line}");
+    assert_eq!(
+        (written + unsent, dropped),
+        (sampled, 0),
+        "{fault}: {stderr}"
+    );
     // The agents came back: inserts were taken after the fault ended.
     let last = Duration::from_micros(sink.last_insert_us.load(Relaxed));
     assert!(

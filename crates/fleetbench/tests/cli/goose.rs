@@ -6,15 +6,8 @@ use super::*;
 
 #[tokio::test]
 async fn fleetbench_and_goose_agree_on_a_sink() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     // Every answer waits 4..12 ms, uniformly: median 8 ms, p99 11.92 ms.
-    let sink = fleetbench_fleet::sink::Sink::new(fleetbench_fleet::sink::Model {
-        latency: "uniform:4ms..12ms".parse().unwrap(),
-        stall: None,
-        capacity: None,
-    });
-    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink.clone()));
+    let (url, sink) = sink("uniform:4ms..12ms").await;
     let dir = tempfile::tempdir().unwrap();
     let run = |args: Vec<String>| {
         let url = url.clone();

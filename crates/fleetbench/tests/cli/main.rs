@@ -58,6 +58,76 @@ fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A `fleetbench sink` on a free port of `host`, served on the test's runtime, answering after
+/// `latency` (a sink spec: `2ms`, `uniform:4ms..12ms`), at most `capacity` inserts a second,
+/// with `faults` (`status:503@3s..5s`): its URL and the sink (its counters are the truth).
+async fn sink_on(
+    host: &str,
+    latency: &str,
+    capacity: Option<f64>,
+    faults: &[String],
+) -> (String, std::sync::Arc<fleetbench_fleet::sink::Sink>) {
+    let listener = tokio::net::TcpListener::bind((host, 0)).await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let sink = fleetbench_fleet::sink::Sink::faulty(
+        fleetbench_fleet::sink::Model {
+            latency: latency.parse().unwrap(),
+            stall: None,
+            capacity,
+        },
+        faults.iter().map(|f| f.parse().unwrap()).collect(),
+    );
+    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink.clone()));
+    (url, sink)
+}
+
+/// [`sink_on`] 127.0.0.1, well behaved.
+async fn sink(latency: &str) -> (String, std::sync::Arc<fleetbench_fleet::sink::Sink>) {
+    sink_on("127.0.0.1", latency, None, &[]).await
+}
+
+/// The run's account of its rows on stderr: (sampled, written, unsent, dropped).
+fn rows_account(stderr: &str) -> (i64, i64, i64, i64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("rows sampled"))
+        .unwrap_or_else(|| panic!("no account of the rows in:\n{stderr}"));
+    let figure = |name: &str| -> i64 {
+        let at = line.find(name).unwrap() + name.len();
+        line[at..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (
+        figure("rows sampled"),
+        figure("written"),
+        figure("unsent"),
+        figure(", dropped"),
+    )
+}
+
+/// The run directory holds its report, summary and interval log, none empty; the summary.
+fn complete_run_dir(dir: &Path, what: &str) -> serde_json::Value {
+    for file in [
+        "index.html",
+        "summary.json",
+        "histograms.hlog",
+        "scenario.toml",
+    ] {
+        let len = std::fs::metadata(dir.join(file)).map_or(0, |m| m.len());
+        assert!(
+            len > 0,
+            "{what}: {file} missing or empty in {}",
+            dir.display()
+        );
+    }
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
 /// Removes the instance even when the test fails half-way.
 struct Instance(PathBuf);
 impl Drop for Instance {

@@ -5,14 +5,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_targets_need_an_allowlist_and_every_run_has_hard_caps() {
     // A "remote" project on another loopback address, so nothing leaves the machine.
-    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let sink = fleetbench_fleet::sink::Sink::new(fleetbench_fleet::sink::Model {
-        latency: "1ms".parse().unwrap(),
-        stall: None,
-        capacity: None,
-    });
-    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink.clone()));
+    let (url, sink) = sink_on("127.0.0.2", "1ms", None, &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let run = |extra_env: &[(&str, &str)], extra: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_fleetbench"));
@@ -122,14 +115,7 @@ async fn remote_targets_need_an_allowlist_and_every_run_has_hard_caps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_input_is_one_located_message_exit_2_and_nothing_sent() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let sink = fleetbench_fleet::sink::Sink::new(fleetbench_fleet::sink::Model {
-        latency: "1ms".parse().unwrap(),
-        stall: None,
-        capacity: None,
-    });
-    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink.clone()));
+    let (url, sink) = sink("1ms").await;
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("r").display().to_string();
     let good_db = format!("postgresql://postgres:sekrit-pw@{}/postgres", &url[7..]);
@@ -318,18 +304,8 @@ fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
 async fn planted_secrets_reach_no_log_report_or_error() {
     // Keys, a JWT secret and two connection-string passwords, planted where a target's live; the
     // pooler URLs point at a port nobody serves, so the pooler path fails and is reported.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let sink = fleetbench_fleet::sink::Sink::faulty(
-        fleetbench_fleet::sink::Model {
-            latency: "1ms".parse().unwrap(),
-            stall: None,
-            capacity: None,
-        },
-        // Errors too: their bodies and messages are reported.
-        vec!["status:401@0s..1h".parse().unwrap()],
-    );
-    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink));
+    // Errors too: their bodies and messages are reported.
+    let (url, _sink) = sink_on("127.0.0.1", "1ms", None, &["status:401@0s..1h".into()]).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_port = closed.local_addr().unwrap().port();
     drop(closed);

@@ -47,18 +47,6 @@ fn start(sink_url: &str) -> Running {
     }
 }
 
-async fn sink(latency: &str) -> (String, std::sync::Arc<fleetbench_fleet::sink::Sink>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let sink = fleetbench_fleet::sink::Sink::new(fleetbench_fleet::sink::Model {
-        latency: latency.parse().unwrap(),
-        stall: None,
-        capacity: None,
-    });
-    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink.clone()));
-    (url, sink)
-}
-
 /// Waits until the sink has seen `n` requests of the run's load (bounded).
 async fn until_requests(sink: &fleetbench_fleet::sink::Sink, n: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

@@ -142,13 +142,7 @@ cleanup = false
         .unwrap();
     let stderr = std::fs::read_to_string(&stderr_file).unwrap();
     assert!(!stderr.contains("panicked"), "{stderr}");
-    for file in ["index.html", "summary.json", "histograms.hlog"] {
-        let len = std::fs::metadata(out_dir.join(file)).map_or(0, |m| m.len());
-        assert!(len > 0, "{file} missing or empty after {killed:?}");
-    }
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
-            .unwrap();
+    let summary = complete_run_dir(&out_dir, &format!("after {killed:?}"));
     // The exit code is the verdict's.
     let expected = if summary["verdict"] == "pass" { 0 } else { 99 };
     assert_eq!(status.code(), Some(expected), "{stderr}");
@@ -167,31 +161,12 @@ cleanup = false
     // Nothing lost: every sampled row is in the database or still held by its agent; an upload
     // whose answer was lost with the gateway may have landed before its retry, so the database's
     // distinct rows lie between what was acknowledged and that plus what is still held.
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("rows sampled"))
-        .expect("the run's account of its rows");
-    let figure = |name: &str| -> i64 {
-        let at = line.find(name).unwrap() + name.len();
-        line[at..]
-            .trim_start()
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let (sampled, written, unsent, dropped) = (
-        figure("rows sampled"),
-        figure("written"),
-        figure("unsent"),
-        figure(", dropped"),
-    );
-    assert_eq!((written + unsent, dropped), (sampled, 0), "{line}");
+    let (sampled, written, unsent, dropped) = rows_account(&stderr);
+    assert_eq!((written + unsent, dropped), (sampled, 0), "{stderr}");
     let in_db = agent_rows(&db_url).await.unwrap();
     assert!(
         (written..=written + unsent).contains(&in_db),
-        "{in_db} distinct rows in the database; {line}"
+        "{in_db} distinct rows in the database; {stderr}"
     );
     // Every dashboard socket closed by the server came back.
     let probe = &summary["probes"]["realtime"];
