@@ -450,7 +450,7 @@ async fn attack(
                 "goose thresholds failed: {}",
                 failed
                     .iter()
-                    .map(|t| format!("{t:?}"))
+                    .map(|t| format!("{} (observed {})", t.rule, t.observed))
                     .collect::<Vec<_>>()
                     .join("; ")
             ),

@@ -88,6 +88,24 @@ async fn fleetbench_and_goose_agree_on_a_sink() {
         );
     }
 
+    // goose's own thresholds decide the exit code as fleetbench's do: a median under 1 ms cannot hold.
+    let crossed = run(vec![
+        "goose".into(),
+        "scenarios/goose-cross-check.toml".into(),
+        "--out".into(),
+        dir.path().join("threshold").display().to_string(),
+        "--".into(),
+        "--quiet".into(),
+        "--threshold".into(),
+        "p50<1ms".into(),
+    ])
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&crossed.stderr);
+    assert_eq!(crossed.status.code(), Some(99), "{said}");
+    assert!(said.contains("p50<1ms (observed"), "{said}");
+    assert!(dir.path().join("threshold/goose-report.html").exists());
+
     // A workload that cannot be counted exactly is refused before anything is sent.
     let before = sink.requests.load(std::sync::atomic::Ordering::Relaxed);
     let refused = run(vec![
