@@ -183,13 +183,15 @@ impl Aggregate {
             .expect("inserted above");
         op.total.add(s);
         let w = s.intended_us / self.window_us;
-        // A late sample of a packed window (a retry timed from before an outage) reopens it.
-        if let Some(p) = op.packed.remove(&w) {
-            op.windows.insert(w, p.unpack());
-        }
+        // Packed windows are looked at only when a window is not live: a late sample of a packed
+        // one (a retry timed from before an outage) reopens it.
         op.windows
             .entry(w)
-            .or_insert_with(|| Counts::with(window_histogram))
+            .or_insert_with(|| {
+                op.packed
+                    .remove(&w)
+                    .map_or_else(|| Counts::with(window_histogram), Packed::unpack)
+            })
             .add(s);
     }
 
