@@ -46,8 +46,6 @@ struct Fleet {
     target: Target,
     run_id: String,
     traces: Vec<Arc<fleetbench_collector::trace::Trace>>,
-    anon_key: String,
-    service_key: String,
     rows_sampled: AtomicU64,
     rows_written: AtomicU64,
     rows_dropped: AtomicU64,
@@ -139,7 +137,7 @@ impl Fleet {
             user,
             "auth.password",
             "/auth/v1/token?grant_type=password",
-            &[("apikey", &self.anon_key)],
+            &[("apikey", &self.target.config.anon_key)],
             to_json(&wire::password(&email, &password)),
         )
         .await?;
@@ -154,12 +152,15 @@ impl Fleet {
         let index = u32::try_from(user.weighted_users_index).unwrap_or(u32::MAX);
         let (email, password) = credentials(&self.run_id, index);
         let machine = fleetbench_fleet::engine::machine(&self.plan, index, &self.traces);
-        let bearer = format!("Bearer {}", self.service_key);
+        let bearer = format!("Bearer {}", self.target.config.service_key);
         let (status, body) = post(
             user,
             "auth.admin_create_user",
             "/auth/v1/admin/users",
-            &[("apikey", &self.service_key), ("authorization", &bearer)],
+            &[
+                ("apikey", &self.target.config.service_key),
+                ("authorization", &bearer),
+            ],
             to_json(&wire::admin_user(&email, &password, &self.run_id)),
         )
         .await?;
@@ -175,7 +176,7 @@ impl Fleet {
             "rest.create_device",
             "/rest/v1/devices",
             &[
-                ("apikey", &self.anon_key),
+                ("apikey", &self.target.config.anon_key),
                 ("authorization", &bearer),
                 ("prefer", "return=representation"),
                 ("accept", "application/vnd.pgrst.object+json"),
@@ -293,7 +294,7 @@ impl Fleet {
             user,
             "auth.refresh",
             "/auth/v1/token?grant_type=refresh_token",
-            &[("apikey", &self.anon_key)],
+            &[("apikey", &self.target.config.anon_key)],
             to_json(&wire::refresh(&agent.session.refresh_token)),
         )
         .await?;
@@ -318,7 +319,7 @@ impl Fleet {
             "rest.insert_metrics",
             "/rest/v1/system_metrics",
             &[
-                ("apikey", &self.anon_key),
+                ("apikey", &self.target.config.anon_key),
                 ("authorization", &bearer),
                 ("prefer", "return=minimal"),
             ],
@@ -601,8 +602,6 @@ pub fn goose(args: Args) -> Result<(), Failure> {
         let fleet = Arc::new(Fleet {
             target: Target::new(resolved.config.clone(), 16, 1, plan.request_timeout)
                 .map_err(|e| anyhow::anyhow!(e))?,
-            anon_key: resolved.config.anon_key.clone(),
-            service_key: resolved.config.service_key.clone(),
             plan: plan.clone(),
             run_id: run_id.clone(),
             traces,
