@@ -213,7 +213,7 @@ impl Upload {
                 Err(_) => {}
             }
         }
-        let body = bytes::Bytes::from(serde_json::to_vec(&rows).expect("rows serialise"));
+        let body = bytes::Bytes::from(crate::body::rows_json(&rows));
         // Futures are moved when tasks are spawned: the upload's own future stays small, with the
         // rare and the large paths boxed.
         let (mut result, s) = insert(

@@ -2,27 +2,39 @@
 //! host (plain TCP or TLS with the platform's roots), each carrying one request at a time and kept
 //! alive between requests, as wrk's `-c` and a browser's per-host pool do.
 //!
-//! Written on hyper's connection API rather than through reqwest because the upload path is the
-//! generator's hot loop and a load test must hold a fixed connection count. Measured on this
-//! machine against `fleetbench sink` (one core each, 64 connections, 600-byte POSTs): reqwest
-//! 60k requests/s, hyper-util's pooled client 93k, hyper's connection API 112k, wrk 112k; and
-//! neither reqwest nor hyper-util can cap the connections per host. Auth and provisioning calls,
-//! which are rare, stay on reqwest.
+//! Why by hand. The upload is the generator's hot loop, and issue 5 holds it to 0.8 × wrk's
+//! request rate on one core. Every crate measured here spends more than that budget on the
+//! client side: reqwest 60k requests/s, hyper-util's pooled client 93k, hyper's own connection
+//! API ~80k through the engine (wrk 110–120k against the same `fleetbench sink`, same request).
+//! hyper's client splits each request between the caller's task and a connection task joined by
+//! channels (three task wake-ups a request) and rebuilds a header map for every request; oha,
+//! built on hyper, is at ~0.76 × wrk on a trivial target. Neither reqwest nor hyper-util can cap
+//! the connections per host either. So the request is written here as one buffer (its fixed
+//! header lines kept ready) and the answer is parsed with `httparse` in the caller's own task; a
+//! request costs one write and usually one read. Auth and provisioning calls, which are rare,
+//! stay on reqwest.
 //!
-//! A request that a pooled connection could not even start (the server had closed it while it
-//! sat idle) is sent again on a fresh connection; one that may have reached the server is never
-//! resent here: the agent decides, with its backoff, as for any other failure.
+//! What is understood of an answer: status and `Retry-After`; bodies framed by `Content-Length`,
+//! by chunked transfer coding (trailers skipped) or by the connection's end; `Connection: close`
+//! and HTTP/1.0 (the connection is then not reused); interim 1xx answers skipped. An answer that
+//! breaks off, is not HTTP, or is too large (a head over 64 KiB, a body over 16 MiB) fails as
+//! `transport`, as a connection that drops does: worth a retry later.
+//!
+//! An idle connection the server has closed is noticed before it is used (a non-blocking look at
+//! the socket, free while the socket has nothing to read) and replaced by a fresh one. A request
+//! that may have reached the server is never resent here: the agent decides, with its backoff,
+//! as for any other failure.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
+use bytes::{Buf, Bytes, BytesMut};
 use hyper::header::{HeaderName, HeaderValue};
-use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
@@ -36,25 +48,63 @@ pub struct Reply {
     pub body: Bytes,
 }
 
-type Sender = SendRequest<Full<Bytes>>;
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_BODY: usize = 16 * 1024 * 1024;
+/// An idle connection is looked at on its socket before use after this long (see `Conn::stale`).
+pub const PEEK_AFTER: Duration = Duration::from_millis(1);
 
 pub struct Pool {
     host: String,
     port: u16,
-    /// `host[:port]` for the `Host` header.
-    authority: HeaderValue,
-    /// The URL's path, prefixed to every request path (empty for a bare origin).
-    prefix: String,
+    /// `POST ` and the URL's path prefix (empty for a bare origin), before each request's path.
+    start: Vec<u8>,
+    /// ` HTTP/1.1`, the `Host` line, and the end of the line, after the path.
+    host_line: Vec<u8>,
     tls: Option<(
         tokio_rustls::TlsConnector,
         rustls::pki_types::ServerName<'static>,
     )>,
-    idle: Mutex<Vec<Sender>>,
+    idle: Mutex<Vec<Conn>>,
     slots: Semaphore,
     timeout: Duration,
     connect_timeout: Duration,
     /// Connections opened over the pool's life.
     pub opened: AtomicU64,
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// One kept-alive connection and its buffers (reused from request to request).
+struct Conn {
+    stream: Stream,
+    /// Bytes read and not yet consumed.
+    input: BytesMut,
+    /// The request being written.
+    output: Vec<u8>,
+    /// When the last answer was read.
+    idle_since: std::time::Instant,
+}
+
+/// What an answer's head says.
+#[derive(Debug, PartialEq)]
+struct Head {
+    /// Bytes the head takes.
+    len: usize,
+    status: u16,
+    retry_after: Option<Duration>,
+    framing: Framing,
+    /// The connection may carry another request after this answer.
+    keep_alive: bool,
+}
+
+#[derive(Debug, PartialEq)]
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
 }
 
 impl Pool {
@@ -98,8 +148,7 @@ impl Pool {
             .trim_end_matches(']')
             .to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let authority = HeaderValue::from_str(uri.authority().map_or(&host, |a| a.as_str()))
-            .map_err(|e| e.to_string())?;
+        let authority = uri.authority().map_or(host.as_str(), |a| a.as_str());
         let tls = match (https, tls) {
             (true, Some(config)) => {
                 let name = rustls::pki_types::ServerName::try_from(host.clone())
@@ -110,10 +159,10 @@ impl Pool {
             (false, _) => None,
         };
         Ok(Pool {
+            start: format!("POST {}", uri.path().trim_end_matches('/')).into_bytes(),
+            host_line: format!(" HTTP/1.1\r\nhost: {authority}\r\n").into_bytes(),
             host,
             port,
-            authority,
-            prefix: uri.path().trim_end_matches('/').to_string(),
             tls,
             idle: Mutex::new(Vec::with_capacity(connections)),
             slots: Semaphore::new(connections.max(1)),
@@ -123,57 +172,33 @@ impl Pool {
         })
     }
 
-    async fn connect(&self) -> Result<Sender, Failure> {
+    async fn connect(&self) -> Result<Conn, Failure> {
         let open = async {
             let tcp = TcpStream::connect((self.host.as_str(), self.port))
                 .await
                 .map_err(|_| Failure::Transport("connect"))?;
             tcp.set_nodelay(true)
                 .map_err(|_| Failure::Transport("connect"))?;
-            let sender = match &self.tls {
-                Some((connector, name)) => {
-                    let stream = connector
+            let stream = match &self.tls {
+                Some((connector, name)) => Stream::Tls(Box::new(
+                    connector
                         .connect(name.clone(), tcp)
                         .await
-                        .map_err(|_| Failure::Transport("tls"))?;
-                    let (sender, conn) =
-                        hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                            .await
-                            .map_err(|_| Failure::Transport("connect"))?;
-                    tokio::spawn(conn);
-                    sender
-                }
-                None => {
-                    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                        .await
-                        .map_err(|_| Failure::Transport("connect"))?;
-                    tokio::spawn(conn);
-                    sender
-                }
+                        .map_err(|_| Failure::Transport("tls"))?,
+                )),
+                None => Stream::Plain(tcp),
             };
             self.opened.fetch_add(1, Relaxed);
-            Ok(sender)
+            Ok(Conn {
+                stream,
+                input: BytesMut::with_capacity(8 * 1024),
+                output: Vec::with_capacity(4 * 1024),
+                idle_since: std::time::Instant::now(),
+            })
         };
         tokio::time::timeout(self.connect_timeout, open)
             .await
             .map_err(|_| Failure::Transport("connect"))?
-    }
-
-    fn request(
-        &self,
-        path: &str,
-        headers: &[(HeaderName, HeaderValue)],
-        body: Bytes,
-    ) -> hyper::Request<Full<Bytes>> {
-        let mut req = hyper::Request::post(format!("{}{path}", self.prefix))
-            .body(Full::new(body))
-            .expect("a path and a body make a request");
-        let h = req.headers_mut();
-        h.insert(hyper::header::HOST, self.authority.clone());
-        for (k, v) in headers {
-            h.insert(k.clone(), v.clone());
-        }
-        req
     }
 
     /// `POST path` with `headers` and `body` on a pooled connection. Waiting for a free
@@ -200,54 +225,330 @@ impl Pool {
             .acquire()
             .await
             .expect("the pool's semaphore is never closed");
-        let mut req = self.request(path, headers, body);
-        // Pooled connections first; a request none of them could start goes on a new one.
-        let mut fresh = false;
-        loop {
-            let pooled = self.idle.lock().expect("idle list").pop();
-            let mut sender = match pooled {
-                Some(s) => s,
-                None => {
-                    fresh = true;
-                    Box::pin(self.connect()).await?
-                }
+        // A pooled connection the server has not closed meanwhile, else a new one.
+        let pooled = loop {
+            let Some(mut conn) = self.idle.lock().expect("idle list").pop() else {
+                break None;
             };
-            if sender.ready().await.is_err() {
-                if fresh {
-                    return Err(Failure::Transport("transport"));
-                }
-                continue;
+            if !conn.stale() {
+                break Some(conn);
             }
-            match sender.try_send_request(req).await {
-                Ok(res) => {
-                    let status = res.status().as_u16();
-                    let retry_after = res
-                        .headers()
-                        .get(hyper::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    let body = res
-                        .into_body()
-                        .collect()
-                        .await
-                        .map_err(|_| Failure::Transport("transport"))?
-                        .to_bytes();
-                    if !sender.is_closed() {
-                        self.idle.lock().expect("idle list").push(sender);
+        };
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => Box::pin(self.connect()).await?,
+        };
+        conn.output.clear();
+        conn.output.extend_from_slice(&self.start);
+        conn.output.extend_from_slice(path.as_bytes());
+        conn.output.extend_from_slice(&self.host_line);
+        for (name, value) in headers {
+            conn.output.extend_from_slice(name.as_str().as_bytes());
+            conn.output.extend_from_slice(b": ");
+            conn.output.extend_from_slice(value.as_bytes());
+            conn.output.extend_from_slice(b"\r\n");
+        }
+        conn.output.extend_from_slice(b"content-length: ");
+        conn.output
+            .extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        conn.output.extend_from_slice(b"\r\n\r\n");
+        conn.output.extend_from_slice(&body);
+        conn.send().await.map_err(|_| broken())?;
+        let (reply, keep_alive) = conn.answer().await?;
+        if keep_alive {
+            conn.idle_since = std::time::Instant::now();
+            self.idle.lock().expect("idle list").push(conn);
+        }
+        Ok(reply)
+    }
+}
+
+impl Conn {
+    async fn send(&mut self) -> std::io::Result<()> {
+        match &mut self.stream {
+            Stream::Plain(s) => s.write_all(&self.output).await,
+            Stream::Tls(s) => {
+                s.write_all(&self.output).await?;
+                s.flush().await
+            }
+        }
+    }
+
+    /// Reads more of the answer: `false` at the end of the stream.
+    async fn fill(&mut self) -> Result<bool, Failure> {
+        if self.input.capacity() - self.input.len() < 4096 {
+            self.input.reserve(8 * 1024);
+        }
+        let n = match &mut self.stream {
+            Stream::Plain(s) => s.read_buf(&mut self.input).await,
+            Stream::Tls(s) => s.read_buf(&mut self.input).await,
+        }
+        .map_err(|_| broken())?;
+        Ok(n > 0)
+    }
+
+    /// Whether the server closed this idle connection, or sent on it unasked. A connection idle
+    /// for [`PEEK_AFTER`] or more is looked at on the socket (`MSG_PEEK`, without waiting: one
+    /// cheap system call); one back from its last answer a moment ago, through tokio's readiness
+    /// flags (free, but they learn of a close only when the reactor next turns). A server that
+    /// closes kept-alive connections does so after seconds idle, not within a millisecond.
+    fn stale(&mut self) -> bool {
+        if self.idle_since.elapsed() < PEEK_AFTER {
+            return self.readable();
+        }
+        let tcp = match &self.stream {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        };
+        let mut byte = [std::mem::MaybeUninit::uninit(); 1];
+        match socket2::SockRef::from(tcp).peek(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            // Bytes: unasked-for data, unless they are TLS records that carry none (a session
+            // ticket), which the TLS layer reads through.
+            Ok(n) if n > 0 => match self.stream {
+                Stream::Plain(_) => true,
+                Stream::Tls(_) => self.readable(),
+            },
+            _ => true,
+        }
+    }
+
+    /// Whether a read would complete at once (an end, an error, or data) as far as tokio knows.
+    fn readable(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut byte);
+        let polled = match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_read(&mut cx, &mut probe),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(&mut cx, &mut probe),
+        };
+        !matches!(polled, Poll::Pending)
+    }
+
+    /// The answer to the request just sent, and whether the connection may be reused.
+    async fn answer(&mut self) -> Result<(Reply, bool), Failure> {
+        self.input.clear();
+        let head = loop {
+            match parse_head(&self.input)? {
+                Some(head) if (100..200).contains(&head.status) => self.input.advance(head.len),
+                Some(head) => break head,
+                None if self.input.len() > MAX_HEAD => {
+                    return Err(broken());
+                }
+                None => {
+                    if !self.fill().await? {
+                        return Err(broken());
                     }
-                    return Ok(Reply {
-                        status,
-                        retry_after,
-                        body,
-                    });
                 }
-                Err(mut e) => match e.take_message() {
-                    // Never written: the connection was already gone. Try the next one.
-                    Some(unsent) if !fresh => req = unsent,
-                    _ => return Err(Failure::Transport("transport")),
-                },
             }
+        };
+        self.input.advance(head.len);
+        let bodiless = head.status == 204 || head.status == 304;
+        let (body, complete) = match head.framing {
+            _ if bodiless => (Bytes::new(), true),
+            Framing::Length(n) => {
+                if n > MAX_BODY {
+                    return Err(broken());
+                }
+                while self.input.len() < n {
+                    if !self.fill().await? {
+                        return Err(broken());
+                    }
+                }
+                (Bytes::copy_from_slice(&self.input.split_to(n)), true)
+            }
+            Framing::Chunked => (self.chunked().await?, true),
+            Framing::UntilClose => {
+                while self.fill().await? {
+                    if self.input.len() > MAX_BODY {
+                        return Err(broken());
+                    }
+                }
+                (Bytes::copy_from_slice(&self.input.split()), false)
+            }
+        };
+        // Bytes beyond the answer were not asked for: the connection's state is unknown.
+        let keep_alive = complete && head.keep_alive && self.input.is_empty();
+        let reply = Reply {
+            status: head.status,
+            retry_after: head.retry_after,
+            body,
+        };
+        Ok((reply, keep_alive))
+    }
+
+    /// A chunked body, trailers skipped.
+    async fn chunked(&mut self) -> Result<Bytes, Failure> {
+        let mut body = BytesMut::new();
+        loop {
+            let line = self.line().await?;
+            let digits = line[..].split(|b| *b == b';').next().unwrap_or_default();
+            let size = std::str::from_utf8(digits)
+                .ok()
+                .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+                .ok_or_else(broken)?;
+            if size == 0 {
+                // Trailer fields, up to the empty line.
+                while !self.line().await?.is_empty() {}
+                return Ok(body.freeze());
+            }
+            if body.len() + size > MAX_BODY {
+                return Err(broken());
+            }
+            while self.input.len() < size + 2 {
+                if !self.fill().await? {
+                    return Err(broken());
+                }
+            }
+            body.extend_from_slice(&self.input[..size]);
+            if &self.input[size..size + 2] != b"\r\n" {
+                return Err(broken());
+            }
+            self.input.advance(size + 2);
+        }
+    }
+
+    /// The next line of the input, without its CRLF.
+    async fn line(&mut self) -> Result<BytesMut, Failure> {
+        loop {
+            if let Some(end) = self.input.windows(2).position(|w| w == b"\r\n") {
+                let line = self.input.split_to(end);
+                self.input.advance(2);
+                return Ok(line);
+            }
+            if self.input.len() > MAX_HEAD {
+                return Err(broken());
+            }
+            if !self.fill().await? {
+                return Err(broken());
+            }
+        }
+    }
+}
+
+/// An answer that broke off, is not HTTP, or is too large: as a dropped connection is.
+fn broken() -> Failure {
+    Failure::Transport("transport")
+}
+
+/// The head at the start of `input`, if all of it is there.
+fn parse_head(input: &[u8]) -> Result<Option<Head>, Failure> {
+    // Uninitialised: the parser fills what it uses, and 4 KiB are not zeroed for every answer.
+    let mut fields = [const { std::mem::MaybeUninit::uninit() }; 128];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        input,
+        &mut fields,
+    );
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(broken()),
+    };
+    let status = response.code.unwrap_or_default();
+    let mut keep_alive = response.version == Some(1);
+    let mut length = None;
+    let mut chunked = false;
+    let mut coded = false;
+    let mut retry_after = None;
+    for field in response.headers.iter() {
+        let value = std::str::from_utf8(field.value).unwrap_or_default().trim();
+        if field.name.eq_ignore_ascii_case("content-length") {
+            let n: usize = value.parse().map_err(|_| broken())?;
+            if length.is_some_and(|m| m != n) {
+                return Err(broken());
+            }
+            length = Some(n);
+        } else if field.name.eq_ignore_ascii_case("transfer-encoding") {
+            coded = true;
+            chunked = value
+                .rsplit(',')
+                .next()
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        } else if field.name.eq_ignore_ascii_case("connection") {
+            if value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("close"))
+            {
+                keep_alive = false;
+            }
+        } else if field.name.eq_ignore_ascii_case("retry-after") {
+            retry_after = value.parse::<u64>().ok().map(Duration::from_secs);
+        }
+    }
+    // RFC 9112 §6.3: a transfer coding overrides any length; one not ending in chunked runs to
+    // the connection's end.
+    let framing = match (coded, chunked, length) {
+        (true, true, _) => Framing::Chunked,
+        (true, false, _) | (false, _, None) => Framing::UntilClose,
+        (false, _, Some(n)) => Framing::Length(n),
+    };
+    if framing == Framing::UntilClose
+        && !(100..200).contains(&status)
+        && status != 204
+        && status != 304
+    {
+        keep_alive = false;
+    }
+    Ok(Some(Head {
+        len,
+        status,
+        retry_after,
+        framing,
+        keep_alive,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(s: &str) -> Head {
+        parse_head(s.as_bytes()).unwrap().expect("a whole head")
+    }
+
+    #[test]
+    fn heads_are_framed_as_rfc_9112_says() {
+        let h = head("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            (h.status, h.framing, h.keep_alive),
+            (201, Framing::Length(0), true)
+        );
+        let h = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n",
+        );
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, true));
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
+        let h = head("HTTP/1.1 500 Oops\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
+        let h = head("HTTP/1.1 204 No Content\r\n\r\n");
+        assert!(h.keep_alive, "a 204 has no body to wait for");
+        let h = head(
+            "HTTP/1.1 429 Too Many\r\ncontent-length: 2\r\nRetry-After: 7\r\nConnection: keep-alive, Close\r\n\r\n",
+        );
+        assert_eq!(h.retry_after, Some(Duration::from_secs(7)));
+        assert!(!h.keep_alive, "Connection: close");
+        let h = head("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n");
+        assert!(!h.keep_alive, "HTTP/1.0");
+        let raw = "HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nabc";
+        assert_eq!(head(raw).len, raw.len() - 3);
+    }
+
+    #[test]
+    fn partial_and_malformed_heads() {
+        assert!(
+            parse_head(b"HTTP/1.1 201 Created\r\nContent-Le")
+                .unwrap()
+                .is_none()
+        );
+        for bad in [
+            "HTTP/1.1 2x1 Created\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        ] {
+            assert!(parse_head(bad.as_bytes()) == Err(broken()), "{bad:?}");
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - `worker`: one worker's agents, schedule and aggregate (the hot loop).
 
 pub mod agent;
+pub mod body;
 pub mod calibrate;
 pub mod capacity;
 pub mod collectors;

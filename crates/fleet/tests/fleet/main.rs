@@ -8,11 +8,13 @@
 //! - [`sink`]: against the calibration sink: arrival rates held and ramped, dropped arrivals counted,
 //!   closed agents, the connection cap, pacing, percentiles against the analytic truth under
 //!   stalls, waits behind a stall in intended-start latency only, `abort_on_fail`.
+//! - [`http`]: the upload client against a scripted raw server: framings, reuse, closes, failures.
 //! - [`tls`]: uploads over verified TLS; a self-signed certificate refused.
 //! - [`common`]: the shared stack, gateways, targets, scenarios and runs.
 
 mod collectors;
 mod common;
+mod http;
 mod sink;
 mod stack;
 mod tls;

@@ -225,7 +225,7 @@ impl Fleet {
         }
         // At most 1000 rows per request (the Data API's max_rows); the rest go next time.
         let take = agent.backlog.len().min(1000);
-        let body = serde_json::to_vec(&agent.backlog[..take]).expect("rows serialise");
+        let body = fleetbench_fleet::body::rows_json(&agent.backlog[..take]);
         let result = match agent.path {
             Ingest::Rest => {
                 let mut result = self.insert_rest(user, &agent.session, body.clone()).await?;
