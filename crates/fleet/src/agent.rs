@@ -1,7 +1,8 @@
 //! A virtual desktop agent: a small state machine owned by one worker, not a task of its own. It
 //! holds its identity, its machine, its tokens (exactly one live refresh token) and its backlog of
-//! samples not yet accepted. An upload takes the agent's session and batch into a short-lived task
-//! and gives them back with the outcome; while it is out the agent is `busy` and keeps sampling.
+//! samples not yet accepted. An upload takes the agent's session and batch into a short-lived
+//! future (polled by the worker) and gives them back with the outcome; while it is out the agent is
+//! `busy` and keeps sampling.
 //!
 //! Retries use capped exponential backoff with full jitter, or the server's `Retry-After`; a 401
 //! signs in again; the access token is refreshed `refresh_margin` (± 10 %) before it expires.
@@ -78,7 +79,7 @@ pub fn backoff(failures: u32, retry_after: Option<Duration>, rng: &mut SmallRng)
     retry_after.map_or(jittered, |r| r.max(jittered))
 }
 
-/// What an upload task hands back.
+/// What an upload hands back.
 pub struct Attempt {
     pub index: u32,
     /// The intended start of the upload (the tick its oldest rows were due at).
@@ -91,7 +92,7 @@ pub struct Attempt {
     pub samples: Vec<Sample>,
 }
 
-/// Everything one upload needs, moved into its task.
+/// Everything one upload needs, moved into its future.
 pub struct Upload {
     pub index: u32,
     /// With the index, the agent's credentials should it have to sign in again.
@@ -214,7 +215,7 @@ impl Upload {
             }
         }
         let body = bytes::Bytes::from(crate::body::rows_json(&rows));
-        // Futures are moved when tasks are spawned: the upload's own future stays small, with the
+        // Futures are moved when they are boxed: the upload's own future stays small, with the
         // rare and the large paths boxed.
         let (mut result, s) = insert(
             target,

@@ -133,10 +133,10 @@ fn timestamp(ts: &DateTime<Utc>, out: &mut Vec<u8>) {
     out.push(b':');
     digits(ts.second(), 2, out);
     if nano == 0 {
-    } else if nano % 1_000_000 == 0 {
+    } else if nano.is_multiple_of(1_000_000) {
         out.push(b'.');
         digits(nano / 1_000_000, 3, out);
-    } else if nano % 1_000 == 0 {
+    } else if nano.is_multiple_of(1_000) {
         out.push(b'.');
         digits(nano / 1_000, 6, out);
     } else {

@@ -3,16 +3,16 @@
 //! alive between requests, as wrk's `-c` and a browser's per-host pool do.
 //!
 //! Why by hand. The upload is the generator's hot loop, and issue 5 holds it to 0.8 × wrk's
-//! request rate on one core. Every crate measured here spends more than that budget on the
-//! client side: reqwest 60k requests/s, hyper-util's pooled client 93k, hyper's own connection
-//! API ~80k through the engine (wrk 110–120k against the same `fleetbench sink`, same request).
-//! hyper's client splits each request between the caller's task and a connection task joined by
-//! channels (three task wake-ups a request) and rebuilds a header map for every request; oha,
-//! built on hyper, is at ~0.76 × wrk on a trivial target. Neither reqwest nor hyper-util can cap
-//! the connections per host either. So the request is written here as one buffer (its fixed
-//! header lines kept ready) and the answer is parsed with `httparse` in the caller's own task; a
-//! request costs one write and usually one read. Auth and provisioning calls, which are rare,
-//! stay on reqwest.
+//! request rate on one core. Measured here against `fleetbench sink` (one core each): reqwest ran
+//! at ~60k requests/s in a bare loop, and through the engine the generator on hyper's client
+//! connection API reached 0.67–0.75 × wrk (`reports/benchmarks/2026-11-26-generator-vs-wrk/`).
+//! hyper's client splits every request between the caller's task and a connection task joined by
+//! channels, and builds a header map per request; oha, built on hyper, is at ~0.76 × wrk even on
+//! a trivial target. Neither reqwest nor hyper-util can cap the connections per host either.
+//! Here the request is written as one buffer (its fixed lines kept ready) and the answer parsed
+//! with `httparse` in the upload's own future: one `send` and usually one `recv` a request, and
+//! the generator at 0.84–0.87 × wrk (`…-generator-vs-wrk-http1/`). Auth and provisioning calls,
+//! which are rare, stay on reqwest.
 //!
 //! What is understood of an answer: status and `Retry-After`; bodies framed by `Content-Length`,
 //! by chunked transfer coding (trailers skipped) or by the connection's end; `Connection: close`
@@ -20,8 +20,8 @@
 //! breaks off, is not HTTP, or is too large (a head over 64 KiB, a body over 16 MiB) fails as
 //! `transport`, as a connection that drops does: worth a retry later.
 //!
-//! An idle connection the server has closed is noticed before it is used (a non-blocking look at
-//! the socket, free while the socket has nothing to read) and replaced by a fresh one. A request
+//! An idle connection the server has closed is noticed before it is used (see `Conn::stale`) and
+//! replaced by a fresh one. A request
 //! that may have reached the server is never resent here: the agent decides, with its backoff,
 //! as for any other failure.
 

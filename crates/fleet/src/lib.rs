@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! - [`telemetry`]: device profiles, the daily usage curve, correlated metrics, anomalies (seeded).
+//! - [`body`]: the Data API insert body for a batch of rows (the hot path's JSON writer).
 //! - [`target`]: Auth, the Data API and the transaction pooler as agents call them; errors by kind.
+//! - [`http`]: the uploads' HTTP/1.1 client: a capped pool of kept-alive connections.
 //! - [`agent`]: one agent's state machine: tokens, backlog, backoff, one upload at a time.
 //! - [`calibrate`]: the synthetic model fitted to a recorded trace, and samples of it to compare.
 //! - [`capacity`]: the search for the largest load that holds an SLO (stepping, then bisection).

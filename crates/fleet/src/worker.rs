@@ -10,10 +10,12 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use fleetbench_metrics::Aggregate;
 use fleetbench_scenario::{LoadModel, Plan};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 use rand::rngs::SmallRng;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::agent::{Agent, Attempt, Upload, backoff};
 use crate::engine::{Clock, Live, Progress};
@@ -56,7 +58,9 @@ struct Shard {
     idle: std::collections::VecDeque<usize>,
     next_arrival: u64,
     arrival_at: Option<u64>,
-    inflight: JoinSet<Attempt>,
+    /// Uploads under way, polled by this worker's own task: no task spawned per upload, and one
+    /// wake-up of the worker serves every upload whose answer came in meanwhile.
+    inflight: FuturesUnordered<BoxFuture<'static, Attempt>>,
     slot_of: HashMap<u32, usize>,
     /// Closed model: uploads each agent has begun (retries not counted), against `iterations`.
     begun: Vec<u32>,
@@ -87,7 +91,7 @@ impl Worker {
             next_arrival: u64::from(self.plan.shard.0)
                 + u64::from(self.plan.shard.1.max(1)) * self.worker,
             arrival_at: self.arrival_us(self.worker),
-            inflight: JoinSet::new(),
+            inflight: FuturesUnordered::new(),
             begun: vec![0; agents.len()],
             slot_of: agents
                 .iter()
@@ -149,8 +153,8 @@ impl Worker {
                 break;
             }
             // Everything that has finished, then everything that is due, without waiting.
-            while let Some(done) = sh.inflight.try_join_next() {
-                self.complete(&mut sh, done.expect("upload task"));
+            while let Some(Some(done)) = sh.inflight.next().now_or_never() {
+                self.complete(&mut sh, done);
             }
             let now = self.clock.now_us();
             self.start_due(&mut sh, now);
@@ -179,8 +183,8 @@ impl Worker {
                     stop_open = changed.is_ok();
                     if *stop.borrow() { break; }
                 }
-                Some(done) = sh.inflight.join_next(), if !sh.inflight.is_empty() => {
-                    self.complete(&mut sh, done.expect("upload task"));
+                Some(done) = sh.inflight.next(), if !sh.inflight.is_empty() => {
+                    self.complete(&mut sh, done);
                 }
                 () = &mut sleep => {}
             }
@@ -194,9 +198,8 @@ impl Worker {
         };
         let deadline = tokio::time::Instant::now() + grace;
         while !sh.inflight.is_empty() {
-            match tokio::time::timeout_at(deadline, sh.inflight.join_next()).await {
-                Ok(Some(done)) => {
-                    let attempt = done.expect("upload task");
+            match tokio::time::timeout_at(deadline, sh.inflight.next()).await {
+                Ok(Some(attempt)) => {
                     let slot = sh.slot_of[&attempt.index];
                     let mut ignored = BinaryHeap::new();
                     self.finish(&mut sh.agents[slot], attempt, &mut ignored, slot);
@@ -204,7 +207,7 @@ impl Worker {
                 Ok(None) => break,
                 Err(_) => {
                     self.agg.abandoned += sh.inflight.len() as u64;
-                    sh.inflight.abort_all();
+                    sh.inflight.clear();
                     break;
                 }
             }
@@ -305,13 +308,17 @@ impl Worker {
     }
 
     /// Starts `a`'s upload if it is ready for one.
-    fn launch(&mut self, a: &mut Agent, now: u64, inflight: &mut JoinSet<Attempt>) {
+    fn launch(
+        &mut self,
+        a: &mut Agent,
+        now: u64,
+        inflight: &mut FuturesUnordered<BoxFuture<'static, Attempt>>,
+    ) {
         if let Some(upload) = self.ready(a, now) {
             self.progress.in_flight.fetch_add(1, Relaxed);
             let target = self.target.clone();
             let clock = self.clock;
-            // Boxed: the task then moves a pointer, not the upload's whole state.
-            inflight.spawn(Box::pin(async move { upload.run(&target, &clock).await }));
+            inflight.push(Box::pin(async move { upload.run(&target, &clock).await }));
         }
     }
 
