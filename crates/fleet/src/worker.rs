@@ -148,16 +148,17 @@ impl Worker {
             if self.clock.now_us() >= self.end_us {
                 break;
             }
-            // Every agent has made its iterations: nothing is left to do.
-            if self.plan.iterations.is_some() && sh.heap.is_empty() && sh.inflight.is_empty() {
-                break;
-            }
             // Everything that has finished, then everything that is due, without waiting.
             while let Some(Some(done)) = sh.inflight.next().now_or_never() {
                 self.complete(&mut sh, done);
             }
             let now = self.clock.now_us();
             self.start_due(&mut sh, now);
+            // Every agent has made its iterations: nothing is left to do (checked after the
+            // drain above, which may have taken in the last uploads).
+            if self.plan.iterations.is_some() && sh.heap.is_empty() && sh.inflight.is_empty() {
+                break;
+            }
             let next = sh
                 .heap
                 .peek()
