@@ -50,6 +50,8 @@ pub struct Reply {
 
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Bodies up to this size are copied into the request's buffer and written with it.
+const INLINE_BODY: usize = 64 * 1024;
 /// An idle connection is looked at on its socket before use after this long (see `Conn::stale`).
 pub const PEEK_AFTER: Duration = Duration::from_millis(1);
 
@@ -252,8 +254,15 @@ impl Pool {
         conn.output
             .extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
         conn.output.extend_from_slice(b"\r\n\r\n");
-        conn.output.extend_from_slice(&body);
-        conn.send().await.map_err(|_| broken())?;
+        // A small body goes in the same buffer (one `send`); a large one (an outage's backlog)
+        // after it, so that no connection keeps a buffer of its size.
+        let inline = body.len() <= INLINE_BODY;
+        if inline {
+            conn.output.extend_from_slice(&body);
+        }
+        conn.send((!inline).then_some(&body[..]))
+            .await
+            .map_err(|_| broken())?;
         let (reply, keep_alive) = conn.answer().await?;
         if keep_alive {
             conn.idle_since = std::time::Instant::now();
@@ -264,11 +273,21 @@ impl Pool {
 }
 
 impl Conn {
-    async fn send(&mut self) -> std::io::Result<()> {
+    /// Writes the request: the buffer, then `rest` if any.
+    async fn send(&mut self, rest: Option<&[u8]>) -> std::io::Result<()> {
         match &mut self.stream {
-            Stream::Plain(s) => s.write_all(&self.output).await,
+            Stream::Plain(s) => {
+                s.write_all(&self.output).await?;
+                if let Some(rest) = rest {
+                    s.write_all(rest).await?;
+                }
+                Ok(())
+            }
             Stream::Tls(s) => {
                 s.write_all(&self.output).await?;
+                if let Some(rest) = rest {
+                    s.write_all(rest).await?;
+                }
                 s.flush().await
             }
         }
@@ -355,7 +374,9 @@ impl Conn {
                         return Err(broken());
                     }
                 }
-                (Bytes::copy_from_slice(&self.input.split_to(n)), true)
+                let body = Bytes::copy_from_slice(&self.input[..n]);
+                self.input.advance(n);
+                (body, true)
             }
             Framing::Chunked => (self.chunked().await?, true),
             Framing::UntilClose => {
@@ -364,11 +385,17 @@ impl Conn {
                         return Err(broken());
                     }
                 }
-                (Bytes::copy_from_slice(&self.input.split()), false)
+                let body = Bytes::copy_from_slice(&self.input);
+                self.input.clear();
+                (body, false)
             }
         };
         // Bytes beyond the answer were not asked for: the connection's state is unknown.
         let keep_alive = complete && head.keep_alive && self.input.is_empty();
+        if self.input.capacity() > INLINE_BODY {
+            // A large answer is over: its buffer is not kept with the connection.
+            self.input = BytesMut::with_capacity(8 * 1024);
+        }
         let reply = Reply {
             status: head.status,
             retry_after: head.retry_after,

@@ -118,7 +118,7 @@ fn pool(server: &Server, timeout: Duration) -> Pool {
     Pool::with_tls(&server.url, 4, timeout, None).unwrap()
 }
 
-async fn post(pool: &Pool, body: &'static [u8]) -> Result<fleetbench_fleet::http::Reply, String> {
+async fn post(pool: &Pool, body: &[u8]) -> Result<fleetbench_fleet::http::Reply, String> {
     let headers = [(
         HeaderName::from_static("x-test"),
         HeaderValue::from_static("a b"),
@@ -126,7 +126,7 @@ async fn post(pool: &Pool, body: &'static [u8]) -> Result<fleetbench_fleet::http
     pool.post(
         "/rest/v1/system_metrics",
         &headers,
-        Bytes::from_static(body),
+        Bytes::copy_from_slice(body),
     )
     .await
     .map_err(|e| e.kind())
@@ -218,6 +218,29 @@ async fn every_framing_is_read_whole_on_one_kept_alive_connection() {
             )
         );
     }
+}
+
+#[tokio::test]
+async fn large_bodies_both_ways_and_the_connection_kept() {
+    // 300 kB each way: above the size a request is written in one buffer, and many reads.
+    let big: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", big.len()).into_bytes();
+    head.extend_from_slice(&big);
+    let answer_bytes: &'static [u8] = Box::leak(head.into_boxed_slice());
+    let srv = server(move |n| match n {
+        0 => answer(&[answer_bytes], false),
+        _ => answer(&[CREATED], false),
+    })
+    .await;
+    let pool = pool(&srv, Duration::from_secs(10));
+    let reply = post(&pool, &big).await.unwrap();
+    assert_eq!(reply.body.len(), big.len());
+    assert!(reply.body == big[..], "the answer's body, byte for byte");
+    assert_eq!(post(&pool, b"[]").await.unwrap().status, 201);
+    let seen = srv.seen.lock().unwrap().clone();
+    assert!(seen[0].body == big, "the request's body, byte for byte");
+    assert_eq!(seen[1].body, b"[]");
+    assert_eq!(connections(&srv), [0, 0]);
 }
 
 #[tokio::test]
