@@ -11,7 +11,7 @@
 //! a trivial target. Neither reqwest nor hyper-util can cap the connections per host either.
 //! Here the request is written as one buffer (its fixed lines kept ready) and the answer parsed
 //! with `httparse` in the upload's own future: one `send` and usually one `recv` a request, and
-//! the generator at 0.84–0.87 × wrk (`…-generator-vs-wrk-http1/`). Auth and provisioning calls,
+//! the generator at 0.81–0.87 × wrk (`…-generator-vs-wrk-http1/`). Auth and provisioning calls,
 //! which are rare, stay on reqwest.
 //!
 //! What is understood of an answer: status and `Retry-After`; bodies framed by `Content-Length`,
