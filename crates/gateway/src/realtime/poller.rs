@@ -143,15 +143,26 @@ async fn poll_once(
         .await
         .map_err(|e| e.to_string())?;
     if rows.is_empty() {
-        settle_sinks(rt, db, sinks, u64::MAX).await;
+        if settles(sinks, u64::MAX) {
+            forget_orphans(db, sinks).await;
+            report_lost(rt, sinks);
+        }
         return Ok(false);
     }
     let (changes, last_end) = decoder.decode(db, &rows).await?;
+    let settling = settles(sinks, last_end.unwrap_or(0));
+    // The absent subscribers' rows go before this batch reaches anyone: whoever receives it finds
+    // them gone.
+    if settling {
+        forget_orphans(db, sinks).await;
+    }
     let ack = Arc::new(Ack::default());
     dispatch(rt, db, &changes, &ack).await?;
-    // The absent subscribers were handed their share of this batch as lost; report it before the
-    // others can read theirs.
-    settle_sinks(rt, db, sinks, last_end.unwrap_or(0)).await;
+    // They were handed their share of this batch as lost; reported before the others' frames are
+    // waited for.
+    if settling {
+        report_lost(rt, sinks);
+    }
     ack.wait().await;
     if let Some(end) = last_end {
         store::advance(db, &rt.settings.slot, end)
@@ -161,13 +172,23 @@ async fn poll_once(
     Ok(rows.len() as i32 >= max)
 }
 
-/// Once the poller is past the backlog, reports what the absent subscribers lost and forgets them.
-async fn settle_sinks(rt: &Arc<Realtime>, db: &Client, sinks: &mut Option<Sinks>, at: u64) {
+/// Whether a batch ending at `at` takes the poller past the backlog the absent subscribers missed.
+fn settles(sinks: &Option<Sinks>, at: u64) -> bool {
+    sinks.as_ref().is_some_and(|s| at >= s.until_lsn)
+}
+
+/// Removes the absent subscribers' stored subscriptions.
+async fn forget_orphans(db: &Client, sinks: &Option<Sinks>) {
     let Some(s) = sinks else { return };
-    if at < s.until_lsn {
-        return;
+    let rows: Vec<i64> = s.conns.iter().map(|(_, o)| o.row_id).collect();
+    if let Err(e) = store::delete(db, &rows).await {
+        tracing::warn!("realtime: removing orphaned subscriptions: {e}");
     }
-    let mut rows = Vec::new();
+}
+
+/// Reports what the absent subscribers lost and forgets them.
+fn report_lost(rt: &Arc<Realtime>, sinks: &mut Option<Sinks>) {
+    let Some(s) = sinks.take() else { return };
     for (conn, o) in &s.conns {
         rt.hub.remove_conn(conn);
         let lost = conn.counters.lost.load(Ordering::Relaxed);
@@ -182,12 +203,7 @@ async fn settle_sinks(rt: &Arc<Realtime>, db: &Client, sinks: &mut Option<Sinks>
                 rt.settings.resume_window
             );
         }
-        rows.push(o.row_id);
     }
-    if let Err(e) = store::delete(db, &rows).await {
-        tracing::warn!("realtime: removing orphaned subscriptions: {e}");
-    }
-    *sinks = None;
 }
 
 /// A change (by index), a subscription it matched, and the identity it is authorised with.
