@@ -11,9 +11,9 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use crate::telemetry::Row;
 
-/// Appends `rows` to `out` as a JSON array of objects with `system_metrics`' column names.
-pub fn write_rows(rows: &[Row], out: &mut Vec<u8>) {
-    out.reserve(rows.len() * 560 + 2);
+/// `rows` as a JSON array of objects with `system_metrics`' column names.
+pub fn rows_json(rows: &[Row]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 560 + 2);
     out.push(b'[');
     for (i, r) in rows.iter().enumerate() {
         if i > 0 {
@@ -25,35 +25,35 @@ pub fn write_rows(rows: &[Row], out: &mut Vec<u8>) {
         out.extend_from_slice(b"\",\"user_id\":\"");
         out.extend_from_slice(r.user_id.hyphenated().encode_lower(&mut uuid).as_bytes());
         out.extend_from_slice(b"\",\"ts\":\"");
-        timestamp(&r.ts, out);
+        timestamp(&r.ts, &mut out);
         out.extend_from_slice(b"\",\"cpu_pct\":");
-        single(r.cpu_pct, out);
+        single(r.cpu_pct, &mut out);
         out.extend_from_slice(b",\"load_1m\":");
-        single(r.load_1m, out);
+        single(r.load_1m, &mut out);
         out.extend_from_slice(b",\"mem_used_bytes\":");
-        int(r.mem_used_bytes, out);
+        int(r.mem_used_bytes, &mut out);
         out.extend_from_slice(b",\"mem_total_bytes\":");
-        int(r.mem_total_bytes, out);
+        int(r.mem_total_bytes, &mut out);
         out.extend_from_slice(b",\"swap_used_bytes\":");
-        int(r.swap_used_bytes, out);
+        int(r.swap_used_bytes, &mut out);
         out.extend_from_slice(b",\"disk_used_pct\":");
-        single(r.disk_used_pct, out);
+        single(r.disk_used_pct, &mut out);
         out.extend_from_slice(b",\"disk_read_bytes_per_s\":");
-        double(r.disk_read_bytes_per_s, out);
+        double(r.disk_read_bytes_per_s, &mut out);
         out.extend_from_slice(b",\"disk_write_bytes_per_s\":");
-        double(r.disk_write_bytes_per_s, out);
+        double(r.disk_write_bytes_per_s, &mut out);
         out.extend_from_slice(b",\"net_rx_bytes_per_s\":");
-        double(r.net_rx_bytes_per_s, out);
+        double(r.net_rx_bytes_per_s, &mut out);
         out.extend_from_slice(b",\"net_tx_bytes_per_s\":");
-        double(r.net_tx_bytes_per_s, out);
+        double(r.net_tx_bytes_per_s, &mut out);
         out.extend_from_slice(b",\"cpu_temp_c\":");
-        optional_f32(r.cpu_temp_c, out);
+        optional_f32(r.cpu_temp_c, &mut out);
         out.extend_from_slice(b",\"gpu_temp_c\":");
-        optional_f32(r.gpu_temp_c, out);
+        optional_f32(r.gpu_temp_c, &mut out);
         out.extend_from_slice(b",\"process_count\":");
-        int(i64::from(r.process_count), out);
+        int(i64::from(r.process_count), &mut out);
         out.extend_from_slice(b",\"battery_pct\":");
-        optional_f32(r.battery_pct, out);
+        optional_f32(r.battery_pct, &mut out);
         out.extend_from_slice(b",\"on_battery\":");
         out.extend_from_slice(match r.on_battery {
             None => b"null",
@@ -63,12 +63,6 @@ pub fn write_rows(rows: &[Row], out: &mut Vec<u8>) {
         out.push(b'}');
     }
     out.push(b']');
-}
-
-/// `rows` as a JSON array (see [`write_rows`]).
-pub fn rows_json(rows: &[Row]) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_rows(rows, &mut out);
     out
 }
 

@@ -273,23 +273,22 @@ impl Pool {
 }
 
 impl Conn {
-    /// Writes the request: the buffer, then `rest` if any.
+    /// Writes the request: the buffer, then `rest` if any (flushed: TLS buffers its records).
     async fn send(&mut self, rest: Option<&[u8]>) -> std::io::Result<()> {
+        async fn write(
+            w: &mut (impl tokio::io::AsyncWrite + Unpin),
+            output: &[u8],
+            rest: Option<&[u8]>,
+        ) -> std::io::Result<()> {
+            w.write_all(output).await?;
+            if let Some(rest) = rest {
+                w.write_all(rest).await?;
+            }
+            w.flush().await
+        }
         match &mut self.stream {
-            Stream::Plain(s) => {
-                s.write_all(&self.output).await?;
-                if let Some(rest) = rest {
-                    s.write_all(rest).await?;
-                }
-                Ok(())
-            }
-            Stream::Tls(s) => {
-                s.write_all(&self.output).await?;
-                if let Some(rest) = rest {
-                    s.write_all(rest).await?;
-                }
-                s.flush().await
-            }
+            Stream::Plain(s) => write(s, &self.output, rest).await,
+            Stream::Tls(s) => write(s.as_mut(), &self.output, rest).await,
         }
     }
 
