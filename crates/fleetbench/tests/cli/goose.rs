@@ -1,6 +1,7 @@
 //! `fleetbench goose --cross-check` against a sink with a known latency model: fleetbench's engine
 //! and goose 0.19 count the same requests (and the sink saw both), and their medians and 99th
-//! percentiles agree with each other and with the model.
+//! percentiles agree with each other and with the model; and (called by the stack test) goose users
+//! on the local stack.
 
 use super::*;
 
@@ -139,4 +140,50 @@ async fn fleetbench_and_goose_agree_on_a_sink() {
         sink.requests.load(std::sync::atomic::Ordering::Relaxed),
         before
     );
+}
+
+/// On the local stack (called by the stack test, which owns it): the same agents as goose users,
+/// 6 users, 3 uploads each, half of them through the pooler (recorded as goose custom requests);
+/// goose's reports written; the rows in the database are those the agents sampled, as goose
+/// counted the uploads.
+pub(super) async fn users_on_the_stack(dir: &Path, db: &tokio_postgres::Client) {
+    let goose_dir = dir.join("goose");
+    let goose = ok(fleetbench(
+        dir,
+        &[
+            "goose",
+            "scenarios/smoke.toml",
+            "--out",
+            goose_dir.to_str().unwrap(),
+            "--set",
+            "output.cleanup=false",
+            "--set",
+            "workload.ingest={rest=0.5,pooler=0.5}",
+            "--",
+            "--users",
+            "6",
+            "--iterations",
+            "3",
+            "--quiet",
+        ],
+    ));
+    assert!(goose.contains("goose-report.html"), "{goose}");
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(goose_dir.join("goose-rows.json")).unwrap())
+            .unwrap();
+    let goose_run = rows["run_id"].as_str().unwrap().to_string();
+    // smoke.toml: a batch is 1 s of samples every 100 ms.
+    assert_eq!(rows["rows_written"], 6 * 3 * 10, "{rows}");
+    assert_eq!(run_owns(db, goose_run.clone()).await, (6, 6 * 3 * 10));
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(goose_dir.join("goose-report.json")).unwrap(),
+    )
+    .unwrap();
+    let text = report.to_string();
+    assert!(
+        text.contains("rest.insert_metrics") && text.contains("pooler.insert_metrics"),
+        "both ingestion paths in goose's report: {text:.2000}"
+    );
+    ok(fleetbench(dir, &["cleanup", "--run-id", &goose_run]));
+    assert_eq!(run_owns(db, goose_run).await, (0, 0));
 }

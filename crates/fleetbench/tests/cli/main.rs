@@ -11,7 +11,8 @@
 //! - [`collect`]: record a trace, calibrate a profile, use both in a scenario.
 //! - [`capacity`]: the knee of a saturating sink; `compare` of capacity runs.
 //! - [`safety`]: remote targets need an allowlist; hard caps; an unwritable run directory.
-//! - [`goose`]: the goose front end's cross-check against a sink (its local-stack run is in stack).
+//! - [`goose`]: the goose front end's cross-check against a sink, and goose users on the local
+//!   stack (called by the stack test).
 //! - [`faults`]: fault survival against a misbehaving sink (5xx, 429 with and without Retry-After,
 //!   answers past the timeout, answers broken off, refused refresh tokens).
 //! - [`stack_faults`]: the gateway, PgBouncer and Postgres killed under a running fleet and probe.
@@ -45,6 +46,20 @@ fn fleetbench(instance: &Path, args: &[&str]) -> Output {
         .env_remove("SUPABASE_URL")
         .output()
         .expect("running fleetbench")
+}
+
+/// The users and the `system_metrics` rows tagged with run `run`.
+async fn run_owns(db: &tokio_postgres::Client, run: String) -> (i64, i64) {
+    let r = db
+        .query_one(
+            "select (select count(*) from auth.users where raw_app_meta_data ->> 'fleetbench_run_id' = $1), \
+                    (select count(*) from public.system_metrics m join auth.users u on u.id = m.user_id \
+                     where u.raw_app_meta_data ->> 'fleetbench_run_id' = $1)",
+            &[&run],
+        )
+        .await
+        .unwrap();
+    (r.get::<_, i64>(0), r.get::<_, i64>(1))
 }
 
 fn ok(out: Output) -> String {

@@ -338,21 +338,7 @@ async fn stack_up_migrate_schedule_env_down() {
         .await
         .unwrap();
     tokio::spawn(conn);
-    let owned = |run: String| {
-        let db = &db;
-        async move {
-            let r = db
-                .query_one(
-                    "select (select count(*) from auth.users where raw_app_meta_data ->> 'fleetbench_run_id' = $1), \
-                            (select count(*) from public.system_metrics m join auth.users u on u.id = m.user_id \
-                             where u.raw_app_meta_data ->> 'fleetbench_run_id' = $1)",
-                    &[&run],
-                )
-                .await
-                .unwrap();
-            (r.get::<_, i64>(0), r.get::<_, i64>(1))
-        }
-    };
+    let owned = |run: String| run_owns(&db, run);
     let single_run = single["run_id"].as_str().unwrap().to_string();
     let (ours, theirs) = (
         owned(shard_run.clone()).await,
@@ -384,48 +370,8 @@ async fn stack_up_migrate_schedule_env_down() {
     ok(fleetbench(&dir, &["cleanup", "--run-id", &single_run]));
     assert_eq!(owned(single_run.clone()).await, (0, 0));
 
-    // The same agents as goose users: 6 users, 3 uploads each, half of them through the pooler
-    // (recorded as goose custom requests); goose's reports written; the rows in the database are
-    // those the agents sampled, as goose counted the uploads.
-    let goose_dir = dir.join("goose");
-    let goose = ok(fleetbench(
-        &dir,
-        &[
-            "goose",
-            "scenarios/smoke.toml",
-            "--out",
-            goose_dir.to_str().unwrap(),
-            "--set",
-            "output.cleanup=false",
-            "--set",
-            "workload.ingest={rest=0.5,pooler=0.5}",
-            "--",
-            "--users",
-            "6",
-            "--iterations",
-            "3",
-            "--quiet",
-        ],
-    ));
-    assert!(goose.contains("goose-report.html"), "{goose}");
-    let rows: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(goose_dir.join("goose-rows.json")).unwrap())
-            .unwrap();
-    let goose_run = rows["run_id"].as_str().unwrap().to_string();
-    // smoke.toml: a batch is 1 s of samples every 100 ms.
-    assert_eq!(rows["rows_written"], 6 * 3 * 10, "{rows}");
-    assert_eq!(owned(goose_run.clone()).await, (6, 6 * 3 * 10));
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(goose_dir.join("goose-report.json")).unwrap(),
-    )
-    .unwrap();
-    let text = report.to_string();
-    assert!(
-        text.contains("rest.insert_metrics") && text.contains("pooler.insert_metrics"),
-        "both ingestion paths in goose's report: {text:.2000}"
-    );
-    ok(fleetbench(&dir, &["cleanup", "--run-id", &goose_run]));
-    assert_eq!(owned(goose_run).await, (0, 0));
+    #[cfg(feature = "goose")]
+    goose::users_on_the_stack(&dir, &db).await;
 
     // `capacity` on the local stack: bounded in time, every step's resources seen, a binding limit named.
     let cap_dir = dir.join("capacity-local");
