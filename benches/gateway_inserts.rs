@@ -34,14 +34,30 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// One batch of rows for `agent`, timestamps spread over the current month from `seq`.
+/// The first instant of the current month on the bench's clock: rows are dated inside it, where
+/// the stack's maintenance has made a partition whatever the day.
+fn month_start() -> chrono::DateTime<chrono::Utc> {
+    use chrono::Datelike;
+    let today = chrono::Utc::now().date_naive();
+    today
+        .with_day(1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+}
+
+/// One batch of rows for `agent`, timestamps a second apart over the first 28 days of the current
+/// month from `seq`.
 fn batch(agent: &Agent, seq: u64) -> Vec<Value> {
+    let start = month_start();
     (0..BATCH as u64)
         .map(|i| {
             let n = seq * BATCH as u64 + i;
+            let ts = start + chrono::Duration::seconds((n % (28 * 86_400)) as i64);
             json!({
                 "device_id": agent.device_id, "user_id": agent.user_id,
-                "ts": format!("2026-11-{:02}T{:02}:{:02}:{:02}Z", 1 + (n / 86_400) % 28, (n / 3600) % 24, (n / 60) % 60, n % 60),
+                "ts": ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 "cpu_pct": (n % 100) as f64, "load_1m": 1.5, "mem_used_bytes": 4_000_000_000u64 + n,
                 "mem_total_bytes": 16_000_000_000u64, "disk_used_pct": 61.0, "net_rx_bytes_per_s": 12345.0,
                 "net_tx_bytes_per_s": 2345.0, "cpu_temp_c": 55.5, "process_count": 312,

@@ -59,6 +59,14 @@ impl Clock {
         };
         Clock { start, wall }
     }
+    /// A clock that starts now but reads `wall`: rows are dated from `wall` on at the real pace.
+    /// For rehearsing a calendar edge (the last seconds of a month) without waiting for it.
+    pub fn reading(wall: DateTime<Utc>) -> Clock {
+        Clock {
+            start: Instant::now(),
+            wall,
+        }
+    }
     pub fn now_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }

@@ -15,6 +15,10 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::Failure;
 
+/// The longest the daemon waits for the scheduler's first pass before listening anyway (`stack up`
+/// gives the daemon 15 s to open its port).
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
+
 pub fn serve(instance: PathBuf) -> Result<(), Failure> {
     let paths = StackPaths {
         home: PathBuf::new(),
@@ -29,7 +33,12 @@ pub fn serve(instance: PathBuf) -> Result<(), Failure> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let scheduler = tokio::spawn(scheduler::run(state.direct_db_url(), stop_rx.clone()));
+        let (caught_up_tx, mut caught_up) = tokio::sync::watch::channel(false);
+        let scheduler = tokio::spawn(scheduler::run(
+            state.direct_db_url(),
+            stop_rx.clone(),
+            caught_up_tx,
+        ));
         let webhook_rate = webhook_rate()?;
         let pg_net = tokio::spawn(fleetbench_stack::pgnet::run(
             state.direct_db_url(),
@@ -58,6 +67,16 @@ pub fn serve(instance: PathBuf) -> Result<(), Failure> {
             .merge(fleetbench_probes::receiver::router(receiver))
             .merge(gateway)
             .fallback(not_served);
+        // `stack up` waits for this port: jobs missed while the stack was down run before it opens
+        // (bounded well inside that wait, so a slow database does not fail the start).
+        if tokio::time::timeout(CATCH_UP_WAIT, caught_up.wait_for(|done| *done))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the scheduler's first pass took over {CATCH_UP_WAIT:?}; serving without waiting for it"
+            );
+        }
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .with_context(|| format!("binding 127.0.0.1:{port}"))?;

@@ -68,7 +68,7 @@ async fn rls_isolates_users() {
         for i in 0..3 {
             tx.query_typed(
                 "insert into system_metrics (device_id, ts, cpu_pct, cpu_temp_c) values ($1, $2, 10, 50)",
-                &[(&alice_dev, Type::UUID), (&(now - Duration::seconds(i)), Type::TIMESTAMPTZ)],
+                &[(&alice_dev, Type::UUID), (&(now + Duration::seconds(i)), Type::TIMESTAMPTZ)],
             )
             .await
             .unwrap();
@@ -185,11 +185,17 @@ async fn rows_land_in_their_month_and_the_7_day_query_prunes() {
         partition_name(now.date_naive())
     );
 
+    // The range is the test's own instant written into the query (not the server's `now()`, which
+    // may already be in the next month), so the planner prunes with the bounds computed below.
     let plan = db
         .client
         .query_typed(
-            "explain (analyze, format json) select avg(cpu_pct) from system_metrics \
-             where device_id = $1 and ts >= now() - interval '7 days' and ts <= now()",
+            &format!(
+                "explain (analyze, format json) select avg(cpu_pct) from system_metrics \
+                 where device_id = $1 and ts >= '{}'::timestamptz - interval '7 days' and ts <= '{}'::timestamptz",
+                now.to_rfc3339(),
+                now.to_rfc3339()
+            ),
             &[(&device, Type::UUID)],
         )
         .await
@@ -210,9 +216,15 @@ async fn rows_land_in_their_month_and_the_7_day_query_prunes() {
 #[tokio::test]
 async fn maintenance_creates_ahead_and_drops_expired() {
     let mut db = Db::connect().await;
-    let today = Utc::now().date_naive();
-    let next = today.with_day(1).unwrap() + Months::new(1);
-    let ancient = NaiveDate::from_ymd_opt(2020, 1, 1).unwrap();
+    // Maintenance is told the test's instant (`p_now`), so the months it works from are the ones
+    // computed here even when the server's clock has just crossed into the next month.
+    let now = Utc::now();
+    let today = now.date_naive();
+    let this_month = today.with_day(1).unwrap();
+    let next = this_month + Months::new(1);
+    let previous = this_month - Months::new(1);
+    // Two years back: past the 13 months of retention whatever the month.
+    let ancient = this_month - Months::new(24);
     let tx = db.client.transaction().await.unwrap();
     tx.query_typed(
         "select fleetbench.ensure_metrics_partition($1)",
@@ -220,20 +232,30 @@ async fn maintenance_creates_ahead_and_drops_expired() {
     )
     .await
     .unwrap();
-    tx.batch_execute(&format!("drop table public.{}", partition_name(next)))
+    for gone in [next, previous] {
+        tx.batch_execute(&format!(
+            "drop table if exists public.{}",
+            partition_name(gone)
+        ))
         .await
         .unwrap();
+    }
 
     let rows = tx
         .query_typed(
-            "select action, partition_name from fleetbench.maintain_metrics_partitions()",
-            &[],
+            "select action, partition_name from fleetbench.maintain_metrics_partitions($1)",
+            &[(&now, Type::TIMESTAMPTZ)],
         )
         .await
         .unwrap();
     let actions: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert!(
         actions.contains(&("created".into(), partition_name(next))),
+        "{actions:?}"
+    );
+    // The previous month too: rows sampled before midnight at a month's end arrive after it.
+    assert!(
+        actions.contains(&("created".into(), partition_name(previous))),
         "{actions:?}"
     );
     assert!(
@@ -245,7 +267,7 @@ async fn maintenance_creates_ahead_and_drops_expired() {
         "{actions:?}"
     );
     for ahead in 0..=3 {
-        let month = today.with_day(1).unwrap() + Months::new(ahead);
+        let month = this_month + Months::new(ahead);
         assert!(
             exists(&tx, &partition_name(month)).await,
             "{} missing",
@@ -255,7 +277,7 @@ async fn maintenance_creates_ahead_and_drops_expired() {
     assert!(!exists(&tx, &partition_name(ancient)).await);
 
     // Moving the clock: everything 13 or more months before the new current month goes.
-    let later = today.with_day(1).unwrap() + Months::new(20);
+    let later = this_month + Months::new(20);
     let later_ts = later.and_hms_opt(12, 0, 0).unwrap().and_utc();
     tx.query_typed(
         "select * from fleetbench.maintain_metrics_partitions($1)",
@@ -449,7 +471,7 @@ async fn cleanup_run_removes_exactly_that_runs_rows() {
         let tx = user_tx(&mut db.client, user).await;
         for i in 0..5 {
             tx.query_typed(
-                "insert into system_metrics (device_id, ts, cpu_temp_c) values ($1, now() - make_interval(secs => $2), 99)",
+                "insert into system_metrics (device_id, ts, cpu_temp_c) values ($1, now() + make_interval(secs => $2), 99)",
                 &[(&device, Type::UUID), (&(i as f64), Type::FLOAT8)],
             )
             .await

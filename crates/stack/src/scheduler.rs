@@ -5,6 +5,9 @@
 //!
 //! A job is run once as soon as the scheduler first sees it (the stack may have been down when it
 //! was due), then on its schedule. `NOTIFY fleetbench_schedules` makes it re-read the table at once.
+//! `caught_up` turns true once that first pass has run, so the daemon can serve clients only after
+//! the jobs missed while the stack was down (a cluster last up months ago gets this month's
+//! partition before the first row arrives).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -75,10 +78,15 @@ struct Job {
 }
 
 /// Runs until `shutdown` resolves. Connection failures (the database restarting) are retried.
-pub async fn run(db_url: String, shutdown: tokio::sync::watch::Receiver<bool>) {
+/// `caught_up` is set once the jobs due at start have run.
+pub async fn run(
+    db_url: String,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    caught_up: tokio::sync::watch::Sender<bool>,
+) {
     crate::listen::supervise("scheduler", shutdown, |stop| {
-        let db_url = db_url.clone();
-        async move { run_connected(&db_url, stop).await }
+        let (db_url, caught_up) = (db_url.clone(), caught_up.clone());
+        async move { run_connected(&db_url, stop, &caught_up).await }
     })
     .await
 }
@@ -86,6 +94,7 @@ pub async fn run(db_url: String, shutdown: tokio::sync::watch::Receiver<bool>) {
 async fn run_connected(
     db_url: &str,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    caught_up: &tokio::sync::watch::Sender<bool>,
 ) -> Result<()> {
     let mut listening = crate::listen::Listening::connect(db_url, "fleetbench_schedules").await?;
     let client = &listening.client;
@@ -100,6 +109,7 @@ async fn run_connected(
                 .next_after(Utc::now())
                 .unwrap_or(DateTime::<Utc>::MAX_UTC);
         }
+        caught_up.send_replace(true);
         let earliest = jobs
             .values()
             .map(|j| j.next)

@@ -8,6 +8,7 @@
 //!   scenario exits 2 with its location; no secret in any output) → `stack up --profile hosted`
 //!   rate-limits `/token` → `stack down` leaves nothing behind.
 //! - input errors: a migrations folder with a misnamed file exits 2 before connecting.
+//! - [`calendar`]: `stack up` on a cluster last up months ago takes today's rows as soon as it returns.
 //! - [`collect`]: record a trace, calibrate a profile, use both in a scenario.
 //! - [`capacity`]: the knee of a saturating sink; `compare` of capacity runs.
 //! - [`safety`]: remote targets need an allowlist; hard caps; an unwritable run directory.
@@ -19,6 +20,7 @@
 //! - [`signals`]: SIGINT/SIGTERM write the whole run directory; a second signal exits at once.
 //! - [`deploy`]: the Kubernetes manifests and the staging workflow, parsed.
 
+mod calendar;
 mod capacity;
 mod collect;
 mod deploy;

@@ -18,7 +18,7 @@ out.rotated = refreshed.data.session!.refresh_token !== signIn.data.session.refr
 
 const rows = input.cpu.map((cpu: number, i: number) => ({
   device_id: input.device_id,
-  ts: new Date(Date.UTC(2026, 10, 25, 12, 0, i)).toISOString(),
+  ts: new Date(Date.parse(input.ts0) + i * 1000).toISOString(),
   cpu_pct: cpu,
   mem_used_bytes: 1024 * (i + 1),
   mem_total_bytes: 8 * 1024 ** 3,

@@ -4,7 +4,7 @@ test checks them against the database."""
 
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from postgrest.exceptions import APIError
 from supabase import ClientOptions, create_client
@@ -22,7 +22,7 @@ out["user_id"] = signed.user.id
 refreshed = sb.auth.refresh_session()
 out["rotated"] = refreshed.session.refresh_token != signed.session.refresh_token
 
-start = datetime(2026, 11, 25, 13, 0, tzinfo=timezone.utc)
+start = datetime.fromisoformat(inp["ts0"].replace("Z", "+00:00"))
 rows = [
     {
         "device_id": inp["device_id"],

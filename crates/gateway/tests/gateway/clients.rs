@@ -46,9 +46,12 @@ async fn fixture(label: &str) -> (Agent, Agent, Value, Vec<String>) {
     let mut query = vec![0.0f32; 384];
     (query[3], query[1], query[4], query[0]) = (0.8, 0.5, 0.3, 0.1);
     let cpu: Vec<f64> = (0..25).map(|i| f64::from((i * 37) % 100)).collect();
+    // The scripts date their rows a second apart from `ts0`, now on this test's clock, so the
+    // partitions maintenance keeps hold them whatever day it is.
+    let ts0 = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let input = json!({
         "email": a.email, "password": a.password, "device_id": a.device_id, "other_device_id": b.device_id,
-        "cpu": cpu, "query_embedding": query,
+        "cpu": cpu, "query_embedding": query, "ts0": ts0,
     });
     (a, b, input, vec!["m3".into(), "m1".into(), "m4".into()])
 }

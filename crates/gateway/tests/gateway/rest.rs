@@ -6,18 +6,43 @@ use serde_json::{Value, json};
 
 use crate::common::{Agent, Gateway, gateway, start};
 
-/// `n` telemetry rows for `agent`, one a minute from 2026-11-25T10:00Z, `cpu_pct` = 10 + i.
+/// `n` telemetry rows for `agent`, one a minute from now on the test's clock, `cpu_pct` = 10 + i.
 fn metrics(agent: &Agent, n: usize) -> Vec<Value> {
     (0..n)
         .map(|i| {
             json!({
                 "device_id": agent.device_id, "user_id": agent.user_id,
-                "ts": format!("2026-11-25T10:{:02}:00Z", i % 60),
+                "ts": minutes_from_now(i as i64),
                 "cpu_pct": 10.0 + i as f64, "mem_used_bytes": 1_000_000 + i, "mem_total_bytes": 16_000_000_000u64,
                 "cpu_temp_c": 50.0, "cpu_per_core_pct": [1.5, 2.5], "top_processes": [{ "name": "cargo", "cpu": 99.5 }],
             })
         })
         .collect()
+}
+
+/// `m` minutes after now on the test's clock, as RFC 3339. Rows are dated forward: the partitions
+/// maintenance keeps (this month and the next ones) hold them whatever day the test runs.
+fn minutes_from_now(m: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::minutes(m)).to_rfc3339()
+}
+
+/// Noon on the first day of the first month that maintenance does not make ahead (the project's
+/// `metrics_premake_months` after the current month on the test's clock): no partition holds it.
+async fn beyond_premade_months(g: &Gateway) -> String {
+    use chrono::{Datelike, Months};
+    let premake: i64 = g
+        .db()
+        .await
+        .query_one(
+            "select value::int8 from fleetbench.settings where key = 'metrics_premake_months'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let month =
+        chrono::Utc::now().date_naive().with_day(1).unwrap() + Months::new(premake as u32 + 1);
+    format!("{month}T12:00:00Z")
 }
 
 async fn insert(
@@ -147,20 +172,21 @@ async fn bad_bodies_get_postgrest_errors() {
     let r = insert(
         g,
         &a,
-        &json!([{ "device_id": a.device_id, "ts": "2026-11-25T10:00:00Z", "cpu_temprature": 3 }]),
+        &json!([{ "device_id": a.device_id, "ts": minutes_from_now(0), "cpu_temprature": 3 }]),
         "return=minimal",
         "",
     )
     .await;
     r.assert_error(StatusCode::BAD_REQUEST, "PGRST204");
 
-    // A check constraint (cpu_pct <= 100) and a row with no partition (year 2099) are 23514 → 400.
+    // A check constraint (cpu_pct <= 100) and a row with no partition (the month after the last one
+    // maintenance makes ahead) are 23514 → 400.
     let mut bad = metrics(&a, 1);
     bad[0]["cpu_pct"] = json!(150.0);
     let r = insert(g, &a, &json!(bad), "return=minimal", "").await;
     r.assert_error(StatusCode::BAD_REQUEST, "23514");
     let mut future = metrics(&a, 1);
-    future[0]["ts"] = json!("2099-01-01T00:00:00Z");
+    future[0]["ts"] = json!(beyond_premade_months(g).await);
     let r = insert(g, &a, &json!(future), "return=minimal", "").await;
     r.assert_error(StatusCode::BAD_REQUEST, "23514");
     assert!(
@@ -227,8 +253,8 @@ async fn columns_missing_default_patch_and_delete() {
     let a = g.agent("rest-write").await;
     // ?columns= ignores other keys; missing=default gives absent keys the column default (user_id = auth.uid()).
     let rows = json!([
-        { "device_id": a.device_id, "ts": "2026-11-25T11:00:00Z", "cpu_pct": 1, "ignored": true },
-        { "device_id": a.device_id, "ts": "2026-11-25T11:01:00Z", "cpu_pct": 2, "user_id": a.user_id },
+        { "device_id": a.device_id, "ts": minutes_from_now(0), "cpu_pct": 1, "ignored": true },
+        { "device_id": a.device_id, "ts": minutes_from_now(1), "cpu_pct": 2, "user_id": a.user_id },
     ]);
     let r = insert(
         g,
