@@ -35,6 +35,13 @@ declare -A TARGETS=(
     [cli]="fleetbench:cli"
 )
 read -r -a BINS <<<"${BINARIES:-gateway schema stack probes rls_broken fleet cli}"
+# Tests that cannot run under libfaketime, with why. PostgreSQL's statement_timeout timer never
+# fires once its wall clock is moved by any offset (seen with +3600 s on an ordinary day as at the
+# calendar's edges; it passes with +0): a fault of the faking, not a calendar dependence. That
+# test reads no date and runs at the real clock in the suite.
+declare -A SKIP=(
+    [gateway]="rest::role_settings_apply_and_statement_timeouts_cancel"
+)
 
 lib=$(ls /usr/lib/*/faketime/libfaketimeMT.so.1 2>/dev/null | head -n 1 || true)
 if [ -z "$lib" ]; then
@@ -46,13 +53,25 @@ fi
 for b in "${BINS[@]}"; do
     [ -n "${TARGETS[$b]:-}" ] || { echo "unknown binary '$b' (known: ${!TARGETS[*]})" >&2; exit 2; }
 done
-args=()
+# Each binary is built as it is named here (one package at a time, as cargo would build it for
+# `cargo test -p PKG --test TEST`), at the real time; the executables are then run directly, so
+# no build time eats into the moved clock.
+declare -A EXE DIR
 for b in "${BINS[@]}"; do
     IFS=: read -r pkg test <<<"${TARGETS[$b]}"
-    args+=(-p "$pkg" --test "$test")
+    echo "building $b at the real time" >&2
+    found=$(cargo test -p "$pkg" --test "$test" --no-run --message-format=json 2>/dev/null |
+        python3 -c '
+import json, os, sys
+want = sys.argv[1]
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == want and m.get("executable"):
+        print(m["executable"], os.path.dirname(m["manifest_path"]))
+' "$test")
+    [ -n "$found" ] || { echo "building $b failed: cargo test -p $pkg --test $test --no-run" >&2; exit 1; }
+    read -r EXE[$b] DIR[$b] <<<"$found"
 done
-echo "building the test binaries at the real time" >&2
-cargo test --no-run "${args[@]}" >&2
 
 # The environment under which a command sees `instant` now (seconds resolution), monotonic real.
 faked() {
@@ -89,11 +108,15 @@ for instant in "${INSTANTS[@]}"; do
     dir="target/calendar-edges/$(echo "$instant" | tr ' :' '_-')"
     mkdir -p "$dir"
     for b in "${BINS[@]}"; do
-        IFS=: read -r pkg test <<<"${TARGETS[$b]}"
         log="$dir/$b.log"
         echo "== $instant: $b (log $log)" >&2
         start=$(date +%s)
-        if faked "$instant" cargo test -p "$pkg" --test "$test" --no-fail-fast >"$log" 2>&1; then
+        skips=()
+        for t in ${SKIP[$b]:-}; do
+            skips+=(--skip "$t")
+            echo "   skipped under libfaketime: $t (statement_timeout does not fire under a moved clock)" >&2
+        done
+        if (cd "${DIR[$b]}" && faked "$instant" "${EXE[$b]}" "${skips[@]}") >"$log" 2>&1; then
             verdict=passed
         else
             verdict=FAILED
@@ -106,6 +129,6 @@ for instant in "${INSTANTS[@]}"; do
 done
 
 echo
-echo "instant (UTC) | binary | verdict | wall time | cargo's result line"
+echo "instant (UTC) | binary | verdict | wall time | the binary's result line"
 printf '%s\n' "${results[@]}"
 exit "$failed"
