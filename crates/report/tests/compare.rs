@@ -1,5 +1,9 @@
 //! A run against its baseline: what moved beyond the tolerances is flagged, jitter is not, and
 //! the comparison shows in the run's page and survives a re-render.
+//!
+//! The slowest 2 % made 50 ms slower flags exactly p99, p99.9 and max; 0.6 ms of jitter, or a
+//! 200 % rise on a sub-millisecond operation, is not a regression (unless the floor is lowered);
+//! 0.5 % new errors flag the error rate; `compare.json` is kept; a missing baseline is refused.
 
 mod common;
 

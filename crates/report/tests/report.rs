@@ -1,5 +1,15 @@
 //! The page from a run whose every sample the test chose: it carries nothing from outside itself,
 //! draws one chart per view, and its numbers are the samples' own.
+//!
+//! Contents:
+//! - junit: one test case per threshold, failures marked, `<` in expressions escaped and restored.
+//! - self-contained: no script, link, image, `src`, `href` or `url(`; names escaped; every
+//!   threshold and error kind listed.
+//! - charts: throughput, planned load and two charts per operation; throughput steps with the
+//!   samples; p50 = p99 where every window has one latency; service time below latency; the
+//!   spectrum monotone from minimum to maximum.
+//! - probes: a section per probe that ran (claim, verdict, figures beside the published ones,
+//!   findings, tables and charts, all escaped), none when none ran.
 
 mod common;
 

@@ -2,9 +2,14 @@
 //!
 //! Contents:
 //! - migrations: apply twice; each file re-runs cleanly.
-//! - rls: two users, each sees and writes only their own rows; anon sees nothing.
-//! - partitions: a row lands in its month; the 7-day query scans only the months it needs;
-//!   maintenance creates ahead and drops expired partitions.
+//! - rls: two users, each sees and writes only their own rows (claims set as PostgREST sets them);
+//!   anon sees nothing.
+//! - partitions: a row lands in its month; the 7-day query scans only the months it needs (read
+//!   from `EXPLAIN`); maintenance keeps the previous month, creates ahead and drops expired
+//!   partitions.
+//!
+//! Rows are dated from the test's own clock, and month arithmetic starts from one instant of it
+//! handed to the database, so the tests hold on any day (`scripts/calendar-edges.sh`).
 //! - alerts: a hot reading creates exactly one critical thermal alert; the threshold is a setting.
 //! - memories: match_memories returns the exact nearest neighbours of the caller's rows only.
 

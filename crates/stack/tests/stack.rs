@@ -3,8 +3,10 @@
 //! Contents:
 //! - pooler: PgBouncer holds 2,000 concurrent clients in transaction mode on 20 server connections.
 //! - functions: anomaly-webhook answers, sanitises, and forwards to the configured webhook URL.
-//! - webhooks: an alert insert reaches the sink through pg_net's stand-in and the edge function,
-//!   after commit and no faster than the configured rate.
+//! - webhooks: six alerts inserted in one transaction are queued by the webhook trigger, sent only
+//!   after commit, and reach the sink through pg_net's stand-in and the edge function each once,
+//!   with the row's fields (checked against the table), no faster than the configured 5/s, their
+//!   answers recorded in `net._http_response`.
 //! - lifecycle: `up` is idempotent; `down` leaves no process behind.
 
 use std::sync::{Arc, Mutex, OnceLock};
