@@ -8,25 +8,33 @@
 //! - [`http`]: the uploads' HTTP/1.1 client: a capped pool of kept-alive connections.
 //! - [`agent`]: one agent's state machine: tokens, backlog, backoff, one upload at a time.
 //! - [`calibrate`]: the synthetic model fitted to a recorded trace, and samples of it to compare.
-//! - [`capacity`]: the search for the largest load that holds an SLO (stepping, then bisection).
 //! - [`collectors`]: real collectors (this machine, read by sysinfo) as agents of their own.
 //! - [`sink`]: `fleetbench sink`, a target with a known latency model, to calibrate the generator.
-//! - [`engine`]: provisioning, the load phase's workers, abort thresholds, stop and drain.
+//! - [`clock`]: the run's clock (microseconds since its start, and the wall time it reads).
+//! - [`progress`]: live counters and the run's phase, for the display, probes and collectors.
+//! - [`provision`]: users, sign-ins and devices, a few agents at a time, with retries; machines.
+//! - [`engine`]: a run: provisioning, then the load phase's workers, stop and drain.
 //! - `worker`: one worker's agents, schedule and aggregate (the hot loop).
+//! - `abort`: `abort_on_fail` thresholds evaluated during the load phase.
 
+mod abort;
 pub mod agent;
 pub mod body;
 pub mod calibrate;
-pub mod capacity;
+pub mod clock;
 pub mod collectors;
 pub mod engine;
 pub mod http;
+pub mod progress;
+pub mod provision;
 pub mod sink;
 pub mod target;
 pub mod telemetry;
 mod worker;
 
-pub use engine::{Clock, EngineError, Progress, RunOutcome, run, run_at};
+pub use clock::Clock;
+pub use engine::{EngineError, RunOutcome, run, run_at};
+pub use progress::Progress;
 pub use target::{Target, TargetConfig};
 
 /// Removes everything run `run_id` wrote (its users and their rows) through `fleetbench.cleanup_run`;

@@ -7,6 +7,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use fleetbench_metrics::Aggregate;
 use fleetbench_scenario::{LoadModel, Plan};
@@ -17,9 +18,13 @@ use rand::Rng;
 use rand::rngs::SmallRng;
 use tokio::sync::watch;
 
+use crate::abort::Live;
 use crate::agent::{Agent, Attempt, Upload, backoff};
-use crate::engine::{Clock, Live, Progress};
 use crate::target::Target;
+use crate::{Clock, Progress};
+
+/// The longest drain after a stop signal (the scenario's `load.grace` when shorter).
+pub const SIGNAL_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub(crate) struct Stats {
@@ -193,7 +198,7 @@ impl Worker {
         // Drain: in-flight uploads get the grace period (at most a second when a signal stopped the
         // run: its directory is promised within two); whatever is still out after it is dropped.
         let grace = if *stop.borrow() {
-            self.plan.grace.min(crate::engine::SIGNAL_GRACE)
+            self.plan.grace.min(SIGNAL_GRACE)
         } else {
             self.plan.grace
         };

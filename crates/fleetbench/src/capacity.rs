@@ -1,21 +1,19 @@
 //! `fleetbench capacity SCENARIO --slo EXPR`: the scenario held at one level per step (agents, or
 //! uploads per second for `arrival_rate`), warm-up excluded, searched for the largest level that
-//! holds the SLO ([`fleetbench_fleet::capacity`]); what the local stack's resources did at each
-//! step; which limit binds; and a capacity model per Supabase compute size (wire reference §4.3),
-//! each estimate marked measured or extrapolated. Writes `capacity.json` and `index.html`.
+//! holds the SLO (`fleetbench_capacity`); what the local stack's resources did at each step; which
+//! limit binds; and a capacity model per Supabase compute size, each estimate marked measured or
+//! extrapolated. Writes `capacity.json` and `index.html` (drawn by `fleetbench_report`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use fleetbench_fleet::capacity::{self, Outcome, Settings, Step};
+use fleetbench_capacity::{self as capacity, Report, Settings, Step};
 use fleetbench_fleet::{Progress, Target};
-use fleetbench_report::svg::{Chart, Series, XAxis, escape};
 use fleetbench_scenario::{LoadModel, Plan};
-use serde::{Deserialize, Serialize};
 
-use crate::target::{self, Resolved};
+use crate::target::{self, Endpoints};
 use crate::{EXIT_REGRESSIONS, EXIT_THRESHOLDS, Failure};
 
 pub struct Args {
@@ -31,50 +29,6 @@ pub struct Args {
     pub out: Option<PathBuf>,
     pub overrides: Vec<String>,
     pub compute_size: Option<String>,
-}
-
-/// Supabase compute sizes (wire reference §4.3): name, CPU cores (shared counted as their share),
-/// database max connections, pooler max clients.
-pub const SIZES: &[(&str, f64, u32, u32)] = &[
-    ("Nano", 0.5, 60, 200),
-    ("Micro", 1.0, 60, 200),
-    ("Small", 1.0, 90, 400),
-    ("Medium", 1.5, 120, 600),
-    ("Large", 2.0, 160, 800),
-    ("XL", 4.0, 240, 1_000),
-    ("2XL", 8.0, 380, 1_500),
-    ("4XL", 16.0, 480, 3_000),
-    ("8XL", 32.0, 490, 6_000),
-    ("12XL", 48.0, 500, 9_000),
-    ("16XL", 64.0, 500, 12_000),
-];
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Estimate {
-    pub size: String,
-    pub agents: f64,
-    /// `measured` or `extrapolated`.
-    pub basis: String,
-    pub binds: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Report {
-    pub scenario: String,
-    pub target: String,
-    /// `agents` or `uploads/s`.
-    pub unit: String,
-    pub slo: Vec<String>,
-    pub warmup_s: f64,
-    pub hold_s: f64,
-    pub outcome: Outcome,
-    /// Uploads per second at the knee.
-    pub knee_uploads_per_s: Option<f64>,
-    pub knee_agents: Option<f64>,
-    /// The resource that saturated where the SLO broke, or why none is named.
-    pub binding: String,
-    pub confidence: String,
-    pub model: Vec<Estimate>,
 }
 
 fn plan_at(base: &Plan, level: f64, warmup: Duration, hold: Duration) -> Plan {
@@ -106,7 +60,7 @@ struct Watch {
 }
 
 impl Watch {
-    fn new(resolved: &Resolved) -> Watch {
+    fn new(resolved: &Endpoints) -> Watch {
         let mut sys = sysinfo::System::new();
         sys.refresh_cpu_usage();
         // PgBouncer's console is the pooler's own `pgbouncer` database (local stack only).
@@ -196,75 +150,6 @@ impl Watch {
     }
 }
 
-fn binding(out: &Outcome) -> String {
-    let Some(at) = out.broke_at else {
-        return "none: every level up to the maximum held the SLO".into();
-    };
-    let step = out.steps.iter().find(|s| s.level == at);
-    let saturated = step.and_then(|s| {
-        s.resources
-            .iter()
-            .filter_map(|(n, v, l)| match l {
-                Some(l) if *l > 0.0 => Some((n.clone(), v / l, *v, *l)),
-                None if n.contains("waiting") && *v > 0.0 => Some((n.clone(), 1.0, *v, 0.0)),
-                _ => None,
-            })
-            .filter(|r| r.1 >= 0.8)
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-    });
-    match saturated {
-        Some((n, _, v, l)) if l > 0.0 => format!("{n}: {v:.0} of {l:.0} at {at}"),
-        Some((n, _, v, _)) => format!("{n}: {v:.0} at {at}"),
-        None => format!(
-            "no visible resource was near its limit at {at}; the SLO broke on {} (the target's own throughput)",
-            out.broke_first.as_deref().unwrap_or("latency")
-        ),
-    }
-}
-
-fn model(knee_agents: Option<f64>, plan: &Plan, measured_size: Option<&str>) -> Vec<Estimate> {
-    let Some(k) = knee_agents else {
-        return Vec::new();
-    };
-    let cores = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
-    let pooler_share = plan
-        .ingest
-        .iter()
-        .find(|(p, _)| p == "pooler")
-        .map_or(0.0, |(_, s)| *s);
-    SIZES
-        .iter()
-        .map(|(name, size_cores, _db, clients)| {
-            let measured = measured_size.is_some_and(|m| m.eq_ignore_ascii_case(name));
-            let cpu = if measured { k } else { k * size_cores / cores };
-            // An agent on the pooler path holds a pooled client connection of its own.
-            let pooled = if pooler_share > 0.0 {
-                f64::from(*clients) / pooler_share
-            } else {
-                f64::INFINITY
-            };
-            let (agents, binds) = if pooled < cpu {
-                (pooled, format!("pooler max clients ({clients})"))
-            } else {
-                (
-                    cpu,
-                    if measured {
-                        "the measured knee".into()
-                    } else {
-                        format!("CPU ({size_cores} cores vs {cores} measured)")
-                    },
-                )
-            };
-            Estimate {
-                size: name.to_string(),
-                agents: agents.floor(),
-                basis: if measured { "measured" } else { "extrapolated" }.into(),
-                binds,
-            }
-        })
-        .collect()
-}
-
 pub fn capacity(a: Args) -> Result<(), Failure> {
     let (_, base, _) = fleetbench_scenario::load_file(&a.scenario, &a.overrides)
         .map_err(|e| Failure::invalid(anyhow::anyhow!("the scenario is not valid:\n{e}")))?;
@@ -304,7 +189,7 @@ pub fn capacity(a: Args) -> Result<(), Failure> {
     let out = a
         .out
         .clone()
-        .unwrap_or_else(|| crate::run::default_out(&format!("capacity-{}", base.name)));
+        .unwrap_or_else(|| crate::out_dir::default_out(&format!("capacity-{}", base.name)));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     eprintln!(
         "capacity: {} against {} {}: {unit} from {start} up to {max} (x{} per step, then bisection to {:.0} %), {:?} warm-up + {:?} held per step, at most {:?}; SLO {slo_text}",
@@ -325,10 +210,9 @@ pub fn capacity(a: Args) -> Result<(), Failure> {
         time_limit: a.time_limit,
         whole,
     };
-    let started_wall = SystemTime::now();
     let runtime = tokio::runtime::Runtime::new()?;
     let outcome = runtime.block_on(async {
-        let stop = crate::run::stop_on_signal("capacity: stopping after this step")?;
+        let stop = crate::signals::stop_on_signal("capacity: stopping after this step")?;
         let target = Arc::new(
             Target::new(
                 resolved.config.clone(),
@@ -444,11 +328,16 @@ pub fn capacity(a: Args) -> Result<(), Failure> {
             .collect(),
         warmup_s: a.warmup.as_secs_f64(),
         hold_s: a.hold.as_secs_f64(),
-        binding: binding(&outcome),
+        binding: capacity::binding(&outcome),
         knee_uploads_per_s: knee_uploads,
         knee_agents,
         confidence,
-        model: model(knee_agents, &base, a.compute_size.as_deref()),
+        model: capacity::model(
+            knee_agents,
+            &base,
+            a.compute_size.as_deref(),
+            std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+        ),
         outcome,
     };
     std::fs::write(
@@ -456,8 +345,11 @@ pub fn capacity(a: Args) -> Result<(), Failure> {
         serde_json::to_string_pretty(&report).expect("serialises"),
     )
     .with_context(|| format!("writing {}", out.join("capacity.json").display()))?;
-    std::fs::write(out.join("index.html"), page(&report, started_wall))
-        .with_context(|| format!("writing {}", out.join("index.html").display()))?;
+    std::fs::write(
+        out.join("index.html"),
+        fleetbench_report::capacity_page::html(&report),
+    )
+    .with_context(|| format!("writing {}", out.join("index.html").display()))?;
     match report.outcome.knee {
         Some(k) => eprintln!(
             "capacity: sustainable: {k} {unit} ({:.0} uploads/s, ≈ {:.0} agents); broke at {}; {}; binding: {}",
@@ -493,124 +385,6 @@ pub fn capacity(a: Args) -> Result<(), Failure> {
         });
     }
     Ok(())
-}
-
-fn page(r: &Report, _started: SystemTime) -> String {
-    let mut steps: Vec<&Step> = r.outcome.steps.iter().collect();
-    steps.sort_by(|a, b| a.level.total_cmp(&b.level));
-    let mut o = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>capacity</title><style>body{font:14px system-ui,sans-serif;margin:24px;max-width:1000px}svg{display:block;margin:12px 0}.l{stroke-width:1.5;fill:none}.grid{stroke:#eee}.xl,.yl,.al{font-size:11px;fill:#555}.xl{text-anchor:middle}.yl{text-anchor:end}table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}td:first-child{text-align:left}.no{color:#b91c1c;font-weight:600}</style></head><body>",
-    );
-    o.push_str(&format!(
-        "<h1>Capacity: {}</h1><p>Target {} · SLO {} · {} s warm-up excluded, {} s held per step.</p>",
-        escape(&r.scenario),
-        escape(&r.target),
-        escape(&r.slo.join("; ")),
-        r.warmup_s,
-        r.hold_s
-    ));
-    o.push_str(&format!(
-        "<h2>Sustainable: {} {}</h2><ul><li>{} uploads/s, about {} agents</li><li>first broken at {}: {}</li><li>binding limit: {}</li><li>confidence: {}</li>{}</ul>",
-        r.outcome.knee.map_or("none".into(), |k| format!("{k}")),
-        escape(&r.unit),
-        r.knee_uploads_per_s.map_or("—".into(), |v| format!("{v:.0}")),
-        r.knee_agents.map_or("—".into(), |v| format!("{v:.0}")),
-        r.outcome.broke_at.map_or("—".into(), |v| format!("{v}")),
-        escape(r.outcome.broke_first.as_deref().unwrap_or("nothing")),
-        escape(&r.binding),
-        escape(&r.confidence),
-        r.outcome.stopped_early.iter().chain(&r.outcome.degraded).map(|s| format!("<li>{}</li>", escape(s))).collect::<String>()
-    ));
-    o.push_str(&format!("<h2>Steps</h2><table><tr><th>{}</th><th>offered /s</th><th>done /s</th><th>p50 ms</th><th>p99 ms</th><th>errors</th><th>SLO</th><th>resources</th></tr>", escape(&r.unit)));
-    for s in &r.outcome.steps {
-        let op = s.operations.first();
-        o.push_str(&format!(
-            "<tr><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td><td>{}</td></tr>",
-            s.level,
-            s.offered_per_s,
-            s.achieved_per_s,
-            op.map_or("—".into(), |o| format!("{:.1}", o.1)),
-            op.map_or("—".into(), |o| format!("{:.1}", o.2)),
-            op.map_or("—".into(), |o| format!("{:.2} %", o.3 * 100.0)),
-            if s.held() { "" } else { " class=\"no\"" },
-            if s.held() { "held".to_string() } else { escape(&s.slo.iter().filter(|x| !x.3).map(|x| format!("{} {}", x.0, x.1)).chain(s.degraded.clone()).collect::<Vec<_>>().join("; ")) },
-            escape(&s.resources.iter().map(|(n, v, l)| format!("{n} {v:.0}{}", l.map_or(String::new(), |l| format!("/{l:.0}")))).collect::<Vec<_>>().join(", "))
-        ));
-    }
-    o.push_str("</table>");
-    let pts = |f: &dyn Fn(&Step) -> f64| {
-        steps
-            .iter()
-            .map(|s| (s.offered_per_s, f(s)))
-            .collect::<Vec<_>>()
-    };
-    o.push_str(
-        &Chart {
-            title: "throughput against offered load",
-            y_label: "uploads/s done",
-            x: XAxis::Value(" /s"),
-            series: vec![
-                Series {
-                    name: "done".into(),
-                    points: pts(&|s| s.achieved_per_s),
-                    color: "#1f5fa8",
-                    dashed: false,
-                    right: false,
-                },
-                Series {
-                    name: "offered".into(),
-                    points: pts(&|s| s.offered_per_s),
-                    color: "#4b5563",
-                    dashed: true,
-                    right: false,
-                },
-            ],
-            log_y: false,
-            x_range: None,
-        }
-        .render(),
-    );
-    o.push_str(
-        &Chart {
-            title: "latency against offered load",
-            y_label: "ms",
-            x: XAxis::Value(" /s"),
-            series: vec![
-                Series {
-                    name: "p99".into(),
-                    points: pts(&|s| s.operations.first().map_or(f64::NAN, |o| o.2)),
-                    color: "#c2410c",
-                    dashed: false,
-                    right: false,
-                },
-                Series {
-                    name: "p50".into(),
-                    points: pts(&|s| s.operations.first().map_or(f64::NAN, |o| o.1)),
-                    color: "#15803d",
-                    dashed: false,
-                    right: false,
-                },
-            ],
-            log_y: false,
-            x_range: None,
-        }
-        .render(),
-    );
-    if !r.model.is_empty() {
-        o.push_str("<h2>Capacity model by compute size</h2><p>From the measured knee and the limits Supabase publishes per compute size (database connections, pooler clients); extrapolated rows scale the knee by CPU cores and are capped by the pooler's client limit for agents on the pooler path.</p><table><tr><th>compute</th><th>agents</th><th>basis</th><th>binding limit</th></tr>");
-        for e in &r.model {
-            o.push_str(&format!(
-                "<tr><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td></tr>",
-                e.size,
-                e.agents,
-                e.basis,
-                escape(&e.binds)
-            ));
-        }
-        o.push_str("</table>");
-    }
-    o.push_str("</body></html>\n");
-    o
 }
 
 /// `fleetbench compare` of two capacity runs: the knee in uploads per second may fall by at most

@@ -41,7 +41,7 @@ pub enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
         /// Run slice I of N: agents and arrivals k with k mod N = I (N shards together are the run).
-        #[arg(long, value_name = "I/N", value_parser = crate::run::parse_shard)]
+        #[arg(long, value_name = "I/N", value_parser = parse_shard)]
         shard: Option<(u32, u32)>,
         /// The run id every shard of one run shares (users and rows are tagged with it).
         #[arg(long, value_name = "ID")]
@@ -261,4 +261,26 @@ pub enum StackAction {
         #[arg(long)]
         instance: PathBuf,
     },
+}
+
+/// `I/N` with I < N.
+pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: write the shard as I/N, e.g. 0/4"))?;
+    let (i, n): (u32, u32) = (
+        i.trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: {i:?} is not a shard index"))?,
+        n.trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: {n:?} is not a shard count"))?,
+    );
+    if n == 0 || i >= n {
+        return Err(format!(
+            "{s:?}: the index must be below the count (0/{n} … {}/{n})",
+            n.saturating_sub(1)
+        ));
+    }
+    Ok((i, n))
 }

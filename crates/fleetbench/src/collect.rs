@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use fleetbench_collector::Collector;
 use fleetbench_collector::trace::{Header, Trace, Writer};
 use fleetbench_fleet::{Clock, Target};
-use fleetbench_report::svg::{Chart, Series, XAxis, escape};
+use fleetbench_report::calibration_page;
 
 use crate::{Failure, target};
 
@@ -61,7 +61,7 @@ pub fn collect(c: Collect) -> Result<(), Failure> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let stop = crate::run::stop_on_signal("collect: stopping")?;
+        let stop = crate::signals::stop_on_signal("collect: stopping")?;
         let mut ticks = tokio::time::interval(c.interval);
         ticks.tick().await;
         for i in 0..n {
@@ -108,7 +108,7 @@ fn push(c: &Collect) -> Result<(), Failure> {
             .map_err(|e| anyhow::anyhow!(e))?,
         );
         let stop =
-            crate::run::stop_on_signal("collect: stopping; the backlog is uploaded once more")?;
+            crate::signals::stop_on_signal("collect: stopping; the backlog is uploaded once more")?;
         let (tx, timed_stop) = tokio::sync::watch::channel(false);
         let duration = c.duration;
         let mut outer = stop.clone();
@@ -154,6 +154,20 @@ fn push(c: &Collect) -> Result<(), Failure> {
 
 /// Quantiles shown side by side.
 const QS: [f64; 5] = [0.1, 0.5, 0.9, 0.99, 1.0];
+
+/// `values` at each of [`QS`], one decimal, `—` where there are none.
+fn quantile_cells(values: &[f64]) -> Vec<String> {
+    fleetbench_fleet::calibrate::quantiles(values.to_vec(), &QS)
+        .iter()
+        .map(|x| {
+            if x.is_nan() {
+                "—".into()
+            } else {
+                format!("{x:.1}")
+            }
+        })
+        .collect()
+}
 
 pub fn calibrate(
     trace_path: &Path,
@@ -228,84 +242,35 @@ pub fn calibrate(
         "{:<14} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "metric", "source", "p10", "p50", "p90", "p99", "max"
     );
-    let mut page = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>calibration</title><style>body{font:14px system-ui,sans-serif;margin:24px;max-width:960px}svg{display:block;margin:12px 0}.l{stroke-width:1.5;fill:none}.grid{stroke:#eee}.xl,.yl,.al{font-size:11px;fill:#555}.xl{text-anchor:middle}.yl{text-anchor:end}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}</style></head><body>",
-    );
-    page.push_str(&format!(
-        "<h1>Calibration: {}</h1><p>{} samples every {} ms from {}; profile written to {}.</p><ul>{}</ul><table><tr><th>metric</th><th>source</th><th>p10</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>",
-        escape(&name),
-        trace.readings.len(),
-        trace.header.interval_ms,
-        escape(&trace.header.hostname),
-        escape(&out.display().to_string()),
-        fit.notes.iter().map(|n| format!("<li>{}</li>", escape(n))).collect::<String>()
-    ));
-    let mut charts = String::new();
-    for (metric, a, b) in &metrics {
-        for (source, v) in [("trace", a), ("model", b)] {
-            let q = fleetbench_fleet::calibrate::quantiles(v.clone(), &QS);
-            let cells: Vec<String> = q
-                .iter()
-                .map(|x| {
-                    if x.is_nan() {
-                        "—".into()
-                    } else {
-                        format!("{x:.1}")
-                    }
-                })
-                .collect();
+    let metrics: Vec<calibration_page::Metric> = metrics
+        .into_iter()
+        .map(|(metric, trace, model)| calibration_page::Metric {
+            name: metric.to_string(),
+            trace_cells: quantile_cells(&trace),
+            model_cells: quantile_cells(&model),
+            trace,
+            model,
+        })
+        .collect();
+    for m in &metrics {
+        for (source, c) in [("trace", &m.trace_cells), ("model", &m.model_cells)] {
             let _ = writeln!(
                 stdout,
-                "{metric:<14} {source:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                cells[0], cells[1], cells[2], cells[3], cells[4]
+                "{:<14} {source:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                m.name, c[0], c[1], c[2], c[3], c[4]
             );
-            page.push_str(&format!(
-                "<tr><td>{metric}</td><td>{source}</td>{}</tr>",
-                cells
-                    .iter()
-                    .map(|c| format!("<td>{c}</td>"))
-                    .collect::<String>()
-            ));
         }
-        let cdf = |v: &Vec<f64>| -> Vec<(f64, f64)> {
-            let mut s = v.clone();
-            s.sort_by(f64::total_cmp);
-            let n = s.len().max(1) as f64;
-            s.iter()
-                .enumerate()
-                .map(|(i, x)| (*x, 100.0 * (i + 1) as f64 / n))
-                .collect()
-        };
-        charts.push_str(
-            &Chart {
-                title: &format!("{metric}: share of samples at or below"),
-                y_label: "% of samples",
-                x: XAxis::Value(""),
-                series: vec![
-                    Series {
-                        name: "trace".into(),
-                        points: cdf(a),
-                        color: "#1f5fa8",
-                        dashed: false,
-                        right: false,
-                    },
-                    Series {
-                        name: "fitted model".into(),
-                        points: cdf(b),
-                        color: "#c2410c",
-                        dashed: true,
-                        right: false,
-                    },
-                ],
-                log_y: false,
-                x_range: None,
-            }
-            .render(),
-        );
     }
-    page.push_str("</table>");
-    page.push_str(&charts);
-    page.push_str("</body></html>\n");
+    let page = calibration_page::html(&calibration_page::Calibration {
+        profile: &name,
+        samples: trace.readings.len(),
+        interval_ms: trace.header.interval_ms,
+        hostname: &trace.header.hostname,
+        written_to: &out.display().to_string(),
+        notes: &fit.notes,
+        quantiles: &["p10", "p50", "p90", "p99", "max"],
+        metrics: &metrics,
+    });
     let html = out.with_extension("html");
     std::fs::write(&html, page).with_context(|| format!("writing {}", html.display()))?;
     eprintln!(

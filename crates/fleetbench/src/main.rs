@@ -1,6 +1,6 @@
 //! `fleetbench`: command line plus glue. Each command turns its arguments into plain values once and
-//! calls into the library crates; exit codes follow INTERFACE.md (0 pass, 99 thresholds crossed,
-//! 2 invalid input, 1 could not run).
+//! calls into the library crates; exit codes mean something to CI (0 pass, 99 thresholds crossed,
+//! 2 invalid input, 1 could not run, 3 regressions found by `compare`).
 
 mod capacity;
 mod cli;
@@ -9,11 +9,15 @@ mod daemon;
 #[cfg(feature = "goose")]
 mod goose;
 mod local;
+mod machine;
 mod migrate;
+mod out_dir;
 mod probe;
 mod progress;
 mod reports;
 mod run;
+mod signals;
+mod sink;
 mod target;
 
 use std::process::ExitCode;
@@ -204,7 +208,7 @@ fn main() -> ExitCode {
             stall,
             capacity,
             faults,
-        } => run::sink(listen, latency, stall, capacity, faults),
+        } => sink::sink(listen, latency, stall, capacity, faults),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,4 @@
-//! Which Supabase the run targets (INTERFACE.md): `SUPABASE_URL` and its keys from the environment,
+//! Which Supabase the run targets: `SUPABASE_URL` and its keys from the environment,
 //! or else the embedded local stack, brought up and migrated on demand. Secrets stay in
 //! [`fleetbench_fleet::TargetConfig`]; what is shown is the redacted URL.
 
@@ -9,27 +9,12 @@ use fleetbench_fleet::TargetConfig;
 
 use crate::{Failure, local, migrate};
 
-pub struct Resolved {
-    pub config: TargetConfig,
-    /// Where cleanup and checks run SQL (session pooler or direct; never shown).
-    pub admin_db_url: Option<String>,
-    /// Where the pooler probe's comparison storm goes: Postgres itself locally, the session pooler
-    /// remotely (hosted projects' direct host is not in the environment contract).
-    pub direct_db_url: Option<String>,
-}
+pub use fleetbench_runner::{Endpoints, redact};
 
 fn env(names: &[&str]) -> Option<String> {
     names
         .iter()
         .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
-}
-
-/// `scheme://host[:port]` of a URL: what outputs may show of it.
-pub fn redact(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = host.rsplit('@').next().unwrap_or(host);
-    format!("{scheme}://{host}")
 }
 
 /// Set by `--i-accept-this-target-is-not-on-the-allowlist`.
@@ -136,7 +121,7 @@ pub fn check_caps(agents: f64, rate: f64, duration: std::time::Duration) -> Resu
 
 /// The target, or invalid input (exit 2) when the environment is incomplete or the remote host is
 /// on no allowlist (the environment's only: commands without a scenario).
-pub fn resolve(needs_pooler: bool) -> Result<Resolved, Failure> {
+pub fn resolve(needs_pooler: bool) -> Result<Endpoints, Failure> {
     resolve_allowed(needs_pooler, &[])
 }
 
@@ -175,7 +160,7 @@ fn check_db_url(name: &str, url: &str) -> Result<(), Failure> {
 }
 
 /// [`resolve`] with the scenario's allowlist too.
-pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Resolved, Failure> {
+pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints, Failure> {
     if let Some(url) = env(&["SUPABASE_URL"]) {
         check_api_url(&url)?;
         check_allowed(&url, allow)?;
@@ -200,7 +185,7 @@ pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Resolved,
                 "the scenario sends part of the fleet through the pooler (workload.ingest.pooler) but SUPABASE_DB_URL is not set"
             )));
         }
-        return Ok(Resolved {
+        return Ok(Endpoints {
             admin_db_url: env(&["SUPABASE_DB_SESSION_URL", "SUPABASE_DB_URL"]),
             direct_db_url: env(&["SUPABASE_DB_SESSION_URL"]),
             config: TargetConfig {
@@ -218,7 +203,7 @@ pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Resolved,
     let api_url = state
         .api_url()
         .context("the local stack runs without its gateway (no daemon)")?;
-    Ok(Resolved {
+    Ok(Endpoints {
         admin_db_url: Some(state.direct_db_url()),
         direct_db_url: Some(state.direct_db_url()),
         config: TargetConfig {
@@ -255,18 +240,6 @@ mod tests {
                 &["staging.supabase.co".into()]
             )
             .is_ok()
-        );
-    }
-
-    #[test]
-    fn redaction_keeps_only_scheme_and_host() {
-        assert_eq!(
-            super::redact("postgres://postgres.ref:s3cret@pooler.supabase.com:6543/postgres?x=1"),
-            "postgres://pooler.supabase.com:6543"
-        );
-        assert_eq!(
-            super::redact("https://abc.supabase.co/"),
-            "https://abc.supabase.co"
         );
     }
 }

@@ -56,12 +56,12 @@ fn replaying(
         path.display().to_string()
     );
     let (_, plan, _) = fleetbench_scenario::load_str(&text, "replay.toml", &[]).unwrap();
-    let traces = fleetbench_fleet::engine::load_traces(&plan).unwrap();
+    let traces = fleetbench_fleet::provision::load_traces(&plan).unwrap();
     (plan, traces)
 }
 
 fn take(plan: &fleetbench_scenario::Plan, traces: &[Arc<Trace>], n: usize) -> Vec<Row> {
-    let mut m = fleetbench_fleet::engine::machine(plan, 0, traces);
+    let mut m = fleetbench_fleet::provision::machine(plan, 0, traces);
     (0..n)
         .map(|_| m.sample(uuid::Uuid::nil(), uuid::Uuid::nil(), Utc::now()))
         .collect()
@@ -109,7 +109,7 @@ fn replay_reproduces_a_trace_exactly_at_time_scale_one() {
     plan.replay.as_mut().unwrap().offsets = true;
     let firsts: std::collections::BTreeSet<u32> = (0..16)
         .map(|i| {
-            let mut m = fleetbench_fleet::engine::machine(&plan, i, &traces);
+            let mut m = fleetbench_fleet::provision::machine(&plan, i, &traces);
             m.sample(uuid::Uuid::nil(), uuid::Uuid::nil(), Utc::now())
                 .cpu_pct as u32
         })

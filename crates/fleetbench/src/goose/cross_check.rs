@@ -12,7 +12,7 @@ use fleetbench_scenario::Plan;
 use serde::Serialize;
 
 use super::Args;
-use crate::{EXIT_REGRESSIONS, Failure, run, target};
+use crate::{EXIT_REGRESSIONS, Failure, target};
 
 /// One operation as each side measured it.
 #[derive(Debug, Serialize)]
@@ -116,7 +116,7 @@ fn goose_operations(metrics: &goose::metrics::GooseMetrics) -> BTreeMap<String, 
 /// The same plan through fleetbench's own engine (its users cleaned up after).
 pub(super) async fn engine_run(
     plan: &Plan,
-    resolved: &target::Resolved,
+    resolved: &target::Endpoints,
 ) -> anyhow::Result<fleetbench_metrics::Aggregate> {
     let run_id = uuid::Uuid::new_v4().to_string();
     eprintln!("goose --cross-check: fleetbench's engine first (run {run_id})");
@@ -135,7 +135,8 @@ pub(super) async fn engine_run(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     if plan.cleanup {
-        run::clean(resolved, &run_id, "goose --cross-check").await;
+        let cleanup = fleetbench_runner::finish::clean(resolved, &run_id).await;
+        eprintln!("{}", cleanup.describe("goose --cross-check", &run_id));
     }
     Ok(outcome.aggregate)
 }

@@ -151,7 +151,7 @@ impl Fleet {
     async fn provision(&self, user: &mut GooseUser) -> TransactionResult {
         let index = u32::try_from(user.weighted_users_index).unwrap_or(u32::MAX);
         let (email, password) = credentials(&self.run_id, index);
-        let machine = fleetbench_fleet::engine::machine(&self.plan, index, &self.traces);
+        let machine = fleetbench_fleet::provision::machine(&self.plan, index, &self.traces);
         let bearer = format!("Bearer {}", self.target.config.service_key);
         let (status, body) = post(
             user,
@@ -189,11 +189,12 @@ impl Fleet {
         }
         let device_id = wire::id(&body, "device").map_err(|e| refused("device", &e))?;
         let mut roll = rand::rngs::SmallRng::seed_from_u64(self.plan.seed ^ u64::from(index));
-        let path = if fleetbench_fleet::engine::pick(roll.random(), &self.plan.ingest) == "pooler" {
-            Ingest::Pooler
-        } else {
-            Ingest::Rest
-        };
+        let path =
+            if fleetbench_fleet::provision::pick(roll.random(), &self.plan.ingest) == "pooler" {
+                Ingest::Pooler
+            } else {
+                Ingest::Rest
+            };
         user.set_session_data(Seat(Arc::new(tokio::sync::Mutex::new(Agent {
             index,
             user_id,
@@ -471,14 +472,14 @@ pub fn goose(args: Args) -> Result<(), Failure> {
              (e.g. --set load.model=closed --set workload.iterations=20)"
         )));
     }
-    let traces = fleetbench_fleet::engine::load_traces(&plan)
+    let traces = fleetbench_fleet::provision::load_traces(&plan)
         .map_err(|e| Failure::invalid(anyhow::anyhow!(e)))?;
     target::check_caps(f64::from(plan.agents), plan.peak_rate(), plan.duration())?;
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| run::default_out(&format!("{}-goose", plan.name)));
-    run::writable(&out)?;
+        .unwrap_or_else(|| crate::out_dir::default_out(&format!("{}-goose", plan.name)));
+    crate::out_dir::writable(&out)?;
     let needs_pooler = plan
         .ingest
         .iter()
@@ -519,7 +520,8 @@ pub fn goose(args: Args) -> Result<(), Failure> {
         );
         write_rows(&out, &fleet)?;
         if plan.cleanup {
-            run::clean(&resolved, &run_id, "goose").await;
+            let cleanup = fleetbench_runner::finish::clean(&resolved, &run_id).await;
+            eprintln!("{}", cleanup.describe("goose", &run_id));
         }
         let metrics = result?;
         for name in ["goose-report.html", "goose-report.json"] {

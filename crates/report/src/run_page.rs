@@ -1,0 +1,539 @@
+//! The run's page (`index.html`), one function per section, in the order they appear: the verdict
+//! and facts, thresholds, the comparison with a baseline, operations, load over time, latency by
+//! operation, probes, and errors by kind.
+
+use std::fmt::Write;
+
+use fleetbench_metrics::{Aggregate, Summary};
+use hdrhistogram::Histogram;
+
+use crate::page::{self, COLORS};
+use crate::svg::{Chart, Series, XAxis, escape};
+use crate::{LoadShape, compare};
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// (x = log10(1 / (1 - q)), latency ms) from 0 % to the last percentile the count resolves.
+fn spectrum(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let top = (h.len() as f64).log10().max(1.0);
+    let mut out = Vec::new();
+    let mut k = 0;
+    loop {
+        let x = f64::from(k) / 20.0;
+        if x > top {
+            break;
+        }
+        let q = 1.0 - 10f64.powf(-x);
+        out.push((x, ms(h.value_at_quantile(q))));
+        k += 1;
+    }
+    out.push((top, ms(h.max())));
+    out
+}
+
+fn latency_of(c: &fleetbench_metrics::aggregate::Counts) -> &Histogram<u64> {
+    &c.latency
+}
+
+fn service_of(c: &fleetbench_metrics::aggregate::Counts) -> &Histogram<u64> {
+    &c.service
+}
+
+/// The page.
+pub fn html(s: &Summary, agg: &Aggregate, load: &LoadShape) -> String {
+    html_with(s, agg, load, None)
+}
+
+/// The page, with a section comparing the run to a baseline.
+pub fn html_with(
+    s: &Summary,
+    agg: &Aggregate,
+    load: &LoadShape,
+    baseline: Option<&compare::Comparison>,
+) -> String {
+    let mut o = String::with_capacity(64 * 1024);
+    header(&mut o, s);
+    thresholds(&mut o, s);
+    if let Some(c) = baseline {
+        comparison(&mut o, c);
+    }
+    operations(&mut o, s);
+    load_charts(&mut o, agg, load);
+    latency_charts(&mut o, agg);
+    if !s.probes.is_empty() {
+        probes(&mut o, s);
+    }
+    errors(&mut o, s);
+    o.push_str("</body></html>\n");
+    o
+}
+
+/// The title with the verdict, the run's facts, and why the run is not what was asked (aborted,
+/// fell behind its schedule).
+fn header(o: &mut String, s: &Summary) {
+    let verdict = if s.verdict == "pass" {
+        "v-pass"
+    } else {
+        "v-fail"
+    };
+    o.push_str(&page::open(&format!(
+        "fleetbench: {} {}",
+        s.scenario,
+        s.verdict.to_uppercase()
+    )));
+    let _ = write!(
+        o,
+        "<h1>{name} <span class=\"verdict {verdict}\">{v}</span></h1>\n\
+<p class=\"facts\">run {run} · started {started} · {dur:.1} s · target {kind} {url}{interrupted}{env}</p>\n",
+        name = escape(&s.scenario),
+        v = s.verdict.to_uppercase(),
+        run = escape(&s.run_id),
+        started = escape(&s.started_at),
+        dur = s.duration_s,
+        kind = escape(&s.target.kind),
+        url = escape(&s.target.url),
+        env = if s.environment.fleetbench_version.is_empty() {
+            String::new()
+        } else {
+            let e = &s.environment;
+            format!(
+                "<br>fleetbench {} ({}) on {}, kernel {}, {} CPUs, {:.1} GiB",
+                escape(&e.fleetbench_version),
+                escape(&e.git_commit),
+                escape(&e.os),
+                escape(&e.kernel),
+                e.cpus,
+                e.memory_bytes as f64 / (1u64 << 30) as f64
+            )
+        },
+        interrupted = if s.interrupted {
+            " · <strong>interrupted</strong>"
+        } else {
+            ""
+        },
+    );
+    if let Some(reason) = &s.aborted {
+        let _ = writeln!(
+            o,
+            "<p><strong>Aborted:</strong> {} crossed during the run (<code>abort_on_fail</code>).</p>",
+            escape(reason)
+        );
+    }
+    if s.late + s.dropped > 0 {
+        let _ = writeln!(
+            o,
+            "<p><strong>The generator fell behind its schedule:</strong> {} uploads started over a window late, {} arrivals dropped; the target saw less load than planned.</p>",
+            s.late, s.dropped
+        );
+    }
+}
+
+fn thresholds(o: &mut String, s: &Summary) {
+    o.push_str("<h2>Thresholds</h2>\n");
+    if s.thresholds.is_empty() {
+        o.push_str("<p>No thresholds: the run passes by finishing.</p>\n");
+    } else {
+        o.push_str("<div class=\"scroll\"><table><tr><th>operation</th><th>threshold</th><th>observed</th><th>verdict</th></tr>\n");
+        for t in &s.thresholds {
+            let _ = writeln!(
+                o,
+                "<tr class=\"{c}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&t.operation),
+                escape(&t.expr),
+                t.observed
+                    .map_or("no samples".into(), |v| format!("{v:.3}")),
+                if t.pass { "pass" } else { "FAIL" },
+                c = if t.pass { "pass" } else { "fail" },
+            );
+        }
+        o.push_str("</table></div>\n");
+    }
+}
+
+fn comparison(o: &mut String, c: &compare::Comparison) {
+    let regressed = c.regressions().count();
+    let _ = write!(
+        o,
+        "<h2>Compared with baseline {}</h2>\n<p>{} regression{} (tolerance {:.1} % and {:.1} ms on latency percentiles from the intended start, {:.2} points on error rate, {:.1} % on rate).</p>\n",
+        escape(&c.baseline_run_id),
+        regressed,
+        if regressed == 1 { "" } else { "s" },
+        c.tolerance_pct,
+        c.min_delta_ms,
+        c.error_tolerance_points,
+        c.tolerance_pct
+    );
+    o.push_str("<div class=\"scroll\"><table><tr><th>operation</th><th>metric</th><th>baseline</th><th>run</th><th>change</th><th>verdict</th></tr>\n");
+    for ch in &c.changes {
+        let _ = writeln!(
+            o,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>",
+            if ch.regressed { "fail" } else { "pass" },
+            escape(&ch.operation),
+            escape(&ch.metric),
+            ch.baseline,
+            ch.run,
+            ch.relative
+                .map_or("n/a".into(), |r| format!("{:+.1} %", r * 100.0)),
+            if ch.regressed { "REGRESSED" } else { "ok" },
+        );
+    }
+    o.push_str("</table></div>\n");
+    for (what, ops) in [
+        ("only in the baseline", &c.only_in_baseline),
+        ("only in this run", &c.only_in_run),
+    ] {
+        if !ops.is_empty() {
+            let names: Vec<String> = ops.iter().map(|n| escape(n)).collect();
+            let _ = writeln!(o, "<p>Operations {what}: {}.</p>", names.join(", "));
+        }
+    }
+}
+
+fn operations(o: &mut String, s: &Summary) {
+    o.push_str("<h2>Operations</h2>\n<p>Latency in ms from the <em>intended</em> start (when the work was due); service time from the actual send.</p>\n<div class=\"scroll\"><table><tr><th>operation</th><th>count</th><th>rate/s</th><th>error %</th><th>rows</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th><th>service p50</th><th>p90</th><th>p99</th><th>max</th></tr>\n");
+    for (name, op) in &s.operations {
+        let (l, v) = (&op.latency_ms, &op.service_ms);
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.2}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td></tr>",
+            escape(name),
+            op.count,
+            op.rate_per_s,
+            if op.count > 0 {
+                op.errors as f64 * 100.0 / op.count as f64
+            } else {
+                0.0
+            },
+            op.rows,
+            l.p50,
+            l.p90,
+            l.p95,
+            l.p99,
+            l.p999,
+            l.max,
+            v.p50,
+            v.p90,
+            v.p99,
+            v.max
+        );
+    }
+    o.push_str("</table></div>\n");
+}
+
+/// Throughput and errors over time with the planned load, and a panel of agents and uploads in
+/// flight on the same time axis.
+fn load_charts(o: &mut String, agg: &Aggregate, load: &LoadShape) {
+    let window_s = agg.window_us as f64 / 1e6;
+    // Throughput and errors over time, and the load the scenario asked for.
+    o.push_str("<h2>Load</h2>\n");
+    let mut rate = Vec::new();
+    let mut errors: Vec<(f64, f64)> = Vec::new();
+    for (i, (name, op)) in agg.operations.iter().enumerate() {
+        let pts: Vec<(f64, f64)> = op
+            .windows
+            .iter()
+            .map(|(w, c)| (*w as f64 * window_s, c.count as f64 / window_s))
+            .collect();
+        rate.push(Series {
+            name: name.clone(),
+            points: pts,
+            color: COLORS[i % COLORS.len()],
+            dashed: false,
+            right: false,
+        });
+        for (w, c) in &op.windows {
+            let x = *w as f64 * window_s;
+            match errors.iter_mut().find(|p| p.0 == x) {
+                Some(p) => p.1 += c.errors as f64 / window_s,
+                None => errors.push((x, c.errors as f64 / window_s)),
+            }
+        }
+    }
+    errors.sort_by(|a, b| a.0.total_cmp(&b.0));
+    rate.push(Series {
+        name: "errors".into(),
+        points: errors,
+        color: "#111111",
+        dashed: true,
+        right: false,
+    });
+    // Two panels on one time axis: what went through, and the load behind it (planned and measured).
+    let mut agents = vec![
+        Series {
+            name: "active agents".into(),
+            points: load.gauges.iter().map(|g| (g.0, g.1)).collect(),
+            color: "#4b5563",
+            dashed: false,
+            right: false,
+        },
+        Series {
+            name: "in flight (right)".into(),
+            points: load.gauges.iter().map(|g| (g.0, g.2)).collect(),
+            color: COLORS[5],
+            dashed: false,
+            right: true,
+        },
+    ];
+    let planned = Series {
+        name: format!("planned {}", load.unit),
+        points: load.points.clone(),
+        color: "#4b5563",
+        dashed: true,
+        right: false,
+    };
+    // The load shape and the active agents overlaid on throughput (agents on the right-hand axis),
+    // and again in their own panel with the uploads in flight.
+    let overlay = |s: &Series, right: bool, name: String| Series {
+        name,
+        points: s.points.clone(),
+        color: s.color,
+        dashed: s.dashed,
+        right,
+    };
+    if load.unit == "uploads/s" {
+        rate.push(overlay(&planned, false, planned.name.clone()));
+    } else {
+        rate.push(overlay(&planned, true, format!("{} (right)", planned.name)));
+    }
+    rate.push(overlay(&agents[0], true, "active agents (right)".into()));
+    if load.unit != "uploads/s" {
+        agents.insert(0, planned);
+    }
+    let xs = rate
+        .iter()
+        .chain(&agents)
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(None, |r: Option<(f64, f64)>, x| {
+            Some(r.map_or((x, x), |(a, b)| (a.min(x), b.max(x))))
+        });
+    o.push_str(
+        &Chart {
+            title: "Throughput and errors (per second, by intended start)",
+            y_label: "per second",
+            x: XAxis::Seconds,
+            log_y: false,
+            x_range: xs,
+            series: rate,
+        }
+        .render(),
+    );
+    o.push_str(
+        &Chart {
+            title: "Agents: planned, active and in flight",
+            y_label: "agents",
+            x: XAxis::Seconds,
+            log_y: false,
+            x_range: xs,
+            series: agents,
+        }
+        .render(),
+    );
+}
+
+/// Per operation: percentiles over time, and the whole percentile spectrum.
+fn latency_charts(o: &mut String, agg: &Aggregate) {
+    let window_s = agg.window_us as f64 / 1e6;
+    o.push_str("<h2>Latency by operation</h2>\n<div class=\"ops\">\n");
+    for (name, op) in &agg.operations {
+        let _ = writeln!(o, "<section><h3>{}</h3>", escape(name));
+        let q = |f: fn(&fleetbench_metrics::aggregate::Counts) -> &Histogram<u64>,
+                 p: f64|
+         -> Vec<(f64, f64)> {
+            op.windows
+                .iter()
+                .filter(|(_, c)| c.count > 0)
+                .map(|(w, c)| (*w as f64 * window_s, ms(f(c).value_at_quantile(p))))
+                .collect()
+        };
+        o.push_str(
+            &Chart {
+                title: "Percentiles over time (ms)",
+                y_label: "ms",
+                x: XAxis::Seconds,
+                log_y: false,
+                x_range: None,
+                series: vec![
+                    Series {
+                        name: "p50".into(),
+                        points: q(latency_of, 0.5),
+                        color: COLORS[0],
+                        dashed: false,
+                        right: false,
+                    },
+                    Series {
+                        name: "p90".into(),
+                        points: q(latency_of, 0.9),
+                        color: COLORS[2],
+                        dashed: false,
+                        right: false,
+                    },
+                    Series {
+                        name: "p99".into(),
+                        points: q(latency_of, 0.99),
+                        color: COLORS[1],
+                        dashed: false,
+                        right: false,
+                    },
+                    Series {
+                        name: "service p99".into(),
+                        points: q(service_of, 0.99),
+                        color: COLORS[3],
+                        dashed: true,
+                        right: false,
+                    },
+                ],
+            }
+            .render(),
+        );
+        o.push_str(
+            &Chart {
+                title: "Percentile spectrum (ms, log scale)",
+                y_label: "ms",
+                x: XAxis::Percentile,
+                log_y: true,
+                x_range: None,
+                series: vec![
+                    Series {
+                        name: "intended start".into(),
+                        points: spectrum(&op.total.latency),
+                        color: COLORS[0],
+                        dashed: false,
+                        right: false,
+                    },
+                    Series {
+                        name: "service".into(),
+                        points: spectrum(&op.total.service),
+                        color: COLORS[3],
+                        dashed: true,
+                        right: false,
+                    },
+                ],
+            }
+            .render(),
+        );
+        o.push_str("</section>\n");
+    }
+    o.push_str("</div>\n");
+}
+
+fn probes(o: &mut String, s: &Summary) {
+    o.push_str("<h2>Probes</h2>\n");
+    for (name, p) in &s.probes {
+        let class = match p.verdict.as_str() {
+            "pass" => "v-pass",
+            "fail" => "v-fail",
+            _ => "v-info",
+        };
+        let _ = writeln!(
+            o,
+            "<section class=\"probe\"><h3>{} <span class=\"verdict {class}\">{}</span></h3>",
+            escape(if p.title.is_empty() { name } else { &p.title }),
+            escape(&p.verdict.to_uppercase())
+        );
+        if !p.claim.is_empty() {
+            let _ = writeln!(o, "<p class=\"claim\">Claim: “{}”</p>", escape(&p.claim));
+        }
+        if !p.figures.is_empty() {
+            o.push_str("<div class=\"scroll\"><table><tr><th>figure</th><th>value</th><th>unit</th><th>published (hosted)</th></tr>\n");
+            for f in &p.figures {
+                let _ = writeln!(
+                    o,
+                    "<tr><td>{}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>",
+                    escape(&f.name),
+                    f.value,
+                    escape(&f.unit),
+                    f.published.as_deref().map_or("—".into(), escape)
+                );
+            }
+            o.push_str("</table></div>\n");
+        }
+        if !p.findings.is_empty() {
+            o.push_str("<ul>");
+            for finding in &p.findings {
+                let _ = write!(o, "<li>{}</li>", escape(finding));
+            }
+            o.push_str("</ul>\n");
+        }
+        for t in &p.tables {
+            let _ = write!(
+                o,
+                "<h4>{}</h4><div class=\"scroll\"><table><tr>",
+                escape(&t.title)
+            );
+            for c in &t.columns {
+                let _ = write!(o, "<th>{}</th>", escape(c));
+            }
+            o.push_str("</tr>\n");
+            for row in &t.rows {
+                o.push_str("<tr>");
+                for cell in row {
+                    // Words read from the left and may wrap; figures stay right-aligned.
+                    let class = if cell.parse::<f64>().is_ok() {
+                        ""
+                    } else {
+                        " class=\"l\""
+                    };
+                    let _ = write!(o, "<td{class}>{}</td>", escape(cell));
+                }
+                o.push_str("</tr>\n");
+            }
+            o.push_str("</table></div>\n");
+        }
+        for c in &p.charts {
+            o.push_str(
+                &Chart {
+                    title: &c.title,
+                    y_label: &c.y_label,
+                    x: XAxis::Value(&c.x_label),
+                    series: c
+                        .series
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| Series {
+                            name: s.name.clone(),
+                            points: s.points.clone(),
+                            color: COLORS[i % COLORS.len()],
+                            dashed: false,
+                            right: false,
+                        })
+                        .collect(),
+                    log_y: false,
+                    x_range: None,
+                }
+                .render(),
+            );
+        }
+        o.push_str("</section>\n");
+    }
+}
+
+fn errors(o: &mut String, s: &Summary) {
+    o.push_str("<h2>Errors by kind</h2>\n");
+    let kinds: Vec<(&String, &String, &u64)> = s
+        .operations
+        .iter()
+        .flat_map(|(n, op)| op.errors_by_kind.iter().map(move |(k, c)| (n, k, c)))
+        .collect();
+    if kinds.is_empty() {
+        o.push_str("<p>None.</p>\n");
+    } else {
+        o.push_str(
+            "<div class=\"scroll\"><table><tr><th>operation</th><th>kind</th><th>count</th></tr>\n",
+        );
+        for (n, k, c) in kinds {
+            let _ = writeln!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{c}</td></tr>",
+                escape(n),
+                escape(k)
+            );
+        }
+        o.push_str("</table></div>\n");
+    }
+}

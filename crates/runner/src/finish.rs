@@ -1,0 +1,123 @@
+//! The end of every run: the summary from the aggregate and the probes' reports (a failed probe
+//! fails the run), the run directory, and the cleanup.
+
+use std::time::{Duration, SystemTime};
+
+use fleetbench_metrics::summary::RunFacts;
+use fleetbench_metrics::{Aggregate, Summary};
+use fleetbench_probes::Outcome as ProbeOutcome;
+use fleetbench_scenario::threshold::Threshold;
+
+use crate::{Endpoints, RunError, RunSpec};
+
+/// What became of the run's users and rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cleanup {
+    /// Removed: this many users, and their rows.
+    Done { users: i64 },
+    /// Kept on purpose (`output.cleanup = false`, `probe --keep`).
+    Kept,
+    /// One shard of a sharded run: cleanup waits for the end of the whole run.
+    LeftToShards,
+    /// No SQL access to clean up with.
+    NoSqlAccess,
+    /// The cleanup failed: why.
+    Failed(String),
+}
+
+impl Cleanup {
+    /// One line for the terminal, as `who` (`run`, `probe`), with the command that finishes the
+    /// job where one is needed.
+    pub fn describe(&self, who: &str, run_id: &str) -> String {
+        let finish = format!("`fleetbench cleanup --run-id {run_id}`");
+        match self {
+            Cleanup::Done { users } => format!("{who}: cleaned up {users} users and their rows"),
+            Cleanup::Kept => format!("{who}: kept its users and rows; {finish} removes them"),
+            Cleanup::LeftToShards => format!(
+                "{who}: a shard leaves cleanup to the end of the whole run: {finish} once every shard has ended"
+            ),
+            Cleanup::NoSqlAccess => {
+                format!("{who}: no SQL access for cleanup; run {finish} with SUPABASE_DB_URL set")
+            }
+            Cleanup::Failed(why) => format!("{who}: cleanup failed ({why}); run {finish}"),
+        }
+    }
+}
+
+/// Removes the users and rows tagged with `run_id`.
+pub async fn clean(endpoints: &Endpoints, run_id: &str) -> Cleanup {
+    let Some(db) = &endpoints.admin_db_url else {
+        return Cleanup::NoSqlAccess;
+    };
+    match fleetbench_fleet::cleanup(db, run_id).await {
+        Ok(deleted) => Cleanup::Done {
+            users: deleted
+                .iter()
+                .find(|(t, _)| t == "auth.users")
+                .map_or(0, |d| d.1),
+        },
+        Err(e) => Cleanup::Failed(fleetbench_stack::db_error_text(&e)),
+    }
+}
+
+/// The summary of a run that lasted `duration`: the aggregate judged against `thresholds`, with the
+/// probes' reports attached.
+pub fn summary<P>(
+    spec: &RunSpec<P>,
+    scenario: &str,
+    agg: &Aggregate,
+    duration: Duration,
+    (interrupted, aborted): (bool, Option<String>),
+    thresholds: &[Threshold],
+    probes: Vec<(String, ProbeOutcome)>,
+) -> Summary {
+    let mut summary = Summary::new(
+        agg,
+        RunFacts {
+            run_id: spec.run_id.clone(),
+            scenario: scenario.to_string(),
+            started_at: spec.clock.started_at().to_rfc3339(),
+            duration_s: duration.as_secs_f64(),
+            target: spec.endpoints.summary_target(),
+            interrupted,
+            aborted,
+            environment: spec.environment.clone(),
+        },
+        thresholds,
+    );
+    attach(&mut summary, probes);
+    summary
+}
+
+/// Puts the probes' reports into the summary; a failed probe fails the run.
+pub fn attach(summary: &mut Summary, outcomes: Vec<(String, ProbeOutcome)>) {
+    for (name, o) in outcomes {
+        summary.probes.insert(name, o.report);
+    }
+    if failed_probes(summary).is_some() {
+        summary.verdict = "fail".into();
+    }
+}
+
+/// The failed probes' names, if any.
+pub fn failed_probes(summary: &Summary) -> Option<String> {
+    let names: Vec<&str> = summary
+        .probes
+        .iter()
+        .filter(|(_, p)| p.verdict == "fail")
+        .map(|(n, _)| n.as_str())
+        .collect();
+    (!names.is_empty()).then(|| names.join(", "))
+}
+
+/// Writes every file of the run directory.
+pub fn write_dir<P>(
+    spec: &RunSpec<P>,
+    summary: &Summary,
+    agg: &Aggregate,
+    shape: &fleetbench_report::LoadShape,
+    started: SystemTime,
+) -> Result<(), RunError> {
+    fleetbench_report::rundir::write(&spec.out, &spec.resolved_toml, summary, agg, shape, started)
+        .map_err(RunError::RunDir)
+}

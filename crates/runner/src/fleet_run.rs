@@ -1,0 +1,199 @@
+//! A scenario's run: the fleet, with its probes and real collectors beside it on the same clock
+//! (they measure from the start of the load phase), then the summary, the run directory and the
+//! cleanup the scenario asks for. A stop signal ends the fleet's load; the directory is still
+//! written.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fleetbench_fleet::{Clock, Progress, RunOutcome, Target};
+use fleetbench_probes::Outcome as ProbeOutcome;
+use fleetbench_scenario::Plan;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::finish::{self, Cleanup};
+use crate::{Finished, RunError, RunSpec};
+
+/// SQL connections the fleet keeps for its pooler path.
+const POOLER_CONNECTIONS: usize = 16;
+
+/// Runs the scenario to its end (or until `stop`); `say` hears what the run has to report as it
+/// goes (probes starting, collectors' accounts).
+pub async fn run(
+    spec: RunSpec<Plan>,
+    progress: Arc<Progress>,
+    stop: watch::Receiver<bool>,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<Finished, RunError> {
+    let plan = &spec.plan;
+    let target = Arc::new(
+        Target::new(
+            spec.endpoints.config.clone(),
+            POOLER_CONNECTIONS,
+            plan.connections as usize,
+            plan.request_timeout,
+        )
+        .map_err(RunError::Target)?,
+    );
+    let started_wall = SystemTime::now();
+    let clock = spec.clock;
+    if plan.shard.1 > 1 {
+        say(&format!(
+            "run: shard {}/{} of run {}: agents {} + k·{}; the load starts at {}",
+            plan.shard.0,
+            plan.shard.1,
+            spec.run_id,
+            plan.shard.0,
+            plan.shard.1,
+            clock.started_at().to_rfc3339()
+        ));
+    }
+    let probes = start_probes(&spec, &target, &progress, &stop, say);
+    let collectors = start_collectors(&spec, &target, &progress, &stop);
+    let mut outcome = fleetbench_fleet::run_at(
+        clock,
+        plan.clone(),
+        target,
+        spec.run_id.clone(),
+        progress,
+        stop,
+    )
+    .await?;
+    let probe_outcomes = match probes {
+        Some(task) => {
+            say("run: the load is over; waiting for the probes to finish");
+            task.await.unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
+    for (_, o) in &probe_outcomes {
+        outcome.aggregate.merge(&o.aggregate);
+    }
+    for c in collectors {
+        match c.await {
+            Ok(Ok(pushed)) => {
+                say(&format!(
+                    "run: real collector: {} samples, {} rows written in {} uploads",
+                    pushed.samples, pushed.rows_written, pushed.uploads
+                ));
+                pushed.timings.iter().for_each(|s| outcome.aggregate.add(s));
+            }
+            Ok(Err(e)) => say(&format!("run: a real collector could not start: {e}")),
+            Err(e) => say(&format!("run: a real collector failed: {e}")),
+        }
+    }
+    let summary = finish::summary(
+        &spec,
+        &plan.name,
+        &outcome.aggregate,
+        Duration::from_micros(outcome.clock.now_us()),
+        (outcome.interrupted, outcome.aborted.clone()),
+        &plan.thresholds,
+        probe_outcomes,
+    );
+    finish::write_dir(
+        &spec,
+        &summary,
+        &outcome.aggregate,
+        &load_shape(plan, &outcome),
+        started_wall,
+    )?;
+    let cleanup = match (plan.cleanup, plan.shard.1 > 1) {
+        (false, _) => Cleanup::Kept,
+        (true, true) => Cleanup::LeftToShards,
+        (true, false) => finish::clean(&spec.endpoints, &spec.run_id).await,
+    };
+    Ok(Finished {
+        summary,
+        fleet: Some(outcome),
+        cleanup,
+    })
+}
+
+/// The probes of `[probes.*]`, spawned on the run's clock; none when no section is set.
+fn start_probes(
+    spec: &RunSpec<Plan>,
+    target: &Arc<Target>,
+    progress: &Progress,
+    stop: &watch::Receiver<bool>,
+    say: &(dyn Fn(&str) + Sync),
+) -> Option<JoinHandle<Vec<(String, ProbeOutcome)>>> {
+    let names = spec.plan.probes.names();
+    if names.is_empty() {
+        return None;
+    }
+    say(&format!(
+        "run: probes beside the fleet: {}",
+        names.join(", ")
+    ));
+    let ctx = crate::probe_run::context(
+        spec,
+        target.clone(),
+        spec.plan.window.as_micros().max(1) as u64,
+        progress.phase.subscribe(),
+    );
+    Some(tokio::spawn(fleetbench_probes::run_all(
+        spec.plan.probes.clone(),
+        Arc::new(ctx),
+        stop.clone(),
+    )))
+}
+
+/// The real collectors beside the fleet, each pushing this machine's readings through the load
+/// phase (from its start until it ends or the run is stopped).
+fn start_collectors(
+    spec: &RunSpec<Plan>,
+    target: &Arc<Target>,
+    progress: &Progress,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<Result<fleetbench_fleet::collectors::Pushed, fleetbench_fleet::target::Failure>>>
+{
+    let clock: Clock = spec.clock;
+    let (sample, upload) = (spec.plan.sample_interval, spec.plan.upload_interval);
+    (0..spec.plan.collectors)
+        .map(|i| {
+            let (target, run_id) = (target.clone(), spec.run_id.clone());
+            let (mut phase, mut stop) = (progress.phase.subscribe(), stop.clone());
+            tokio::spawn(async move {
+                let _ = phase.wait_for(|p| *p >= 1).await;
+                let (tx, until) = watch::channel(false);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = phase.wait_for(|p| *p >= 2) => {}
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
+                    let _ = tx.send(true);
+                });
+                fleetbench_fleet::collectors::push(
+                    &target, &run_id, i, sample, upload, clock, until,
+                )
+                .await
+            })
+        })
+        .collect()
+}
+
+/// The planned load for the report (the stages' corners, from the start of the load phase) and
+/// the measured gauges.
+fn load_shape(plan: &Plan, outcome: &RunOutcome) -> fleetbench_report::LoadShape {
+    let unit = match plan.model {
+        fleetbench_scenario::LoadModel::ArrivalRate => "uploads/s",
+        _ => "active agents",
+    };
+    let load_start_s = outcome.load_start_us as f64 / 1e6;
+    let corners = std::iter::once((0.0, 0.0)).chain(
+        plan.stages
+            .iter()
+            .map(|(end, level)| (end.as_secs_f64(), *level)),
+    );
+    fleetbench_report::LoadShape {
+        unit: unit.to_string(),
+        points: corners.map(|(t, l)| (load_start_s + t, l)).collect(),
+        gauges: outcome
+            .gauges
+            .iter()
+            .map(|&(t, a, f)| (t as f64 / 1e6, a as f64, f as f64))
+            .collect(),
+    }
+}
