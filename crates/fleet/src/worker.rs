@@ -149,16 +149,18 @@ impl Worker {
                 packed_to = window - 1;
                 self.agg.pack_before(packed_to);
             }
-            // The stages are over, or we were told to stop: no new work.
-            if self.clock.now_us() >= self.end_us {
-                break;
-            }
             // Everything that has finished, then everything that is due, without waiting.
             while let Some(Some(done)) = sh.inflight.next().now_or_never() {
                 self.complete(&mut sh, done);
             }
             let now = self.clock.now_us();
             self.start_due(&mut sh, now);
+            // The stages are over: no new work. Checked after starting what was due before the
+            // end, so that a worker woken late still starts (late) or drops (counted) every
+            // arrival and tick of the stages, never losing one silently.
+            if now >= self.end_us {
+                break;
+            }
             // Every agent has made its iterations: nothing is left to do (checked after the
             // drain above, which may have taken in the last uploads).
             if self.plan.iterations.is_some() && sh.heap.is_empty() && sh.inflight.is_empty() {
