@@ -58,6 +58,118 @@ pub struct RunOutcome {
     pub gauges: Vec<(u64, u64, u64)>,
 }
 
+/// Forwards the first `true` of `outer` (a signal from outside) to the run's own stop.
+async fn forward_stop(mut outer: watch::Receiver<bool>, stop: Arc<watch::Sender<bool>>) {
+    while outer.changed().await.is_ok() {
+        if *outer.borrow() {
+            let _ = stop.send(true);
+            break;
+        }
+    }
+}
+
+/// When each agent is active, from the start of the load phase: with agent levels, agent k takes
+/// the k-th activation slot (in a shard, the slot of its index in the whole run); with an arrival
+/// rate every agent is available for the whole phase.
+fn schedule(plan: &Plan, agents: &mut [Agent], load_start: u64) {
+    let sharded = plan.shard.1 > 1;
+    for (k, a) in agents.iter_mut().enumerate() {
+        let k = if sharded { a.index } else { k as u32 };
+        if plan.model == LoadModel::ArrivalRate {
+            a.from_us = load_start;
+            a.until_us = load_start + plan.duration().as_micros() as u64;
+            continue;
+        }
+        a.from_us = load_start
+            + plan
+                .activation(k)
+                .map_or(u64::MAX / 4, |d| d.as_micros() as u64);
+        a.until_us = load_start + plan.deactivation(k).as_micros() as u64;
+    }
+}
+
+/// What every worker of the load phase shares.
+struct Load {
+    plan: Arc<Plan>,
+    target: Arc<Target>,
+    run_id: Arc<str>,
+    clock: Clock,
+    progress: Arc<Progress>,
+    live: Option<Arc<Live>>,
+    load_start: u64,
+}
+
+/// The agents dealt to one worker per core (at most 8) by index, each worker spawned with its
+/// own aggregate; their handles return (aggregate, stats).
+fn spawn_workers(
+    load: &Load,
+    agents: Vec<Agent>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<(Aggregate, Stats)>> {
+    let plan = &load.plan;
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    let per_worker = agents.len() / workers + 1;
+    let mut shards: Vec<Vec<Agent>> = (0..workers)
+        .map(|_| Vec::with_capacity(per_worker))
+        .collect();
+    for a in agents {
+        shards[a.index as usize % workers].push(a);
+    }
+    let window_us = plan.window.as_micros().max(1) as u64;
+    let end_us = load.load_start + plan.duration().as_micros() as u64;
+    shards
+        .into_iter()
+        .enumerate()
+        .map(|(w, shard)| {
+            let worker = Worker {
+                live: load.live.clone(),
+                load_start: load.load_start,
+                worker: w as u64,
+                workers: workers as u64,
+                run_id: load.run_id.clone(),
+                plan: plan.clone(),
+                target: load.target.clone(),
+                clock: load.clock,
+                progress: load.progress.clone(),
+                rng: SmallRng::seed_from_u64(
+                    plan.seed ^ (w as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F),
+                ),
+                agg: Aggregate::new(window_us),
+                end_us,
+                stats: Stats::default(),
+            };
+            tokio::spawn(worker.run(shard, stop.clone()))
+        })
+        .collect()
+}
+
+/// (µs on `clock`, active agents, uploads in flight), once a window and once more when `done`.
+async fn gauges(
+    clock: Clock,
+    progress: Arc<Progress>,
+    window_us: u64,
+    mut done: tokio::sync::oneshot::Receiver<()>,
+) -> Vec<(u64, u64, u64)> {
+    let mut out = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_micros(window_us));
+    loop {
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            _ = &mut done => true,
+        };
+        out.push((
+            clock.now_us(),
+            progress.active.load(Relaxed),
+            progress.in_flight.load(Relaxed),
+        ));
+        if last {
+            break out;
+        }
+    }
+}
+
 /// Runs `plan` against `target` until the stages end, `outer_stop` turns true, or an
 /// `abort_on_fail` threshold is crossed.
 pub async fn run(
@@ -85,17 +197,7 @@ pub async fn run_at(
     // One stop for everything inside: a signal from outside, or an abort threshold.
     let (stop_tx, stop) = watch::channel(*outer_stop.borrow());
     let stop_tx = Arc::new(stop_tx);
-    let forward = {
-        let (tx, mut outer) = (stop_tx.clone(), outer_stop.clone());
-        tokio::spawn(async move {
-            while outer.changed().await.is_ok() {
-                if *outer.borrow() {
-                    let _ = tx.send(true);
-                    break;
-                }
-            }
-        })
-    };
+    let forward = tokio::spawn(forward_stop(outer_stop.clone(), stop_tx.clone()));
     let live = Live::for_plan(&plan, window_us).map(Arc::new);
 
     // Provisioning: the agents the load model needs, a few at a time.
@@ -117,81 +219,24 @@ pub async fn run_at(
     if zero > tokio::time::Instant::now() {
         tokio::time::sleep_until(zero).await;
     }
-    // The load phase's clock starts now. With agent levels, agent k takes the k-th activation
-    // slot (in a shard, the slot of its index in the whole run); with an arrival rate every agent
-    // is available for the whole phase.
+    // The load phase's clock starts now.
     let load_start = clock.now_us();
-    let sharded = plan.shard.1 > 1;
     progress.load_started.store(1, Relaxed);
     progress.phase.send_replace(1);
-    for (k, a) in agents.iter_mut().enumerate() {
-        let k = if sharded { a.index } else { k as u32 };
-        if plan.model == LoadModel::ArrivalRate {
-            a.from_us = load_start;
-            a.until_us = load_start + plan.duration().as_micros() as u64;
-            continue;
-        }
-        a.from_us = load_start
-            + plan
-                .activation(k)
-                .map_or(u64::MAX / 4, |d| d.as_micros() as u64);
-        a.until_us = load_start + plan.deactivation(k).as_micros() as u64;
-    }
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8);
-    let per_worker = agents.len() / workers + 1;
-    let mut shards: Vec<Vec<Agent>> = (0..workers)
-        .map(|_| Vec::with_capacity(per_worker))
-        .collect();
-    for a in agents {
-        shards[a.index as usize % workers].push(a);
-    }
-    let end_us = load_start + plan.duration().as_micros() as u64;
-    let mut handles = Vec::new();
-    for (w, shard) in shards.into_iter().enumerate() {
-        let worker = Worker {
-            live: live.clone(),
-            load_start,
-            worker: w as u64,
-            workers: workers as u64,
-            run_id: Arc::from(run_id.as_str()),
-            plan: plan.clone(),
-            target: target.clone(),
-            clock,
-            progress: progress.clone(),
-            rng: SmallRng::seed_from_u64(
-                plan.seed ^ (w as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F),
-            ),
-            agg: Aggregate::new(window_us),
-            end_us,
-            stats: Stats::default(),
-        };
-        handles.push(tokio::spawn(worker.run(shard, stop.clone())));
-    }
-    // The gauges, once a window, until the workers are done.
-    let (gauges_done, mut done) = tokio::sync::oneshot::channel::<()>();
-    let gauges = {
-        let progress = progress.clone();
-        tokio::spawn(async move {
-            let mut out = Vec::new();
-            let mut tick = tokio::time::interval(Duration::from_micros(window_us));
-            loop {
-                let last = tokio::select! {
-                    _ = tick.tick() => false,
-                    _ = &mut done => true,
-                };
-                out.push((
-                    clock.now_us(),
-                    progress.active.load(Relaxed),
-                    progress.in_flight.load(Relaxed),
-                ));
-                if last {
-                    break out;
-                }
-            }
-        })
+    schedule(&plan, &mut agents, load_start);
+    let load = Load {
+        plan: plan.clone(),
+        target: target.clone(),
+        run_id: Arc::from(run_id.as_str()),
+        clock,
+        progress: progress.clone(),
+        live: live.clone(),
+        load_start,
     };
+    let handles = spawn_workers(&load, agents, &stop);
+    // The gauges, once a window, until the workers are done.
+    let (gauges_done, done) = tokio::sync::oneshot::channel::<()>();
+    let gauge_task = tokio::spawn(gauges(clock, progress.clone(), window_us, done));
     let watcher = live.clone().map(|live| {
         tokio::spawn(watch_aborts(
             plan.clone(),
@@ -236,6 +281,6 @@ pub async fn run_at(
     progress.load_started.store(2, Relaxed);
     progress.phase.send_replace(2);
     let _ = gauges_done.send(());
-    outcome.gauges = gauges.await.unwrap_or_default();
+    outcome.gauges = gauge_task.await.unwrap_or_default();
     Ok(outcome)
 }

@@ -150,6 +150,104 @@ impl Watch {
     }
 }
 
+/// What every step of the search shares.
+struct StepContext<'a> {
+    base: &'a Plan,
+    target: Arc<Target>,
+    resolved: &'a Endpoints,
+    slo: &'a [fleetbench_scenario::Threshold],
+    watch: tokio::sync::Mutex<Watch>,
+    warmup: Duration,
+    hold: Duration,
+    unit: &'static str,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+/// One step: the scenario held at `level`, judged on what it measured after its warm-up, with
+/// what the resources did meanwhile; its users and rows removed after.
+async fn measure(ctx: &StepContext<'_>, level: f64) -> Step {
+    let plan = plan_at(ctx.base, level, ctx.warmup, ctx.hold);
+    let mut step = Step {
+        level,
+        offered_per_s: offered(&plan, level),
+        ..Default::default()
+    };
+    if *ctx.stop.borrow() {
+        step.degraded = Some("interrupted".into());
+        return step;
+    }
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let t0 = std::time::Instant::now();
+    ctx.watch.lock().await.begin();
+    // Throughput: uploads completed (without error) while the level is held, by the clock.
+    let progress = Arc::new(Progress::default());
+    let counted = {
+        let (p, mut phase, (warmup, hold)) = (
+            progress.clone(),
+            progress.phase.subscribe(),
+            (ctx.warmup, ctx.hold),
+        );
+        tokio::spawn(async move {
+            let _ = phase.wait_for(|x| *x >= 1).await;
+            tokio::time::sleep(warmup).await;
+            let done = || {
+                p.uploads
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .saturating_sub(p.errors.load(std::sync::atomic::Ordering::Relaxed))
+            };
+            let before = done();
+            tokio::time::sleep(hold).await;
+            (done() - before.min(done())) as f64 / hold.as_secs_f64()
+        })
+    };
+    let result = fleetbench_fleet::run(
+        plan.clone(),
+        ctx.target.clone(),
+        run_id.clone(),
+        progress,
+        ctx.stop.clone(),
+    )
+    .await;
+    step.resources = ctx.watch.lock().await.end().await;
+    step.seconds = t0.elapsed().as_secs_f64();
+    match result {
+        Ok(o) => {
+            // Whole windows after the warm-up, to the end of the hold.
+            let w = o.aggregate.window_us;
+            let from = (o.load_start_us + ctx.warmup.as_micros() as u64).div_ceil(w) * w;
+            let held_s = ((o.load_start_us + (ctx.warmup + ctx.hold).as_micros() as u64)
+                .saturating_sub(from) as f64
+                / 1e6)
+                .max(1e-3);
+            step.achieved_per_s = counted.await.unwrap_or(0.0);
+            (step.dropped, step.late) = (o.aggregate.dropped, o.aggregate.late);
+            capacity::judge(&mut step, &o.aggregate, from, held_s, ctx.slo);
+        }
+        Err(e) => step.degraded = Some(format!("the step could not run: {e}")),
+    }
+    if let Some(db) = &ctx.resolved.admin_db_url {
+        let _ = fleetbench_fleet::cleanup(db, &run_id).await;
+    }
+    eprintln!(
+        "capacity: {level} {}: {} ({:.0} uploads/s offered, {:.0} done; {})",
+        ctx.unit,
+        if step.held() { "held" } else { "BROKE" },
+        step.offered_per_s,
+        step.achieved_per_s,
+        step.slo
+            .iter()
+            .map(|s| format!(
+                "{} {} observed {}",
+                s.0,
+                s.1,
+                s.2.map_or("—".into(), |v| format!("{v:.3}"))
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    step
+}
+
 pub fn capacity(a: Args) -> Result<(), Failure> {
     let (_, base, _) = fleetbench_scenario::load_file(&a.scenario, &a.overrides)
         .map_err(|e| Failure::invalid(anyhow::anyhow!("the scenario is not valid:\n{e}")))?;
@@ -222,90 +320,54 @@ pub fn capacity(a: Args) -> Result<(), Failure> {
             )
             .map_err(|e| anyhow::anyhow!(e))?,
         );
-        let watch = tokio::sync::Mutex::new(Watch::new(&resolved));
-        let measure = |level: f64| {
-            let (target, plan) = (target.clone(), plan_at(&base, level, a.warmup, a.hold));
-            let (stop, resolved, slo, watch) = (stop.clone(), &resolved, &slo, &watch);
-            async move {
-                let mut step = Step {
-                    level,
-                    offered_per_s: offered(&plan, level),
-                    ..Default::default()
-                };
-                if *stop.borrow() {
-                    step.degraded = Some("interrupted".into());
-                    return step;
-                }
-                let run_id = uuid::Uuid::new_v4().to_string();
-                let t0 = std::time::Instant::now();
-                watch.lock().await.begin();
-                // Throughput: uploads completed (without error) while the level is held, by the clock.
-                let progress = Arc::new(Progress::default());
-                let counted = {
-                    let (p, mut phase, (warmup, hold)) = (
-                        progress.clone(),
-                        progress.phase.subscribe(),
-                        (a.warmup, a.hold),
-                    );
-                    tokio::spawn(async move {
-                        let _ = phase.wait_for(|x| *x >= 1).await;
-                        tokio::time::sleep(warmup).await;
-                        let done = || {
-                            p.uploads
-                                .load(std::sync::atomic::Ordering::Relaxed)
-                                .saturating_sub(p.errors.load(std::sync::atomic::Ordering::Relaxed))
-                        };
-                        let before = done();
-                        tokio::time::sleep(hold).await;
-                        (done() - before.min(done())) as f64 / hold.as_secs_f64()
-                    })
-                };
-                let result =
-                    fleetbench_fleet::run(plan.clone(), target, run_id.clone(), progress, stop)
-                        .await;
-                step.resources = watch.lock().await.end().await;
-                step.seconds = t0.elapsed().as_secs_f64();
-                match result {
-                    Ok(o) => {
-                        // Whole windows after the warm-up, to the end of the hold.
-                        let w = o.aggregate.window_us;
-                        let from = (o.load_start_us + a.warmup.as_micros() as u64).div_ceil(w) * w;
-                        let held_s = ((o.load_start_us + (a.warmup + a.hold).as_micros() as u64)
-                            .saturating_sub(from) as f64
-                            / 1e6)
-                            .max(1e-3);
-                        step.achieved_per_s = counted.await.unwrap_or(0.0);
-                        (step.dropped, step.late) = (o.aggregate.dropped, o.aggregate.late);
-                        capacity::judge(&mut step, &o.aggregate, from, held_s, slo);
-                    }
-                    Err(e) => step.degraded = Some(format!("the step could not run: {e}")),
-                }
-                if let Some(db) = &resolved.admin_db_url {
-                    let _ = fleetbench_fleet::cleanup(db, &run_id).await;
-                }
-                eprintln!(
-                    "capacity: {level} {unit}: {} ({:.0} uploads/s offered, {:.0} done; {})",
-                    if step.held() { "held" } else { "BROKE" },
-                    step.offered_per_s,
-                    step.achieved_per_s,
-                    step.slo
-                        .iter()
-                        .map(|s| format!(
-                            "{} {} observed {}",
-                            s.0,
-                            s.1,
-                            s.2.map_or("—".into(), |v| format!("{v:.3}"))
-                        ))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                );
-                step
-            }
+        let ctx = StepContext {
+            base: &base,
+            target,
+            resolved: &resolved,
+            slo: &slo,
+            watch: tokio::sync::Mutex::new(Watch::new(&resolved)),
+            warmup: a.warmup,
+            hold: a.hold,
+            unit,
+            stop,
         };
+        let measure = |level: f64| measure(&ctx, level);
         anyhow::Ok(capacity::search(&settings, measure).await)
     })?;
 
-    let knee_uploads = outcome.knee.map(|k| offered(&base, k));
+    let report = report(&a, &base, &slo, unit, &resolved, outcome);
+    std::fs::write(
+        out.join("capacity.json"),
+        serde_json::to_string_pretty(&report).expect("serialises"),
+    )
+    .with_context(|| format!("writing {}", out.join("capacity.json").display()))?;
+    std::fs::write(
+        out.join("index.html"),
+        fleetbench_report::capacity_page::html(&report),
+    )
+    .with_context(|| format!("writing {}", out.join("index.html").display()))?;
+    print_outcome(&report, start);
+    println!("{}", out.join("index.html").display());
+    if report.outcome.knee.is_none() {
+        return Err(Failure {
+            code: EXIT_THRESHOLDS,
+            error: anyhow::anyhow!("no level held the SLO"),
+        });
+    }
+    Ok(())
+}
+
+/// `capacity.json`: what the search found, with the knee in uploads/s and agents, a confidence
+/// note from the repeated knee, the binding limit and the model per compute size.
+fn report(
+    a: &Args,
+    base: &Plan,
+    slo: &[fleetbench_scenario::Threshold],
+    unit: &str,
+    resolved: &Endpoints,
+    outcome: capacity::Outcome,
+) -> Report {
+    let knee_uploads = outcome.knee.map(|k| offered(base, k));
     let knee_agents = outcome.knee.map(|k| match base.model {
         LoadModel::ArrivalRate => k * base.upload_interval.as_secs_f64(),
         _ => k,
@@ -318,7 +380,7 @@ pub fn capacity(a: Args) -> Result<(), Failure> {
         ),
         None => "the knee was not measured twice (time bound or no knee)".into(),
     };
-    let report = Report {
+    Report {
         scenario: base.name.clone(),
         target: target::redact(&resolved.config.api_url),
         unit: unit.into(),
@@ -334,22 +396,18 @@ pub fn capacity(a: Args) -> Result<(), Failure> {
         confidence,
         model: capacity::model(
             knee_agents,
-            &base,
+            base,
             a.compute_size.as_deref(),
             std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
         ),
         outcome,
-    };
-    std::fs::write(
-        out.join("capacity.json"),
-        serde_json::to_string_pretty(&report).expect("serialises"),
-    )
-    .with_context(|| format!("writing {}", out.join("capacity.json").display()))?;
-    std::fs::write(
-        out.join("index.html"),
-        fleetbench_report::capacity_page::html(&report),
-    )
-    .with_context(|| format!("writing {}", out.join("index.html").display()))?;
+    }
+}
+
+/// The search's end on stderr: the sustainable level and what broke, or that nothing held.
+fn print_outcome(report: &Report, start: f64) {
+    let unit = &report.unit;
+    let (knee_uploads, knee_agents) = (report.knee_uploads_per_s, report.knee_agents);
     match report.outcome.knee {
         Some(k) => eprintln!(
             "capacity: sustainable: {k} {unit} ({:.0} uploads/s, ≈ {:.0} agents); broke at {}; {}; binding: {}",
@@ -377,14 +435,6 @@ pub fn capacity(a: Args) -> Result<(), Failure> {
     if let Some(s) = &report.outcome.stopped_early {
         eprintln!("capacity: stopped early: {s}");
     }
-    println!("{}", out.join("index.html").display());
-    if report.outcome.knee.is_none() {
-        return Err(Failure {
-            code: EXIT_THRESHOLDS,
-            error: anyhow::anyhow!("no level held the SLO"),
-        });
-    }
-    Ok(())
 }
 
 /// `fleetbench compare` of two capacity runs: the knee in uploads per second may fall by at most
