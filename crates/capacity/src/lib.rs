@@ -10,4 +10,4 @@ pub mod report;
 pub mod search;
 
 pub use report::{Estimate, Report, SIZES, binding, model};
-pub use search::{Outcome, Settings, Step, judge, parse_slo, search, steady};
+pub use search::{SearchOutcome, Settings, Step, judge, parse_slo, search, steady};

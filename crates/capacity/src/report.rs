@@ -4,7 +4,7 @@
 use fleetbench_scenario::Plan;
 use serde::{Deserialize, Serialize};
 
-use crate::search::Outcome;
+use crate::search::SearchOutcome;
 
 /// Supabase compute sizes (from Supabase's compute docs): name, CPU cores (shared counted as their share),
 /// database max connections, pooler max clients.
@@ -40,7 +40,7 @@ pub struct Report {
     pub slo: Vec<String>,
     pub warmup_s: f64,
     pub hold_s: f64,
-    pub outcome: Outcome,
+    pub outcome: SearchOutcome,
     /// Uploads per second at the knee.
     pub knee_uploads_per_s: Option<f64>,
     pub knee_agents: Option<f64>,
@@ -51,7 +51,7 @@ pub struct Report {
 }
 
 /// The resource at 80 % or more of its limit where the SLO broke, or why none is named.
-pub fn binding(out: &Outcome) -> String {
+pub fn binding(out: &SearchOutcome) -> String {
     let Some(at) = out.broke_at else {
         return "none: every level up to the maximum held the SLO".into();
     };

@@ -85,7 +85,7 @@ impl Step {
 
 /// The search's result.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Outcome {
+pub struct SearchOutcome {
     pub steps: Vec<Step>,
     /// The largest level that held every expression, and the smallest that broke one.
     pub knee: Option<f64>,
@@ -162,16 +162,16 @@ fn round(level: f64, whole: bool) -> f64 {
     if whole { level.round().max(1.0) } else { level }
 }
 
-pub async fn search<F, Fut>(settings: &Settings, mut measure: F) -> Outcome
+pub async fn search<F, Fut>(settings: &Settings, mut measure: F) -> SearchOutcome
 where
     F: FnMut(f64) -> Fut,
     Fut: std::future::Future<Output = Step>,
 {
     let started = Instant::now();
-    let mut out = Outcome::default();
+    let mut out = SearchOutcome::default();
     let (mut lo, mut hi): (Option<f64>, Option<f64>) = (None, None);
     let mut level = round(settings.start, settings.whole);
-    let over_time = |out: &mut Outcome| {
+    let over_time = |out: &mut SearchOutcome| {
         if started.elapsed() >= settings.time_limit {
             out.stopped_early = Some(format!(
                 "the time bound ({:?}) was reached",

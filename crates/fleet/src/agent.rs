@@ -19,16 +19,16 @@ use crate::target::{Failure, Session, Target};
 use crate::telemetry::{Machine, Row};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
+pub enum IngestPath {
     Rest,
     Pooler,
 }
 
-impl Path {
+impl IngestPath {
     pub fn operation(self) -> &'static str {
         match self {
-            Path::Rest => "rest.insert_metrics",
-            Path::Pooler => "pooler.insert_metrics",
+            IngestPath::Rest => "rest.insert_metrics",
+            IngestPath::Pooler => "pooler.insert_metrics",
         }
     }
 }
@@ -38,7 +38,7 @@ pub struct Agent {
     pub user_id: Uuid,
     pub device_id: Uuid,
     pub machine: Machine,
-    pub path: Path,
+    pub path: IngestPath,
     /// `None` while an upload holds it.
     pub session: Option<Session>,
     /// Samples taken and not yet accepted by the target, oldest first.
@@ -97,7 +97,7 @@ pub struct Upload {
     pub index: u32,
     /// With the index, the agent's credentials should it have to sign in again.
     pub run_id: std::sync::Arc<str>,
-    pub path: Path,
+    pub path: IngestPath,
     pub session: Session,
     pub rows: Vec<Row>,
     pub intended_us: u64,
@@ -136,7 +136,7 @@ async fn timed<T>(
 async fn insert(
     target: &Target,
     clock: &crate::Clock,
-    path: Path,
+    path: IngestPath,
     session: &Session,
     intended_us: u64,
     rows: u64,
@@ -145,11 +145,11 @@ async fn insert(
     let bytes = body.len() as u64;
     let sent_us = clock.now_us();
     let result = match path {
-        Path::Rest => target
+        IngestPath::Rest => target
             .insert_rest(session.bearer(), body)
             .await
             .map(|()| rows),
-        Path::Pooler => Box::pin(target.insert_pooler(body)).await,
+        IngestPath::Pooler => Box::pin(target.insert_pooler(body)).await,
     };
     let done_us = clock.now_us();
     let sample = Sample {

@@ -111,18 +111,18 @@ fn spawn_workers(
         .map_or(2, |n| n.get())
         .clamp(1, 8);
     let per_worker = agents.len() / workers + 1;
-    let mut shards: Vec<Vec<Agent>> = (0..workers)
+    let mut rosters: Vec<Vec<Agent>> = (0..workers)
         .map(|_| Vec::with_capacity(per_worker))
         .collect();
     for a in agents {
-        shards[a.index as usize % workers].push(a);
+        rosters[a.index as usize % workers].push(a);
     }
     let window_us = plan.window.as_micros().max(1) as u64;
     let end_us = load.load_start + plan.duration().as_micros() as u64;
-    shards
+    rosters
         .into_iter()
         .enumerate()
-        .map(|(w, shard)| {
+        .map(|(w, roster)| {
             let worker = Worker {
                 live: load.live.clone(),
                 load_start: load.load_start,
@@ -140,7 +140,7 @@ fn spawn_workers(
                 end_us,
                 stats: Stats::default(),
             };
-            tokio::spawn(worker.run(shard, stop.clone()))
+            tokio::spawn(worker.run(roster, stop.clone()))
         })
         .collect()
 }

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::agent::{Agent, Path, backoff};
+use crate::agent::{Agent, IngestPath, backoff};
 use crate::engine::EngineError;
 use crate::target::{Failure, Target};
 use crate::telemetry::Machine;
@@ -216,9 +216,9 @@ async fn one(
         )
         .await?;
         let path = if pick(rng.random(), &plan.ingest) == "pooler" {
-            Path::Pooler
+            IngestPath::Pooler
         } else {
-            Path::Rest
+            IngestPath::Rest
         };
         Ok(Agent {
             index,

@@ -53,7 +53,7 @@ pub(crate) struct Worker {
 }
 
 /// A worker's agents and what it knows of them.
-struct Shard {
+struct Roster {
     agents: Vec<Agent>,
     /// Ticks and retries by due time.
     heap: BinaryHeap<Reverse<Due>>,
@@ -87,7 +87,7 @@ impl Worker {
     ) -> (Aggregate, Stats) {
         let upload_us = self.plan.upload_interval.as_micros() as u64;
         let model = self.plan.model;
-        let mut sh = Shard {
+        let mut sh = Roster {
             heap: BinaryHeap::new(),
             active: vec![false; agents.len()],
             idle: std::collections::VecDeque::new(),
@@ -231,7 +231,7 @@ impl Worker {
 
     /// An upload came back: account for it, and in the closed and arrival-rate models free the
     /// agent for its next one.
-    fn complete(&mut self, sh: &mut Shard, attempt: Attempt) {
+    fn complete(&mut self, sh: &mut Roster, attempt: Attempt) {
         let slot = sh.slot_of[&attempt.index];
         if !self.finish(&mut sh.agents[slot], attempt, &mut sh.heap, slot) {
             return;
@@ -257,7 +257,7 @@ impl Worker {
     }
 
     /// Starts every arrival and every scheduled tick or retry due by `now`.
-    fn start_due(&mut self, sh: &mut Shard, now: u64) {
+    fn start_due(&mut self, sh: &mut Roster, now: u64) {
         // Arrivals, each to an idle agent; none idle means the arrival is dropped.
         while let Some(at) = sh.arrival_at.filter(|t| *t <= now && *t < self.end_us) {
             match sh.idle.pop_front() {

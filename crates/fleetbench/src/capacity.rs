@@ -14,7 +14,7 @@ use fleetbench_fleet::{Progress, Target};
 use fleetbench_scenario::{LoadModel, Plan};
 
 use crate::target::{self, Endpoints};
-use crate::{EXIT_REGRESSIONS, EXIT_THRESHOLDS, Failure};
+use crate::{CommandError, EXIT_REGRESSIONS, EXIT_THRESHOLDS};
 
 pub struct Args {
     pub scenario: PathBuf,
@@ -248,9 +248,9 @@ async fn measure(ctx: &StepContext<'_>, level: f64) -> Step {
     step
 }
 
-pub fn capacity(a: Args) -> Result<(), Failure> {
+pub fn capacity(a: Args) -> Result<(), CommandError> {
     let (_, base, _) = fleetbench_scenario::load_file(&a.scenario, &a.overrides)
-        .map_err(|e| Failure::invalid(anyhow::anyhow!("the scenario is not valid:\n{e}")))?;
+        .map_err(|e| CommandError::invalid(anyhow::anyhow!("the scenario is not valid:\n{e}")))?;
     let slo_text = if a.slo.is_empty() {
         base.thresholds
             .iter()
@@ -261,7 +261,7 @@ pub fn capacity(a: Args) -> Result<(), Failure> {
         a.slo.join("; ")
     };
     let slo = capacity::parse_slo(&slo_text)
-        .map_err(|e| Failure::invalid(anyhow::anyhow!("--slo: {e}")))?;
+        .map_err(|e| CommandError::invalid(anyhow::anyhow!("--slo: {e}")))?;
     let whole = base.model != LoadModel::ArrivalRate;
     let unit = if whole { "agents" } else { "uploads/s" };
     let max = a.max.unwrap_or(match base.model {
@@ -270,7 +270,7 @@ pub fn capacity(a: Args) -> Result<(), Failure> {
     });
     let start = a.start.unwrap_or((max / 16.0).max(1.0));
     if !(start > 0.0 && start <= max && a.growth > 1.0 && a.resolution > 0.0) {
-        return Err(Failure::invalid(anyhow::anyhow!(
+        return Err(CommandError::invalid(anyhow::anyhow!(
             "need 0 < --start ({start}) <= --max ({max}), --growth above 1 and --resolution above 0"
         )));
     }
@@ -349,7 +349,7 @@ pub fn capacity(a: Args) -> Result<(), Failure> {
     print_outcome(&report, start);
     println!("{}", out.join("index.html").display());
     if report.outcome.knee.is_none() {
-        return Err(Failure {
+        return Err(CommandError {
             code: EXIT_THRESHOLDS,
             error: anyhow::anyhow!("no level held the SLO"),
         });
@@ -365,7 +365,7 @@ fn report(
     slo: &[fleetbench_scenario::Threshold],
     unit: &str,
     resolved: &Endpoints,
-    outcome: capacity::Outcome,
+    outcome: capacity::SearchOutcome,
 ) -> Report {
     let knee_uploads = outcome.knee.map(|k| offered(base, k));
     let knee_agents = outcome.knee.map(|k| match base.model {
@@ -443,21 +443,21 @@ pub fn compare(
     baseline: &std::path::Path,
     run: &std::path::Path,
     tolerance: f64,
-) -> Result<(), Failure> {
-    let read = |dir: &std::path::Path| -> Result<Report, Failure> {
+) -> Result<(), CommandError> {
+    let read = |dir: &std::path::Path| -> Result<Report, CommandError> {
         let path = dir.join("capacity.json");
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            Failure::invalid(anyhow::anyhow!(
+            CommandError::invalid(anyhow::anyhow!(
                 "{}: {e} (both directories must be capacity runs)",
                 path.display()
             ))
         })?;
         serde_json::from_str(&text)
-            .map_err(|e| Failure::invalid(anyhow::anyhow!("{}: {e}", path.display())))
+            .map_err(|e| CommandError::invalid(anyhow::anyhow!("{}: {e}", path.display())))
     };
     let (b, r) = (read(baseline)?, read(run)?);
     if b.scenario != r.scenario || b.slo != r.slo {
-        return Err(Failure::invalid(anyhow::anyhow!(
+        return Err(CommandError::invalid(anyhow::anyhow!(
             "the runs searched different things: {} with SLO {:?} vs {} with SLO {:?}",
             b.scenario,
             b.slo,
@@ -474,7 +474,7 @@ pub fn compare(
     let show = |k: Option<f64>| k.map_or("none".to_string(), |v| format!("{v:.1} uploads/s"));
     if regressed {
         println!("REGRESSED capacity knee: {} -> {}", show(kb), show(kr));
-        return Err(Failure {
+        return Err(CommandError {
             code: EXIT_REGRESSIONS,
             error: anyhow::anyhow!(
                 "the sustainable load fell by more than {:.0} %",

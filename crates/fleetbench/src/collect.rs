@@ -13,7 +13,7 @@ use fleetbench_collector::trace::{Header, Trace, Writer};
 use fleetbench_fleet::{Clock, Target};
 use fleetbench_report::calibration_page;
 
-use crate::{Failure, target};
+use crate::{CommandError, target};
 
 pub struct Collect {
     pub interval: Duration,
@@ -23,14 +23,14 @@ pub struct Collect {
     pub upload_interval: Duration,
 }
 
-pub fn collect(c: Collect) -> Result<(), Failure> {
+pub fn collect(c: Collect) -> Result<(), CommandError> {
     if c.interval.is_zero() {
-        return Err(Failure::invalid(anyhow::anyhow!(
+        return Err(CommandError::invalid(anyhow::anyhow!(
             "--interval must be longer than zero"
         )));
     }
     if c.out.is_none() && !c.push {
-        return Err(Failure::invalid(anyhow::anyhow!(
+        return Err(CommandError::invalid(anyhow::anyhow!(
             "nothing to do: give --out FILE to record a trace, or --push to stream to the target"
         )));
     }
@@ -87,7 +87,7 @@ pub fn collect(c: Collect) -> Result<(), Failure> {
     Ok(())
 }
 
-fn push(c: &Collect) -> Result<(), Failure> {
+fn push(c: &Collect) -> Result<(), CommandError> {
     let resolved = target::resolve(false)?;
     let run_id = uuid::Uuid::new_v4().to_string();
     eprintln!(
@@ -140,7 +140,7 @@ fn push(c: &Collect) -> Result<(), Failure> {
         pushed.device_id.map_or(String::new(), |d| d.to_string())
     );
     if pushed.rows_written < pushed.samples {
-        return Err(Failure {
+        return Err(CommandError {
             code: 1,
             error: anyhow::anyhow!(
                 "{} of {} samples were not written",
@@ -173,8 +173,8 @@ pub fn calibrate(
     trace_path: &Path,
     name: Option<String>,
     out: Option<PathBuf>,
-) -> Result<(), Failure> {
-    let trace = Trace::read(trace_path).map_err(Failure::invalid)?;
+) -> Result<(), CommandError> {
+    let trace = Trace::read(trace_path).map_err(CommandError::invalid)?;
     let name = name.unwrap_or_else(|| format!("calibrated-{}", trace.header.hostname));
     let fit = fleetbench_fleet::calibrate::fit(&trace, &name);
     let out = out.unwrap_or_else(|| trace_path.with_extension("profile.toml"));

@@ -13,13 +13,13 @@ use axum::routing::get;
 use fleetbench_stack::{ProjectConfig, StackPaths, StackState, scheduler};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::Failure;
+use crate::CommandError;
 
 /// The longest the daemon waits for the scheduler's first pass before listening anyway (`stack up`
 /// gives the daemon 15 s to open its port).
 const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
 
-pub fn serve(instance: PathBuf) -> Result<(), Failure> {
+pub fn serve(instance: PathBuf) -> Result<(), CommandError> {
     let paths = StackPaths {
         home: PathBuf::new(),
         instance,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use fleetbench_stack::{Profile, Stack, StackOptions, StackPaths, StackState};
 
-use crate::Failure;
+use crate::CommandError;
 
 pub fn options(profile: Profile) -> anyhow::Result<StackOptions> {
     Ok(StackOptions {
@@ -31,14 +31,14 @@ pub fn ensure_up(profile: Option<Profile>) -> anyhow::Result<StackState> {
     Ok(Stack::up(&opts, &mut |line| eprintln!("stack: {line}"))?)
 }
 
-pub fn up(profile: Profile) -> Result<(), Failure> {
+pub fn up(profile: Profile) -> Result<(), CommandError> {
     let state = ensure_up(Some(profile))?;
     print_services(&state)?;
     eprintln!("stack: up; `fleetbench stack env` prints the connection settings");
     Ok(())
 }
 
-pub fn down() -> Result<(), Failure> {
+pub fn down() -> Result<(), CommandError> {
     let paths = StackPaths::from_env();
     let report = Stack::down(&paths)?;
     for s in &report.stopped {
@@ -54,14 +54,14 @@ pub fn down() -> Result<(), Failure> {
     Ok(())
 }
 
-pub fn status() -> Result<(), Failure> {
+pub fn status() -> Result<(), CommandError> {
     let paths = StackPaths::from_env();
     let state = StackState::load(&paths.state_file())?;
     print_services(&state)?;
     Ok(())
 }
 
-pub fn env() -> Result<(), Failure> {
+pub fn env() -> Result<(), CommandError> {
     let paths = StackPaths::from_env();
     let state = StackState::load(&paths.state_file())?;
     for (key, value) in state.env_exports() {

@@ -35,25 +35,26 @@ pub const EXIT_THRESHOLDS: u8 = 99;
 /// `compare` found regressions.
 pub const EXIT_REGRESSIONS: u8 = 3;
 
-/// An error that knows its exit code.
+/// A command that failed, with the exit code that says how (invalid input, could not run, thresholds
+/// crossed, regressions).
 #[derive(Debug)]
-pub struct Failure {
+pub struct CommandError {
     pub code: u8,
     pub error: anyhow::Error,
 }
 
-impl Failure {
-    pub fn invalid(error: impl Into<anyhow::Error>) -> Failure {
-        Failure {
+impl CommandError {
+    pub fn invalid(error: impl Into<anyhow::Error>) -> CommandError {
+        CommandError {
             code: EXIT_INVALID,
             error: error.into(),
         }
     }
 }
 
-impl<E: Into<anyhow::Error>> From<E> for Failure {
+impl<E: Into<anyhow::Error>> From<E> for CommandError {
     fn from(e: E) -> Self {
-        Failure {
+        CommandError {
             code: EXIT_FAILED,
             error: e.into(),
         }
@@ -74,13 +75,13 @@ pub struct GooseArgs {
 }
 
 /// `fleetbench goose`, or why this build cannot run it.
-fn goose_front_end(args: GooseArgs) -> Result<(), Failure> {
+fn goose_front_end(args: GooseArgs) -> Result<(), CommandError> {
     #[cfg(feature = "goose")]
     return goose::goose(args);
     #[cfg(not(feature = "goose"))]
     {
         let _ = args;
-        Err(Failure::invalid(anyhow::anyhow!(
+        Err(CommandError::invalid(anyhow::anyhow!(
             "this fleetbench was built without the goose feature: cargo build --release --features goose"
         )))
     }

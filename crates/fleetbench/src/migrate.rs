@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Context;
 use fleetbench_schema::{apply, load_dir};
 
-use crate::{Failure, local};
+use crate::{CommandError, local};
 
 /// The database `migrate` targets, and where the project's API is with its service-role key when
 /// known (the alerts' database webhook posts to `<api>/functions/v1/anomaly-webhook` with it).
@@ -32,15 +32,15 @@ fn target(flag: Option<String>) -> anyhow::Result<(String, Option<(String, Strin
     Ok((state.direct_db_url(), api))
 }
 
-pub fn run(db_url: Option<String>, dir: &Path) -> Result<(), Failure> {
+pub fn run(db_url: Option<String>, dir: &Path) -> Result<(), CommandError> {
     let line = apply_dir(db_url, dir)?;
     println!("{line}");
     Ok(())
 }
 
 /// Applies the folder's migrations and returns the one-line account of what was done.
-pub fn apply_dir(db_url: Option<String>, dir: &Path) -> Result<String, Failure> {
-    let migrations = load_dir(dir).map_err(Failure::invalid)?;
+pub fn apply_dir(db_url: Option<String>, dir: &Path) -> Result<String, CommandError> {
+    let migrations = load_dir(dir).map_err(CommandError::invalid)?;
     let (url, webhook) = target(db_url)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

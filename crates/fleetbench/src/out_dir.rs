@@ -3,16 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::Failure;
+use crate::CommandError;
 
 /// Creates `dir` and checks that a file can be written there; invalid input (exit 2) otherwise.
-pub(crate) fn writable(dir: &Path) -> Result<(), Failure> {
+pub(crate) fn writable(dir: &Path) -> Result<(), CommandError> {
     let probe = dir.join(".fleetbench-write-check");
     std::fs::create_dir_all(dir)
         .and_then(|()| std::fs::write(&probe, b"ok"))
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|e| {
-            Failure::invalid(anyhow::anyhow!(
+            CommandError::invalid(anyhow::anyhow!(
                 "the run directory {} cannot be written ({e}): choose another --out; nothing was sent",
                 dir.display()
             ))

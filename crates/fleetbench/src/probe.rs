@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use fleetbench_metrics::Summary;
 
-use crate::{EXIT_THRESHOLDS, Failure, machine, out_dir, signals, target};
+use crate::{CommandError, EXIT_THRESHOLDS, machine, out_dir, signals, target};
 
 /// One line per probe and its first findings, for the terminal.
 pub fn print(summary: &Summary) {
@@ -25,9 +25,9 @@ pub fn probe(
     out: Option<PathBuf>,
     overrides: &[String],
     keep: bool,
-) -> Result<(), Failure> {
+) -> Result<(), CommandError> {
     let plan = fleetbench_scenario::probe_plan(name, overrides).map_err(|e| {
-        Failure::invalid(anyhow::anyhow!("the probe's settings are not valid:\n{e}"))
+        CommandError::invalid(anyhow::anyhow!("the probe's settings are not valid:\n{e}"))
     })?;
     let endpoints = target::resolve(name == "pooler")?;
     let out = out.unwrap_or_else(|| out_dir::default_out(&format!("probe-{name}")));
@@ -62,7 +62,7 @@ pub fn probe(
     println!("{}", out.join("index.html").display());
     match fleetbench_runner::finish::failed_probes(&finished.summary) {
         None => Ok(()),
-        Some(_) => Err(Failure {
+        Some(_) => Err(CommandError {
             code: EXIT_THRESHOLDS,
             error: anyhow::anyhow!(
                 "probe {name} failed: {}",

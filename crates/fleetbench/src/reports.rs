@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::{EXIT_REGRESSIONS, EXIT_THRESHOLDS, Failure};
+use crate::{CommandError, EXIT_REGRESSIONS, EXIT_THRESHOLDS};
 
-fn invalid(e: String) -> Failure {
-    Failure::invalid(anyhow::anyhow!(e))
+fn invalid(e: String) -> CommandError {
+    CommandError::invalid(anyhow::anyhow!(e))
 }
 
-pub fn report(run_dir: &Path) -> Result<(), Failure> {
+pub fn report(run_dir: &Path) -> Result<(), CommandError> {
     let page = fleetbench_report::rundir::rerender(run_dir).map_err(invalid)?;
     println!("{}", page.display());
     Ok(())
@@ -23,7 +23,7 @@ pub fn compare(
     tolerance_pct: f64,
     min_delta: Duration,
     error_tolerance_points: f64,
-) -> Result<(), Failure> {
+) -> Result<(), CommandError> {
     if baseline.join("capacity.json").is_file() || run.join("capacity.json").is_file() {
         return crate::capacity::compare(baseline, run, tolerance_pct / 100.0);
     }
@@ -53,20 +53,20 @@ pub fn compare(
     if n == 0 {
         return Ok(());
     }
-    Err(Failure {
+    Err(CommandError {
         code: EXIT_REGRESSIONS,
         error: anyhow::anyhow!("{n} regression(s) against {}", baseline.display()),
     })
 }
 
 /// Exit 99 when the merged run crosses its thresholds, as a run would.
-pub fn merge(shards: &[PathBuf], out: &Path) -> Result<(), Failure> {
+pub fn merge(shards: &[PathBuf], out: &Path) -> Result<(), CommandError> {
     let summary = fleetbench_report::rundir::merge(shards, out).map_err(invalid)?;
     println!("{}", out.join("index.html").display());
     if summary.passed() {
         return Ok(());
     }
-    Err(Failure {
+    Err(CommandError {
         code: EXIT_THRESHOLDS,
         error: anyhow::anyhow!("the merged run crossed its thresholds"),
     })

@@ -10,18 +10,18 @@ use std::sync::Arc;
 use anyhow::Context;
 use fleetbench_fleet::Progress;
 
-use crate::{EXIT_THRESHOLDS, Failure, machine, out_dir, progress, signals, target};
+use crate::{CommandError, EXIT_THRESHOLDS, machine, out_dir, progress, signals, target};
 
 pub(crate) fn load(
     path: &Path,
     overrides: &[String],
-) -> Result<(fleetbench_scenario::Plan, String), Failure> {
+) -> Result<(fleetbench_scenario::Plan, String), CommandError> {
     let (_, plan, resolved) = fleetbench_scenario::load_file(path, overrides)
-        .map_err(|e| Failure::invalid(anyhow::anyhow!("the scenario is not valid:\n{e}")))?;
+        .map_err(|e| CommandError::invalid(anyhow::anyhow!("the scenario is not valid:\n{e}")))?;
     Ok((plan, resolved))
 }
 
-pub fn validate(files: &[PathBuf], overrides: &[String]) -> Result<(), Failure> {
+pub fn validate(files: &[PathBuf], overrides: &[String]) -> Result<(), CommandError> {
     let mut bad = Vec::new();
     for f in files {
         match fleetbench_scenario::load_file(f, overrides) {
@@ -41,7 +41,7 @@ pub fn validate(files: &[PathBuf], overrides: &[String]) -> Result<(), Failure> 
     if bad.is_empty() {
         Ok(())
     } else {
-        Err(Failure::invalid(anyhow::anyhow!(
+        Err(CommandError::invalid(anyhow::anyhow!(
             "{} invalid: {}",
             bad.len(),
             bad.join(", ")
@@ -49,7 +49,7 @@ pub fn validate(files: &[PathBuf], overrides: &[String]) -> Result<(), Failure> 
     }
 }
 
-pub fn cleanup(run_id: &str) -> Result<(), Failure> {
+pub fn cleanup(run_id: &str) -> Result<(), CommandError> {
     let resolved = target::resolve(false)?;
     let db = resolved
         .admin_db_url
@@ -108,11 +108,11 @@ pub fn run(
     out: Option<PathBuf>,
     overrides: &[String],
     sharding: Sharding,
-) -> Result<(), Failure> {
+) -> Result<(), CommandError> {
     let (mut plan, resolved_toml) = load(scenario, overrides)?;
     if let Some(shard) = sharding.shard {
         if shard.1 > 1 && sharding.run_id.is_none() {
-            return Err(Failure::invalid(anyhow::anyhow!(
+            return Err(CommandError::invalid(anyhow::anyhow!(
                 "--shard {}/{} needs --run-id: every shard of one run must carry the same id (and --start-at the same start)",
                 shard.0,
                 shard.1
@@ -126,7 +126,7 @@ pub fn run(
         .any(|(p, share)| p == "pooler" && *share > 0.0);
     // Traces to replay are read before anything is sent: a bad one is invalid input.
     fleetbench_fleet::provision::load_traces(&plan)
-        .map_err(|e| Failure::invalid(anyhow::anyhow!(e)))?;
+        .map_err(|e| CommandError::invalid(anyhow::anyhow!(e)))?;
     target::check_caps(f64::from(plan.agents), plan.peak_rate(), plan.duration())?;
     // The run directory is written at the end: one that cannot be is found before the load.
     let out = out.unwrap_or_else(|| out_dir::default_out(&plan.name));
@@ -229,7 +229,7 @@ fn print_end(finished: &fleetbench_runner::Finished, run_id: &str) {
 }
 
 /// Exit 0 when the run passed; 99 with what failed (thresholds, probes, an abort) otherwise.
-fn verdict(summary: &fleetbench_metrics::Summary) -> Result<(), Failure> {
+fn verdict(summary: &fleetbench_metrics::Summary) -> Result<(), CommandError> {
     if summary.passed() {
         return Ok(());
     }
@@ -239,7 +239,7 @@ fn verdict(summary: &fleetbench_metrics::Summary) -> Result<(), Failure> {
         .filter(|t| !t.pass)
         .map(|t| format!("{} {}", t.operation, t.expr))
         .collect();
-    Err(Failure {
+    Err(CommandError {
         code: EXIT_THRESHOLDS,
         error: anyhow::anyhow!(
             "thresholds crossed: {}{}{}",

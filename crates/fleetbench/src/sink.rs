@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use crate::Failure;
+use crate::CommandError;
 
 pub fn sink(
     listen: std::net::SocketAddr,
@@ -11,7 +11,7 @@ pub fn sink(
     stall: Option<fleetbench_fleet::sink::Stall>,
     capacity: Option<f64>,
     faults: Vec<fleetbench_fleet::sink::Fault>,
-) -> Result<(), Failure> {
+) -> Result<(), CommandError> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)

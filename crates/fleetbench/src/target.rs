@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use fleetbench_fleet::TargetConfig;
 
-use crate::{Failure, local, migrate};
+use crate::{CommandError, local, migrate};
 
 pub use fleetbench_runner::{Endpoints, redact};
 
@@ -38,7 +38,7 @@ fn host(url: &str) -> String {
 /// A remote target must be named by an allowlist (the scenario's `[target] allow_hosts`, or
 /// FLEETBENCH_ALLOW_HOSTS, comma-separated) unless the deliberately long flag is given; this
 /// machine's own loopback (127.0.0.1, localhost, ::1) is always allowed.
-pub fn check_allowed(url: &str, scenario_allow: &[String]) -> Result<(), Failure> {
+pub fn check_allowed(url: &str, scenario_allow: &[String]) -> Result<(), CommandError> {
     let h = host(url);
     if ["127.0.0.1", "localhost", "::1"].contains(&h.as_str()) {
         return Ok(());
@@ -64,15 +64,19 @@ pub fn check_allowed(url: &str, scenario_allow: &[String]) -> Result<(), Failure
         );
         return Ok(());
     }
-    Err(Failure::invalid(anyhow::anyhow!(
+    Err(CommandError::invalid(anyhow::anyhow!(
         "SUPABASE_URL points at {h}, which no allowlist names: add it to the scenario's [target] allow_hosts or to FLEETBENCH_ALLOW_HOSTS (the staging project's host), or pass --i-accept-this-target-is-not-on-the-allowlist; nothing was sent"
     )))
 }
 
 /// Hard caps every run obeys, whatever its scenario says: agents, uploads per second, and the load's
 /// duration (FLEETBENCH_MAX_AGENTS, FLEETBENCH_MAX_RATE, FLEETBENCH_MAX_DURATION raise or lower them).
-pub fn check_caps(agents: f64, rate: f64, duration: std::time::Duration) -> Result<(), Failure> {
-    let cap = |name: &str, default: f64| -> Result<f64, Failure> {
+pub fn check_caps(
+    agents: f64,
+    rate: f64,
+    duration: std::time::Duration,
+) -> Result<(), CommandError> {
+    let cap = |name: &str, default: f64| -> Result<f64, CommandError> {
         match env(&[name]) {
             None => Ok(default),
             Some(v) => v
@@ -81,7 +85,7 @@ pub fn check_caps(agents: f64, rate: f64, duration: std::time::Duration) -> Resu
                 .ok()
                 .filter(|x| *x > 0.0)
                 .ok_or_else(|| {
-                    Failure::invalid(anyhow::anyhow!(
+                    CommandError::invalid(anyhow::anyhow!(
                         "{name}={v:?} is not a positive number: set it like {name}={default} or unset it (the default is {default})"
                     ))
                 }),
@@ -90,7 +94,7 @@ pub fn check_caps(agents: f64, rate: f64, duration: std::time::Duration) -> Resu
     let max_duration = match env(&["FLEETBENCH_MAX_DURATION"]) {
         None => std::time::Duration::from_secs(4 * 3600),
         Some(v) => humantime::parse_duration(v.trim()).map_err(|e| {
-            Failure::invalid(anyhow::anyhow!(
+            CommandError::invalid(anyhow::anyhow!(
                 "FLEETBENCH_MAX_DURATION={v:?}: {e} (write e.g. 4h)"
             ))
         })?,
@@ -112,7 +116,7 @@ pub fn check_caps(agents: f64, rate: f64, duration: std::time::Duration) -> Resu
     if over.is_empty() {
         Ok(())
     } else {
-        Err(Failure::invalid(anyhow::anyhow!(
+        Err(CommandError::invalid(anyhow::anyhow!(
             "over the hard caps: {}; raise the cap deliberately if this is intended; nothing was sent",
             over.join(", ")
         )))
@@ -121,12 +125,12 @@ pub fn check_caps(agents: f64, rate: f64, duration: std::time::Duration) -> Resu
 
 /// The target, or invalid input (exit 2) when the environment is incomplete or the remote host is
 /// on no allowlist (the environment's only: commands without a scenario).
-pub fn resolve(needs_pooler: bool) -> Result<Endpoints, Failure> {
+pub fn resolve(needs_pooler: bool) -> Result<Endpoints, CommandError> {
     resolve_allowed(needs_pooler, &[])
 }
 
 /// `SUPABASE_URL` must be an http(s) URL with a host; said without its credentials.
-fn check_api_url(url: &str) -> Result<(), Failure> {
+fn check_api_url(url: &str) -> Result<(), CommandError> {
     let shown = redact(url);
     let parsed = url.parse::<axum::http::Uri>();
     let ok = parsed.as_ref().is_ok_and(|u| {
@@ -135,39 +139,39 @@ fn check_api_url(url: &str) -> Result<(), Failure> {
     if ok {
         return Ok(());
     }
-    Err(Failure::invalid(anyhow::anyhow!(
+    Err(CommandError::invalid(anyhow::anyhow!(
         "SUPABASE_URL ({shown}) is not an http(s) URL with a host: set it to the project URL, e.g. https://<project-ref>.supabase.co; nothing was sent"
     )))
 }
 
 /// A key goes into a header: visible ASCII only (a pasted newline or space is the usual cause).
-fn check_key(name: &str, key: &str) -> Result<(), Failure> {
+fn check_key(name: &str, key: &str) -> Result<(), CommandError> {
     if !key.is_empty() && key.bytes().all(|b| b.is_ascii_graphic()) {
         return Ok(());
     }
-    Err(Failure::invalid(anyhow::anyhow!(
+    Err(CommandError::invalid(anyhow::anyhow!(
         "{name} holds characters an HTTP header cannot carry (a space, a newline or non-ASCII: the key was pasted with something around it); copy the key again from the project's API settings; nothing was sent"
     )))
 }
 
 /// A Postgres URL must parse (said without the URL: it carries a password).
-fn check_db_url(name: &str, url: &str) -> Result<(), Failure> {
+fn check_db_url(name: &str, url: &str) -> Result<(), CommandError> {
     url.parse::<tokio_postgres::Config>().map(|_| ()).map_err(|e| {
-        Failure::invalid(anyhow::anyhow!(
+        CommandError::invalid(anyhow::anyhow!(
             "{name} is not a Postgres connection string ({e}): expected postgresql://USER:PASSWORD@HOST:PORT/postgres (port 6543 for the transaction pooler); nothing was sent"
         ))
     })
 }
 
 /// [`resolve`] with the scenario's allowlist too.
-pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints, Failure> {
+pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints, CommandError> {
     if let Some(url) = env(&["SUPABASE_URL"]) {
         check_api_url(&url)?;
         check_allowed(&url, allow)?;
         let anon = env(&["SUPABASE_ANON_KEY", "SUPABASE_PUBLISHABLE_KEY"]);
         let service = env(&["SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY"]);
         let (Some(anon_key), Some(service_key)) = (anon, service) else {
-            return Err(Failure::invalid(anyhow::anyhow!(
+            return Err(CommandError::invalid(anyhow::anyhow!(
                 "SUPABASE_URL is set, so a remote project is targeted, but SUPABASE_ANON_KEY (or SUPABASE_PUBLISHABLE_KEY) \
                  and SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_SECRET_KEY) are not both set"
             )));
@@ -181,7 +185,7 @@ pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints
             }
         }
         if needs_pooler && db_url.is_none() {
-            return Err(Failure::invalid(anyhow::anyhow!(
+            return Err(CommandError::invalid(anyhow::anyhow!(
                 "the scenario sends part of the fleet through the pooler (workload.ingest.pooler) but SUPABASE_DB_URL is not set"
             )));
         }

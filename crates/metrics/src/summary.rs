@@ -52,7 +52,7 @@ pub struct OperationSummary {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Target {
+pub struct TargetFacts {
     pub kind: String,
     /// Scheme, host and port only.
     pub url: String,
@@ -74,7 +74,7 @@ pub struct Summary {
     pub scenario: String,
     pub started_at: String,
     pub duration_s: f64,
-    pub target: Target,
+    pub target: TargetFacts,
     pub verdict: String,
     pub thresholds: Vec<ThresholdResult>,
     pub operations: BTreeMap<String, OperationSummary>,
@@ -210,7 +210,7 @@ pub struct RunFacts {
     pub scenario: String,
     pub started_at: String,
     pub duration_s: f64,
-    pub target: Target,
+    pub target: TargetFacts,
     pub interrupted: bool,
 }
 

@@ -1,7 +1,7 @@
 //! `summary.json` against its committed JSON Schema (`crates/metrics/summary.schema.json`): a
 //! summary with every kind of content validates, and documents that break the contract do not.
 
-use fleetbench_metrics::summary::{RunFacts, Target};
+use fleetbench_metrics::summary::{RunFacts, TargetFacts};
 use fleetbench_metrics::{Aggregate, Outcome, Sample, Summary};
 
 fn schema() -> jsonschema::Validator {
@@ -48,7 +48,7 @@ fn summary() -> serde_json::Value {
         scenario: "schema".into(),
         started_at: "2026-11-26T07:00:00+00:00".into(),
         duration_s: 1.5,
-        target: Target {
+        target: TargetFacts {
             kind: "remote".into(),
             url: "https://abc.supabase.co".into(),
         },

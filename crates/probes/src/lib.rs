@@ -140,15 +140,15 @@ pub fn db_text(e: &tokio_postgres::Error) -> String {
 }
 
 /// A probe's results.
-pub struct Outcome {
+pub struct ProbeOutcome {
     pub report: ProbeReport,
     /// Samples of the probe's operations, on the run's clock and windows.
     pub aggregate: Aggregate,
 }
 
-impl Outcome {
-    fn failed(name: &str, window_us: u64, error: &anyhow::Error) -> Outcome {
-        Outcome {
+impl ProbeOutcome {
+    fn failed(name: &str, window_us: u64, error: &anyhow::Error) -> ProbeOutcome {
+        ProbeOutcome {
             report: ProbeReport {
                 title: title(name).into(),
                 verdict: "fail".into(),
@@ -173,7 +173,7 @@ fn title(name: &str) -> &'static str {
 }
 
 /// Runs one probe; a probe that cannot complete is a failed probe with the reason as its finding.
-pub async fn run(name: &str, plan: &ProbesPlan, ctx: &Context) -> Outcome {
+pub async fn run(name: &str, plan: &ProbesPlan, ctx: &Context) -> ProbeOutcome {
     let result = match name {
         "realtime" => match &plan.realtime {
             Some(p) => realtime::run(ctx, p).await,
@@ -203,7 +203,7 @@ pub async fn run(name: &str, plan: &ProbesPlan, ctx: &Context) -> Outcome {
             o.report.title = title(name).into();
             o
         }
-        Err(e) => Outcome::failed(name, ctx.window_us, &e),
+        Err(e) => ProbeOutcome::failed(name, ctx.window_us, &e),
     }
 }
 
@@ -213,10 +213,10 @@ pub async fn run_until(
     plan: &ProbesPlan,
     ctx: &Context,
     mut stop: watch::Receiver<bool>,
-) -> Outcome {
+) -> ProbeOutcome {
     tokio::select! {
         o = run(name, plan, ctx) => o,
-        _ = stop.wait_for(|s| *s) => Outcome {
+        _ = stop.wait_for(|s| *s) => ProbeOutcome {
             report: ProbeReport {
                 title: title(name).into(),
                 verdict: "info".into(),
@@ -235,7 +235,7 @@ pub async fn run_all(
     plan: ProbesPlan,
     ctx: Arc<Context>,
     stop: watch::Receiver<bool>,
-) -> Vec<(String, Outcome)> {
+) -> Vec<(String, ProbeOutcome)> {
     let names = plan.names();
     let plan = Arc::new(plan);
     let mut set = tokio::task::JoinSet::new();

@@ -23,7 +23,7 @@ use futures_util::SinkExt;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::{Context, Outcome, figure, ms_at};
+use crate::{Context, ProbeOutcome, figure, ms_at};
 
 /// The dashboard's canonical queries: (name, SQL with `{t}` for the table; `$1` is a device).
 pub const QUERIES: &[(&str, &str)] = &[
@@ -115,7 +115,7 @@ struct Check {
     ok: bool,
 }
 
-pub async fn run(ctx: &Context, plan: &PartitionsPlan) -> anyhow::Result<Outcome> {
+pub async fn run(ctx: &Context, plan: &PartitionsPlan) -> anyhow::Result<ProbeOutcome> {
     let db = ctx.admin().await?;
     let user = crate::users::provision(ctx, "partitions", 1)
         .await?
@@ -156,7 +156,7 @@ async fn measure(
     user: &crate::users::User,
     devices: &[Uuid],
     flat: &str,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<ProbeOutcome> {
     ctx.started().await;
     let now = Utc::now();
     let current = month_start(now);
@@ -432,7 +432,7 @@ async fn measure(
             None,
         ));
     }
-    Ok(Outcome {
+    Ok(ProbeOutcome {
         report: ProbeReport {
             title: String::new(),
             claim: "partitioning by month keeps queries fast as data grows; old data is cleaned up on a schedule".into(),

@@ -22,7 +22,7 @@ use fleetbench_scenario::probes::PoolerPlan;
 use hdrhistogram::Histogram;
 use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::{Context, Outcome, Timing, figure, ms_at};
+use crate::{Context, ProbeOutcome, Timing, figure, ms_at};
 
 /// How long one handshake may take before it counts as a timeout.
 const CONNECT_WITHIN: Duration = Duration::from_secs(30);
@@ -176,7 +176,7 @@ fn row(label: &str, s: &Storm) -> Vec<String> {
     ]
 }
 
-pub async fn run(ctx: &Context, plan: &PoolerPlan) -> anyhow::Result<Outcome> {
+pub async fn run(ctx: &Context, plan: &PoolerPlan) -> anyhow::Result<ProbeOutcome> {
     // Thousands of sockets: the soft descriptor limit is raised to the hard one.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let pooled_url = ctx.pooler_db_url.clone().ok_or_else(|| {
@@ -279,7 +279,7 @@ pub async fn run(ctx: &Context, plan: &PoolerPlan) -> anyhow::Result<Outcome> {
     ];
     // The claim holds when the pooler took every client without exhausting the database.
     let pass = refused == 0 && pooled.query_errors == 0;
-    Ok(Outcome {
+    Ok(ProbeOutcome {
         report: ProbeReport {
             title: String::new(),
             claim: "Supavisor manages thousands of simultaneous connections without crashing the database".into(),

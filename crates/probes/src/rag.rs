@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use crate::users::User;
-use crate::{Context, Outcome, Timing, figure, latency_figures, ms_at};
+use crate::{Context, ProbeOutcome, Timing, figure, latency_figures, ms_at};
 
 pub const DIMS: usize = 384;
 /// The corpus seed: every run searches the same memories.
@@ -236,7 +236,7 @@ async fn uses_index(
     }))
 }
 
-pub async fn run(ctx: &Context, plan: &RagPlan) -> anyhow::Result<Outcome> {
+pub async fn run(ctx: &Context, plan: &RagPlan) -> anyhow::Result<ProbeOutcome> {
     let users = crate::users::provision(ctx, "rag", plan.users).await?;
     let corpus = Corpus::generate(plan, SEED);
     let seeding = Instant::now();
@@ -398,7 +398,7 @@ pub async fn run(ctx: &Context, plan: &RagPlan) -> anyhow::Result<Outcome> {
         Some("384 dims, 100k vectors, Micro: p95 24 ms at 580 QPS"),
     ));
     let pass = errors.is_empty() && !recalls.is_empty() && short == 0;
-    Ok(Outcome {
+    Ok(ProbeOutcome {
         report: ProbeReport {
             claim: "pgvector serves the dashboard's RAG over AI memory".into(),
             verdict: if pass { "pass" } else { "fail" }.into(),

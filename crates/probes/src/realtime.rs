@@ -27,7 +27,7 @@ use uuid::Uuid;
 use crate::inject::{self, Key};
 use crate::users::{self, User};
 use crate::ws::{self, Socket};
-use crate::{Context, Outcome, Timing, figure, latency_figures, ms_at, tally};
+use crate::{Context, ProbeOutcome, Timing, figure, latency_figures, ms_at, tally};
 
 /// How long a subscription may take to go live.
 const SUBSCRIBE_WITHIN: Duration = Duration::from_secs(20);
@@ -279,7 +279,7 @@ async fn pump(
     }
 }
 
-pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<Outcome> {
+pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutcome> {
     let users = users::provision(ctx, "realtime", plan.subscribers).await?;
     let mut agg = Aggregate::new(ctx.window_us);
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -608,7 +608,7 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<Outcome> 
     if let Some((ms, _)) = reconnect {
         figures.push(figure("reconnect to live again", ms, "ms", None));
     }
-    Ok(Outcome {
+    Ok(ProbeOutcome {
         report: ProbeReport {
             claim: "Realtime pushes a \"Critical Thermal Warning\" to the dashboard instantly"
                 .into(),

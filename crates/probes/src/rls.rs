@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::users::User;
 use crate::ws::{self, Socket};
-use crate::{Context, Outcome, figure, inject};
+use crate::{Context, ProbeOutcome, figure, inject};
 
 /// How long Realtime may take to deliver A's own marker alert (which proves delivery caught up).
 const MARKER_WITHIN: Duration = Duration::from_secs(20);
@@ -135,7 +135,7 @@ async fn sql_as(
     r.map_err(|e| crate::db_text(&e))
 }
 
-pub async fn run(ctx: &Context) -> anyhow::Result<Outcome> {
+pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {
     let users = crate::users::provision(ctx, "rls", 2).await?;
     let (a, b) = (&users[0], &users[1]);
     let cfg = &ctx.target.config;
@@ -405,7 +405,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<Outcome> {
             l.result.as_ref().err().map_or("", String::as_str)
         ));
     }
-    Ok(Outcome {
+    Ok(ProbeOutcome {
         report: ProbeReport {
             title: String::new(),
             claim: "each user sees only their own data (row-level security)".into(),

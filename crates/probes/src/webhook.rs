@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::inject::{self, Key};
 use crate::receiver::{self, Receiver};
-use crate::{Context, Outcome, figure, latency_figures, tally};
+use crate::{Context, ProbeOutcome, figure, latency_figures, tally};
 
 /// Where deliveries are read: (URL, key to present).
 async fn receiver_url(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<(String, String)> {
@@ -35,7 +35,7 @@ async fn receiver_url(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<(Stri
     ))
 }
 
-pub async fn run(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<Outcome> {
+pub async fn run(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<ProbeOutcome> {
     let (url, key) = receiver_url(ctx, plan).await?;
     // Deliveries already there belong to earlier runs.
     let mut seq = receiver::read(&ctx.http, &url, &key, 0, Duration::ZERO)
@@ -148,7 +148,7 @@ pub async fn run(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<Outcome> {
         Some("pg_net sends after commit, asynchronously (no published latency)"),
     ));
     let pass = lost == 0 && duplicates == 0 && !sent.is_empty();
-    Ok(Outcome {
+    Ok(ProbeOutcome {
         report: ProbeReport {
             claim: "Edge Functions fire webhooks on anomalies".into(),
             verdict: if pass { "pass" } else { "fail" }.into(),

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use fleetbench_metrics::summary::{RunFacts, Target};
+use fleetbench_metrics::summary::{RunFacts, TargetFacts};
 use fleetbench_metrics::{Aggregate, Summary};
 
 use crate::LoadShape;
@@ -292,7 +292,7 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Summary> {
             .iter()
             .map(|s| s.summary.duration_s)
             .fold(0.0, f64::max),
-        target: Target {
+        target: TargetFacts {
             kind: first.summary.target.kind.clone(),
             url: first.summary.target.url.clone(),
         },

@@ -15,8 +15,8 @@ pub struct Endpoints {
 
 impl Endpoints {
     /// The summary's account of the target: its kind and the URL without credentials or path.
-    pub fn summary_target(&self) -> fleetbench_metrics::summary::Target {
-        fleetbench_metrics::summary::Target {
+    pub fn summary_target(&self) -> fleetbench_metrics::summary::TargetFacts {
+        fleetbench_metrics::summary::TargetFacts {
             kind: self.config.kind.clone(),
             url: redact(&self.config.api_url),
         }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use fleetbench_metrics::summary::RunFacts;
 use fleetbench_metrics::{Aggregate, Summary};
-use fleetbench_probes::Outcome as ProbeOutcome;
+use fleetbench_probes::ProbeOutcome;
 use fleetbench_scenario::threshold::Threshold;
 
 use crate::{Endpoints, RunError, RunSpec};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fleetbench_fleet::{Clock, Progress, RunOutcome, Target};
-use fleetbench_probes::Outcome as ProbeOutcome;
+use fleetbench_probes::ProbeOutcome;
 use fleetbench_scenario::Plan;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

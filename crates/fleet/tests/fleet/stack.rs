@@ -126,7 +126,7 @@ async fn an_expired_access_token_signs_in_again() {
     let attempt = fleetbench_fleet::agent::Upload {
         index: 0,
         run_id,
-        path: fleetbench_fleet::agent::Path::Rest,
+        path: fleetbench_fleet::agent::IngestPath::Rest,
         session: session.clone(),
         rows,
         intended_us: 0,

@@ -12,7 +12,7 @@ use fleetbench_scenario::Plan;
 use serde::Serialize;
 
 use super::Args;
-use crate::{EXIT_REGRESSIONS, Failure, target};
+use crate::{CommandError, EXIT_REGRESSIONS, target};
 
 /// One operation as each side measured it.
 #[derive(Debug, Serialize)]
@@ -147,7 +147,7 @@ pub(super) fn compare(
     metrics: &goose::metrics::GooseMetrics,
     args: &Args,
     out: &std::path::Path,
-) -> Result<(), Failure> {
+) -> Result<(), CommandError> {
     let rows = agreement(
         ours,
         &goose_operations(metrics),
@@ -192,7 +192,7 @@ pub(super) fn compare(
     if disagree.is_empty() {
         Ok(())
     } else {
-        Err(Failure {
+        Err(CommandError {
             code: EXIT_REGRESSIONS,
             error: anyhow::anyhow!("fleetbench and goose disagree: {}", disagree.join(" | ")),
         })

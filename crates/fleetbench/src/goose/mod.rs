@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use fleetbench_fleet::Target;
-use fleetbench_fleet::agent::{Path as Ingest, credentials};
+use fleetbench_fleet::agent::{IngestPath, credentials};
 use fleetbench_fleet::target::{Failure as Refused, Session, wire};
 use fleetbench_fleet::telemetry::{Machine, Row};
 use fleetbench_scenario::{LoadModel, Plan};
@@ -34,7 +34,7 @@ use goose::config::GooseConfiguration;
 use goose::prelude::*;
 use rand::{Rng, SeedableRng};
 
-use crate::{Failure, run, target};
+use crate::{CommandError, run, target};
 
 mod cross_check;
 
@@ -60,7 +60,7 @@ struct Agent {
     user_id: uuid::Uuid,
     device_id: uuid::Uuid,
     machine: Machine,
-    path: Ingest,
+    path: IngestPath,
     session: Session,
     /// Rows sampled and not yet accepted, oldest first.
     backlog: Vec<Row>,
@@ -191,9 +191,9 @@ impl Fleet {
         let mut roll = rand::rngs::SmallRng::seed_from_u64(self.plan.seed ^ u64::from(index));
         let path =
             if fleetbench_fleet::provision::pick(roll.random(), &self.plan.ingest) == "pooler" {
-                Ingest::Pooler
+                IngestPath::Pooler
             } else {
-                Ingest::Rest
+                IngestPath::Rest
             };
         user.set_session_data(Seat(Arc::new(tokio::sync::Mutex::new(Agent {
             index,
@@ -228,7 +228,7 @@ impl Fleet {
         let take = agent.backlog.len().min(1000);
         let body = fleetbench_fleet::body::rows_json(&agent.backlog[..take]);
         let result = match agent.path {
-            Ingest::Rest => {
+            IngestPath::Rest => {
                 let mut result = self.insert_rest(user, &agent.session, body.clone()).await?;
                 if matches!(result, Err(Refused::Status { status: 401, .. })) {
                     agent.session = self.sign_in(user, agent.index).await?;
@@ -236,7 +236,7 @@ impl Fleet {
                 }
                 result
             }
-            Ingest::Pooler => {
+            IngestPath::Pooler => {
                 let started = Instant::now();
                 let result = self.target.insert_pooler(body.into()).await.map(|_| ());
                 let error = result.as_ref().err().map(Refused::kind);
@@ -340,7 +340,7 @@ impl Fleet {
 }
 
 /// Goose's own flags, read before anything is sent (`-- --help` prints goose's help).
-fn parse_flags(flags: &[String]) -> Result<Option<GooseConfiguration>, Failure> {
+fn parse_flags(flags: &[String]) -> Result<Option<GooseConfiguration>, CommandError> {
     if flags.iter().any(|f| f == "--help" || f == "-h") {
         let mut help = <GooseConfiguration as clap::CommandFactory>::command()
             .name("fleetbench goose SCENARIO --");
@@ -350,7 +350,7 @@ fn parse_flags(flags: &[String]) -> Result<Option<GooseConfiguration>, Failure> 
     GooseConfiguration::parse_args_default(flags)
         .map(Some)
         .map_err(|e| {
-            Failure::invalid(anyhow::anyhow!(
+            CommandError::invalid(anyhow::anyhow!(
                 "goose's flags (after --): {e}; `fleetbench goose SCENARIO -- --help` lists them"
             ))
         })
@@ -405,7 +405,7 @@ fn configure(
 async fn attack(
     fleet: Arc<Fleet>,
     config: GooseConfiguration,
-) -> Result<goose::metrics::GooseMetrics, Failure> {
+) -> Result<goose::metrics::GooseMetrics, CommandError> {
     let provision: TransactionFunction = {
         let fleet = fleet.clone();
         Arc::new(move |user| {
@@ -446,7 +446,7 @@ async fn attack(
     match metrics {
         Ok(m) => Ok(m),
         // Every report was written; the thresholds decide the exit code, as `run`'s do.
-        Err(GooseError::ThresholdsFailed { failed, .. }) => Err(Failure {
+        Err(GooseError::ThresholdsFailed { failed, .. }) => Err(CommandError {
             code: crate::EXIT_THRESHOLDS,
             error: anyhow::anyhow!(
                 "goose thresholds failed: {}",
@@ -461,19 +461,19 @@ async fn attack(
     }
 }
 
-pub fn goose(args: Args) -> Result<(), Failure> {
+pub fn goose(args: Args) -> Result<(), CommandError> {
     let (plan, _) = run::load(&args.scenario, &args.overrides)?;
     let Some(flags) = parse_flags(&args.goose)? else {
         return Ok(());
     };
     if args.cross_check && (plan.model != LoadModel::Closed || plan.iterations.is_none()) {
-        return Err(Failure::invalid(anyhow::anyhow!(
+        return Err(CommandError::invalid(anyhow::anyhow!(
             "--cross-check needs a workload both can count exactly: load.model = \"closed\" and workload.iterations \
              (e.g. --set load.model=closed --set workload.iterations=20)"
         )));
     }
     let traces = fleetbench_fleet::provision::load_traces(&plan)
-        .map_err(|e| Failure::invalid(anyhow::anyhow!(e)))?;
+        .map_err(|e| CommandError::invalid(anyhow::anyhow!(e)))?;
     target::check_caps(f64::from(plan.agents), plan.peak_rate(), plan.duration())?;
     let out = args
         .out
@@ -532,7 +532,7 @@ pub fn goose(args: Args) -> Result<(), Failure> {
         if let Some(ours) = ours {
             cross_check::compare(&ours, &metrics, &args, &out)?;
         }
-        Ok::<(), Failure>(())
+        Ok::<(), CommandError>(())
     })
 }
 
