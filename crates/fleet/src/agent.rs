@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use fleetbench_metrics::{Outcome, Sample};
+use fleetbench_metrics::Sample;
 use rand::Rng;
 use rand::rngs::SmallRng;
 
@@ -115,20 +115,8 @@ async fn timed<T>(
 ) -> (Result<T, Failure>, Sample) {
     let sent_us = clock.now_us();
     let result = call.await;
-    let done_us = clock.now_us();
-    let outcome = match &result {
-        Ok(_) => Outcome::Ok,
-        Err(f) => Outcome::Error(f.kind()),
-    };
-    let sample = Sample {
-        operation,
-        intended_us: intended_us.min(sent_us),
-        sent_us,
-        done_us,
-        rows: if result.is_ok() { rows } else { 0 },
-        bytes,
-        outcome,
-    };
+    let times = (intended_us.min(sent_us), sent_us, clock.now_us());
+    let sample = Sample::new(operation, times, Failure::kind_of(&result), rows, bytes);
     (result, sample)
 }
 
@@ -151,20 +139,38 @@ async fn insert(
             .map(|()| rows),
         IngestPath::Pooler => Box::pin(target.insert_pooler(body)).await,
     };
-    let done_us = clock.now_us();
-    let sample = Sample {
-        operation: path.operation(),
-        intended_us: intended_us.min(sent_us),
-        sent_us,
-        done_us,
-        rows: if result.is_ok() { rows } else { 0 },
+    let times = (intended_us.min(sent_us), sent_us, clock.now_us());
+    let sample = Sample::new(
+        path.operation(),
+        times,
+        Failure::kind_of(&result),
+        rows,
         bytes,
-        outcome: match &result {
-            Ok(_) => Outcome::Ok,
-            Err(f) => Outcome::Error(f.kind()),
-        },
-    };
+    );
     (result, sample)
+}
+
+/// A password sign-in with the agent's own credentials, timed into `samples`: the way back when
+/// the server refuses the agent's refresh token (400) or its access token (401).
+async fn sign_in_again(
+    target: &Target,
+    clock: &crate::Clock,
+    run_id: &str,
+    index: u32,
+    samples: &mut Vec<Sample>,
+) -> Option<Session> {
+    let (email, password) = credentials(run_id, index);
+    let (r, s) = Box::pin(timed(
+        clock,
+        "auth.password",
+        clock.now_us(),
+        0,
+        0,
+        target.sign_in(&email, &password),
+    ))
+    .await;
+    samples.push(s);
+    r.ok()
 }
 
 impl Upload {
@@ -196,18 +202,9 @@ impl Upload {
                 Ok(next) => session = next,
                 // A refresh token the server no longer honours: sign in again.
                 Err(Failure::Status { status: 400, .. }) => {
-                    let (email, password) = credentials(&run_id, index);
-                    let (r, s) = Box::pin(timed(
-                        clock,
-                        "auth.password",
-                        clock.now_us(),
-                        0,
-                        0,
-                        target.sign_in(&email, &password),
-                    ))
-                    .await;
-                    samples.push(s);
-                    if let Ok(next) = r {
+                    if let Some(next) =
+                        sign_in_again(target, clock, &run_id, index, &mut samples).await
+                    {
                         session = next;
                     }
                 }
@@ -228,33 +225,22 @@ impl Upload {
         )
         .await;
         samples.push(s);
-        if let Err(Failure::Status { status: 401, .. }) = result {
-            let (email, password) = credentials(&run_id, index);
-            let (r, s) = Box::pin(timed(
+        if let Err(Failure::Status { status: 401, .. }) = result
+            && let Some(next) = sign_in_again(target, clock, &run_id, index, &mut samples).await
+        {
+            session = next;
+            let (retry, s) = Box::pin(insert(
+                target,
                 clock,
-                "auth.password",
+                path,
+                &session,
                 clock.now_us(),
-                0,
-                0,
-                target.sign_in(&email, &password),
+                rows.len() as u64,
+                body,
             ))
             .await;
             samples.push(s);
-            if let Ok(next) = r {
-                session = next;
-                let (retry, s) = Box::pin(insert(
-                    target,
-                    clock,
-                    path,
-                    &session,
-                    clock.now_us(),
-                    rows.len() as u64,
-                    body,
-                ))
-                .await;
-                samples.push(s);
-                result = retry;
-            }
+            result = retry;
         }
         match result {
             Ok(written) => Attempt {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use fleetbench_collector::{Collector, Reading};
-use fleetbench_metrics::{Outcome, Sample};
+use fleetbench_metrics::Sample;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde_json::Value;
@@ -50,18 +50,7 @@ fn timed(
     rows: u64,
     r: &Result<(), Failure>,
 ) -> Sample {
-    Sample {
-        operation,
-        intended_us: sent,
-        sent_us: sent,
-        done_us: done,
-        outcome: match r {
-            Ok(()) => Outcome::Ok,
-            Err(f) => Outcome::Error(f.kind()),
-        },
-        rows: if r.is_ok() { rows } else { 0 },
-        bytes: 0,
-    }
+    Sample::new(operation, (sent, sent, done), Failure::kind_of(r), rows, 0)
 }
 
 /// Signs in as a new user of `run_id` (index `index`), registers this machine, then samples every

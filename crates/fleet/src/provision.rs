@@ -148,19 +148,14 @@ where
     loop {
         let sent = clock.now_us();
         let result = call().await;
-        let done = clock.now_us();
-        samples.push(fleetbench_metrics::Sample {
+        let times = (sent, sent, clock.now_us());
+        samples.push(fleetbench_metrics::Sample::new(
             operation,
-            intended_us: sent,
-            sent_us: sent,
-            done_us: done,
-            outcome: match &result {
-                Ok(_) => fleetbench_metrics::Outcome::Ok,
-                Err(f) => fleetbench_metrics::Outcome::Error(f.kind()),
-            },
-            rows: 0,
-            bytes: 0,
-        });
+            times,
+            Failure::kind_of(&result),
+            0,
+            0,
+        ));
         match result {
             Err(f) if f.retryable() && failures < 8 && !*stop.borrow() => {
                 failures += 1;

@@ -49,6 +49,11 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// The error kind a result's sample carries: none for success.
+    pub fn kind_of<T>(result: &Result<T, Failure>) -> Option<String> {
+        result.as_ref().err().map(Failure::kind)
+    }
+
     pub fn kind(&self) -> String {
         match self {
             Failure::Status { status, .. } => format!("http_{status}"),

@@ -24,6 +24,27 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// The one way to make a sample: `operation` due at `intended_us`, sent at `sent_us`, done at
+    /// `done_us`, ended by the error of kind `error` or by none; `rows` count only when it did not
+    /// fail (the target acknowledged nothing otherwise).
+    pub fn new(
+        operation: &'static str,
+        (intended_us, sent_us, done_us): (u64, u64, u64),
+        error: Option<String>,
+        rows: u64,
+        bytes: u64,
+    ) -> Sample {
+        Sample {
+            operation,
+            intended_us,
+            sent_us,
+            done_us,
+            rows: if error.is_none() { rows } else { 0 },
+            outcome: error.map_or(Outcome::Ok, Outcome::Error),
+            bytes,
+        }
+    }
+
     /// Latency from the intended start.
     pub fn latency_us(&self) -> u64 {
         self.done_us.saturating_sub(self.intended_us)

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use fleetbench_fleet::{Clock, Target};
 use fleetbench_metrics::summary::{Figure, ProbeReport};
-use fleetbench_metrics::{Aggregate, Outcome as SampleOutcome, Sample};
+use fleetbench_metrics::{Aggregate, Sample};
 use fleetbench_scenario::probes::ProbesPlan;
 use hdrhistogram::Histogram;
 use tokio::sync::watch;
@@ -87,15 +87,16 @@ impl Context {
         at: Timing,
         error: Option<&str>,
     ) {
-        agg.add(&Sample {
+        // Times read from other clocks (a commit timestamp) are kept in order: due ≤ sent ≤ done.
+        let sent_us = at.sent_us.max(at.intended_us);
+        let times = (at.intended_us, sent_us, at.done_us.max(sent_us));
+        agg.add(&Sample::new(
             operation,
-            intended_us: at.intended_us,
-            sent_us: at.sent_us.max(at.intended_us),
-            done_us: at.done_us.max(at.sent_us).max(at.intended_us),
-            outcome: error.map_or(SampleOutcome::Ok, |k| SampleOutcome::Error(k.to_string())),
-            rows: 0,
-            bytes: 0,
-        });
+            times,
+            error.map(str::to_string),
+            0,
+            0,
+        ));
     }
 
     /// A wall-clock time (Unix µs) on the run's clock.
@@ -126,17 +127,14 @@ pub struct Timing {
 pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .map_err(|e| anyhow::anyhow!("connecting for SQL: {}", db_text(&e)))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "connecting for SQL: {}",
+                fleetbench_schema::db_error_text(&e)
+            )
+        })?;
     tokio::spawn(conn);
     Ok(client)
-}
-
-/// A database error as one line (SQLSTATE and message), without the connection string.
-pub fn db_text(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!("{}: {}", d.code().code(), d.message()),
-        None => e.to_string(),
-    }
 }
 
 /// A probe's results.

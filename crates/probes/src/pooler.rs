@@ -94,7 +94,7 @@ pub async fn storm(
                         || "connect".to_string(),
                         |d| format!("db_{}", d.code().code()),
                     );
-                    result.2 = Err((kind, crate::db_text(&e)));
+                    result.2 = Err((kind, fleetbench_schema::db_error_text(&e)));
                     None
                 }
                 Ok(Ok((client, connection))) => {

@@ -113,17 +113,20 @@ async fn sql_as(
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<u64, String> {
-    let tx = db.transaction().await.map_err(|e| crate::db_text(&e))?;
+    let tx = db
+        .transaction()
+        .await
+        .map_err(|e| fleetbench_schema::db_error_text(&e))?;
     let claims = json!({ "sub": a.id, "role": "authenticated" }).to_string();
     tx.batch_execute("set local role authenticated")
         .await
-        .map_err(|e| crate::db_text(&e))?;
+        .map_err(|e| fleetbench_schema::db_error_text(&e))?;
     tx.execute(
         "select set_config('request.jwt.claims', $1, true)",
         &[&claims],
     )
     .await
-    .map_err(|e| crate::db_text(&e))?;
+    .map_err(|e| fleetbench_schema::db_error_text(&e))?;
     let r = if sql.trim_start().starts_with("select") {
         tx.query_one(sql, params)
             .await
@@ -132,7 +135,7 @@ async fn sql_as(
         tx.execute(sql, params).await
     };
     let _ = tx.rollback().await;
-    r.map_err(|e| crate::db_text(&e))
+    r.map_err(|e| fleetbench_schema::db_error_text(&e))
 }
 
 pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {

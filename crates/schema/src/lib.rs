@@ -15,6 +15,15 @@ pub mod names;
 pub use migrations::{Migration, load_dir};
 pub use migrator::{MigrateReport, applied_versions, apply};
 
+/// A database error as one line: its message and SQLSTATE (`Display` of tokio-postgres only says
+/// "db error"), never the connection string. The one way every crate turns one into text.
+pub fn db_error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
 /// Connects to `db_url` and applies the migrations in `dir` without progress output: how tests and
 /// benches bring a local stack to the project's schema.
 pub async fn apply_dir(db_url: &str, dir: &std::path::Path) -> Result<MigrateReport, SchemaError> {

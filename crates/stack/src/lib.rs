@@ -76,13 +76,7 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
     move |source| StackError::Io { what, source }
 }
 
-/// The message of a database error, with its SQLSTATE: `Display` of tokio-postgres only says "db error".
-pub fn db_error_text(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
-    }
-}
+pub use fleetbench_schema::db_error_text;
 
 impl From<tokio_postgres::Error> for StackError {
     fn from(e: tokio_postgres::Error) -> Self {
