@@ -26,17 +26,10 @@ use tokio::sync::watch;
 
 use crate::abort::{Live, watch_aborts};
 use crate::agent::Agent;
+use crate::provision::{self, EngineError};
 use crate::target::Target;
 use crate::worker::{Stats, Worker};
-use crate::{Clock, Progress, provision};
-
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("no agent could be provisioned; the last failure: {0}")]
-    NoAgents(String),
-    #[error("{0}")]
-    Replay(String),
-}
+use crate::{Clock, Progress};
 
 /// What the run produced.
 pub struct RunOutcome {

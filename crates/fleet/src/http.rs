@@ -38,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use crate::target::Failure;
+use crate::failure::Failure;
 
 /// What came back.
 #[derive(Debug)]

@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`telemetry`]: device profiles, the daily usage curve, correlated metrics, anomalies (seeded).
 //! - [`body`]: the Data API insert body for a batch of rows (the hot path's JSON writer).
-//! - [`target`]: Auth, the Data API and the transaction pooler as agents call them; errors by kind.
+//! - [`failure`]: why a call failed, by kind (errors are data).
+//! - [`target`]: Auth, the Data API and the transaction pooler as agents call them.
 //! - [`http`]: the uploads' HTTP/1.1 client: a capped pool of kept-alive connections.
 //! - [`agent`]: one agent's state machine: tokens, backlog, backoff, one upload at a time.
 //! - [`calibrate`]: the synthetic model fitted to a recorded trace, and samples of it to compare.
@@ -24,6 +25,7 @@ pub mod calibrate;
 pub mod clock;
 pub mod collectors;
 pub mod engine;
+pub mod failure;
 pub mod http;
 pub mod progress;
 pub mod provision;
@@ -33,8 +35,9 @@ pub mod telemetry;
 mod worker;
 
 pub use clock::Clock;
-pub use engine::{EngineError, RunOutcome, run, run_at};
+pub use engine::{RunOutcome, run, run_at};
 pub use progress::Progress;
+pub use provision::EngineError;
 pub use target::{Target, TargetConfig};
 
 /// Removes everything run `run_id` wrote (its users and their rows) through `fleetbench.cleanup_run`;

@@ -13,10 +13,18 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::agent::{Agent, IngestPath, backoff};
-use crate::engine::EngineError;
 use crate::target::{Failure, Target};
 use crate::telemetry::Machine;
 use crate::{Clock, Progress};
+
+/// Why a run could not start its load: no agent provisioned, or a trace to replay unreadable.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no agent could be provisioned; the last failure: {0}")]
+    NoAgents(String),
+    #[error("{0}")]
+    Replay(String),
+}
 
 /// The agents the plan needs (those of this shard), provisioned `provision_concurrency` at a
 /// time until done or `stop`; their calls' samples go into `aggregate`. Fails only when no agent

@@ -1,6 +1,6 @@
 //! One worker of the load phase: it owns its agents, their schedule (a heap of due times, and the
 //! next arrival of an arrival-rate plan) and its own aggregate, starts what is due, takes back what
-//! finished, and at the end drains what is in flight for the grace period (see [`crate::engine`]
+//! finished, and at the end drains what is in flight for the grace period (see the engine
 //! for the load models).
 
 use std::cmp::Reverse;
