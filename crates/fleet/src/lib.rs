@@ -10,7 +10,6 @@
 //! - [`agent`]: one agent's state machine: tokens, backlog, backoff, one upload at a time.
 //! - [`calibrate`]: the synthetic model fitted to a recorded trace, and samples of it to compare.
 //! - [`collectors`]: real collectors (this machine, read by sysinfo) as agents of their own.
-//! - [`sink`]: `fleetbench sink`, a target with a known latency model, to calibrate the generator.
 //! - [`clock`]: the run's clock (microseconds since its start, and the wall time it reads).
 //! - [`progress`]: live counters and the run's phase, for the display, probes and collectors.
 //! - [`provision`]: users, sign-ins and devices, a few agents at a time, with retries; machines.
@@ -29,7 +28,6 @@ pub mod failure;
 pub mod http;
 pub mod progress;
 pub mod provision;
-pub mod sink;
 pub mod target;
 pub mod telemetry;
 mod worker;

@@ -107,10 +107,10 @@ pub enum Command {
         listen: std::net::SocketAddr,
         /// Service time: `5ms`, or `uniform:1ms..9ms`.
         #[arg(long, value_name = "SPEC", default_value = "0ms")]
-        latency: fleetbench_fleet::sink::Latency,
+        latency: fleetbench_sink::Latency,
         /// Periodic stalls: `200ms/1s` stalls the first 200 ms of every second.
         #[arg(long, value_name = "SPEC")]
-        stall: Option<fleetbench_fleet::sink::Stall>,
+        stall: Option<fleetbench_sink::Stall>,
         /// Inserts served per second at most, one at a time (`400/s`): past it the queue grows.
         #[arg(long, value_name = "RATE", value_parser = per_second)]
         capacity: Option<f64>,
@@ -118,7 +118,7 @@ pub enum Command {
         /// `throttle:1s@2s..3s` (429 with Retry-After; `throttle@…` without), `slow:5s@2s..3s`,
         /// `reset@2s..3s` (answers broken off), `refresh_reuse@0s..1m` (400 on refresh grants).
         #[arg(long = "fault", value_name = "SPEC")]
-        faults: Vec<fleetbench_fleet::sink::Fault>,
+        faults: Vec<fleetbench_sink::Fault>,
     },
     /// Run one end-to-end probe alone: realtime, rag, partitions, pooler, webhook, rls.
     Probe {

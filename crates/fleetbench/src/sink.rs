@@ -7,18 +7,18 @@ use crate::CommandError;
 
 pub fn sink(
     listen: std::net::SocketAddr,
-    latency: fleetbench_fleet::sink::Latency,
-    stall: Option<fleetbench_fleet::sink::Stall>,
+    latency: fleetbench_sink::Latency,
+    stall: Option<fleetbench_sink::Stall>,
     capacity: Option<f64>,
-    faults: Vec<fleetbench_fleet::sink::Fault>,
+    faults: Vec<fleetbench_sink::Fault>,
 ) -> Result<(), CommandError> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
-        let sink = fleetbench_fleet::sink::Sink::faulty(
-            fleetbench_fleet::sink::Model {
+        let sink = fleetbench_sink::Sink::faulty(
+            fleetbench_sink::Model {
                 latency,
                 stall,
                 capacity,
@@ -30,7 +30,7 @@ pub fn sink(
             "sink: latency {latency:?}, stall {stall:?}, capacity {capacity:?}/s, faults {faults:?}; Ctrl-C stops it"
         );
         tokio::select! {
-            r = fleetbench_fleet::sink::serve(listener, sink.clone()) => r?,
+            r = fleetbench_sink::serve(listener, sink.clone()) => r?,
             _ = tokio::signal::ctrl_c() => {}
         }
         eprintln!(

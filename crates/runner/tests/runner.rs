@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use fleetbench_fleet::sink::{Model, Sink};
 use fleetbench_fleet::{Clock, Progress, TargetConfig};
 use fleetbench_runner::{Cleanup, Endpoints, RunSpec};
+use fleetbench_sink::{Model, Sink};
 
 const SCENARIO: &str = r#"name = "runner"
 [fleet]
@@ -41,7 +41,7 @@ async fn sink() -> (String, Arc<Sink>) {
         stall: None,
         capacity: None,
     });
-    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink.clone()));
+    tokio::spawn(fleetbench_sink::serve(listener, sink.clone()));
     (url, sink)
 }
 

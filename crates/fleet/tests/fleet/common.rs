@@ -132,13 +132,13 @@ pub fn op<'a>(out: &'a RunOutcome, name: &str) -> &'a fleetbench_metrics::aggreg
 
 /// A sink with `model` on a free port, and a target for it with `connections` upload connections.
 pub async fn sink_target(
-    model: fleetbench_fleet::sink::Model,
+    model: fleetbench_sink::Model,
     connections: usize,
-) -> (Arc<Target>, Arc<fleetbench_fleet::sink::Sink>) {
+) -> (Arc<Target>, Arc<fleetbench_sink::Sink>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let sink = fleetbench_fleet::sink::Sink::new(model);
-    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink.clone()));
+    let sink = fleetbench_sink::Sink::new(model);
+    tokio::spawn(fleetbench_sink::serve(listener, sink.clone()));
     let target = Arc::new(
         Target::new(
             TargetConfig {
@@ -157,9 +157,9 @@ pub async fn sink_target(
     (target, sink)
 }
 
-pub fn fixed(ms: u64) -> fleetbench_fleet::sink::Model {
-    fleetbench_fleet::sink::Model {
-        latency: fleetbench_fleet::sink::Latency::Fixed(Duration::from_millis(ms)),
+pub fn fixed(ms: u64) -> fleetbench_sink::Model {
+    fleetbench_sink::Model {
+        latency: fleetbench_sink::Latency::Fixed(Duration::from_millis(ms)),
         stall: None,
         capacity: None,
     }
@@ -167,9 +167,9 @@ pub fn fixed(ms: u64) -> fleetbench_fleet::sink::Model {
 
 /// A fleet against `fleetbench sink` with `model`: (outcome, sink).
 pub async fn against_sink(
-    model: fleetbench_fleet::sink::Model,
+    model: fleetbench_sink::Model,
     overrides: &[&str],
-) -> (RunOutcome, Arc<fleetbench_fleet::sink::Sink>) {
+) -> (RunOutcome, Arc<fleetbench_sink::Sink>) {
     let (target, sink) = sink_target(model, 256).await;
     let mut o = vec![
         "workload.ingest.rest=1",

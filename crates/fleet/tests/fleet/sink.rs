@@ -244,8 +244,8 @@ fn steady_windows(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pacing_holds_the_arrival_rate() {
-    let model = fleetbench_fleet::sink::Model {
-        latency: fleetbench_fleet::sink::Latency::Fixed(Duration::ZERO),
+    let model = fleetbench_sink::Model {
+        latency: fleetbench_sink::Latency::Fixed(Duration::ZERO),
         stall: None,
         capacity: None,
     };
@@ -274,9 +274,9 @@ async fn pacing_holds_the_arrival_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn percentiles_match_the_analytic_truth_under_stalls() {
     let (stall, period) = (400.0, 1100.0);
-    let model = fleetbench_fleet::sink::Model {
-        latency: fleetbench_fleet::sink::Latency::Fixed(Duration::ZERO),
-        stall: Some(fleetbench_fleet::sink::Stall {
+    let model = fleetbench_sink::Model {
+        latency: fleetbench_sink::Latency::Fixed(Duration::ZERO),
+        stall: Some(fleetbench_sink::Stall {
             length: Duration::from_millis(400),
             period: Duration::from_millis(1100),
         }),
@@ -322,9 +322,9 @@ async fn percentiles_match_the_analytic_truth_under_stalls() {
 /// service time: the difference coordinated omission would hide.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_behind_a_stall_show_in_intended_start_latency_only() {
-    let model = fleetbench_fleet::sink::Model {
-        latency: fleetbench_fleet::sink::Latency::Fixed(Duration::ZERO),
-        stall: Some(fleetbench_fleet::sink::Stall {
+    let model = fleetbench_sink::Model {
+        latency: fleetbench_sink::Latency::Fixed(Duration::ZERO),
+        stall: Some(fleetbench_sink::Stall {
             length: Duration::from_millis(300),
             period: Duration::from_millis(1010),
         }),

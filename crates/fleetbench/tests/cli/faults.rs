@@ -14,7 +14,7 @@ const AGENTS: u64 = 20;
 
 struct Survived {
     summary: serde_json::Value,
-    sink: std::sync::Arc<fleetbench_fleet::sink::Sink>,
+    sink: std::sync::Arc<fleetbench_sink::Sink>,
     stderr: String,
 }
 

@@ -83,23 +83,23 @@ async fn sink_on(
     latency: &str,
     capacity: Option<f64>,
     faults: &[String],
-) -> (String, std::sync::Arc<fleetbench_fleet::sink::Sink>) {
+) -> (String, std::sync::Arc<fleetbench_sink::Sink>) {
     let listener = tokio::net::TcpListener::bind((host, 0)).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let sink = fleetbench_fleet::sink::Sink::faulty(
-        fleetbench_fleet::sink::Model {
+    let sink = fleetbench_sink::Sink::faulty(
+        fleetbench_sink::Model {
             latency: latency.parse().unwrap(),
             stall: None,
             capacity,
         },
         faults.iter().map(|f| f.parse().unwrap()).collect(),
     );
-    tokio::spawn(fleetbench_fleet::sink::serve(listener, sink.clone()));
+    tokio::spawn(fleetbench_sink::serve(listener, sink.clone()));
     (url, sink)
 }
 
 /// [`sink_on`] 127.0.0.1, well behaved.
-async fn sink(latency: &str) -> (String, std::sync::Arc<fleetbench_fleet::sink::Sink>) {
+async fn sink(latency: &str) -> (String, std::sync::Arc<fleetbench_sink::Sink>) {
     sink_on("127.0.0.1", latency, None, &[]).await
 }
 

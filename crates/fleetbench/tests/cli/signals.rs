@@ -48,7 +48,7 @@ fn start(sink_url: &str) -> Running {
 }
 
 /// Waits until the sink has seen `n` requests of the run's load (bounded).
-async fn until_requests(sink: &fleetbench_fleet::sink::Sink, n: u64) {
+async fn until_requests(sink: &fleetbench_sink::Sink, n: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while sink.requests.load(Relaxed) < n {
         assert!(
