@@ -82,35 +82,93 @@ fn label(v: f64) -> String {
     }
 }
 
+/// Where data goes on the canvas: the ranges of both y axes and the x axis, and the plot's edges.
+struct Frame {
+    x0: f64,
+    x1: f64,
+    /// The left axis, in log10 when the chart is logarithmic.
+    y0: f64,
+    y1: f64,
+    /// The right axis's top (it starts at 0).
+    ry1: f64,
+    log_y: bool,
+    /// The plot's top edge (below the legend) and its right margin.
+    top: f64,
+    rm: f64,
+}
+
+impl Frame {
+    fn fy(&self, y: f64) -> f64 {
+        if self.log_y { y.log10() } else { y }
+    }
+    fn sx(&self, x: f64) -> f64 {
+        L + (x - self.x0) / (self.x1 - self.x0) * (W - L - self.rm)
+    }
+    fn sy(&self, y: f64) -> f64 {
+        H - B - (self.fy(y) - self.y0) / (self.y1 - self.y0) * (H - self.top - B)
+    }
+    fn rsy(&self, y: f64) -> f64 {
+        H - B - y / self.ry1 * (H - self.top - B)
+    }
+}
+
 impl Chart<'_> {
     /// The chart as an `<svg>` element (empty series are skipped; no points at all gives a note).
     pub fn render(&self) -> String {
-        let pts: Vec<(f64, f64)> = self
-            .series
-            .iter()
-            .flat_map(|s| s.points.iter().copied())
-            .filter(|(x, y)| x.is_finite() && y.is_finite() && (!self.log_y || *y > 0.0))
-            .collect();
-        let finite =
-            |p: &(f64, f64)| p.0.is_finite() && p.1.is_finite() && (!self.log_y || p.1 > 0.0);
         let has_right = self.series.iter().any(|s| s.right && !s.points.is_empty());
-        let side = |right: bool| -> Vec<(f64, f64)> {
-            self.series
-                .iter()
-                .filter(|s| s.right == right)
-                .flat_map(|s| s.points.iter().copied())
-                .filter(finite)
-                .collect()
-        };
-        let (left_pts, right_pts) = (side(false), side(true));
-        let left_pts = if left_pts.is_empty() {
-            right_pts.clone()
-        } else {
-            left_pts
-        };
         // Room for the right-hand axis's labels when it is used.
         let rm = if has_right { 48.0 } else { R };
-        // Legend entries left to right, wrapping onto more rows; the plot starts below them.
+        let (legend, top) = self.legend(rm);
+        let mut o = String::new();
+        let _ = write!(
+            o,
+            "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{t}\"><title>{t}</title>\
+<text x=\"{L}\" y=\"18\" class=\"ct\">{t}</text>",
+            t = escape(self.title)
+        );
+        let Some(f) = self.frame(top, rm) else {
+            let _ = write!(
+                o,
+                "<text x=\"{}\" y=\"{}\" class=\"note\">no samples</text></svg>",
+                W / 2.0 - 30.0,
+                H / 2.0
+            );
+            return o;
+        };
+        self.axes(&mut o, &f, has_right);
+        self.x_labels(&mut o, &f);
+        let _ = write!(
+            o,
+            "<text x=\"12\" y=\"{}\" class=\"al\" transform=\"rotate(-90 12 {})\">{}</text></g>",
+            H / 2.0,
+            H / 2.0,
+            escape(self.y_label)
+        );
+        // Lines, then the legend above them.
+        self.lines(&mut o, &f);
+        for (s, x, y) in legend {
+            let _ = write!(
+                o,
+                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"10\" height=\"3\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"lg\">{}</text>",
+                y - 4.0,
+                s.color,
+                x + 14.0,
+                y,
+                escape(&s.name)
+            );
+        }
+        o.push_str("</svg>");
+        o
+    }
+
+    /// A point the chart can draw (finite, and positive on a log scale).
+    fn drawable(&self, p: &(f64, f64)) -> bool {
+        p.0.is_finite() && p.1.is_finite() && (!self.log_y || p.1 > 0.0)
+    }
+
+    /// Legend entries left to right, wrapping onto more rows: each series with its place, and the
+    /// plot's top edge below them.
+    fn legend(&self, rm: f64) -> (Vec<(&Series, f64, f64)>, f64) {
         let mut legend = Vec::new();
         let (mut lx, mut row) = (L + 8.0, 0.0);
         for s in self.series.iter().filter(|s| !s.points.is_empty()) {
@@ -121,23 +179,35 @@ impl Chart<'_> {
             legend.push((s, lx, 30.0 + 13.0 * row));
             lx += width;
         }
-        let top = T + 13.0 * row + 6.0;
-        let mut o = String::new();
-        let _ = write!(
-            o,
-            "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{t}\"><title>{t}</title>\
-<text x=\"{L}\" y=\"18\" class=\"ct\">{t}</text>",
-            t = escape(self.title)
-        );
+        (legend, T + 13.0 * row + 6.0)
+    }
+
+    /// The ranges from the drawable points (the left axis from the left-hand series, or the
+    /// right-hand ones when there are none); none when nothing can be drawn.
+    fn frame(&self, top: f64, rm: f64) -> Option<Frame> {
+        let pts: Vec<(f64, f64)> = self
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().copied())
+            .filter(|p| self.drawable(p))
+            .collect();
         if pts.is_empty() {
-            let _ = write!(
-                o,
-                "<text x=\"{}\" y=\"{}\" class=\"note\">no samples</text></svg>",
-                W / 2.0 - 30.0,
-                H / 2.0
-            );
-            return o;
+            return None;
         }
+        let side = |right: bool| -> Vec<(f64, f64)> {
+            self.series
+                .iter()
+                .filter(|s| s.right == right)
+                .flat_map(|s| s.points.iter().copied())
+                .filter(|p| self.drawable(p))
+                .collect()
+        };
+        let (left_pts, right_pts) = (side(false), side(true));
+        let left_pts = if left_pts.is_empty() {
+            right_pts.clone()
+        } else {
+            left_pts
+        };
         let fy = |y: f64| if self.log_y { y.log10() } else { y };
         let (x0, x1) = self.x_range.unwrap_or_else(|| {
             pts.iter()
@@ -163,10 +233,21 @@ impl Chart<'_> {
         } else {
             y0 + 1.0
         };
-        let sx = |x: f64| L + (x - x0) / (x1 - x0) * (W - L - rm);
-        let sy = |y: f64| H - B - (fy(y) - y0) / (y1 - y0) * (H - top - B);
-        let rsy = |y: f64| H - B - y / ry1 * (H - top - B);
-        // Axes and grid.
+        Some(Frame {
+            x0,
+            x1,
+            y0,
+            y1,
+            ry1,
+            log_y: self.log_y,
+            top,
+            rm,
+        })
+    }
+
+    /// The axes, the right-hand axis's labels when it is used, and the left axis's grid.
+    fn axes(&self, o: &mut String, f: &Frame, has_right: bool) {
+        let (top, rm) = (f.top, f.rm);
         let _ = write!(
             o,
             "<g class=\"axis\"><line x1=\"{L}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/><line x1=\"{L}\" y1=\"{top}\" x2=\"{L}\" y2=\"{}\"/>",
@@ -182,23 +263,23 @@ impl Chart<'_> {
                 H - B,
                 x = W - rm
             );
-            for v in ticks(0.0, ry1, 5) {
+            for v in ticks(0.0, f.ry1, 5) {
                 let _ = write!(
                     o,
                     "<text x=\"{:.1}\" y=\"{:.1}\" class=\"yr\">{}</text>",
                     W - rm + 6.0,
-                    rsy(v) + 4.0,
+                    f.rsy(v) + 4.0,
                     label(v)
                 );
             }
         }
         let yt: Vec<f64> = if self.log_y {
-            (y0 as i32..=y1 as i32).map(|e| 10f64.powi(e)).collect()
+            (f.y0 as i32..=f.y1 as i32).map(|e| 10f64.powi(e)).collect()
         } else {
-            ticks(y0, y1, 5)
+            ticks(f.y0, f.y1, 5)
         };
         for v in yt {
-            let y = sy(v);
+            let y = f.sy(v);
             let _ = write!(
                 o,
                 "<line class=\"grid\" x1=\"{L}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\"/><text x=\"{}\" y=\"{:.1}\" class=\"yl\">{}</text>",
@@ -208,14 +289,18 @@ impl Chart<'_> {
                 label(v)
             );
         }
+    }
+
+    /// The x axis's labels: values with their unit, or percentiles on their log scale with a grid.
+    fn x_labels(&self, o: &mut String, f: &Frame) {
         match self.x {
             XAxis::Seconds | XAxis::Value(_) => {
                 let unit = match self.x {
                     XAxis::Value(u) => escape(u),
                     _ => "s".into(),
                 };
-                for v in ticks(x0, x1, 8) {
-                    let x = sx(v);
+                for v in ticks(f.x0, f.x1, 8) {
+                    let x = f.sx(v);
                     let _ = write!(
                         o,
                         "<text x=\"{x:.1}\" y=\"{}\" class=\"xl\">{}{unit}</text>",
@@ -226,8 +311,8 @@ impl Chart<'_> {
             }
             XAxis::Percentile => {
                 let mut n = 0;
-                while f64::from(n) <= x1 {
-                    let x = sx(f64::from(n));
+                while f64::from(n) <= f.x1 {
+                    let x = f.sx(f64::from(n));
                     let text = if n == 0 {
                         "0%".to_string()
                     } else {
@@ -235,7 +320,8 @@ impl Chart<'_> {
                     };
                     let _ = write!(
                         o,
-                        "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{}\"/><text x=\"{x:.1}\" y=\"{}\" class=\"xl\">{text}</text>",
+                        "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{}\"/><text x=\"{x:.1}\" y=\"{}\" class=\"xl\">{text}</text>",
+                        f.top,
                         H - B,
                         H - B + 16.0
                     );
@@ -243,20 +329,22 @@ impl Chart<'_> {
                 }
             }
         }
-        let _ = write!(
-            o,
-            "<text x=\"12\" y=\"{}\" class=\"al\" transform=\"rotate(-90 12 {})\">{}</text></g>",
-            H / 2.0,
-            H / 2.0,
-            escape(self.y_label)
-        );
-        // Lines, then the legend above them.
+    }
+
+    /// One polyline per series with drawable points, on its own axis.
+    fn lines(&self, o: &mut String, f: &Frame) {
         for s in &self.series {
             let line: Vec<String> = s
                 .points
                 .iter()
-                .filter(|(x, y)| x.is_finite() && y.is_finite() && (!self.log_y || *y > 0.0))
-                .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), if s.right { rsy(y) } else { sy(y) }))
+                .filter(|p| self.drawable(p))
+                .map(|&(x, y)| {
+                    format!(
+                        "{:.1},{:.1}",
+                        f.sx(x),
+                        if s.right { f.rsy(y) } else { f.sy(y) }
+                    )
+                })
                 .collect();
             if line.is_empty() {
                 continue;
@@ -274,19 +362,6 @@ impl Chart<'_> {
                 line.join(" ")
             );
         }
-        for (s, x, y) in legend {
-            let _ = write!(
-                o,
-                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"10\" height=\"3\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"lg\">{}</text>",
-                y - 4.0,
-                s.color,
-                x + 14.0,
-                y,
-                escape(&s.name)
-            );
-        }
-        o.push_str("</svg>");
-        o
     }
 }
 
