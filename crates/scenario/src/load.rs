@@ -1,7 +1,8 @@
 //! Reading a scenario: TOML → `--set` overrides → typed model → semantic checks → [`Plan`]. Every
 //! error carries `file:line:column`; semantic checks all run, so one pass lists every problem.
 //! With overrides the file is re-serialised first, and locations then refer to the resolved
-//! scenario (the run directory's `scenario.toml`), which the file name says.
+//! scenario (the run directory's `scenario.toml`), which the file name says. The checks of each
+//! section are in `checks`, the `--set` overrides in `overrides`.
 
 use std::ops::Range;
 use std::path::Path;
@@ -9,11 +10,12 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::model::{self, LoadModel, Scenario};
+use crate::model::{self, Scenario};
 use crate::plan::Plan;
-use crate::threshold::Threshold;
 
+mod checks;
 mod overrides;
+use checks::{batch, closed_loop, replay, stages, thresholds};
 use overrides::{RESOLVED, apply_overrides, key_path};
 
 /// One problem and where it is.
@@ -236,85 +238,9 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
             "load.stages is empty: add at least one [[load.stages]] with duration and agents",
         );
     }
-    let mut end = Duration::ZERO;
-    let mut stages = Vec::new();
-    let errors_before = e.list.len();
     let model = s.load.model;
-    for stage in &s.load.stages {
-        end += e.duration(&stage.duration, "stage duration");
-        let level = match (model, &stage.agents, &stage.rate) {
-            (LoadModel::ArrivalRate, _, Some(rate)) => {
-                if let Some(a) = &stage.agents {
-                    e.at(a.span(), "an arrival_rate stage sets `rate`, not `agents` (agents come from fleet.agents)");
-                }
-                e.rate(rate)
-            }
-            (LoadModel::ArrivalRate, _, None) => {
-                e.at(
-                    stage.duration.span(),
-                    "this arrival_rate stage has no `rate` (like rate = \"200/s\")",
-                );
-                0.0
-            }
-            (_, agents, rate) => {
-                if let Some(r) = rate {
-                    e.at(r.span(), format!("`rate` belongs to load.model = \"arrival_rate\"; the {model:?} model's stages set `agents`").to_lowercase());
-                }
-                match agents {
-                    Some(a) => {
-                        let n = *a.get_ref();
-                        if n > agents_max {
-                            e.at(a.span(), format!("this stage asks for {n} agents but fleet.agents is {agents_max}"));
-                        }
-                        f64::from(n)
-                    }
-                    None => {
-                        if rate.is_none() {
-                            e.at(stage.duration.span(), "this stage has no `agents`");
-                        }
-                        0.0
-                    }
-                }
-            }
-        };
-        stages.push((end, level));
-    }
-    if !s.load.stages.is_empty() && end.is_zero() && e.list.len() == errors_before {
-        e.at(
-            s.load.stages[0].duration.span(),
-            "the stages last no time at all",
-        );
-    }
-    let think_time = s
-        .workload
-        .think_time
-        .as_ref()
-        .map_or(Duration::ZERO, |t| e.duration(t, "workload.think_time"));
-    if let Some(t) = s
-        .workload
-        .think_time
-        .as_ref()
-        .filter(|_| model != LoadModel::Closed)
-    {
-        e.at(
-            t.span(),
-            "think_time applies to load.model = \"closed\" only",
-        );
-    }
-    let iterations = s.workload.iterations.as_ref().and_then(|n| {
-        if model != LoadModel::Closed {
-            e.at(
-                n.span(),
-                "iterations applies to load.model = \"closed\" only",
-            );
-        } else if *n.get_ref() == 0 {
-            e.at(
-                n.span(),
-                "workload.iterations must be at least 1 (leave it out for no limit)",
-            );
-        }
-        Some(*n.get_ref()).filter(|n| *n > 0)
-    });
+    let stages = stages(&mut e, s, agents_max);
+    let (think_time, iterations) = closed_loop(&mut e, s);
     let request_timeout = e.duration(&s.workload.request_timeout, "workload.request_timeout");
     if request_timeout.is_zero() {
         e.at(
@@ -331,124 +257,13 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
     }
     let grace = e.duration(&s.load.grace, "load.grace");
     let w = &s.workload;
-    let sample = e.duration(&w.sample_interval, "workload.sample_interval");
-    let upload = e.duration(&w.upload_interval, "workload.upload_interval");
-    let mut batch_rows = 0;
-    if !sample.is_zero() && !upload.is_zero() {
-        if upload < sample {
-            e.at(
-                w.upload_interval.span(),
-                "upload_interval is shorter than sample_interval: every upload would be empty",
-            );
-        } else {
-            batch_rows = (upload.as_secs_f64() / sample.as_secs_f64()).round() as u32;
-            if batch_rows > 1000 {
-                e.at(w.upload_interval.span(), format!("one upload would carry {batch_rows} rows; the Data API returns at most 1000 per request and large bodies hurt, so keep upload / sample <= 1000"));
-            }
-        }
-    } else if !w.sample_interval.get_ref().is_empty()
-        && sample.is_zero()
-        && humantime::parse_duration(w.sample_interval.get_ref()).is_ok()
-    {
-        e.at(
-            w.sample_interval.span(),
-            "sample_interval must be longer than zero",
-        );
-    }
+    let (sample, upload, batch_rows) = batch(&mut e, w);
     let ingest = e.mix(&w.ingest, model::INGEST_PATHS, "ingestion path", true);
     let anomalies = e.mix(&w.anomalies, model::ANOMALIES, "anomaly", false);
     let refresh_margin = e.duration(&w.refresh_margin, "workload.refresh_margin");
-    let mut thresholds = Vec::new();
-    for (op, exprs) in &s.thresholds {
-        if !crate::OPERATIONS.contains(&op.get_ref().as_str()) {
-            e.at(
-                op.span(),
-                format!(
-                    "unknown operation {:?}: expected one of {:?}",
-                    op.get_ref(),
-                    crate::OPERATIONS
-                ),
-            );
-            continue;
-        }
-        for entry in exprs {
-            let (expr, abort, delay) = match entry.get_ref() {
-                toml::Value::String(s) => (s.clone(), false, Duration::ZERO),
-                toml::Value::Table(t) => {
-                    if let Some(k) = t.keys().find(|k| {
-                        !["threshold", "abort_on_fail", "delay_abort_eval"].contains(&k.as_str())
-                    }) {
-                        e.at(entry.span(), format!("unknown key {k:?} in a threshold: expected threshold, abort_on_fail, delay_abort_eval"));
-                        continue;
-                    }
-                    let Some(expr) = t.get("threshold").and_then(|v| v.as_str()) else {
-                        e.at(
-                            entry.span(),
-                            "this threshold has no `threshold = \"…\"` expression",
-                        );
-                        continue;
-                    };
-                    let abort = match t.get("abort_on_fail") {
-                        None => false,
-                        Some(toml::Value::Boolean(b)) => *b,
-                        Some(_) => {
-                            e.at(entry.span(), "abort_on_fail must be true or false");
-                            continue;
-                        }
-                    };
-                    let delay = match t
-                        .get("delay_abort_eval")
-                        .map(|v| v.as_str().map(humantime::parse_duration))
-                    {
-                        None => Duration::ZERO,
-                        Some(Some(Ok(d))) => d,
-                        Some(_) => {
-                            e.at(
-                                entry.span(),
-                                "delay_abort_eval must be a duration like \"10s\"",
-                            );
-                            continue;
-                        }
-                    };
-                    (expr.to_string(), abort, delay)
-                }
-                _ => {
-                    e.at(entry.span(), "a threshold is a string like \"p(99) < 250ms\" or a table like { threshold = \"error_rate < 1%\", abort_on_fail = true }");
-                    continue;
-                }
-            };
-            match Threshold::parse(op.get_ref(), &expr) {
-                Ok(mut t) => {
-                    t.abort_on_fail = abort;
-                    t.delay_abort_eval = delay;
-                    thresholds.push(t);
-                }
-                Err(msg) => e.at(entry.span(), msg),
-            }
-        }
-    }
+    let thresholds = thresholds(&mut e, s);
     let probes = probes(&mut e, &s.probes);
-    let replay = w.replay.as_ref().map(|r| {
-        if r.traces.is_empty() {
-            e.at(0..0, "workload.replay.traces is empty: list at least one trace file");
-        }
-        for t in &r.traces {
-            if !std::path::Path::new(t.get_ref()).is_file() {
-                e.at(t.span(), format!("workload.replay.traces: no file {:?} (paths are relative to the current directory)", t.get_ref()));
-            }
-        }
-        let fraction = |v: f64| (0.0..=1.0).contains(&v);
-        if !(fraction(r.share) && fraction(r.jitter) && r.time_scale > 0.0 && r.time_scale.is_finite()) {
-            e.at(r.traces.first().map_or(0..0, |t| t.span()), "workload.replay: share and jitter must be between 0 and 1, time_scale above 0");
-        }
-        crate::plan::ReplayPlan {
-            traces: r.traces.iter().map(|t| t.get_ref().into()).collect(),
-            share: r.share,
-            time_scale: r.time_scale,
-            offsets: r.offsets,
-            jitter: r.jitter,
-        }
-    });
+    let replay = replay(&mut e, w);
     let window = match &s.output.window {
         Some(w) => e.duration(w, "output.window"),
         None => Duration::from_secs(1),
