@@ -69,13 +69,8 @@ async fn write_row(
 
 #[tokio::test]
 async fn a_cluster_last_up_months_ago_takes_todays_rows_once_up() {
-    let dir = tempfile::Builder::new()
-        .prefix("fleetbench-test-calendar-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    std::fs::write(dir.join("owner.pid"), std::process::id().to_string()).unwrap();
-    let instance = Instance(dir.clone());
+    let instance = Instance::new("fleetbench-test-calendar-");
+    let dir = instance.0.clone();
     ok(fleetbench(&dir, &["stack", "up"]));
     ok(fleetbench(&dir, &["migrate"]));
     {

@@ -147,6 +147,20 @@ fn complete_run_dir(dir: &Path, what: &str) -> serde_json::Value {
 
 /// Removes the instance even when the test fails half-way.
 struct Instance(PathBuf);
+
+impl Instance {
+    /// A stack instance directory of this test's own (`prefix` names it), owned by this process
+    /// (the testing harness removes those whose owner is gone).
+    fn new(prefix: &str) -> Instance {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .unwrap()
+            .keep();
+        std::fs::write(dir.join("owner.pid"), std::process::id().to_string()).unwrap();
+        Instance(dir)
+    }
+}
 impl Drop for Instance {
     fn drop(&mut self) {
         fleetbench_stack::testing::remove_instance(&StackPaths {

@@ -4,13 +4,8 @@ use super::*;
 
 #[tokio::test]
 async fn stack_up_migrate_schedule_env_down() {
-    let dir = tempfile::Builder::new()
-        .prefix("fleetbench-test-cli-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    std::fs::write(dir.join("owner.pid"), std::process::id().to_string()).unwrap();
-    let instance = Instance(dir.clone());
+    let instance = Instance::new("fleetbench-test-cli-");
+    let dir = instance.0.clone();
 
     let status = ok(fleetbench(&dir, &["stack", "up"]));
     for service in [

@@ -43,13 +43,8 @@ async fn rows_pass(db_url: &str, above: i64, log: &Path) -> i64 {
 
 #[tokio::test]
 async fn a_run_survives_the_gateway_pgbouncer_and_postgres_going_away() {
-    let dir = tempfile::Builder::new()
-        .prefix("fleetbench-test-faults-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    std::fs::write(dir.join("owner.pid"), std::process::id().to_string()).unwrap();
-    let _instance = Instance(dir.clone());
+    let _instance = Instance::new("fleetbench-test-faults-");
+    let dir = _instance.0.clone();
     ok(fleetbench(&dir, &["stack", "up"]));
     ok(fleetbench(&dir, &["migrate"]));
     // Outside the instance: `stack up` stops every process holding a file in it.
