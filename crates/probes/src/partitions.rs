@@ -149,16 +149,29 @@ pub async fn run(ctx: &Context, plan: &PartitionsPlan) -> anyhow::Result<ProbeOu
     result
 }
 
-async fn measure(
-    ctx: &Context,
+/// What loading the history month by month measured.
+struct Growth {
+    loaded: u64,
+    /// Seconds spent in COPY into the partitioned table.
+    copy_time: f64,
+    months: Vec<NaiveDate>,
+    /// Per month and query: rows loaded, the query, both medians, partitions scanned.
+    table: Table,
+    series: Vec<ChartSeries>,
+    /// The partitions each query scanned after the last month.
+    last_scanned: Vec<(String, BTreeSet<String>)>,
+}
+
+/// `plan.months` of history, newest first, into the partitioned table and the unpartitioned copy;
+/// after each month the dashboard's queries timed on both and their plans read.
+async fn grow(
     plan: &PartitionsPlan,
     db: &tokio_postgres::Client,
     user: &crate::users::User,
     devices: &[Uuid],
     flat: &str,
-) -> anyhow::Result<ProbeOutcome> {
-    ctx.started().await;
-    let now = Utc::now();
+    now: DateTime<Utc>,
+) -> anyhow::Result<Growth> {
     let current = month_start(now);
     let mut loaded = 0u64;
     let mut copy_time = 0f64;
@@ -251,6 +264,28 @@ async fn measure(
         }
     }
 
+    Ok(Growth {
+        loaded,
+        copy_time,
+        months,
+        table,
+        series,
+        last_scanned,
+    })
+}
+
+/// The checks: pruning (each time-bounded query scanned exactly the partitions its range overlaps),
+/// next month ahead of time, a row with no partition refused by the Data API, retention; and the
+/// number of partitions there are.
+async fn checks(
+    ctx: &Context,
+    db: &tokio_postgres::Client,
+    (user, devices): (&crate::users::User, &[Uuid]),
+    now: DateTime<Utc>,
+    months: &[NaiveDate],
+    last_scanned: &[(String, BTreeSet<String>)],
+) -> anyhow::Result<(Vec<Check>, usize)> {
+    let current = month_start(now);
     let existing: Vec<String> = db
         .query(
             "select c.relname::text from pg_inherits i join pg_class c on c.oid = i.inhrelid \
@@ -264,7 +299,7 @@ async fn measure(
     let mut checks = Vec::new();
     // Pruning: a query from `now() - bound` on touches only the partitions whose range ends after
     // that instant (the premade future months included: the range has no upper bound).
-    for (name, parts) in &last_scanned {
+    for (name, parts) in last_scanned {
         if name == "latest sample" {
             continue;
         }
@@ -363,7 +398,7 @@ async fn measure(
         .any(|(a, p)| a == "dropped" && *p == partition_name(expired))
         && !exists(partition_name(expired)).await?;
     let mut kept = true;
-    for m in &months {
+    for m in months {
         kept &= exists(partition_name(*m)).await?;
     }
     checks.push(Check {
@@ -385,22 +420,28 @@ async fn measure(
         ok: dropped_expired && kept,
     });
 
-    let total_partitions = existing.len();
-    let latest = last_scanned
+    Ok((checks, existing.len()))
+}
+
+/// What the history says, in words.
+fn findings(plan: &PartitionsPlan, g: &Growth, total_partitions: usize) -> Vec<String> {
+    let latest = g
+        .last_scanned
         .iter()
         .find(|(n, _)| n == "latest sample")
         .map_or(0, |(_, p)| p.len());
     let mut findings = vec![format!(
-        "{loaded} rows of {} months loaded by COPY at {:.0} rows/s",
+        "{} rows of {} months loaded by COPY at {:.0} rows/s",
+        g.loaded,
         plan.months,
-        loaded as f64 / copy_time.max(1e-9)
+        g.loaded as f64 / g.copy_time.max(1e-9)
     )];
     findings.push(format!(
         "\"latest sample\" has no time bound: it scanned {latest} of the {total_partitions} partitions, newest first (the empty premade months included) until the first row"
     ));
-    let last = table.rows.len().saturating_sub(QUERIES.len());
+    let last = g.table.rows.len().saturating_sub(QUERIES.len());
     let mut widest = 0f64;
-    for row in &table.rows[last..] {
+    for row in &g.table.rows[last..] {
         let (p, f): (f64, f64) = (row[2].parse().unwrap_or(0.0), row[3].parse().unwrap_or(0.0));
         widest = widest.max((p - f).abs() / f.max(p).max(1e-9));
         findings.push(format!(
@@ -410,9 +451,35 @@ async fn measure(
     }
     if widest < 0.25 {
         findings.push(format!(
-            "at {loaded} rows the per-device queries are index lookups either way: partitioning changes their median by under 25 %; what it buys at this size is retention by DROP TABLE instead of DELETE"
+            "at {} rows the per-device queries are index lookups either way: partitioning changes their median by under 25 %; what it buys at this size is retention by DROP TABLE instead of DELETE",
+            g.loaded
         ));
     }
+    findings
+}
+
+async fn measure(
+    ctx: &Context,
+    plan: &PartitionsPlan,
+    db: &tokio_postgres::Client,
+    user: &crate::users::User,
+    devices: &[Uuid],
+    flat: &str,
+) -> anyhow::Result<ProbeOutcome> {
+    ctx.started().await;
+    let now = Utc::now();
+    let g = grow(plan, db, user, devices, flat, now).await?;
+    let (checks, total_partitions) =
+        checks(ctx, db, (user, devices), now, &g.months, &g.last_scanned).await?;
+    let findings = findings(plan, &g, total_partitions);
+    let Growth {
+        loaded,
+        copy_time,
+        table,
+        series,
+        last_scanned,
+        ..
+    } = g;
     let pass = checks.iter().all(|c| c.ok);
     let mut figures = vec![
         figure("rows loaded", loaded as f64, "rows", None),

@@ -13,6 +13,7 @@ use fleetbench_metrics::Aggregate;
 use fleetbench_metrics::aggregate::histogram;
 use fleetbench_metrics::summary::{ProbeReport, Table};
 use fleetbench_scenario::probes::RagPlan;
+use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -236,21 +237,25 @@ async fn uses_index(
     }))
 }
 
-pub async fn run(ctx: &Context, plan: &RagPlan) -> anyhow::Result<ProbeOutcome> {
-    let users = crate::users::provision(ctx, "rag", plan.users).await?;
-    let corpus = Corpus::generate(plan, SEED);
-    let seeding = Instant::now();
-    for (u, user) in users.iter().enumerate() {
-        seed(ctx, user, &corpus.memories[u]).await?;
-    }
-    let seeded = seeding.elapsed();
-    let truths: Vec<Vec<String>> = corpus
-        .queries
-        .iter()
-        .map(|(u, q)| exact_top_k(&corpus.memories[*u], q, plan.k as usize))
-        .collect();
+/// What the paced searches through the Data API found: their samples, recall against the exact
+/// neighbours, latency from the intended start, failures by kind, and short answers.
+struct Searched {
+    agg: Aggregate,
+    recalls: Vec<f64>,
+    latency: Histogram<u64>,
+    errors: Vec<String>,
+    /// Answers with fewer than k rows although the caller owns more than k memories.
+    short: u64,
+}
 
-    ctx.started().await;
+/// The queries at `plan.rate` through `match_memories`, each scored against `truths`.
+async fn searches(
+    ctx: &Context,
+    plan: &RagPlan,
+    users: &[User],
+    corpus: &Corpus,
+    truths: &[Vec<String>],
+) -> anyhow::Result<Searched> {
     let mut agg = Aggregate::new(ctx.window_us);
     let (start, start_us) = (tokio::time::Instant::now(), ctx.clock.now_us());
     let mut set = tokio::task::JoinSet::new();
@@ -276,7 +281,6 @@ pub async fn run(ctx: &Context, plan: &RagPlan) -> anyhow::Result<ProbeOutcome> 
     let mut recalls = Vec::new();
     let mut latency = histogram();
     let mut errors = Vec::new();
-    // Answers with fewer than k rows although the caller owns more than k memories.
     let mut short = 0u64;
     while let Some(r) = set.join_next().await {
         let (i, intended, sent, done, r) = r?;
@@ -301,7 +305,24 @@ pub async fn run(ctx: &Context, plan: &RagPlan) -> anyhow::Result<ProbeOutcome> 
         }
     }
 
-    // The ef_search sweep, through SQL as the user.
+    Ok(Searched {
+        agg,
+        recalls,
+        latency,
+        errors,
+        short,
+    })
+}
+
+/// The `hnsw.ef_search` sweep through SQL as the user (recall and latency per setting), and
+/// whether the planner uses the index; skipped, and said so, without SQL access.
+async fn sweep(
+    ctx: &Context,
+    plan: &RagPlan,
+    users: &[User],
+    corpus: &Corpus,
+    truths: &[Vec<String>],
+) -> anyhow::Result<(Table, Vec<String>)> {
     let mut table = Table {
         title: format!(
             "hnsw.ef_search sweep (recall@{}, SQL as the user on the HNSW index, {} queries each)",
@@ -347,6 +368,34 @@ pub async fn run(ctx: &Context, plan: &RagPlan) -> anyhow::Result<ProbeOutcome> 
     } else {
         findings.push("no SQL access: the ef_search sweep was skipped".into());
     }
+
+    Ok((table, findings))
+}
+
+pub async fn run(ctx: &Context, plan: &RagPlan) -> anyhow::Result<ProbeOutcome> {
+    let users = crate::users::provision(ctx, "rag", plan.users).await?;
+    let corpus = Corpus::generate(plan, SEED);
+    let seeding = Instant::now();
+    for (u, user) in users.iter().enumerate() {
+        seed(ctx, user, &corpus.memories[u]).await?;
+    }
+    let seeded = seeding.elapsed();
+    let truths: Vec<Vec<String>> = corpus
+        .queries
+        .iter()
+        .map(|(u, q)| exact_top_k(&corpus.memories[*u], q, plan.k as usize))
+        .collect();
+
+    ctx.started().await;
+    let searched = searches(ctx, plan, &users, &corpus, &truths).await?;
+    let (table, mut findings) = sweep(ctx, plan, &users, &corpus, &truths).await?;
+    let Searched {
+        agg,
+        recalls,
+        latency,
+        errors,
+        short,
+    } = searched;
 
     let mean = recalls.iter().sum::<f64>() / recalls.len().max(1) as f64;
     let min = recalls.iter().copied().fold(1.0, f64::min);
