@@ -138,11 +138,21 @@ async fn sql_as(
     r.map_err(|e| fleetbench_schema::db_error_text(&e))
 }
 
-pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {
-    let users = crate::users::provision(ctx, "rls", 2).await?;
-    let (a, b) = (&users[0], &users[1]);
+/// A request as user `u` makes it: the anon key and the user's token.
+fn as_user(ctx: &Context, u: &User, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    req.header("apikey", &ctx.target.config.anon_key)
+        .bearer_auth(&u.token)
+}
+
+/// [`as_user`], asking for the affected rows back.
+fn repr(ctx: &Context, u: &User, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    as_user(ctx, u, req).header("Prefer", "return=representation")
+}
+
+/// B's rows for A to try: a hot metric (and the alert it raises) and a memory; B's secret and its
+/// embedding.
+async fn plant(ctx: &Context, b: &User) -> anyhow::Result<(String, Vec<f32>)> {
     let cfg = &ctx.target.config;
-    // B's rows: a hot metric (and the alert it raises) and a memory.
     inject::thermal(&ctx.http, cfg, b)
         .await
         .map_err(|e| anyhow::anyhow!("B's metric: {e}"))?;
@@ -163,14 +173,12 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {
         "B's memory: HTTP {}",
         res.status()
     );
-    ctx.started().await;
+    Ok((secret, embedding))
+}
 
-    let mut at = Attempts::default();
-    let api = |path: &str| ctx.api(path);
-    let as_a =
-        |req: reqwest::RequestBuilder| req.header("apikey", &cfg.anon_key).bearer_auth(&a.token);
+/// Data API reads as A of B's rows.
+async fn api_reads(ctx: &Context, a: &User, b: &User, at: &mut Attempts) {
     let (bid, bdev) = (b.id, b.device);
-    // Data API reads as A.
     for (what, path) in [
         ("B's device by id", format!("/rest/v1/devices?id=eq.{bdev}")),
         (
@@ -190,10 +198,21 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {
         at.push(
             "Data API",
             format!("read {what}"),
-            read(as_a(ctx.http.get(api(&path)))).await,
+            read(as_user(ctx, a, ctx.http.get(ctx.api(&path)))).await,
         );
     }
-    // Data API writes as A.
+}
+
+/// Data API writes as A on B's rows (inserts as B or on B's device, updates, deletes), and B's
+/// memory looked for with `match_memories`.
+async fn api_writes(
+    ctx: &Context,
+    a: &User,
+    b: &User,
+    (secret, embedding): (&str, &[f32]),
+    at: &mut Attempts,
+) {
+    let (bid, bdev) = (b.id, b.device);
     let ts = chrono::Utc::now().to_rfc3339();
     for (what, table, row) in [
         (
@@ -217,19 +236,20 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {
             json!([{ "user_id": bid, "hostname": "planted" }]),
         ),
     ] {
-        let req = as_a(ctx.http.post(api(&format!("/rest/v1/{table}"))))
+        let req = as_user(ctx, a, ctx.http.post(ctx.api(&format!("/rest/v1/{table}"))))
             .header("Prefer", "return=minimal")
             .json(&row);
         at.push("Data API", what, write(req).await);
     }
-    let repr = |req: reqwest::RequestBuilder| as_a(req).header("Prefer", "return=representation");
     at.push(
         "Data API",
         "acknowledge B's alerts",
         write(
             repr(
+                ctx,
+                a,
                 ctx.http
-                    .patch(api(&format!("/rest/v1/alerts?user_id=eq.{bid}"))),
+                    .patch(ctx.api(&format!("/rest/v1/alerts?user_id=eq.{bid}"))),
             )
             .json(&json!({ "acknowledged_at": ts })),
         )
@@ -240,8 +260,10 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {
         "rename B's device",
         write(
             repr(
+                ctx,
+                a,
                 ctx.http
-                    .patch(api(&format!("/rest/v1/devices?id=eq.{bdev}"))),
+                    .patch(ctx.api(&format!("/rest/v1/devices?id=eq.{bdev}"))),
             )
             .json(&json!({ "hostname": "pwned" })),
         )
@@ -251,8 +273,10 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {
         "Data API",
         "delete B's memories",
         write(repr(
+            ctx,
+            a,
             ctx.http
-                .delete(api(&format!("/rest/v1/memories?user_id=eq.{bid}"))),
+                .delete(ctx.api(&format!("/rest/v1/memories?user_id=eq.{bid}"))),
         ))
         .await,
     );
@@ -260,15 +284,21 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {
         "Data API",
         "delete B's device",
         write(repr(
+            ctx,
+            a,
             ctx.http
-                .delete(api(&format!("/rest/v1/devices?id=eq.{bdev}"))),
+                .delete(ctx.api(&format!("/rest/v1/devices?id=eq.{bdev}"))),
         ))
         .await,
     );
-    let found = as_a(ctx.http.post(api("/rest/v1/rpc/match_memories")))
-        .json(&json!({ "query_embedding": embedding, "match_count": 50 }))
-        .send()
-        .await;
+    let found = as_user(
+        ctx,
+        a,
+        ctx.http.post(ctx.api("/rest/v1/rpc/match_memories")),
+    )
+    .json(&json!({ "query_embedding": embedding, "match_count": 50 }))
+    .send()
+    .await;
     at.push(
         "Data API",
         "find B's memory with match_memories",
@@ -287,12 +317,16 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {
             }
         },
     );
-    // The anon key alone, and a token forged with the wrong secret.
+}
+
+/// The anon key alone, and a token forged with the wrong secret; the forged token.
+async fn anon_and_forged(ctx: &Context, b: &User, at: &mut Attempts) -> String {
+    let bid = b.id;
     for table in ["devices", "system_metrics", "alerts", "memories"] {
         let req = ctx
             .http
-            .get(api(&format!("/rest/v1/{table}?user_id=eq.{bid}")))
-            .header("apikey", &cfg.anon_key);
+            .get(ctx.api(&format!("/rest/v1/{table}?user_id=eq.{bid}")))
+            .header("apikey", &ctx.target.config.anon_key);
         at.push(
             "Data API",
             format!("read B's {table} with the anon key alone"),
@@ -302,8 +336,8 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {
     let fake = forged(bid);
     let req = ctx
         .http
-        .get(api(&format!("/rest/v1/alerts?user_id=eq.{bid}")))
-        .header("apikey", &cfg.anon_key)
+        .get(ctx.api(&format!("/rest/v1/alerts?user_id=eq.{bid}")))
+        .header("apikey", &ctx.target.config.anon_key)
         .bearer_auth(&fake);
     at.push(
         "Data API",
@@ -311,7 +345,12 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {
         read(req).await,
     );
 
-    // SQL as A, through the pooler, the way the Data API runs a request.
+    fake
+}
+
+/// SQL as A, through the pooler, the way the Data API runs a request (rolled back).
+async fn sql_as_user(ctx: &Context, a: &User, b: &User, at: &mut Attempts) -> anyhow::Result<()> {
+    let (bid, bdev) = (b.id, b.device);
     match ctx.pooler_db_url.as_deref().or(ctx.admin_db_url.as_deref()) {
         Some(url) => {
             let mut db = crate::connect(url).await?;
@@ -365,9 +404,12 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {
         ),
     }
 
-    realtime(ctx, a, b, &fake, &mut at).await?;
+    Ok(())
+}
 
-    // The writes above must have left B's rows as they were.
+/// The writes above must have left B's rows as they were (with SQL access to look).
+async fn b_unchanged(ctx: &Context, b: &User, at: &mut Attempts) -> anyhow::Result<()> {
+    let bid = b.id;
     if ctx.admin_db_url.is_some() {
         let db = ctx.admin().await?;
         let row = db
@@ -394,6 +436,21 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {
         );
     }
 
+    Ok(())
+}
+
+pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {
+    let users = crate::users::provision(ctx, "rls", 2).await?;
+    let (a, b) = (&users[0], &users[1]);
+    let (secret, embedding) = plant(ctx, b).await?;
+    ctx.started().await;
+    let mut at = Attempts::default();
+    api_reads(ctx, a, b, &mut at).await;
+    api_writes(ctx, a, b, (&secret, &embedding), &mut at).await;
+    let fake = anon_and_forged(ctx, b, &mut at).await;
+    sql_as_user(ctx, a, b, &mut at).await?;
+    realtime(ctx, a, b, &fake, &mut at).await?;
+    b_unchanged(ctx, b, &mut at).await?;
     let leaks: Vec<&Attempt> = at.0.iter().filter(|a| a.result.is_err()).collect();
     let mut findings = vec![format!(
         "{} of {} attempts on another user's data failed as they must",
