@@ -1,6 +1,14 @@
 //! `fleetbench`: command line plus glue. Each command turns its arguments into plain values once and
 //! calls into the library crates; exit codes mean something to CI (0 pass, 99 thresholds crossed,
 //! 2 invalid input, 1 could not run, 3 regressions found by `compare`).
+//!
+//! # Layout
+//! - `cli`: the clap definitions. `target`, `local`: which Supabase a command targets.
+//! - One module per command: `run` (run, validate, cleanup; the run itself is
+//!   `fleetbench_runner`), `probe`, `capacity`, `collect` (collect, calibrate), `migrate`, `reports`
+//!   (report, merge, compare), `sink`, `daemon` (`stack serve`), `goose` (feature `goose`).
+//! - Shared by commands: `signals` (stop on SIGINT/SIGTERM), `out_dir` (run directories),
+//!   `machine` (the build and the machine, for the summary), `progress` (the live line).
 
 mod capacity;
 mod cli;
