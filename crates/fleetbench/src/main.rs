@@ -3,7 +3,7 @@
 //! 2 invalid input, 1 could not run, 3 regressions found by `compare`).
 //!
 //! # Layout
-//! - `cli`: the clap definitions. `target`, `local`: which Supabase a command targets.
+//! - `cli`: the clap definitions. `target`: which Supabase a command targets; `local`: `stack …`.
 //! - One module per command: `run` (run, validate, cleanup; the run itself is
 //!   `fleetbench_runner`), `probe`, `capacity`, `collect` (collect, calibrate), `migrate`, `reports`
 //!   (report, merge, compare), `sink`, `daemon` (`stack serve`), `goose` (feature `goose`).
