@@ -150,7 +150,7 @@ pub struct Figure {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ProbeReport {
     pub title: String,
-    /// The seed's claim the probe checks, in its words.
+    /// The architecture's claim the probe checks, in its words.
     #[serde(default)]
     pub claim: String,
     /// `pass`, `fail`, or `info` (a measurement with nothing to hold).

@@ -1,4 +1,4 @@
-//! End-to-end probes of the seed's claims. Each probe provisions its own users (tagged with the
+//! End-to-end probes of the architecture's claims. Each probe provisions its own users (tagged with the
 //! run id, so `fleetbench cleanup` removes them), measures one path end to end against an
 //! independently known truth (the alerts it injected, exact nearest neighbours, the plan's
 //! partitions), and returns a [`ProbeReport`] for `summary.json` and the HTML report plus the samples

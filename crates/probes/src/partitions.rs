@@ -1,4 +1,4 @@
-//! The seed's claim: "system_metrics is partitioned by month, which keeps queries fast as data grows,
+//! The architecture's claim: "system_metrics is partitioned by month, which keeps queries fast as data grows,
 //! and pg_cron cleans up old data".
 //!
 //! One probe user gets `devices` devices; `months` months of history are loaded one month at a

@@ -1,4 +1,4 @@
-//! The seed's claim: "Supavisor manages thousands of simultaneous connections without crashing the
+//! The architecture's claim: "Supavisor manages thousands of simultaneous connections without crashing the
 //! database".
 //!
 //! A storm of `clients` SQL clients connects through the transaction-mode pooler, at most

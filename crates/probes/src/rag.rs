@@ -1,4 +1,4 @@
-//! The seed's claim: "vector search (pgvector) serves the dashboard's RAG over AI memory".
+//! The architecture's claim: "vector search (pgvector) serves the dashboard's RAG over AI memory".
 //!
 //! Each probe user gets `memories` 384-dimension embeddings gathered around `clusters` centres
 //! (seeded, so the corpus is the same every run: [`Corpus`]). From the fleet's load phase on,

@@ -1,4 +1,4 @@
-//! The seed's claim: "Realtime pushes a Critical Thermal Warning to the dashboard instantly".
+//! The architecture's claim: "Realtime pushes a Critical Thermal Warning to the dashboard instantly".
 //!
 //! `subscribers` dashboard users each subscribe to INSERTs on `alerts` filtered to their own
 //! `user_id`. From the fleet's load phase on, a thermal anomaly is injected every `interval`
@@ -13,215 +13,21 @@
 //! 10 s), measured as `realtime.rejoin` from the close to live again.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use fleetbench_metrics::Aggregate;
 use fleetbench_metrics::aggregate::histogram;
-use fleetbench_metrics::summary::ProbeReport;
+use fleetbench_metrics::summary::{Figure, ProbeReport};
 use fleetbench_scenario::probes::RealtimePlan;
-use serde_json::Value;
+use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use crate::inject::{self, Key};
 use crate::users::{self, User};
-use crate::ws::{self, Socket};
 use crate::{Context, ProbeOutcome, Timing, figure, latency_figures, ms_at, tally};
 
-/// How long a subscription may take to go live.
-const SUBSCRIBE_WITHIN: Duration = Duration::from_secs(20);
-
-/// One change a socket received.
-struct Receipt {
-    /// The subscriber's index, or [`PARTITIONED`].
-    sub: usize,
-    at_us: u64,
-    key: Option<Key>,
-    user: Option<Uuid>,
-    commit_unix_us: Option<i64>,
-}
-
-impl Receipt {
-    /// The receipt of a `postgres_changes` frame that arrived at `at_us` on socket `sub`.
-    fn of(sub: usize, at_us: u64, frame: &Value) -> Option<Receipt> {
-        let (record, commit) = ws::change(frame)?;
-        Some(Receipt {
-            sub,
-            at_us,
-            key: inject::key_of(record),
-            user: record["user_id"].as_str().and_then(|s| s.parse().ok()),
-            commit_unix_us: commit,
-        })
-    }
-}
-
-const PARTITIONED: usize = usize::MAX;
-
-enum Control {
-    /// Close the socket and wait for a new one (a reconnect).
-    Close(oneshot::Sender<()>),
-    Reopen(Box<Socket>),
-}
-
-/// realtime-js's reconnect schedule after a socket closed: 1 s, 2 s, 5 s, then every 10 s.
-const REJOIN_AFTER: [Duration; 4] = [
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(5),
-    Duration::from_secs(10),
-];
-
-/// A socket the server closed: when, and when it was live again (never, if the probe ended first).
-struct Dropped {
-    closed_us: u64,
-    rejoined_us: Option<u64>,
-}
-
-/// What a reader needs to subscribe again on its own.
-struct Rejoin {
-    api_url: String,
-    anon_key: String,
-    user: User,
-    table: &'static str,
-    topic: String,
-    log: std::sync::Arc<std::sync::Mutex<Vec<Dropped>>>,
-}
-
-impl Rejoin {
-    /// Subscribes again on the schedule until live (the new socket and its early frames) or the
-    /// probe ends (`None`).
-    async fn retry(
-        &self,
-        clock: fleetbench_fleet::Clock,
-        control: &mut mpsc::UnboundedReceiver<Control>,
-    ) -> Option<(Socket, Vec<Value>)> {
-        let closed_us = clock.now_us();
-        for attempt in 0.. {
-            let wait = REJOIN_AFTER[attempt.min(REJOIN_AFTER.len() - 1)];
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                c = control.recv() => if c.is_none() { break },
-            }
-            let joined = subscribe_at(
-                &self.api_url,
-                &self.anon_key,
-                &self.user,
-                self.table,
-                &self.topic,
-            )
-            .await;
-            if let Ok(Ok(live)) = joined {
-                self.log.lock().expect("rejoin log").push(Dropped {
-                    closed_us,
-                    rejoined_us: Some(clock.now_us()),
-                });
-                return Some(live);
-            }
-        }
-        self.log.lock().expect("rejoin log").push(Dropped {
-            closed_us,
-            rejoined_us: None,
-        });
-        None
-    }
-}
-
-/// Reads a socket until told to stop, forwarding every change; heartbeats on realtime-js's cadence;
-/// subscribes again when the server closes it.
-async fn reader(
-    sub: usize,
-    mut socket: Socket,
-    clock: fleetbench_fleet::Clock,
-    tx: mpsc::UnboundedSender<Receipt>,
-    mut control: mpsc::UnboundedReceiver<Control>,
-    early: Vec<Value>,
-    rejoin: Rejoin,
-) {
-    let forward = |frame: &Value| {
-        if let Some(r) = Receipt::of(sub, clock.now_us(), frame) {
-            let _ = tx.send(r);
-        }
-    };
-    early.iter().for_each(forward);
-    let mut beat = tokio::time::interval(ws::HEARTBEAT);
-    beat.tick().await;
-    loop {
-        let closed = tokio::select! {
-            frame = socket.next() => match frame {
-                Some(f) => {
-                    forward(&f);
-                    false
-                }
-                None => true,
-            },
-            _ = beat.tick() => socket.heartbeat().await.is_err(),
-            c = control.recv() => match c {
-                Some(Control::Close(done)) => {
-                    socket.close().await;
-                    let _ = done.send(());
-                    match control.recv().await {
-                        Some(Control::Reopen(s)) => socket = *s,
-                        _ => return,
-                    }
-                    false
-                }
-                Some(Control::Reopen(s)) => {
-                    socket = *s;
-                    false
-                }
-                None => break,
-            }
-        };
-        if closed {
-            match rejoin.retry(clock, &mut control).await {
-                Some((s, early)) => {
-                    socket = s;
-                    early.iter().for_each(forward);
-                }
-                None => return,
-            }
-        }
-    }
-}
-
-async fn subscribe(
-    ctx: &Context,
-    user: &User,
-    table: &str,
-    topic: &str,
-) -> anyhow::Result<Result<(Socket, Vec<Value>), String>> {
-    subscribe_at(
-        &ctx.target.config.api_url,
-        &ctx.target.config.anon_key,
-        user,
-        table,
-        topic,
-    )
-    .await
-}
-
-async fn subscribe_at(
-    api_url: &str,
-    anon_key: &str,
-    user: &User,
-    table: &str,
-    topic: &str,
-) -> anyhow::Result<Result<(Socket, Vec<Value>), String>> {
-    let mut socket = Socket::connect(api_url, anon_key).await?;
-    let mut early = Vec::new();
-    let filter = Some(format!("user_id=eq.{}", user.id));
-    Ok(socket
-        .subscribe(
-            topic,
-            &user.token,
-            ws::inserts(table, filter),
-            SUBSCRIBE_WITHIN,
-            &mut early,
-        )
-        .await?
-        .map(|()| (socket, early)))
-}
+mod sockets;
+use sockets::{Control, Dropped, PARTITIONED, Receipt, Rejoin, reader, subscribe};
 
 /// When a change arrived (µs on the clock) and its commit timestamp (Unix µs) when given.
 type Arrival = (u64, Option<i64>);
@@ -279,10 +85,29 @@ async fn pump(
     }
 }
 
-pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutcome> {
-    let users = users::provision(ctx, "realtime", plan.subscribers).await?;
-    let mut agg = Aggregate::new(ctx.window_us);
-    let (tx, mut rx) = mpsc::unbounded_channel();
+/// The dashboards' sockets: each user subscribed to its own alerts, and user 0 to the partitioned
+/// table itself, each read by a task of its own.
+struct Dashboards {
+    /// Per user: what controls its reader, or none when it could not subscribe.
+    controls: Vec<Option<mpsc::UnboundedSender<Control>>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+    /// Why each dashboard that could not subscribe was refused.
+    refused: Vec<String>,
+    /// Subscription setup times (µs).
+    setup: Histogram<u64>,
+    /// The partitioned table's reader's control (kept so the reader lives), or why it was refused.
+    partitioned: Result<mpsc::UnboundedSender<Control>, String>,
+    /// The sockets the server closed and their rejoins, as the readers log them.
+    dropped: std::sync::Arc<std::sync::Mutex<Vec<Dropped>>>,
+}
+
+/// Subscribes every user's dashboard (a `realtime.connect` sample each) and the partitioned table.
+async fn connect(
+    ctx: &Context,
+    users: &[User],
+    tx: &mpsc::UnboundedSender<Receipt>,
+    agg: &mut Aggregate,
+) -> Dashboards {
     let mut setup = histogram();
     let mut refused = Vec::new();
     let mut controls = Vec::new();
@@ -311,7 +136,7 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutc
         };
         match r {
             Ok(Ok((socket, early))) => {
-                ctx.sample(&mut agg, "realtime.connect", timing, None);
+                ctx.sample(agg, "realtime.connect", timing, None);
                 setup.saturating_record((t1 - t0).max(1));
                 let (ctl, ctl_rx) = mpsc::unbounded_channel();
                 controls.push(Some(ctl));
@@ -326,12 +151,12 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutc
                 )));
             }
             Ok(Err(reason)) => {
-                ctx.sample(&mut agg, "realtime.connect", timing, Some("refused"));
+                ctx.sample(agg, "realtime.connect", timing, Some("refused"));
                 refused.push(reason);
                 controls.push(None);
             }
             Err(e) => {
-                ctx.sample(&mut agg, "realtime.connect", timing, Some("transport"));
+                ctx.sample(agg, "realtime.connect", timing, Some("transport"));
                 refused.push(e.to_string());
                 controls.push(None);
             }
@@ -356,109 +181,74 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutc
         Ok(Err(reason)) => Err(reason),
         Err(e) => Err(e.to_string()),
     };
+    Dashboards {
+        controls,
+        readers,
+        refused,
+        setup,
+        partitioned,
+        dropped,
+    }
+}
 
-    ctx.started().await;
-    let mut ledger = Ledger::default();
-    let mut failed_injections = Vec::new();
-    let mut user0_rows = 0u64;
-    let mut reconnect: Option<(f64, bool)> = None;
-    let mut gap_key = None;
-    let start = Instant::now();
-    let live: Vec<usize> = (0..users.len())
-        .filter(|&i| controls[i].is_some())
-        .collect();
-    anyhow::ensure!(
-        !live.is_empty(),
-        "no dashboard could subscribe: {refused:?}"
-    );
-    let mut inflight = tokio::task::JoinSet::new();
-    for n in 0..plan.alerts {
-        let at = start + plan.interval * n;
-        // Pace the injections while taking receipts (the schedule is an open model).
-        pump(&mut rx, &mut ledger, &users, at, |_| false).await;
-        let sub = live[n as usize % live.len()];
-        if plan.reconnect && n == plan.alerts / 2 && sub == live[0] && reconnect.is_none() {
-            // Let every earlier alert of this dashboard arrive, then drop its socket.
-            while let Some(r) = inflight.join_next().await {
-                settle(r, &mut ledger, &mut failed_injections);
+/// Drops dashboard `sub`'s socket, commits an alert for it while it is away, and subscribes it
+/// again: that alert's key (when its injection succeeded), and how long the dashboard took to be
+/// live again (ms) and whether it was.
+async fn reconnect_one(
+    ctx: &Context,
+    users: &[User],
+    sub: usize,
+    ctl: &mpsc::UnboundedSender<Control>,
+    agg: &mut Aggregate,
+    ledger: &mut Ledger,
+) -> (Option<Key>, (f64, bool)) {
+    let (closed_tx, closed) = oneshot::channel();
+    let _ = ctl.send(Control::Close(closed_tx));
+    let _ = closed.await;
+    let t0 = ctx.clock.now_us();
+    // Committed while the dashboard is away.
+    let gap = inject::thermal(&ctx.http, &ctx.target.config, &users[sub])
+        .await
+        .ok();
+    let again = subscribe(
+        ctx,
+        &users[sub],
+        "alerts",
+        &format!("alerts:{}", users[sub].id),
+    )
+    .await;
+    let t1 = ctx.clock.now_us();
+    let timing = Timing {
+        intended_us: t0,
+        sent_us: t0,
+        done_us: t1,
+    };
+    let ms = (t1 - t0) as f64 / 1000.0;
+    match again {
+        Ok(Ok((socket, early))) => {
+            ctx.sample(agg, "realtime.connect", timing, None);
+            for r in early.iter().filter_map(|f| Receipt::of(sub, t1, f)) {
+                ledger.take(r, users);
             }
-            pump(
-                &mut rx,
-                &mut ledger,
-                &users,
-                Instant::now() + plan.wait,
-                |l| l.complete(Some(sub)),
-            )
-            .await;
-            let ctl = controls[sub].as_ref().expect("live subscriber");
-            let (closed_tx, closed) = oneshot::channel();
-            let _ = ctl.send(Control::Close(closed_tx));
-            let _ = closed.await;
-            let t0 = ctx.clock.now_us();
-            // Committed while the dashboard is away.
-            if let Ok(k) = inject::thermal(&ctx.http, &ctx.target.config, &users[sub]).await {
-                gap_key = Some(k);
-                user0_rows += u64::from(sub == 0);
-            }
-            let again = subscribe(
-                ctx,
-                &users[sub],
-                "alerts",
-                &format!("alerts:{}", users[sub].id),
-            )
-            .await;
-            let t1 = ctx.clock.now_us();
-            let timing = Timing {
-                intended_us: t0,
-                sent_us: t0,
-                done_us: t1,
-            };
-            match again {
-                Ok(Ok((socket, early))) => {
-                    ctx.sample(&mut agg, "realtime.connect", timing, None);
-                    for r in early.iter().filter_map(|f| Receipt::of(sub, t1, f)) {
-                        ledger.take(r, &users);
-                    }
-                    let _ = ctl.send(Control::Reopen(Box::new(socket)));
-                    reconnect = Some(((t1 - t0) as f64 / 1000.0, true));
-                }
-                _ => {
-                    ctx.sample(&mut agg, "realtime.connect", timing, Some("refused"));
-                    reconnect = Some(((t1 - t0) as f64 / 1000.0, false));
-                }
-            }
+            let _ = ctl.send(Control::Reopen(Box::new(socket)));
+            (gap, (ms, true))
         }
-        let user = users[sub].clone();
-        if sub == 0 {
-            user0_rows += 1;
-        }
-        let (clock, http, target) = (ctx.clock, ctx.http.clone(), ctx.target.clone());
-        inflight.spawn(async move {
-            let sent = clock.now_us();
-            let r = inject::thermal(&http, &target.config, &user).await;
-            (sub, sent, r)
-        });
-        // Keep the ledger current so the reconnect knows what was sent.
-        while let Some(r) = inflight.try_join_next() {
-            settle(r, &mut ledger, &mut failed_injections);
+        _ => {
+            ctx.sample(agg, "realtime.connect", timing, Some("refused"));
+            (gap, (ms, false))
         }
     }
-    while let Some(r) = inflight.join_next().await {
-        settle(r, &mut ledger, &mut failed_injections);
-    }
-    // After the last injection, alerts have `wait` to arrive.
-    let deadline = Instant::now() + plan.wait;
-    pump(&mut rx, &mut ledger, &users, deadline, |l| l.complete(None)).await;
-    // Anything else already queued (duplicates, foreign rows, the partitioned socket).
-    while let Ok(r) = rx.try_recv() {
-        ledger.take(r, &users);
-    }
-    let end_us = ctx.clock.now_us();
-    for r in &readers {
-        r.abort();
-    }
-    // Sockets the server closed, and how long each took to be live again.
-    let dropped = std::mem::take(&mut *dropped.lock().expect("rejoin log"));
+}
+
+/// Sockets the server closed and how long each took to be live again: a `realtime.rejoin` sample
+/// each (`gave_up` if it never was), and the times of those that were.
+fn rejoins(
+    ctx: &Context,
+    agg: &mut Aggregate,
+    log: &std::sync::Mutex<Vec<Dropped>>,
+    end_us: u64,
+) -> (Vec<Dropped>, Histogram<u64>) {
+    let dropped = std::mem::take(&mut *log.lock().expect("rejoin log"));
     let mut rejoin_ms = histogram();
     for d in &dropped {
         let timing = Timing {
@@ -467,47 +257,47 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutc
             done_us: d.rejoined_us.unwrap_or(end_us),
         };
         let error = d.rejoined_us.is_none().then_some("gave_up");
-        ctx.sample(&mut agg, "realtime.rejoin", timing, error);
+        ctx.sample(agg, "realtime.rejoin", timing, error);
         if let Some(at) = d.rejoined_us {
             rejoin_ms.saturating_record((at - d.closed_us).max(1));
         }
     }
+    (dropped, rejoin_ms)
+}
 
-    let arrivals: HashMap<Key, Vec<tally::Arrival>> = ledger
-        .sent
-        .iter()
-        .filter_map(|(key, (sub, _))| {
-            let got = ledger.got.get(&(*sub, *key))?;
-            Some((
-                *key,
-                got.iter()
-                    .map(|(at, c)| (*at, c.map(|c| ctx.on_clock(c))))
-                    .collect(),
-            ))
-        })
-        .collect();
-    let t = tally::score(
-        ctx,
-        &mut agg,
-        "realtime.alert_delivery",
-        ledger
-            .sent
-            .iter()
-            .map(|(k, (_, sent))| (*sent, arrivals.get(k).map(Vec::as_slice))),
-        end_us,
-    );
+/// What the probe saw, for its findings and figures.
+struct Seen<'a> {
+    users: &'a [User],
+    dash: &'a Dashboards,
+    ledger: &'a Ledger,
+    tally: &'a tally::Tally,
+    failed_injections: &'a [String],
+    /// The reconnect: ms to be live again, and whether it was.
+    reconnect: Option<(f64, bool)>,
+    /// Whether the alert committed during the reconnect arrived.
+    gap_replayed: Option<bool>,
+    dropped: &'a [Dropped],
+    rejoin_ms: &'a Histogram<u64>,
+    /// Rows user 0 inserted (what the partitioned table's subscription could deliver).
+    user0_rows: u64,
+}
+
+/// The findings and figures of what the probe saw.
+fn findings_and_figures(s: &Seen) -> (Vec<String>, Vec<Figure>) {
+    let (users, ledger, refused, failed_injections) =
+        (s.users, s.ledger, &s.dash.refused, s.failed_injections);
+    let (setup, partitioned, dropped, rejoin_ms) =
+        (&s.dash.setup, &s.dash.partitioned, s.dropped, s.rejoin_ms);
+    let (reconnect, gap_replayed, user0_rows) = (s.reconnect, s.gap_replayed, s.user0_rows);
+    let t = s.tally;
     let (delivered, lost, duplicates) = (t.delivered, t.lost, t.duplicates);
-    let (from_send, from_commit, negative_commit) = (t.from_send, t.from_commit, t.before_commit);
-    let gap_replayed = gap_key.map(|k| ledger.got.contains_key(&(live[0], k)));
-
+    let (from_send, from_commit, negative_commit) = (&t.from_send, &t.from_commit, t.before_commit);
     let sent = ledger.sent.len() as u64;
     let mut findings = Vec::new();
-    let pass =
-        lost == 0 && duplicates == 0 && ledger.foreign == 0 && refused.is_empty() && sent > 0;
     findings.push(format!(
         "{delivered} of {sent} alerts reached their dashboard ({lost} lost, {duplicates} duplicated, {} delivered to another user's socket); p95 from the agent's send {:.1} ms",
         ledger.foreign,
-        ms_at(&from_send, 0.95)
+        ms_at(from_send, 0.95)
     ));
     if !refused.is_empty() {
         findings.push(format!(
@@ -551,7 +341,7 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutc
         findings.push(format!(
             "the server closed {} dashboard sockets; {back} subscribed again on realtime-js's schedule (1 s, 2 s, 5 s, 10 s), p50 {:.0} ms from the close to live again; alerts committed meanwhile arrive only if the server replays them",
             dropped.len(),
-            ms_at(&rejoin_ms, 0.5)
+            ms_at(rejoin_ms, 0.5)
         ));
     }
     findings.push(match &partitioned {
@@ -587,27 +377,149 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutc
             None,
         ),
     ];
-    figures.extend(latency_figures("agent send → dashboard", &from_send, None));
+    figures.extend(latency_figures("agent send → dashboard", from_send, None));
     figures.extend(latency_figures(
         "commit → dashboard",
-        &from_commit,
+        from_commit,
         Some("Postgres Changes with RLS, Micro, 500 clients: p95 228 ms"),
     ));
     figures.push(figure(
         "subscription setup p50",
-        ms_at(&setup, 0.5),
+        ms_at(setup, 0.5),
         "ms",
         None,
     ));
     figures.push(figure(
         "subscription setup p95",
-        ms_at(&setup, 0.95),
+        ms_at(setup, 0.95),
         "ms",
         None,
     ));
     if let Some((ms, _)) = reconnect {
         figures.push(figure("reconnect to live again", ms, "ms", None));
     }
+    (findings, figures)
+}
+
+pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutcome> {
+    let users = users::provision(ctx, "realtime", plan.subscribers).await?;
+    let mut agg = Aggregate::new(ctx.window_us);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let dash = connect(ctx, &users, &tx, &mut agg).await;
+
+    ctx.started().await;
+    let mut ledger = Ledger::default();
+    let mut failed_injections = Vec::new();
+    let mut user0_rows = 0u64;
+    let mut reconnect: Option<(f64, bool)> = None;
+    let mut gap_key = None;
+    let start = Instant::now();
+    let live: Vec<usize> = (0..users.len())
+        .filter(|&i| dash.controls[i].is_some())
+        .collect();
+    anyhow::ensure!(
+        !live.is_empty(),
+        "no dashboard could subscribe: {:?}",
+        dash.refused
+    );
+    let mut inflight = tokio::task::JoinSet::new();
+    for n in 0..plan.alerts {
+        let at = start + plan.interval * n;
+        // Pace the injections while taking receipts (the schedule is an open model).
+        pump(&mut rx, &mut ledger, &users, at, |_| false).await;
+        let sub = live[n as usize % live.len()];
+        if plan.reconnect && n == plan.alerts / 2 && sub == live[0] && reconnect.is_none() {
+            // Let every earlier alert of this dashboard arrive, then drop its socket.
+            while let Some(r) = inflight.join_next().await {
+                settle(r, &mut ledger, &mut failed_injections);
+            }
+            pump(
+                &mut rx,
+                &mut ledger,
+                &users,
+                Instant::now() + plan.wait,
+                |l| l.complete(Some(sub)),
+            )
+            .await;
+            let ctl = dash.controls[sub].as_ref().expect("live subscriber");
+            let (gap, again) = reconnect_one(ctx, &users, sub, ctl, &mut agg, &mut ledger).await;
+            user0_rows += u64::from(gap.is_some() && sub == 0);
+            gap_key = gap;
+            reconnect = Some(again);
+        }
+        let user = users[sub].clone();
+        if sub == 0 {
+            user0_rows += 1;
+        }
+        let (clock, http, target) = (ctx.clock, ctx.http.clone(), ctx.target.clone());
+        inflight.spawn(async move {
+            let sent = clock.now_us();
+            let r = inject::thermal(&http, &target.config, &user).await;
+            (sub, sent, r)
+        });
+        // Keep the ledger current so the reconnect knows what was sent.
+        while let Some(r) = inflight.try_join_next() {
+            settle(r, &mut ledger, &mut failed_injections);
+        }
+    }
+    while let Some(r) = inflight.join_next().await {
+        settle(r, &mut ledger, &mut failed_injections);
+    }
+    // After the last injection, alerts have `wait` to arrive.
+    let deadline = Instant::now() + plan.wait;
+    pump(&mut rx, &mut ledger, &users, deadline, |l| l.complete(None)).await;
+    // Anything else already queued (duplicates, foreign rows, the partitioned socket).
+    while let Ok(r) = rx.try_recv() {
+        ledger.take(r, &users);
+    }
+    let end_us = ctx.clock.now_us();
+    for r in &dash.readers {
+        r.abort();
+    }
+    let (dropped, rejoin_ms) = rejoins(ctx, &mut agg, &dash.dropped, end_us);
+
+    let arrivals: HashMap<Key, Vec<tally::Arrival>> = ledger
+        .sent
+        .iter()
+        .filter_map(|(key, (sub, _))| {
+            let got = ledger.got.get(&(*sub, *key))?;
+            Some((
+                *key,
+                got.iter()
+                    .map(|(at, c)| (*at, c.map(|c| ctx.on_clock(c))))
+                    .collect(),
+            ))
+        })
+        .collect();
+    let t = tally::score(
+        ctx,
+        &mut agg,
+        "realtime.alert_delivery",
+        ledger
+            .sent
+            .iter()
+            .map(|(k, (_, sent))| (*sent, arrivals.get(k).map(Vec::as_slice))),
+        end_us,
+    );
+    let gap_replayed = gap_key.map(|k| ledger.got.contains_key(&(live[0], k)));
+
+    let pass = t.lost == 0
+        && t.duplicates == 0
+        && ledger.foreign == 0
+        && dash.refused.is_empty()
+        && !ledger.sent.is_empty();
+    let (findings, figures) = findings_and_figures(&Seen {
+        users: &users,
+        dash: &dash,
+        ledger: &ledger,
+        tally: &t,
+        failed_injections: &failed_injections,
+        reconnect,
+        gap_replayed,
+        dropped: &dropped,
+        rejoin_ms: &rejoin_ms,
+        user0_rows,
+    });
     Ok(ProbeOutcome {
         report: ProbeReport {
             claim: "Realtime pushes a \"Critical Thermal Warning\" to the dashboard instantly"

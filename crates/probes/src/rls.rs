@@ -1,4 +1,4 @@
-//! The seed's claim: "row-level security: each user sees only their own data".
+//! The architecture's claim: "row-level security: each user sees only their own data".
 //!
 //! User B owns a device, a metric, the alert it raised and a memory. User A then tries to read,
 //! write, acknowledge, rename and delete them through the Data API (with A's token, with the anon

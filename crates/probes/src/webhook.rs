@@ -1,4 +1,4 @@
-//! The seed's claim: "Edge Functions react to anomalies". A thermal anomaly is injected through the
+//! The architecture's claim: "Edge Functions react to anomalies". A thermal anomaly is injected through the
 //! Data API; the `alerts` trigger raises the alert, the database webhook (pg_net) posts it after
 //! commit to `anomaly-webhook`, which forwards it to fleetbench's [`crate::receiver`]. Each alert
 //! must arrive exactly once: latency from the agent's send (`functions.webhook_delivery`) and from
