@@ -108,7 +108,19 @@ fn main() -> ExitCode {
         cli.i_accept_this_target_is_not_on_the_allowlist,
         std::sync::atomic::Ordering::Relaxed,
     );
-    let result = match cli.command {
+    let result = dispatch(cli.command);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Each command to the module that carries it out, its arguments turned into plain values.
+fn dispatch(command: Command) -> Result<(), CommandError> {
+    match command {
         Command::Stack { action } => match action {
             StackAction::Up { profile } => local::up(profile),
             StackAction::Down => local::down(),
@@ -218,12 +230,5 @@ fn main() -> ExitCode {
             capacity,
             faults,
         } => sink::sink(listen, latency, stall, capacity, faults),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(f) => {
-            eprintln!("error: {:#}", f.error);
-            ExitCode::from(f.code)
-        }
     }
 }

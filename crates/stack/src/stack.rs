@@ -218,6 +218,42 @@ fn start_all(
     })?;
     pooler::write_userlist(paths, user, &userlist)?;
 
+    start_poolers(paths, tools, user, previous, state, progress)?;
+
+    // The daemon's port is chosen first: the functions get it as SUPABASE_URL, and the daemon, started
+    // after them, reads their ports from the state file to serve /functions/v1.
+    if opts.daemon_exe.is_some() {
+        let port = process::free_port(previous.and_then(|p| p.daemon.as_ref()).map(|d| d.port))?;
+        state.daemon = Some(ServiceState { port, pid: None });
+        state.save(&paths.state_file())?;
+    }
+
+    let env = function_env(opts, state);
+    for spec in functions::discover(&opts.supabase_dir)? {
+        let f = functions::start(paths, tools, &spec, &env)?;
+        progress(&format!(
+            "edge function {} listening on 127.0.0.1:{}",
+            spec.name, f.port
+        ));
+        state.functions.insert(spec.name.clone(), f);
+        state.save(&paths.state_file())?;
+    }
+    if let Some(exe) = &opts.daemon_exe {
+        start_daemon(exe, paths, state, progress)?;
+    }
+    Ok(())
+}
+
+/// The two PgBouncer instances (transaction mode for `SUPABASE_DB_URL`, session mode), on their
+/// previous ports when free.
+fn start_poolers(
+    paths: &StackPaths,
+    tools: &Toolchain,
+    user: ServiceUser,
+    previous: Option<&StackState>,
+    state: &mut StackState,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
     for mode in [PoolMode::Transaction, PoolMode::Session] {
         let prev = previous.map(|p| {
             if mode == PoolMode::Transaction {
@@ -242,15 +278,12 @@ fn start_all(
             &format!("pgbouncer ({mode:?} mode) listening on 127.0.0.1:{port}").to_lowercase(),
         );
     }
+    Ok(())
+}
 
-    // The daemon's port is chosen first: the functions get it as SUPABASE_URL, and the daemon, started
-    // after them, reads their ports from the state file to serve /functions/v1.
-    if opts.daemon_exe.is_some() {
-        let port = process::free_port(previous.and_then(|p| p.daemon.as_ref()).map(|d| d.port))?;
-        state.daemon = Some(ServiceState { port, pid: None });
-        state.save(&paths.state_file())?;
-    }
-
+/// The edge functions' environment: `functions/.env`, then the project's URL, keys and database,
+/// the alert webhook's default receiver, and the options' own.
+fn function_env(opts: &StackOptions, state: &StackState) -> BTreeMap<String, String> {
     let mut env = functions::read_dotenv(&opts.supabase_dir.join("functions/.env"));
     if let Some(url) = state.api_url() {
         env.insert("SUPABASE_URL".into(), url);
@@ -268,41 +301,40 @@ fn start_all(
             .or_insert(format!("{url}/fleetbench/v1/webhook-receiver"));
     }
     env.extend(opts.function_env.clone());
-    for spec in functions::discover(&opts.supabase_dir)? {
-        let f = functions::start(paths, tools, &spec, &env)?;
-        progress(&format!(
-            "edge function {} listening on 127.0.0.1:{}",
-            spec.name, f.port
-        ));
-        state.functions.insert(spec.name.clone(), f);
-        state.save(&paths.state_file())?;
-    }
-    if let Some(exe) = &opts.daemon_exe {
-        let port = state.daemon.as_ref().map(|d| d.port).unwrap_or_default();
-        let mut cmd = std::process::Command::new(exe);
-        cmd.args(["stack", "serve", "--instance"])
-            .arg(&paths.instance)
-            .stdin(std::process::Stdio::null());
-        let log = paths.logs().join("daemon.log");
-        let pid = process::spawn_detached(cmd, &log, "stack daemon")?;
-        state.daemon = Some(ServiceState {
-            port,
-            pid: Some(pid),
-        });
-        state.save(&paths.state_file())?;
-        process::wait_for_port(port, Some(pid), Duration::from_secs(15)).map_err(|reason| {
-            StackError::Start {
-                service: "stack daemon".into(),
-                reason,
-                log: log.display().to_string(),
-                tail: process::tail(&log, 20),
-            }
-        })?;
-        progress(&format!(
-            "stack daemon (scheduler, API gateway) listening on 127.0.0.1:{port}"
-        ));
-    }
+    env
+}
 
+/// The stack daemon (`stack serve`: scheduler, pg_net worker, API gateway), detached, and waited
+/// for until it listens.
+fn start_daemon(
+    exe: &std::path::Path,
+    paths: &StackPaths,
+    state: &mut StackState,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let port = state.daemon.as_ref().map(|d| d.port).unwrap_or_default();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["stack", "serve", "--instance"])
+        .arg(&paths.instance)
+        .stdin(std::process::Stdio::null());
+    let log = paths.logs().join("daemon.log");
+    let pid = process::spawn_detached(cmd, &log, "stack daemon")?;
+    state.daemon = Some(ServiceState {
+        port,
+        pid: Some(pid),
+    });
+    state.save(&paths.state_file())?;
+    process::wait_for_port(port, Some(pid), Duration::from_secs(15)).map_err(|reason| {
+        StackError::Start {
+            service: "stack daemon".into(),
+            reason,
+            log: log.display().to_string(),
+            tail: process::tail(&log, 20),
+        }
+    })?;
+    progress(&format!(
+        "stack daemon (scheduler, API gateway) listening on 127.0.0.1:{port}"
+    ));
     Ok(())
 }
 
