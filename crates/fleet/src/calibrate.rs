@@ -65,33 +65,16 @@ fn sd(v: &[f64]) -> f64 {
     (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt()
 }
 
-/// The model fitted to `trace`, as a device profile named `name`.
-pub fn fit(trace: &Trace, name: &str) -> Fit {
-    let start = DateTime::parse_from_rfc3339(&trace.header.started_at)
-        .map(|t| t.to_utc())
-        .unwrap_or_else(|_| Utc::now());
-    let at = |t_ms: u64| start + chrono::Duration::milliseconds(t_ms as i64);
-    let load: Vec<f64> = trace
-        .readings
-        .iter()
-        .map(|r| f64::from(r.cpu_pct) / 100.0)
-        .collect();
-    let shape: Vec<f64> = trace
-        .readings
-        .iter()
-        .map(|r| daily_shape(at(r.t_ms)))
-        .collect();
-    let mut notes = Vec::new();
-    let mut p = ModelParams::default();
-
-    // Load: baseline, then bursts off, refitted.
+/// The load's idle level and daily amplitude by least squares on the samples that are not bursts
+/// (found again until they settle), the noise from the residuals, and the bursts' rate and size.
+fn fit_load(load: &[f64], shape: &[f64], p: &mut ModelParams, notes: &mut Vec<String>) {
     let span = shape.iter().cloned().fold(f64::MIN, f64::max)
         - shape.iter().cloned().fold(f64::MAX, f64::min);
     let mut burst = vec![false; load.len()];
     let base = |burst: &[bool]| -> (f64, f64) {
         let (x, y): (Vec<[f64; 2]>, Vec<f64>) = shape
             .iter()
-            .zip(&load)
+            .zip(load)
             .zip(burst)
             .filter(|(_, b)| !**b)
             .map(|((s, l), _)| ([1.0, *s], *l))
@@ -105,7 +88,7 @@ pub fn fit(trace: &Trace, name: &str) -> Fit {
     for _ in 0..5 {
         let next: Vec<bool> = load
             .iter()
-            .zip(&shape)
+            .zip(shape)
             .map(|(l, s)| l - (idle + amp * s) > BURST)
             .collect();
         if next == burst {
@@ -136,15 +119,11 @@ pub fn fit(trace: &Trace, name: &str) -> Fit {
     if !bursts.is_empty() {
         p.burst_size = (bursts.iter().sum::<f64>() / bursts.len() as f64).clamp(0.0, 1.0);
     }
+}
 
-    let mem: Vec<f64> = trace
-        .readings
-        .iter()
-        .map(|r| r.mem_used_bytes as f64 / r.mem_total_bytes.max(1) as f64)
-        .collect();
-    p.mem_used_fraction = (mem.iter().sum::<f64>() / mem.len().max(1) as f64).clamp(0.02, 0.95);
-
-    // Temperature: Δ = a·b + a·c·load − a·prev.
+/// Temperature's settling level, load gain, inertia and noise from its step equation
+/// (Δ = a·b + a·c·load − a·prev); the default model kept, and why, when the trace cannot show it.
+fn fit_temperature(trace: &Trace, p: &mut ModelParams, notes: &mut Vec<String>) {
     let temps: Vec<(f64, f64, f64)> = trace
         .readings
         .windows(2)
@@ -188,6 +167,37 @@ pub fn fit(trace: &Trace, name: &str) -> Fit {
     } else {
         notes.push("load does not vary enough to separate its effect on temperature: the profile keeps the default temperature model".into());
     }
+}
+
+/// The model fitted to `trace`, as a device profile named `name`.
+pub fn fit(trace: &Trace, name: &str) -> Fit {
+    let start = DateTime::parse_from_rfc3339(&trace.header.started_at)
+        .map(|t| t.to_utc())
+        .unwrap_or_else(|_| Utc::now());
+    let at = |t_ms: u64| start + chrono::Duration::milliseconds(t_ms as i64);
+    let load: Vec<f64> = trace
+        .readings
+        .iter()
+        .map(|r| f64::from(r.cpu_pct) / 100.0)
+        .collect();
+    let shape: Vec<f64> = trace
+        .readings
+        .iter()
+        .map(|r| daily_shape(at(r.t_ms)))
+        .collect();
+    let mut notes = Vec::new();
+    let mut p = ModelParams::default();
+
+    fit_load(&load, &shape, &mut p, &mut notes);
+
+    let mem: Vec<f64> = trace
+        .readings
+        .iter()
+        .map(|r| r.mem_used_bytes as f64 / r.mem_total_bytes.max(1) as f64)
+        .collect();
+    p.mem_used_fraction = (mem.iter().sum::<f64>() / mem.len().max(1) as f64).clamp(0.02, 0.95);
+
+    fit_temperature(trace, &mut p, &mut notes);
 
     let h = &trace.header;
     Fit {
