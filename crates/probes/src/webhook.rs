@@ -35,19 +35,13 @@ async fn receiver_url(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<(Stri
     ))
 }
 
-pub async fn run(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<ProbeOutcome> {
-    let (url, key) = receiver_url(ctx, plan).await?;
-    // Deliveries already there belong to earlier runs.
-    let mut seq = receiver::read(&ctx.http, &url, &key, 0, Duration::ZERO)
-        .await?
-        .iter()
-        .map(|d| d.seq)
-        .max()
-        .unwrap_or(0);
-    let users = crate::users::provision(ctx, "webhook", 2).await?;
-    let mut agg = Aggregate::new(ctx.window_us);
-    ctx.started().await;
-
+/// `plan.alerts` thermal anomalies, one every `plan.interval`, round robin over `users`: when each
+/// alert's key was sent (µs on the clock), and the injections that failed.
+async fn inject_alerts(
+    ctx: &Context,
+    plan: &WebhookPlan,
+    users: &[crate::users::User],
+) -> (HashMap<Key, u64>, Vec<String>) {
     let start = Instant::now();
     let mut sent: HashMap<Key, u64> = HashMap::new();
     let mut failed = Vec::new();
@@ -71,7 +65,19 @@ pub async fn run(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<ProbeOutco
         }
     }
 
-    // Per key: (receipt, the alert's creation), µs on the clock.
+    (sent, failed)
+}
+
+/// The receiver's deliveries after `seq` until every sent alert arrived or `plan.wait` passed:
+/// per key, (receipt, the alert's creation) µs on the clock; and how many deliveries were of other
+/// alerts.
+async fn receipts(
+    ctx: &Context,
+    plan: &WebhookPlan,
+    (url, key): (&str, &str),
+    mut seq: u64,
+    sent: &HashMap<Key, u64>,
+) -> anyhow::Result<(HashMap<Key, Vec<tally::Arrival>>, u64)> {
     let mut got: HashMap<Key, Vec<tally::Arrival>> = HashMap::new();
     let mut others = 0u64;
     let deadline = Instant::now() + plan.wait;
@@ -80,9 +86,7 @@ pub async fn run(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<ProbeOutco
         if left.is_zero() {
             break;
         }
-        for d in
-            receiver::read(&ctx.http, &url, &key, seq, left.min(Duration::from_secs(5))).await?
-        {
+        for d in receiver::read(&ctx.http, url, key, seq, left.min(Duration::from_secs(5))).await? {
             seq = seq.max(d.seq);
             let alert = &d.body["alert"];
             match inject::key_of(alert).filter(|k| sent.contains_key(k)) {
@@ -97,6 +101,24 @@ pub async fn run(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<ProbeOutco
             }
         }
     }
+    Ok((got, others))
+}
+
+pub async fn run(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<ProbeOutcome> {
+    let (url, key) = receiver_url(ctx, plan).await?;
+    // Deliveries already there belong to earlier runs.
+    let seq = receiver::read(&ctx.http, &url, &key, 0, Duration::ZERO)
+        .await?
+        .iter()
+        .map(|d| d.seq)
+        .max()
+        .unwrap_or(0);
+    let users = crate::users::provision(ctx, "webhook", 2).await?;
+    let mut agg = Aggregate::new(ctx.window_us);
+    ctx.started().await;
+
+    let (sent, failed) = inject_alerts(ctx, plan, &users).await;
+    let (got, others) = receipts(ctx, plan, (&url, &key), seq, &sent).await?;
     let end_us = ctx.clock.now_us();
 
     let t = tally::score(
