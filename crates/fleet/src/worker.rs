@@ -80,11 +80,9 @@ struct Due {
 }
 
 impl Worker {
-    pub(crate) async fn run(
-        mut self,
-        agents: Vec<Agent>,
-        mut stop: watch::Receiver<bool>,
-    ) -> (Aggregate, Stats) {
+    /// The worker's agents with their first due times: in the agent and closed models each
+    /// active agent's first tick, with an arrival rate every agent idle and active.
+    fn roster(&self, agents: Vec<Agent>) -> Roster {
         let upload_us = self.plan.upload_interval.as_micros() as u64;
         let model = self.plan.model;
         let mut sh = Roster {
@@ -135,6 +133,15 @@ impl Worker {
                 _ => {}
             }
         }
+        sh
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        agents: Vec<Agent>,
+        mut stop: watch::Receiver<bool>,
+    ) -> (Aggregate, Stats) {
+        let mut sh = self.roster(agents);
         // One timer, moved rather than re-created: the loop turns once per event.
         let sleep = tokio::time::sleep_until(self.clock.instant(self.end_us).into());
         tokio::pin!(sleep);
