@@ -274,6 +274,80 @@ async fn grow(
     })
 }
 
+/// Whether partition `name` exists.
+async fn partition_exists(
+    db: &tokio_postgres::Client,
+    name: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    db.query_one("select to_regclass('public.' || $1) is not null", &[&name])
+        .await
+        .map(|r| r.get::<_, bool>(0))
+}
+
+/// Retention: an expired month (with rows) is dropped by maintenance, every loaded month stays.
+async fn retention(
+    db: &tokio_postgres::Client,
+    (user, devices): (&crate::users::User, &[Uuid]),
+    current: NaiveDate,
+    months: &[NaiveDate],
+) -> anyhow::Result<Check> {
+    let retention: i64 = db
+        .query_one(
+            "select value::int8 from fleetbench.settings where key = 'metrics_retention_months'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let expired = current - Months::new(retention as u32 + 1);
+    db.execute(
+        "select fleetbench.ensure_metrics_partition($1)",
+        &[&expired],
+    )
+    .await?;
+    let old = expired.and_hms_opt(12, 0, 0).expect("noon").and_utc();
+    copy(
+        db,
+        "public.system_metrics",
+        &history(devices, user.id, old, old + chrono::Duration::hours(1), 5),
+    )
+    .await?;
+    let actions: Vec<(String, String)> = db
+        .query(
+            "select action, partition_name from fleetbench.maintain_metrics_partitions()",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let dropped_expired = actions
+        .iter()
+        .any(|(a, p)| a == "dropped" && *p == partition_name(expired))
+        && !partition_exists(db, &partition_name(expired)).await?;
+    let mut kept = true;
+    for m in months {
+        kept &= partition_exists(db, &partition_name(*m)).await?;
+    }
+    Ok(Check {
+        name: "retention drops an expired partition and keeps the months inside it".into(),
+        expected: format!(
+            "{} dropped, {} loaded months kept",
+            partition_name(expired),
+            months.len()
+        ),
+        observed: format!(
+            "{}; loaded months {}",
+            if dropped_expired {
+                "dropped"
+            } else {
+                "not dropped"
+            },
+            if kept { "kept" } else { "NOT all kept" }
+        ),
+        ok: dropped_expired && kept,
+    })
+}
+
 /// The checks: pruning (each time-bounded query scanned exactly the partitions its range overlaps),
 /// next month ahead of time, a row with no partition refused by the Data API, retention; and the
 /// number of partitions there are.
@@ -322,12 +396,7 @@ async fn checks(
     }
     // Next month exists before it is needed.
     let next = current + Months::new(1);
-    let exists = |name: String| async move {
-        db.query_one("select to_regclass('public.' || $1) is not null", &[&name])
-            .await
-            .map(|r| r.get::<_, bool>(0))
-    };
-    let next_ok = exists(partition_name(next)).await?;
+    let next_ok = partition_exists(db, &partition_name(next)).await?;
     checks.push(Check {
         name: "next month's partition exists ahead of time".into(),
         expected: partition_name(next),
@@ -341,7 +410,7 @@ async fn checks(
     // A month with no partition: the first one ahead without one.
     let mut gap = next;
     for _ in 0..36 {
-        if !exists(partition_name(gap)).await? {
+        if !partition_exists(db, &partition_name(gap)).await? {
             break;
         }
         gap = gap + Months::new(1);
@@ -363,62 +432,7 @@ async fn checks(
         observed: format!("HTTP {status}, code {code}"),
         ok: status == 400 && code == "23514",
     });
-    // Retention: an expired month is dropped, every month inside the retention stays.
-    let retention: i64 = db
-        .query_one(
-            "select value::int8 from fleetbench.settings where key = 'metrics_retention_months'",
-            &[],
-        )
-        .await?
-        .get(0);
-    let expired = current - Months::new(retention as u32 + 1);
-    db.execute(
-        "select fleetbench.ensure_metrics_partition($1)",
-        &[&expired],
-    )
-    .await?;
-    let old = expired.and_hms_opt(12, 0, 0).expect("noon").and_utc();
-    copy(
-        db,
-        "public.system_metrics",
-        &history(devices, user.id, old, old + chrono::Duration::hours(1), 5),
-    )
-    .await?;
-    let actions: Vec<(String, String)> = db
-        .query(
-            "select action, partition_name from fleetbench.maintain_metrics_partitions()",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let dropped_expired = actions
-        .iter()
-        .any(|(a, p)| a == "dropped" && *p == partition_name(expired))
-        && !exists(partition_name(expired)).await?;
-    let mut kept = true;
-    for m in months {
-        kept &= exists(partition_name(*m)).await?;
-    }
-    checks.push(Check {
-        name: "retention drops an expired partition and keeps the months inside it".into(),
-        expected: format!(
-            "{} dropped, {} loaded months kept",
-            partition_name(expired),
-            months.len()
-        ),
-        observed: format!(
-            "{}; loaded months {}",
-            if dropped_expired {
-                "dropped"
-            } else {
-                "not dropped"
-            },
-            if kept { "kept" } else { "NOT all kept" }
-        ),
-        ok: dropped_expired && kept,
-    });
+    checks.push(retention(db, (user, devices), current, months).await?);
 
     Ok((checks, existing.len()))
 }

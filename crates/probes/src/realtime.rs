@@ -282,16 +282,15 @@ struct Seen<'a> {
     user0_rows: u64,
 }
 
-/// The findings and figures of what the probe saw.
-fn findings_and_figures(s: &Seen) -> (Vec<String>, Vec<Figure>) {
+/// What the probe saw, in words.
+fn findings(s: &Seen) -> Vec<String> {
     let (users, ledger, refused, failed_injections) =
         (s.users, s.ledger, &s.dash.refused, s.failed_injections);
-    let (setup, partitioned, dropped, rejoin_ms) =
-        (&s.dash.setup, &s.dash.partitioned, s.dropped, s.rejoin_ms);
+    let (partitioned, dropped, rejoin_ms) = (&s.dash.partitioned, s.dropped, s.rejoin_ms);
     let (reconnect, gap_replayed, user0_rows) = (s.reconnect, s.gap_replayed, s.user0_rows);
     let t = s.tally;
     let (delivered, lost, duplicates) = (t.delivered, t.lost, t.duplicates);
-    let (from_send, from_commit, negative_commit) = (&t.from_send, &t.from_commit, t.before_commit);
+    let (from_send, negative_commit) = (&t.from_send, t.before_commit);
     let sent = ledger.sent.len() as u64;
     let mut findings = Vec::new();
     findings.push(format!(
@@ -354,6 +353,18 @@ fn findings_and_figures(s: &Seen) -> (Vec<String>, Vec<Figure>) {
         ),
     });
 
+    findings
+}
+
+/// What the probe saw, in figures beside the published ones.
+fn figures(s: &Seen) -> Vec<Figure> {
+    let (users, ledger, refused) = (s.users, s.ledger, &s.dash.refused);
+    let setup = &s.dash.setup;
+    let reconnect = s.reconnect;
+    let t = s.tally;
+    let (delivered, lost, duplicates) = (t.delivered, t.lost, t.duplicates);
+    let (from_send, from_commit) = (&t.from_send, &t.from_commit);
+    let sent = ledger.sent.len() as u64;
     let mut figures = vec![
         figure(
             "dashboards subscribed",
@@ -398,51 +409,53 @@ fn findings_and_figures(s: &Seen) -> (Vec<String>, Vec<Figure>) {
     if let Some((ms, _)) = reconnect {
         figures.push(figure("reconnect to live again", ms, "ms", None));
     }
-    (findings, figures)
+    figures
 }
 
-pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutcome> {
-    let users = users::provision(ctx, "realtime", plan.subscribers).await?;
-    let mut agg = Aggregate::new(ctx.window_us);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let dash = connect(ctx, &users, &tx, &mut agg).await;
+/// What the injections left: the ledger of alerts sent and received, the injections that failed,
+/// the rows user 0 inserted, the reconnect and the key of the alert committed during it.
+struct Injected {
+    ledger: Ledger,
+    failed_injections: Vec<String>,
+    user0_rows: u64,
+    reconnect: Option<(f64, bool)>,
+    gap_key: Option<Key>,
+}
 
-    ctx.started().await;
+/// A thermal anomaly every `plan.interval`, round robin over the `live` dashboards' users, taking
+/// receipts as they come; halfway, one dashboard reconnects. Returns once every injection settled.
+async fn inject_alerts(
+    ctx: &Context,
+    plan: &RealtimePlan,
+    users: &[User],
+    dash: &Dashboards,
+    live: &[usize],
+    rx: &mut mpsc::UnboundedReceiver<Receipt>,
+    agg: &mut Aggregate,
+) -> Injected {
     let mut ledger = Ledger::default();
     let mut failed_injections = Vec::new();
     let mut user0_rows = 0u64;
     let mut reconnect: Option<(f64, bool)> = None;
     let mut gap_key = None;
     let start = Instant::now();
-    let live: Vec<usize> = (0..users.len())
-        .filter(|&i| dash.controls[i].is_some())
-        .collect();
-    anyhow::ensure!(
-        !live.is_empty(),
-        "no dashboard could subscribe: {:?}",
-        dash.refused
-    );
     let mut inflight = tokio::task::JoinSet::new();
     for n in 0..plan.alerts {
         let at = start + plan.interval * n;
         // Pace the injections while taking receipts (the schedule is an open model).
-        pump(&mut rx, &mut ledger, &users, at, |_| false).await;
+        pump(rx, &mut ledger, users, at, |_| false).await;
         let sub = live[n as usize % live.len()];
         if plan.reconnect && n == plan.alerts / 2 && sub == live[0] && reconnect.is_none() {
             // Let every earlier alert of this dashboard arrive, then drop its socket.
             while let Some(r) = inflight.join_next().await {
                 settle(r, &mut ledger, &mut failed_injections);
             }
-            pump(
-                &mut rx,
-                &mut ledger,
-                &users,
-                Instant::now() + plan.wait,
-                |l| l.complete(Some(sub)),
-            )
+            pump(rx, &mut ledger, users, Instant::now() + plan.wait, |l| {
+                l.complete(Some(sub))
+            })
             .await;
             let ctl = dash.controls[sub].as_ref().expect("live subscriber");
-            let (gap, again) = reconnect_one(ctx, &users, sub, ctl, &mut agg, &mut ledger).await;
+            let (gap, again) = reconnect_one(ctx, users, sub, ctl, agg, &mut ledger).await;
             user0_rows += u64::from(gap.is_some() && sub == 0);
             gap_key = gap;
             reconnect = Some(again);
@@ -465,6 +478,37 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutc
     while let Some(r) = inflight.join_next().await {
         settle(r, &mut ledger, &mut failed_injections);
     }
+    Injected {
+        ledger,
+        failed_injections,
+        user0_rows,
+        reconnect,
+        gap_key,
+    }
+}
+
+pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutcome> {
+    let users = users::provision(ctx, "realtime", plan.subscribers).await?;
+    let mut agg = Aggregate::new(ctx.window_us);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let dash = connect(ctx, &users, &tx, &mut agg).await;
+
+    ctx.started().await;
+    let live: Vec<usize> = (0..users.len())
+        .filter(|&i| dash.controls[i].is_some())
+        .collect();
+    anyhow::ensure!(
+        !live.is_empty(),
+        "no dashboard could subscribe: {:?}",
+        dash.refused
+    );
+    let Injected {
+        mut ledger,
+        failed_injections,
+        user0_rows,
+        reconnect,
+        gap_key,
+    } = inject_alerts(ctx, plan, &users, &dash, &live, &mut rx, &mut agg).await;
     // After the last injection, alerts have `wait` to arrive.
     let deadline = Instant::now() + plan.wait;
     pump(&mut rx, &mut ledger, &users, deadline, |l| l.complete(None)).await;
@@ -508,7 +552,7 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutc
         && ledger.foreign == 0
         && dash.refused.is_empty()
         && !ledger.sent.is_empty();
-    let (findings, figures) = findings_and_figures(&Seen {
+    let seen = Seen {
         users: &users,
         dash: &dash,
         ledger: &ledger,
@@ -519,7 +563,8 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutc
         dropped: &dropped,
         rejoin_ms: &rejoin_ms,
         user0_rows,
-    });
+    };
+    let (findings, figures) = (findings(&seen), figures(&seen));
     Ok(ProbeOutcome {
         report: ProbeReport {
             claim: "Realtime pushes a \"Critical Thermal Warning\" to the dashboard instantly"
