@@ -7,6 +7,11 @@
 //! be computed, and the generator's numbers checked against it. [`Fault`]s make it misbehave over
 //! windows of its life (error statuses, 429 with or without `Retry-After`, answers past a
 //! client's timeout, answers broken off, refused refresh grants): the fault-survival tests.
+//!
+//! # Layout
+//! One file, in the order a request meets it: the latency model ([`Latency`], [`Stall`],
+//! [`Model`] with its capacity), the [`Fault`] schedule, the [`Sink`] and its counters (the truth
+//! tests check against), the request handler, and [`router`] / [`serve`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
