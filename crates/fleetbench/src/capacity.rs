@@ -1,8 +1,9 @@
 //! `fleetbench capacity SCENARIO --slo EXPR`: the scenario held at one level per step (agents, or
 //! uploads per second for `arrival_rate`), warm-up excluded, searched for the largest level that
-//! holds the SLO (`fleetbench_capacity`); what the local stack's resources did at each step; which
-//! limit binds; and a capacity model per Supabase compute size, each estimate marked measured or
-//! extrapolated. Writes `capacity.json` and `index.html` (drawn by `fleetbench_report`).
+//! holds the SLO (`fleetbench_capacity`), each step run by `fleetbench_runner::step` with what the
+//! local stack's resources did; which limit binds; and a capacity model per Supabase compute size,
+//! each estimate marked measured or extrapolated. Writes `capacity.json` and `index.html` (drawn by
+//! `fleetbench_report`). Here: the arguments checked, the search started, and what is printed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use fleetbench_capacity::{self as capacity, Report, Settings, Step};
-use fleetbench_fleet::{Progress, Target};
+use fleetbench_fleet::Target;
+use fleetbench_runner::step::{self, offered, plan_at};
 use fleetbench_scenario::{LoadModel, Plan};
 
 use crate::target::{self, Endpoints};
@@ -31,206 +33,12 @@ pub struct Args {
     pub compute_size: Option<String>,
 }
 
-fn plan_at(base: &Plan, level: f64, warmup: Duration, hold: Duration) -> Plan {
-    let mut p = base.clone();
-    p.stages = vec![(warmup, level), (warmup + hold, level)];
-    if p.model != LoadModel::ArrivalRate {
-        p.agents = level as u32;
-    }
-    p.thresholds.clear();
-    p.probes = Default::default();
-    p.collectors = 0;
-    p
-}
-
-/// Uploads per second that `level` offers.
-fn offered(plan: &Plan, level: f64) -> f64 {
-    match plan.model {
-        LoadModel::ArrivalRate => level,
-        _ => level / plan.upload_interval.as_secs_f64().max(1e-9),
-    }
-}
-
-/// What the local stack's resources did during a step.
-struct Watch {
-    sys: sysinfo::System,
-    resolved_kind: String,
-    admin: Option<String>,
-    pooler_console: Option<String>,
-}
-
-impl Watch {
-    fn new(resolved: &Endpoints) -> Watch {
-        let mut sys = sysinfo::System::new();
-        sys.refresh_cpu_usage();
-        // PgBouncer's console is the pooler's own `pgbouncer` database (local stack only).
-        let pooler_console = (resolved.config.kind == "local")
-            .then(|| {
-                resolved
-                    .config
-                    .db_url
-                    .as_ref()
-                    .map(|u| u.replace("/postgres?", "/pgbouncer?"))
-            })
-            .flatten();
-        Watch {
-            sys,
-            resolved_kind: resolved.config.kind.clone(),
-            admin: resolved.admin_db_url.clone(),
-            pooler_console,
-        }
-    }
-
-    fn begin(&mut self) {
-        self.sys.refresh_cpu_usage();
-        self.sys
-            .refresh_processes(sysinfo::ProcessesToUpdate::All, true);
-    }
-
-    async fn end(&mut self) -> Vec<(String, f64, Option<f64>)> {
-        self.sys.refresh_cpu_usage();
-        self.sys
-            .refresh_processes(sysinfo::ProcessesToUpdate::All, true);
-        let cores = self.sys.cpus().len().max(1) as f64;
-        let mut out = vec![(
-            "machine CPU %".to_string(),
-            f64::from(self.sys.global_cpu_usage()),
-            Some(100.0),
-        )];
-        if self.resolved_kind == "local" {
-            let me = std::process::id();
-            let stack: f64 = self
-                .sys
-                .processes()
-                .values()
-                .filter(|p| {
-                    let n = p.name().to_string_lossy();
-                    n == "postgres"
-                        || n == "pgbouncer"
-                        || n == "deno"
-                        || (n == "fleetbench" && p.pid().as_u32() != me)
-                })
-                .map(|p| f64::from(p.cpu_usage()))
-                .sum();
-            out.push((
-                "local stack CPU % (of all cores)".into(),
-                stack / cores,
-                Some(100.0),
-            ));
-        }
-        if let Some(url) = &self.admin
-            && let Ok(db) = fleetbench_probes::connect(url).await
-            && let Ok(row) = db
-                .query_one(
-                    "select (select count(*) from pg_stat_activity where backend_type = 'client backend')::float8, current_setting('max_connections')::float8",
-                    &[],
-                )
-                .await
-        {
-            out.push(("Postgres connections".into(), row.get(0), Some(row.get(1))));
-        }
-        if let Some(url) = &self.pooler_console
-            && let Ok((db, conn)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await
-        {
-            tokio::spawn(conn);
-            if let Ok(msgs) = db.simple_query("SHOW POOLS").await {
-                let waiting: f64 = msgs
-                    .iter()
-                    .filter_map(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(r) => {
-                            r.get("cl_waiting").and_then(|v| v.parse::<f64>().ok())
-                        }
-                        _ => None,
-                    })
-                    .sum();
-                out.push(("pooler clients waiting".into(), waiting, None));
-            }
-        }
-        out
-    }
-}
-
-/// What every step of the search shares.
-struct StepContext<'a> {
-    base: &'a Plan,
-    target: Arc<Target>,
-    resolved: &'a Endpoints,
-    slo: &'a [fleetbench_scenario::Threshold],
-    watch: tokio::sync::Mutex<Watch>,
-    warmup: Duration,
-    hold: Duration,
-    unit: &'static str,
-    stop: tokio::sync::watch::Receiver<bool>,
-}
-
-/// One step: the scenario held at `level`, judged on what it measured after its warm-up, with
-/// what the resources did meanwhile; its users and rows removed after.
-async fn measure(ctx: &StepContext<'_>, level: f64) -> Step {
-    let plan = plan_at(ctx.base, level, ctx.warmup, ctx.hold);
-    let mut step = Step {
-        level,
-        offered_per_s: offered(&plan, level),
-        ..Default::default()
-    };
-    if *ctx.stop.borrow() {
-        step.degraded = Some("interrupted".into());
-        return step;
-    }
-    let run_id = uuid::Uuid::new_v4().to_string();
-    let t0 = std::time::Instant::now();
-    ctx.watch.lock().await.begin();
-    // Throughput: uploads completed (without error) while the level is held, by the clock.
-    let progress = Arc::new(Progress::default());
-    let counted = {
-        let (p, mut phase, (warmup, hold)) = (
-            progress.clone(),
-            progress.phase.subscribe(),
-            (ctx.warmup, ctx.hold),
-        );
-        tokio::spawn(async move {
-            let _ = phase.wait_for(|x| *x >= 1).await;
-            tokio::time::sleep(warmup).await;
-            let done = || {
-                p.uploads
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    .saturating_sub(p.errors.load(std::sync::atomic::Ordering::Relaxed))
-            };
-            let before = done();
-            tokio::time::sleep(hold).await;
-            (done() - before.min(done())) as f64 / hold.as_secs_f64()
-        })
-    };
-    let result = fleetbench_fleet::run(
-        plan.clone(),
-        ctx.target.clone(),
-        run_id.clone(),
-        progress,
-        ctx.stop.clone(),
-    )
-    .await;
-    step.resources = ctx.watch.lock().await.end().await;
-    step.seconds = t0.elapsed().as_secs_f64();
-    match result {
-        Ok(o) => {
-            // Whole windows after the warm-up, to the end of the hold.
-            let w = o.aggregate.window_us;
-            let from = (o.load_start_us + ctx.warmup.as_micros() as u64).div_ceil(w) * w;
-            let held_s = ((o.load_start_us + (ctx.warmup + ctx.hold).as_micros() as u64)
-                .saturating_sub(from) as f64
-                / 1e6)
-                .max(1e-3);
-            step.achieved_per_s = counted.await.unwrap_or(0.0);
-            (step.dropped, step.late) = (o.aggregate.dropped, o.aggregate.late);
-            capacity::judge(&mut step, &o.aggregate, from, held_s, ctx.slo);
-        }
-        Err(e) => step.degraded = Some(format!("the step could not run: {e}")),
-    }
-    if let Some(db) = &ctx.resolved.admin_db_url {
-        let _ = fleetbench_fleet::cleanup(db, &run_id).await;
-    }
+/// A step's line on stderr: its level, held or broken, offered and done, each SLO expression.
+fn print_step(step: &Step, unit: &str) {
+    let level = step.level;
     eprintln!(
         "capacity: {level} {}: {} ({:.0} uploads/s offered, {:.0} done; {})",
-        ctx.unit,
+        unit,
         if step.held() { "held" } else { "BROKE" },
         step.offered_per_s,
         step.achieved_per_s,
@@ -245,7 +53,6 @@ async fn measure(ctx: &StepContext<'_>, level: f64) -> Step {
             .collect::<Vec<_>>()
             .join("; ")
     );
-    step
 }
 
 pub fn capacity(a: Args) -> Result<(), CommandError> {
@@ -320,18 +127,24 @@ pub fn capacity(a: Args) -> Result<(), CommandError> {
             )
             .map_err(|e| anyhow::anyhow!(e))?,
         );
-        let ctx = StepContext {
+        let ctx = step::StepContext {
             base: &base,
             target,
             resolved: &resolved,
             slo: &slo,
-            watch: tokio::sync::Mutex::new(Watch::new(&resolved)),
+            watch: tokio::sync::Mutex::new(step::Watch::new(&resolved)),
             warmup: a.warmup,
             hold: a.hold,
-            unit,
             stop,
         };
-        let measure = |level: f64| measure(&ctx, level);
+        let measure = |level: f64| {
+            let ctx = &ctx;
+            async move {
+                let s = step::measure(ctx, level).await;
+                print_step(&s, unit);
+                s
+            }
+        };
         anyhow::Ok(capacity::search(&settings, measure).await)
     })?;
 

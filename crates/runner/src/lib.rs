@@ -8,11 +8,14 @@
 //! - [`fleet_run`]: [`run`], a scenario's fleet with its probes and collectors.
 //! - [`probe_run`]: [`probe`], one probe alone.
 //! - [`finish`]: the summary from the aggregate and the probes' reports, the run directory, cleanup.
+//! - [`step`]: one step of a capacity search: the scenario held at a level, judged, with what the
+//!   local stack's resources did.
 
 pub mod endpoints;
 pub mod finish;
 pub mod fleet_run;
 pub mod probe_run;
+pub mod step;
 
 use std::path::PathBuf;
 
