@@ -56,7 +56,7 @@ pub async fn clean(endpoints: &Endpoints, run_id: &str) -> Cleanup {
                 .find(|(t, _)| t == "auth.users")
                 .map_or(0, |d| d.1),
         },
-        Err(e) => Cleanup::Failed(fleetbench_stack::db_error_text(&e)),
+        Err(e) => Cleanup::Failed(fleetbench_schema::db_error_text(&e)),
     }
 }
 
@@ -90,7 +90,7 @@ pub fn summary<P>(
 }
 
 /// Puts the probes' reports into the summary; a failed probe fails the run.
-pub fn attach(summary: &mut Summary, outcomes: Vec<(String, ProbeOutcome)>) {
+fn attach(summary: &mut Summary, outcomes: Vec<(String, ProbeOutcome)>) {
     for (name, o) in outcomes {
         summary.probes.insert(name, o.report);
     }
