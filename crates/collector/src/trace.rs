@@ -1,12 +1,14 @@
 //! Trace files: JSON lines, a [`Header`] first, then one [`Reading`] per line with its `t_ms`.
-//! Written as they are sampled (a crash loses at most the line being written) and read back whole.
+//! Written as they are sampled ([`record`]; a crash loses at most the line being written) and read
+//! back whole.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Reading;
+use crate::{Collector, Reading};
 
 /// The first line of a trace: the machine and the cadence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,4 +107,30 @@ impl Trace {
         }
         Ok(Trace { header, readings })
     }
+}
+
+/// Records up to `n` samples from `collector`, one every `interval` (the first one interval after
+/// the call), into `w`; stops early once `stop` reads true. `progress` sees each sample with its
+/// 1-based number. Returns how many were written.
+pub async fn record<W: Write>(
+    collector: &mut Collector,
+    w: &mut Writer<W>,
+    interval: Duration,
+    n: u64,
+    stop: tokio::sync::watch::Receiver<bool>,
+    mut progress: impl FnMut(u64, &Reading),
+) -> std::io::Result<u64> {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.tick().await;
+    for i in 0..n {
+        ticks.tick().await;
+        if *stop.borrow() {
+            return Ok(i);
+        }
+        let mut r = collector.sample();
+        r.t_ms = i * interval.as_millis() as u64;
+        w.push(&r)?;
+        progress(i + 1, &r);
+    }
+    Ok(n)
 }

@@ -1,5 +1,5 @@
 //! `fleetbench calibrate`: fits the synthetic model ([`ModelParams`]) to a recorded trace and
-//! compares the two. Load is fitted as `idle + amplitude · daily_shape(t)` by least squares on the
+//! compares the two ([`beside_model`]). Load is fitted as `idle + amplitude · daily_shape(t)` by least squares on the
 //! samples that are not bursts (a residual over 0.15 is a burst; the fit and the split are repeated
 //! until they agree); the noise half-width is √3 times the residuals' deviation (uniform noise);
 //! bursts give their rate and mean size. Temperature is fitted from its step equation
@@ -254,4 +254,57 @@ pub fn quantiles(mut v: Vec<f64>, qs: &[f64]) -> Vec<f64> {
             }
         })
         .collect()
+}
+
+/// One metric's values in a trace and in the model fitted to it, over the trace's own times.
+pub struct Beside {
+    pub metric: &'static str,
+    pub trace: Vec<f64>,
+    pub model: Vec<f64>,
+}
+
+/// CPU, temperature and memory use as `trace` recorded them and as `profile`'s model samples them
+/// at the same instants (seed 1).
+pub fn beside_model(trace: &Trace, profile: &DeviceProfile) -> Vec<Beside> {
+    let start = DateTime::parse_from_rfc3339(&trace.header.started_at)
+        .map(|t| t.to_utc())
+        .unwrap_or_else(|_| Utc::now());
+    let model = synthesize(
+        profile,
+        1,
+        trace.readings.len(),
+        trace.header.interval_ms,
+        start,
+    );
+    let readings = &trace.readings;
+    let mem_pct = |used: f64, total: f64| 100.0 * used / total.max(1.0);
+    vec![
+        Beside {
+            metric: "cpu_pct",
+            trace: readings.iter().map(|r| f64::from(r.cpu_pct)).collect(),
+            model: model.iter().map(|r| f64::from(r.cpu_pct)).collect(),
+        },
+        Beside {
+            metric: "cpu_temp_c",
+            trace: readings
+                .iter()
+                .filter_map(|r| r.cpu_temp_c.map(f64::from))
+                .collect(),
+            model: model
+                .iter()
+                .filter_map(|r| r.cpu_temp_c.map(f64::from))
+                .collect(),
+        },
+        Beside {
+            metric: "mem_used_pct",
+            trace: readings
+                .iter()
+                .map(|r| mem_pct(r.mem_used_bytes as f64, r.mem_total_bytes as f64))
+                .collect(),
+            model: model
+                .iter()
+                .map(|r| mem_pct(r.mem_used_bytes as f64, r.mem_total_bytes as f64))
+                .collect(),
+        },
+    ]
 }

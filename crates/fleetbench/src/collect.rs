@@ -62,26 +62,17 @@ pub fn collect(c: Collect) -> Result<(), CommandError> {
         .build()?;
     rt.block_on(async {
         let stop = crate::signals::stop_on_signal("collect: stopping")?;
-        let mut ticks = tokio::time::interval(c.interval);
-        ticks.tick().await;
-        for i in 0..n {
-            ticks.tick().await;
-            if *stop.borrow() {
-                break;
-            }
-            let mut r = collector.sample();
-            r.t_ms = i * c.interval.as_millis() as u64;
-            w.push(&r)?;
-            if (i + 1) % 10 == 0 || i + 1 == n {
+        let progress = |i: u64, r: &fleetbench_collector::Reading| {
+            if i.is_multiple_of(10) || i == n {
                 eprintln!(
-                    "collect: {}/{n} samples (cpu {:.1} %, {} processes)",
-                    i + 1,
-                    r.cpu_pct,
-                    r.process_count
+                    "collect: {i}/{n} samples (cpu {:.1} %, {} processes)",
+                    r.cpu_pct, r.process_count
                 );
             }
-        }
-        anyhow::Ok(())
+        };
+        fleetbench_collector::trace::record(&mut collector, &mut w, c.interval, n, stop, progress)
+            .await
+            .with_context(|| format!("writing the trace {}", out.display()))
     })?;
     println!("{}", out.display());
     Ok(())
@@ -191,65 +182,21 @@ pub fn calibrate(
         eprintln!("calibrate: {n}");
     }
     // The model with the fitted parameters over the trace's own times, beside the trace.
-    let start = chrono::DateTime::parse_from_rfc3339(&trace.header.started_at)
-        .map(|t| t.to_utc())
-        .unwrap_or_else(|_| chrono::Utc::now());
-    let model = fleetbench_fleet::calibrate::synthesize(
-        &fit.profile,
-        1,
-        trace.readings.len(),
-        trace.header.interval_ms,
-        start,
-    );
-    let metrics: [(&str, Vec<f64>, Vec<f64>); 3] = [
-        (
-            "cpu_pct",
-            trace
-                .readings
-                .iter()
-                .map(|r| f64::from(r.cpu_pct))
-                .collect(),
-            model.iter().map(|r| f64::from(r.cpu_pct)).collect(),
-        ),
-        (
-            "cpu_temp_c",
-            trace
-                .readings
-                .iter()
-                .filter_map(|r| r.cpu_temp_c.map(f64::from))
-                .collect(),
-            model
-                .iter()
-                .filter_map(|r| r.cpu_temp_c.map(f64::from))
-                .collect(),
-        ),
-        (
-            "mem_used_pct",
-            trace
-                .readings
-                .iter()
-                .map(|r| 100.0 * r.mem_used_bytes as f64 / r.mem_total_bytes.max(1) as f64)
-                .collect(),
-            model
-                .iter()
-                .map(|r| 100.0 * r.mem_used_bytes as f64 / r.mem_total_bytes.max(1) as f64)
-                .collect(),
-        ),
-    ];
+    let beside = fleetbench_fleet::calibrate::beside_model(&trace, &fit.profile);
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(
         stdout,
         "{:<14} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "metric", "source", "p10", "p50", "p90", "p99", "max"
     );
-    let metrics: Vec<calibration_page::Metric> = metrics
+    let metrics: Vec<calibration_page::Metric> = beside
         .into_iter()
-        .map(|(metric, trace, model)| calibration_page::Metric {
-            name: metric.to_string(),
-            trace_cells: quantile_cells(&trace),
-            model_cells: quantile_cells(&model),
-            trace,
-            model,
+        .map(|b| calibration_page::Metric {
+            name: b.metric.to_string(),
+            trace_cells: quantile_cells(&b.trace),
+            model_cells: quantile_cells(&b.model),
+            trace: b.trace,
+            model: b.model,
         })
         .collect();
     for m in &metrics {

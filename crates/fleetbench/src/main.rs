@@ -6,7 +6,8 @@
 //! - `cli`: the clap definitions. `target`: which Supabase a command targets; `local`: `stack …`.
 //! - One module per command: `run` (run, validate, cleanup; the run itself is
 //!   `fleetbench_runner`), `probe`, `capacity`, `collect` (collect, calibrate), `migrate`, `reports`
-//!   (report, merge, compare), `sink`, `daemon` (`stack serve`), `goose` (feature `goose`).
+//!   (report, merge, compare), `sink`, `daemon` (`stack serve`: `fleetbench_gateway::daemon` with the
+//!   webhook receiver), `goose` (feature `goose`; the users are `fleetbench_goose`).
 //! - Shared by commands: `signals` (stop on SIGINT/SIGTERM), `out_dir` (run directories),
 //!   `machine` (the build and the machine, for the summary), `progress` (the live line).
 

@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //! - [`apikey`]: the gateway's key check (anon / service-role HS256 JWTs) and role selection.
+//! - [`daemon`]: the stack daemon (`stack serve`): the gateway plus the scheduler and pg_net
+//!   stand-ins, on the stack's port until told to stop.
 //! - [`auth`]: Supabase Auth (GoTrue) at `/auth/v1`: admin user creation, sign-up (also anonymous),
 //!   password and refresh grants with rotation and reuse detection, `/user`, `/logout`, `/settings`.
 //! - [`functions`]: Edge Functions at `/functions/v1/<name>`, proxied to their Deno processes with
@@ -17,6 +19,7 @@
 
 pub mod apikey;
 pub mod auth;
+pub mod daemon;
 pub mod functions;
 pub mod ratelimit;
 pub mod realtime;

@@ -1,4 +1,4 @@
-//! `fleetbench goose --cross-check`: the same closed workload through fleetbench's engine, then
+//! The cross-check (`fleetbench goose --cross-check`): the same closed workload through fleetbench's engine, then
 //! as goose users against the same target, compared operation by operation (request counts equal,
 //! medians and 99th percentiles within the tolerance).
 
@@ -6,13 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use fleetbench_fleet::Target;
+use fleetbench_runner::Endpoints;
 use fleetbench_scenario::Plan;
 use serde::Serialize;
-
-use super::Args;
-use crate::{CommandError, EXIT_REGRESSIONS, target};
 
 /// One operation as each side measured it.
 #[derive(Debug, Serialize)]
@@ -91,7 +88,9 @@ pub fn agreement(
 
 /// Goose's requests by operation name (its `METHOD name` keys without the method): count,
 /// median and p99 in milliseconds, from its microsecond buckets.
-fn goose_operations(metrics: &goose::metrics::GooseMetrics) -> BTreeMap<String, (u64, f64, f64)> {
+pub fn goose_operations(
+    metrics: &goose::metrics::GooseMetrics,
+) -> BTreeMap<String, (u64, f64, f64)> {
     metrics
         .requests
         .iter()
@@ -114,9 +113,9 @@ fn goose_operations(metrics: &goose::metrics::GooseMetrics) -> BTreeMap<String, 
 }
 
 /// The same plan through fleetbench's own engine (its users cleaned up after).
-pub(super) async fn engine_run(
+pub async fn engine_run(
     plan: &Plan,
-    resolved: &target::Endpoints,
+    resolved: &Endpoints,
 ) -> anyhow::Result<fleetbench_metrics::Aggregate> {
     let run_id = uuid::Uuid::new_v4().to_string();
     eprintln!("goose --cross-check: fleetbench's engine first (run {run_id})");
@@ -139,64 +138,6 @@ pub(super) async fn engine_run(
         eprintln!("{}", cleanup.describe("goose --cross-check", &run_id));
     }
     Ok(outcome.aggregate)
-}
-
-/// Prints and writes the comparison; exit 3 when the two disagree.
-pub(super) fn compare(
-    ours: &fleetbench_metrics::Aggregate,
-    metrics: &goose::metrics::GooseMetrics,
-    args: &Args,
-    out: &std::path::Path,
-) -> Result<(), CommandError> {
-    let rows = agreement(
-        ours,
-        &goose_operations(metrics),
-        args.tolerance,
-        args.min_delta,
-    );
-    eprintln!(
-        "{:<26} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10}",
-        "operation", "requests", "goose", "p50 ms", "goose", "p99 ms", "goose"
-    );
-    for r in &rows {
-        eprintln!(
-            "{:<26} {:>9} {:>9} {:>10.2} {:>10.2} {:>10.2} {:>10.2}  {}",
-            r.operation,
-            r.fleetbench_count,
-            r.goose_count,
-            r.fleetbench_p50_ms,
-            r.goose_p50_ms,
-            r.fleetbench_p99_ms,
-            r.goose_p99_ms,
-            match (r.agree, r.percentiles_compared) {
-                (true, true) => "agree".to_string(),
-                (true, false) => "counts agree (too few for percentiles)".to_string(),
-                (false, _) => r.why_not.join("; "),
-            }
-        );
-    }
-    let path = out.join("cross-check.json");
-    let doc = serde_json::json!({
-        "tolerance": args.tolerance,
-        "min_delta_ms": args.min_delta.as_secs_f64() * 1e3,
-        "operations": rows,
-    });
-    std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!("{}", path.display());
-    let disagree: Vec<String> = rows
-        .iter()
-        .filter(|r| !r.agree)
-        .map(|r| format!("{}: {}", r.operation, r.why_not.join("; ")))
-        .collect();
-    if disagree.is_empty() {
-        Ok(())
-    } else {
-        Err(CommandError {
-            code: EXIT_REGRESSIONS,
-            error: anyhow::anyhow!("fleetbench and goose disagree: {}", disagree.join(" | ")),
-        })
-    }
 }
 
 #[cfg(test)]

@@ -8,44 +8,17 @@
 //! token). Every attempt must fail; any that succeeds is a leak, the probe fails, and so does the
 //! run. Writes are double-checked with SQL: B's rows must be unchanged afterwards.
 
-use std::time::Duration;
-
 use fleetbench_metrics::Aggregate;
 use fleetbench_metrics::summary::{ProbeReport, Table};
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use crate::users::User;
-use crate::ws::{self, Socket};
 use crate::{Context, ProbeOutcome, figure, inject};
 
-/// How long Realtime may take to deliver A's own marker alert (which proves delivery caught up).
-const MARKER_WITHIN: Duration = Duration::from_secs(20);
+mod attempts;
+mod realtime;
 
-struct Attempt {
-    path: &'static str,
-    what: String,
-    /// `Ok(how it was refused)` or `Err(what leaked)`.
-    result: Result<String, String>,
-}
-
-#[derive(Default)]
-struct Attempts(Vec<Attempt>);
-
-impl Attempts {
-    fn push(
-        &mut self,
-        path: &'static str,
-        what: impl Into<String>,
-        result: Result<String, String>,
-    ) {
-        self.0.push(Attempt {
-            path,
-            what: what.into(),
-            result,
-        });
-    }
-}
+use attempts::{Attempt, Attempts};
 
 /// A read: a non-empty array is a leak.
 async fn read(req: reqwest::RequestBuilder) -> Result<String, String> {
@@ -449,7 +422,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {
     api_writes(ctx, a, b, (&secret, &embedding), &mut at).await;
     let fake = anon_and_forged(ctx, b, &mut at).await;
     sql_as_user(ctx, a, b, &mut at).await?;
-    realtime(ctx, a, b, &fake, &mut at).await?;
+    realtime::realtime(ctx, a, b, &fake, &mut at).await?;
     b_unchanged(ctx, b, &mut at).await?;
     let leaks: Vec<&Attempt> = at.0.iter().filter(|a| a.result.is_err()).collect();
     let mut findings = vec![format!(
@@ -504,120 +477,4 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ProbeOutcome> {
         },
         aggregate: Aggregate::new(ctx.window_us),
     })
-}
-
-/// A subscribes to B's alerts (filtered to B, and unfiltered) and tries a forged join; B raises an
-/// alert, then A raises one. Realtime delivers in commit order on a socket, so once A's own alert
-/// arrives, any of B's that RLS let through would have arrived before it.
-async fn realtime(
-    ctx: &Context,
-    a: &User,
-    b: &User,
-    fake: &str,
-    at: &mut Attempts,
-) -> anyhow::Result<()> {
-    let cfg = &ctx.target.config;
-    let mut socket = Socket::connect(&cfg.api_url, &cfg.anon_key).await?;
-    let mut early = Vec::new();
-    let within = Duration::from_secs(20);
-    let filtered = socket
-        .subscribe(
-            "rls:b-filtered",
-            &a.token,
-            ws::inserts("alerts", Some(format!("user_id=eq.{}", b.id))),
-            within,
-            &mut early,
-        )
-        .await?;
-    let unfiltered = socket
-        .subscribe(
-            "rls:unfiltered",
-            &a.token,
-            ws::inserts("alerts", None),
-            within,
-            &mut early,
-        )
-        .await?;
-    let forged_join = socket
-        .subscribe(
-            "rls:forged",
-            fake,
-            ws::inserts("alerts", None),
-            within,
-            &mut early,
-        )
-        .await?;
-    at.push(
-        "Realtime",
-        "join with a token forged for B",
-        match forged_join {
-            Ok(()) => Err("the channel went live".into()),
-            Err(reason) => Ok(reason),
-        },
-    );
-    if unfiltered.is_err() {
-        at.push(
-            "Realtime",
-            "A's own alerts channel",
-            Ok(format!("could not subscribe: {unfiltered:?}")),
-        );
-    }
-    inject::thermal(&ctx.http, cfg, b)
-        .await
-        .map_err(|e| anyhow::anyhow!("B's alert: {e}"))?;
-    let marker = inject::thermal(&ctx.http, cfg, a)
-        .await
-        .map_err(|e| anyhow::anyhow!("A's marker alert: {e}"))?;
-    let deadline = Instant::now() + MARKER_WITHIN;
-    let (mut foreign, mut marker_seen) = (Vec::new(), false);
-    let mut frames = early;
-    loop {
-        for f in frames.drain(..) {
-            if let Some((record, _)) = ws::change(&f) {
-                if record["user_id"] == json!(b.id) {
-                    foreign.push(f["topic"].as_str().unwrap_or("?").to_string());
-                } else if inject::key_of(record) == Some(marker) {
-                    marker_seen = true;
-                }
-            }
-        }
-        if marker_seen || unfiltered.is_err() {
-            break;
-        }
-        match tokio::time::timeout_at(deadline, socket.next()).await {
-            Ok(Some(f)) => frames.push(f),
-            _ => break,
-        }
-    }
-    socket.close().await;
-    let got = |topic: &str| foreign.iter().filter(|t| t.ends_with(topic)).count();
-    let conclusive = marker_seen;
-    for (what, topic, joined) in [
-        (
-            "B's alerts on a channel filtered to B",
-            "b-filtered",
-            &filtered,
-        ),
-        (
-            "B's alerts on an unfiltered channel",
-            "unfiltered",
-            &unfiltered,
-        ),
-    ] {
-        let n = got(topic);
-        at.push(
-            "Realtime",
-            what,
-            if n > 0 {
-                Err(format!("{n} of B's alerts delivered to A"))
-            } else if let Err(reason) = joined {
-                Ok(format!("not subscribed: {reason}"))
-            } else if conclusive {
-                Ok("none delivered (A's own later alert arrived)".into())
-            } else {
-                Err("inconclusive: A's own alert never arrived, so absence proves nothing".into())
-            },
-        );
-    }
-    Ok(())
 }

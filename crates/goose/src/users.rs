@@ -1,54 +1,67 @@
-//! `fleetbench goose SCENARIO -- <goose flags>` (cargo feature `goose`, on by default): the
-//! scenario's agents as goose 0.19 users, so that goose's command line, console, reports,
-//! thresholds and baselines measure them.
-//!
-//! Each goose user is one agent. Its on-start transaction provisions it as the engine does (an
-//! admin-created user tagged with the run, a password sign-in, its device), and its one
-//! transaction, `upload`, samples a batch from the same telemetry model (or trace) and sends it on
-//! the agent's ingestion path: refreshed before the token expires, signed in again on 401. HTTP
-//! goes through goose's own client and is timed by goose; the pooler path's SQL is timed here and
-//! recorded with `record_custom_request_duration` as `PG pooler.insert_metrics`. Request bodies
-//! and answers are the engine's own ([`fleetbench_fleet::target::wire`]).
-//!
-//! What goose does differently (README, "goose"): it is a closed loop only (a user's next upload
-//! starts `think_time` after the last one ended, whatever the stages say about rates), it times an
-//! HTTP request to the response headers, and a failed upload is retried at the next iteration
-//! rather than after a backoff.
-//!
-//! `--cross-check` runs the same closed workload (`load.model = "closed"` with
-//! `workload.iterations`) with fleetbench's engine and then with goose against the same target,
-//! and compares them operation by operation: request counts must be equal, medians and 99th
-//! percentiles within `--tolerance` of each other (or `--min-delta` apart): [`cross_check`].
+//! The goose users: each one agent, its on-start transaction `provision` and its one transaction
+//! `upload`, with the agent's session, machine model and backlog as goose session data.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-use anyhow::Context;
 use fleetbench_fleet::Target;
 use fleetbench_fleet::agent::{IngestPath, credentials};
 use fleetbench_fleet::target::{Failure as Refused, Session, wire};
 use fleetbench_fleet::telemetry::{Machine, Row};
-use fleetbench_scenario::{LoadModel, Plan};
-use goose::config::GooseConfiguration;
+use fleetbench_scenario::Plan;
 use goose::prelude::*;
 use rand::{Rng, SeedableRng};
 
-use crate::{CommandError, run, target};
-
-mod cross_check;
-
-pub use crate::GooseArgs as Args;
-
 /// What every goose user shares.
-struct Fleet {
-    plan: Plan,
-    target: Target,
-    run_id: String,
-    traces: Vec<Arc<fleetbench_collector::trace::Trace>>,
-    rows_sampled: AtomicU64,
-    rows_written: AtomicU64,
-    rows_dropped: AtomicU64,
+pub struct Fleet {
+    pub(crate) plan: Plan,
+    pub(crate) target: Target,
+    pub(crate) run_id: String,
+    pub(crate) traces: Vec<Arc<fleetbench_collector::trace::Trace>>,
+    pub(crate) rows_sampled: AtomicU64,
+    pub(crate) rows_written: AtomicU64,
+    pub(crate) rows_dropped: AtomicU64,
+}
+
+/// Rows as fleetbench counts them in a goose run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowCounts {
+    pub sampled: u64,
+    pub written: u64,
+    pub dropped: u64,
+}
+
+impl Fleet {
+    /// The users' shared state for one goose run (`run_id` tags the users it creates).
+    pub fn new(
+        plan: Plan,
+        target: Target,
+        run_id: String,
+        traces: Vec<Arc<fleetbench_collector::trace::Trace>>,
+    ) -> Fleet {
+        Fleet {
+            plan,
+            target,
+            run_id,
+            traces,
+            rows_sampled: AtomicU64::new(0),
+            rows_written: AtomicU64::new(0),
+            rows_dropped: AtomicU64::new(0),
+        }
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    pub fn rows(&self) -> RowCounts {
+        RowCounts {
+            sampled: self.rows_sampled.load(Relaxed),
+            written: self.rows_written.load(Relaxed),
+            dropped: self.rows_dropped.load(Relaxed),
+        }
+    }
 }
 
 /// One agent's state, as goose session data (which must be `Clone`).
@@ -148,7 +161,7 @@ impl Fleet {
     }
 
     /// The on-start transaction: the agent's user, sign-in and device.
-    async fn provision(&self, user: &mut GooseUser) -> TransactionResult {
+    pub(crate) async fn provision(&self, user: &mut GooseUser) -> TransactionResult {
         let index = u32::try_from(user.weighted_users_index).unwrap_or(u32::MAX);
         let (email, password) = credentials(&self.run_id, index);
         let machine = fleetbench_fleet::provision::machine(&self.plan, index, &self.traces);
@@ -208,7 +221,7 @@ impl Fleet {
     }
 
     /// The repeated transaction: one upload interval's samples, sent.
-    async fn upload(&self, user: &mut GooseUser) -> TransactionResult {
+    pub(crate) async fn upload(&self, user: &mut GooseUser) -> TransactionResult {
         let Some(seat) = user.get_session_data::<Seat>().cloned() else {
             // Provisioning failed for this user: nothing to upload as.
             return Err(Box::new(TransactionError::Custom(
@@ -337,214 +350,4 @@ impl Fleet {
             s => Err(Refused::Protocol(format!("insert answered {s}, not 201"))),
         })
     }
-}
-
-/// Goose's own flags, read before anything is sent (`-- --help` prints goose's help).
-fn parse_flags(flags: &[String]) -> Result<Option<GooseConfiguration>, CommandError> {
-    if flags.iter().any(|f| f == "--help" || f == "-h") {
-        let mut help = <GooseConfiguration as clap::CommandFactory>::command()
-            .name("fleetbench goose SCENARIO --");
-        help.print_long_help()?;
-        return Ok(None);
-    }
-    GooseConfiguration::parse_args_default(flags)
-        .map(Some)
-        .map_err(|e| {
-            CommandError::invalid(anyhow::anyhow!(
-                "goose's flags (after --): {e}; `fleetbench goose SCENARIO -- --help` lists them"
-            ))
-        })
-}
-
-/// What goose's flags leave unset, taken from the scenario.
-fn configure(
-    mut config: GooseConfiguration,
-    flags: &[String],
-    plan: &Plan,
-    api_url: &str,
-    out: &std::path::Path,
-) -> GooseConfiguration {
-    config.host.get_or_insert_with(|| api_url.to_string());
-    config.users.get_or_insert(plan.agents as usize);
-    if config.increase_rate.is_none() && config.increase_time.is_none() {
-        // The first stage's ramp to its level, or everyone within a second.
-        let (end, level) = plan.stages.first().copied().unwrap_or_default();
-        let rate = (level / end.as_secs_f64().max(1.0)).max(1.0);
-        config.increase_rate = Some(format!("{rate:.3}"));
-    }
-    let planned = flags
-        .iter()
-        .any(|f| f == "--test-plan" || f.starts_with("--test-plan="));
-    if !planned && config.run_time.is_none() && config.iterations.is_none() {
-        match plan.iterations {
-            Some(n) => config.iterations = Some(n as usize),
-            None => {
-                config.run_time = Some(format!("{}s", plan.duration().as_secs().max(1)));
-                // Everything the users did, starting included: as fleetbench counts.
-                config.no_reset_metrics = true;
-            }
-        }
-    }
-    if config.report_file.is_empty() {
-        for name in ["goose-report.html", "goose-report.json"] {
-            config
-                .report_file
-                .push(out.join(name).display().to_string());
-        }
-    }
-    config
-        .timeout
-        .get_or_insert_with(|| format!("{:.3}", plan.request_timeout.as_secs_f64()));
-    // Two processes (or tests) at once must not fight over goose's controller ports.
-    config.no_telnet = true;
-    config.no_websocket = true;
-    config
-}
-
-/// The goose attack for `fleet`: one scenario, the agents' two transactions.
-async fn attack(
-    fleet: Arc<Fleet>,
-    config: GooseConfiguration,
-) -> Result<goose::metrics::GooseMetrics, CommandError> {
-    let provision: TransactionFunction = {
-        let fleet = fleet.clone();
-        Arc::new(move |user| {
-            let fleet = fleet.clone();
-            Box::pin(async move { fleet.provision(user).await })
-        })
-    };
-    let upload: TransactionFunction = {
-        let fleet = fleet.clone();
-        Arc::new(move |user| {
-            let fleet = fleet.clone();
-            Box::pin(async move { fleet.upload(user).await })
-        })
-    };
-    let mut agents = scenario!("DesktopAgent")
-        .register_transaction(
-            Transaction::new(provision)
-                .set_name("provision")
-                .set_on_start(),
-        )
-        .register_transaction(Transaction::new(upload).set_name("upload"));
-    // A closed loop pauses its think time; agents upload once an interval, which goose's loop
-    // can only approach as a pause of one interval after each upload (there is no rate in goose).
-    let think = match fleet.plan.model {
-        LoadModel::Closed => fleet.plan.think_time,
-        LoadModel::Agents | LoadModel::ArrivalRate => fleet.plan.upload_interval,
-    };
-    if !think.is_zero() {
-        agents = agents
-            .set_wait_time(think, think)
-            .map_err(|e| anyhow::anyhow!("goose: {e}"))?;
-    }
-    let metrics = GooseAttack::initialize_with_config(config)
-        .map_err(|e| anyhow::anyhow!("goose: {e}"))?
-        .register_scenario(agents)
-        .execute()
-        .await;
-    match metrics {
-        Ok(m) => Ok(m),
-        // Every report was written; the thresholds decide the exit code, as `run`'s do.
-        Err(GooseError::ThresholdsFailed { failed, .. }) => Err(CommandError {
-            code: crate::EXIT_THRESHOLDS,
-            error: anyhow::anyhow!(
-                "goose thresholds failed: {}",
-                failed
-                    .iter()
-                    .map(|t| format!("{} (observed {})", t.rule, t.observed))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        }),
-        Err(e) => Err(anyhow::anyhow!("goose: {e}").into()),
-    }
-}
-
-pub fn goose(args: Args) -> Result<(), CommandError> {
-    let (plan, _) = run::load(&args.scenario, &args.overrides)?;
-    let Some(flags) = parse_flags(&args.goose)? else {
-        return Ok(());
-    };
-    if args.cross_check && (plan.model != LoadModel::Closed || plan.iterations.is_none()) {
-        return Err(CommandError::invalid(anyhow::anyhow!(
-            "--cross-check needs a workload both can count exactly: load.model = \"closed\" and workload.iterations \
-             (e.g. --set load.model=closed --set workload.iterations=20)"
-        )));
-    }
-    let traces = fleetbench_fleet::provision::load_traces(&plan)
-        .map_err(|e| CommandError::invalid(anyhow::anyhow!(e)))?;
-    target::check_caps(f64::from(plan.agents), plan.peak_rate(), plan.duration())?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| crate::out_dir::default_out(&format!("{}-goose", plan.name)));
-    crate::out_dir::writable(&out)?;
-    let needs_pooler = plan
-        .ingest
-        .iter()
-        .any(|(p, share)| p == "pooler" && *share > 0.0);
-    let resolved = target::resolve_allowed(needs_pooler, &plan.allow_hosts)?;
-    let api_url = resolved.config.api_url.clone();
-    let config = configure(flags, &args.goose, &plan, &api_url, &out);
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let ours = if args.cross_check {
-            Some(cross_check::engine_run(&plan, &resolved).await?)
-        } else {
-            None
-        };
-        let run_id = uuid::Uuid::new_v4().to_string();
-        eprintln!(
-            "goose {run_id}: {} against {} {} as goose users",
-            plan.name,
-            resolved.config.kind,
-            target::redact(&api_url)
-        );
-        let fleet = Arc::new(Fleet {
-            target: Target::new(resolved.config.clone(), 16, 1, plan.request_timeout)
-                .map_err(|e| anyhow::anyhow!(e))?,
-            plan: plan.clone(),
-            run_id: run_id.clone(),
-            traces,
-            rows_sampled: AtomicU64::new(0),
-            rows_written: AtomicU64::new(0),
-            rows_dropped: AtomicU64::new(0),
-        });
-        let result = attack(fleet.clone(), config).await;
-        eprintln!(
-            "goose: rows sampled {}, written {}, dropped {}",
-            fleet.rows_sampled.load(Relaxed),
-            fleet.rows_written.load(Relaxed),
-            fleet.rows_dropped.load(Relaxed)
-        );
-        write_rows(&out, &fleet)?;
-        if plan.cleanup {
-            let cleanup = fleetbench_runner::finish::clean(&resolved, &run_id).await;
-            eprintln!("{}", cleanup.describe("goose", &run_id));
-        }
-        let metrics = result?;
-        for name in ["goose-report.html", "goose-report.json"] {
-            if out.join(name).exists() {
-                println!("{}", out.join(name).display());
-            }
-        }
-        if let Some(ours) = ours {
-            cross_check::compare(&ours, &metrics, &args, &out)?;
-        }
-        Ok::<(), CommandError>(())
-    })
-}
-
-/// fleetbench's account of the goose run's rows, beside goose's reports.
-fn write_rows(out: &std::path::Path, fleet: &Fleet) -> anyhow::Result<()> {
-    let rows = serde_json::json!({
-        "run_id": fleet.run_id,
-        "rows_sampled": fleet.rows_sampled.load(Relaxed),
-        "rows_written": fleet.rows_written.load(Relaxed),
-        "rows_dropped": fleet.rows_dropped.load(Relaxed),
-    });
-    let path = out.join("goose-rows.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&rows)?)
-        .with_context(|| format!("writing {}", path.display()))
 }
