@@ -110,14 +110,11 @@ enum Framing {
 }
 
 impl Pool {
-    /// A pool for `api_url` (`http://` or `https://`, verified against the platform's roots).
+    /// A pool for `api_url` (`http://` or `https://`, verified against the platform's roots and
+    /// `FLEETBENCH_CA_FILE`).
     pub fn new(api_url: &str, connections: usize, timeout: Duration) -> Result<Pool, String> {
         let tls = if api_url.starts_with("https://") {
-            use rustls_platform_verifier::ConfigVerifierExt;
-            Some(
-                rustls::ClientConfig::with_platform_verifier()
-                    .map_err(|e| format!("TLS set-up: {e}"))?,
-            )
+            Some(fleetbench_tls::client_config().map_err(|e| e.to_string())?)
         } else {
             None
         };

@@ -43,8 +43,9 @@ pub use target::{Target, TargetConfig};
 pub async fn cleanup(
     db_url: &str,
     run_id: &str,
-) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await?;
+) -> Result<Vec<(String, i64)>, fleetbench_tls::pg::PgError> {
+    let pg = fleetbench_tls::pg::PgConnect::parse(db_url)?;
+    let (client, conn) = pg.config.connect(pg.tls).await?;
     let driver = tokio::spawn(conn);
     let rows = client
         .query_typed(

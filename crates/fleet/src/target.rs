@@ -142,15 +142,16 @@ impl Target {
             .connect_timeout(Duration::from_secs(10).min(timeout))
             .pool_max_idle_per_host(1024)
             .user_agent(concat!("fleetbench/", env!("CARGO_PKG_VERSION")))
+            .tls_certs_merge(fleetbench_tls::reqwest_roots().map_err(|e| e.to_string())?)
             .build()
             .map_err(|e| e.to_string())?;
         let pooler = match &config.db_url {
             Some(url) => {
-                let pg: tokio_postgres::Config =
-                    url.parse().map_err(|e| format!("SUPABASE_DB_URL: {e}"))?;
+                let pg = fleetbench_tls::pg::PgConnect::parse(url)
+                    .map_err(|e| format!("SUPABASE_DB_URL: {e}"))?;
                 let manager = deadpool_postgres::Manager::from_config(
-                    pg,
-                    tokio_postgres::NoTls,
+                    pg.config,
+                    pg.tls,
                     deadpool_postgres::ManagerConfig {
                         recycling_method: deadpool_postgres::RecyclingMethod::Fast,
                     },

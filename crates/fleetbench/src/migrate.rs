@@ -46,15 +46,14 @@ pub fn apply_dir(db_url: Option<String>, dir: &Path) -> Result<String, CommandEr
         .enable_all()
         .build()?;
     let report = runtime.block_on(async {
-        let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "connecting to the database: {}",
-                    fleetbench_stack::db_error_text(&e)
-                )
-            })?;
-        tokio::spawn(conn);
+        let pg = fleetbench_tls::pg::PgConnect::parse(&url)
+            .map_err(|e| anyhow::anyhow!("the database URL: {e}"))?;
+        let mut client = pg.connect().await.map_err(|e| {
+            anyhow::anyhow!(
+                "connecting to the database: {}",
+                fleetbench_stack::db_error_text(&e)
+            )
+        })?;
         let report = apply(&mut client, &migrations, &mut |line| {
             eprintln!("migrate: {line}")
         })

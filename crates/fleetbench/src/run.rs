@@ -57,7 +57,7 @@ pub fn cleanup(run_id: &str) -> Result<(), CommandError> {
     let rt = tokio::runtime::Runtime::new()?;
     let deleted = rt
         .block_on(fleetbench_fleet::cleanup(&db, run_id))
-        .map_err(|e| anyhow::anyhow!("cleanup_run: {}", fleetbench_stack::db_error_text(&e)))?;
+        .map_err(|e| anyhow::anyhow!("cleanup_run: {e}"))?;
     for (table, n) in deleted {
         println!("{table}: {n} rows deleted");
     }

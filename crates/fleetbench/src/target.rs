@@ -156,9 +156,9 @@ fn check_key(name: &str, key: &str) -> Result<(), CommandError> {
 
 /// A Postgres URL must parse (said without the URL: it carries a password).
 fn check_db_url(name: &str, url: &str) -> Result<(), CommandError> {
-    url.parse::<tokio_postgres::Config>().map(|_| ()).map_err(|e| {
+    fleetbench_tls::pg::PgConnect::parse(url).map(|_| ()).map_err(|e| {
         CommandError::invalid(anyhow::anyhow!(
-            "{name} is not a Postgres connection string ({e}): expected postgresql://USER:PASSWORD@HOST:PORT/postgres (port 6543 for the transaction pooler); nothing was sent"
+            "{name}: {e}: expected postgresql://USER:PASSWORD@HOST:PORT/postgres[?sslmode=verify-full&sslrootcert=FILE] (port 6543 for the transaction pooler); nothing was sent"
         ))
     })
 }

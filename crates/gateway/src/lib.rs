@@ -299,12 +299,12 @@ fn pool(
     size: usize,
     wait: std::time::Duration,
 ) -> Result<deadpool_postgres::Pool, GatewayError> {
-    let pg: tokio_postgres::Config = db_url
-        .parse()
+    // The URL's own TLS settings: the hosted profile's poolers require TLS, even from the gateway.
+    let pg = fleetbench_tls::pg::PgConnect::parse(db_url)
         .map_err(|e| GatewayError::Pool(format!("{e}")))?;
     let manager = deadpool_postgres::Manager::from_config(
-        pg,
-        tokio_postgres::NoTls,
+        pg.config,
+        pg.tls,
         deadpool_postgres::ManagerConfig {
             recycling_method: deadpool_postgres::RecyclingMethod::Fast,
         },

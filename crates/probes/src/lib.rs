@@ -112,6 +112,10 @@ pub fn http_client() -> reqwest::Client {
         .timeout(std::time::Duration::from_secs(60))
         .connect_timeout(std::time::Duration::from_secs(10))
         .user_agent(concat!("fleetbench-probes/", env!("CARGO_PKG_VERSION")))
+        .tls_certs_merge(fleetbench_tls::reqwest_roots().unwrap_or_else(|e| {
+            tracing::warn!("{e}: the probes trust the platform's roots only");
+            Vec::new()
+        }))
         .build()
         .expect("a default HTTP client builds")
 }
@@ -125,16 +129,14 @@ pub struct Timing {
 }
 
 pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "connecting for SQL: {}",
-                fleetbench_schema::db_error_text(&e)
-            )
-        })?;
-    tokio::spawn(conn);
-    Ok(client)
+    let pg = fleetbench_tls::pg::PgConnect::parse(url)
+        .map_err(|e| anyhow::anyhow!("connecting for SQL: {e}"))?;
+    pg.connect().await.map_err(|e| {
+        anyhow::anyhow!(
+            "connecting for SQL: {}",
+            fleetbench_schema::db_error_text(&e)
+        )
+    })
 }
 
 /// A probe's results.

@@ -60,7 +60,8 @@ pub async fn storm(
     op: Option<&'static str>,
     agg: &mut Aggregate,
 ) -> anyhow::Result<Storm> {
-    let config: tokio_postgres::Config = url.parse()?;
+    let pg = fleetbench_tls::pg::PgConnect::parse(url)?;
+    let (config, tls) = (pg.config, pg.tls);
     let before = client_backends(admin).await?;
     let gate = Arc::new(Semaphore::new(plan.concurrency as usize));
     let (release_tx, release) = watch::channel(false);
@@ -68,8 +69,9 @@ pub async fn storm(
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..plan.clients {
-        let (config, gate, attempted, mut release, clock) = (
+        let (config, tls, gate, attempted, mut release, clock) = (
             config.clone(),
+            tls.clone(),
             gate.clone(),
             attempted.clone(),
             release.clone(),
@@ -79,8 +81,7 @@ pub async fn storm(
         set.spawn(async move {
             let permit = gate.acquire_owned().await.expect("the gate stays open");
             let t0 = clock.now_us();
-            let conn =
-                tokio::time::timeout(CONNECT_WITHIN, config.connect(tokio_postgres::NoTls)).await;
+            let conn = tokio::time::timeout(CONNECT_WITHIN, config.connect(tls)).await;
             let t1 = clock.now_us();
             drop(permit);
             let mut result = (t0, t1, Ok(()), 0u64, 0u64);

@@ -27,9 +27,13 @@ impl Socket {
             "{}/realtime/v1/websocket?apikey={apikey}&vsn=1.0.0",
             api_url.replacen("http", "ws", 1)
         );
-        let (stream, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .map_err(|e| anyhow::anyhow!("Realtime websocket: {e}"))?;
+        // wss:// trusts what every other client does (the platform's roots, FLEETBENCH_CA_FILE).
+        let tls = fleetbench_tls::client_config()?;
+        let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(tls));
+        let (stream, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
+                .await
+                .map_err(|e| anyhow::anyhow!("Realtime websocket: {e}"))?;
         Ok(Socket {
             stream,
             next_ref: 0,

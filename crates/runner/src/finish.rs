@@ -56,7 +56,7 @@ pub async fn clean(endpoints: &Endpoints, run_id: &str) -> Cleanup {
                 .find(|(t, _)| t == "auth.users")
                 .map_or(0, |d| d.1),
         },
-        Err(e) => Cleanup::Failed(fleetbench_schema::db_error_text(&e)),
+        Err(e) => Cleanup::Failed(e.to_string()),
     }
 }
 

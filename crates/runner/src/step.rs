@@ -113,21 +113,19 @@ impl Watch {
             out.push(("Postgres connections".into(), row.get(0), Some(row.get(1))));
         }
         if let Some(url) = &self.pooler_console
-            && let Ok((db, conn)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await
+            && let Ok(db) = fleetbench_tls::pg::connect(url).await
+            && let Ok(msgs) = db.simple_query("SHOW POOLS").await
         {
-            tokio::spawn(conn);
-            if let Ok(msgs) = db.simple_query("SHOW POOLS").await {
-                let waiting: f64 = msgs
-                    .iter()
-                    .filter_map(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(r) => {
-                            r.get("cl_waiting").and_then(|v| v.parse::<f64>().ok())
-                        }
-                        _ => None,
-                    })
-                    .sum();
-                out.push(("pooler clients waiting".into(), waiting, None));
-            }
+            let waiting: f64 = msgs
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        r.get("cl_waiting").and_then(|v| v.parse::<f64>().ok())
+                    }
+                    _ => None,
+                })
+                .sum();
+            out.push(("pooler clients waiting".into(), waiting, None));
         }
         out
     }

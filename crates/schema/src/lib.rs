@@ -15,20 +15,15 @@ pub mod names;
 pub use migrations::{Migration, load_dir};
 pub use migrator::{MigrateReport, applied_versions, apply};
 
-/// A database error as one line: its message and SQLSTATE (`Display` of tokio-postgres only says
-/// "db error"), never the connection string. The one way every crate turns one into text.
-pub fn db_error_text(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
-    }
-}
+/// A database error as one line (message and SQLSTATE), as everywhere.
+pub use fleetbench_tls::pg::error_text as db_error_text;
 
 /// Connects to `db_url` and applies the migrations in `dir` without progress output: how tests and
 /// benches bring a local stack to the project's schema.
 pub async fn apply_dir(db_url: &str, dir: &std::path::Path) -> Result<MigrateReport, SchemaError> {
-    let (mut client, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
+    let pg =
+        fleetbench_tls::pg::PgConnect::parse(db_url).map_err(|e| SchemaError::Db(e.to_string()))?;
+    let mut client = pg.connect().await?;
     apply(&mut client, &load_dir(dir)?, &mut |_| {}).await
 }
 

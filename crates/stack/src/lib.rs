@@ -14,6 +14,7 @@
 //! - [`pooler`]: the two PgBouncer instances.
 //! - [`functions`]: one Deno process per edge function, honouring `supabase/config.toml`.
 //! - [`project`]: the `[api]` and `[auth]` settings of `supabase/config.toml`, and the stack profile.
+//! - [`tls`]: the hosted profile's CA and server certificate.
 //! - [`keys`]: the JWT secret and the anon / service-role API keys signed with it.
 //! - [`state`]: the state file (ports, pids, secrets) and the connection settings derived from it.
 //! - [`scheduler`]: runs `fleetbench.schedules` where pg_cron is absent.
@@ -37,6 +38,7 @@ pub mod scheduler;
 pub mod stack;
 pub mod state;
 pub mod testing;
+pub mod tls;
 
 pub use paths::StackPaths;
 pub use project::{Profile, ProjectConfig};

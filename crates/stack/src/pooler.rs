@@ -1,5 +1,6 @@
 //! PgBouncer standing in for Supavisor: one instance in transaction mode (hosted port 6543) and one
-//! in session mode (hosted port 5432), both passing SCRAM through to PostgreSQL. PgBouncer 1.18 has
+//! in session mode (hosted port 5432), both passing SCRAM through to PostgreSQL, and with the
+//! `hosted` profile requiring TLS of every client. PgBouncer 1.18 has
 //! no prepared-statement support in transaction mode, like Supavisor's default: clients must use
 //! unnamed statements there.
 
@@ -10,6 +11,7 @@ use crate::install::Toolchain;
 use crate::paths::StackPaths;
 use crate::postgres::write_private;
 use crate::process::{ServiceUser, spawn_detached, tail, wait_for_port};
+use crate::tls::TlsFiles;
 use crate::{Result, StackError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,12 +38,29 @@ impl PoolMode {
 
 pub const MAX_CLIENT_CONN: u32 = 10_000;
 
-fn ini(paths: &StackPaths, mode: PoolMode, port: u16, pg_port: u16) -> String {
+fn ini(
+    paths: &StackPaths,
+    mode: PoolMode,
+    port: u16,
+    pg_port: u16,
+    tls: Option<&TlsFiles>,
+) -> String {
     let reset = if mode == PoolMode::Session {
         "DISCARD ALL"
     } else {
         ""
     };
+    // TLS required of every client, as a hosted project with "Enforce SSL"; PgBouncer to
+    // PostgreSQL stays on the loopback in plaintext.
+    let tls = tls.map_or(String::new(), |t| {
+        format!(
+            "client_tls_sslmode = require\n\
+             client_tls_cert_file = {}\n\
+             client_tls_key_file = {}\n",
+            t.cert.display(),
+            t.key.display()
+        )
+    });
     format!(
         "[databases]\n\
          * = host=127.0.0.1 port={pg_port}\n\
@@ -59,7 +78,8 @@ fn ini(paths: &StackPaths, mode: PoolMode, port: u16, pg_port: u16) -> String {
          max_client_conn = {max}\n\
          listen_backlog = 4096\n\
          server_reset_query = {reset}\n\
-         ignore_startup_parameters = extra_float_digits,options,search_path\n",
+         ignore_startup_parameters = extra_float_digits,options,search_path\n\
+         {tls}",
         userlist = paths.run().join("userlist.txt").display(),
         mode = mode.name(),
         pool = mode.pool_size(),
@@ -81,9 +101,10 @@ pub fn start(
     mode: PoolMode,
     port: u16,
     pg_port: u16,
+    tls: Option<&TlsFiles>,
 ) -> Result<u32> {
     let conf: PathBuf = paths.run().join(format!("pgbouncer-{}.ini", mode.name()));
-    write_private(&conf, &ini(paths, mode, port, pg_port))?;
+    write_private(&conf, &ini(paths, mode, port, pg_port, tls))?;
     user.own(&conf)?;
     let log = paths.logs().join(format!("pgbouncer-{}.log", mode.name()));
     let mut cmd = user.command(&tools.pgbouncer, &paths.instance);

@@ -120,6 +120,7 @@ impl Stack {
             started_at: chrono::Utc::now().to_rfc3339(),
             supabase_dir: Some(opts.supabase_dir.clone()),
             profile: opts.profile,
+            tls: None,
         };
         match start_all(opts, &tools, user, previous.as_ref(), &mut state, progress) {
             Ok(()) => {
@@ -217,6 +218,10 @@ fn start_all(
         postgres::scram_userlist(&admin, &["postgres", "authenticator"]).await
     })?;
     pooler::write_userlist(paths, user, &userlist)?;
+    if opts.profile == Profile::Hosted {
+        state.tls = Some(crate::tls::ensure(paths, user)?);
+        progress("serving TLS with the stack's CA (FLEETBENCH_CA_FILE in `stack env`)");
+    }
 
     start_poolers(paths, tools, user, previous, state, progress)?;
 
@@ -263,7 +268,15 @@ fn start_poolers(
             }
         });
         let port = process::free_port(prev.map(|s| s.port))?;
-        let pid = pooler::start(paths, tools, user, mode, port, state.postgres.port)?;
+        let pid = pooler::start(
+            paths,
+            tools,
+            user,
+            mode,
+            port,
+            state.postgres.port,
+            state.tls.as_ref(),
+        )?;
         let slot = if mode == PoolMode::Transaction {
             &mut state.pooler_transaction
         } else {
@@ -294,6 +307,10 @@ fn function_env(opts: &StackOptions, state: &StackState) -> BTreeMap<String, Str
         state.secrets.service_role_key.clone(),
     );
     env.insert("SUPABASE_DB_URL".into(), state.pooler_db_url());
+    if let Some(t) = &state.tls {
+        // Deno's own way to trust an extra CA, for the function's calls back to the gateway.
+        env.insert("DENO_CERT".into(), t.ca.display().to_string());
+    }
     // Alerts forwarded by anomaly-webhook land in the daemon's receiver unless the project says
     // otherwise (functions/.env or the options).
     if let Some(url) = state.api_url() {

@@ -58,6 +58,10 @@ pub struct StackState {
     /// The project's `supabase/` folder the stack serves (config.toml, functions/).
     #[serde(default)]
     pub supabase_dir: Option<std::path::PathBuf>,
+    /// The certificates the gateway and the poolers serve TLS with (the `hosted` profile); none
+    /// for plain HTTP and plaintext Postgres.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsFiles>,
     /// Whether the Auth stand-in applies hosted rate limits.
     #[serde(default)]
     pub profile: crate::project::Profile,
@@ -93,11 +97,12 @@ impl StackState {
     }
 
     /// Direct superuser connection (migrations, maintenance, probes that need the real server).
+    /// Plaintext even with TLS on: PostgreSQL's build has no TLS, so this port is the stack's own
+    /// (`stack env` hands out only the poolers).
     pub fn direct_db_url(&self) -> String {
-        self.url(
-            "postgres",
-            &self.secrets.postgres_password,
-            self.postgres.port,
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/postgres?sslmode=disable",
+            self.secrets.postgres_password, self.postgres.port
         )
     }
     /// `SUPABASE_DB_URL`: the transaction-mode pooler.
@@ -126,9 +131,10 @@ impl StackState {
     }
     /// `SUPABASE_URL`: the daemon's HTTP gateway, when the daemon runs.
     pub fn api_url(&self) -> Option<String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         self.daemon
             .as_ref()
-            .map(|d| format!("http://127.0.0.1:{}", d.port))
+            .map(|d| format!("{scheme}://127.0.0.1:{}", d.port))
     }
     pub fn function_url(&self, name: &str) -> Option<String> {
         self.functions
@@ -136,8 +142,17 @@ impl StackState {
             .map(|f| format!("http://127.0.0.1:{}", f.port))
     }
 
+    /// A pooler's URL: TLS verified against the stack's CA when the stack serves TLS.
     fn url(&self, user: &str, password: &str, port: u16) -> String {
-        format!("postgres://{user}:{password}@127.0.0.1:{port}/postgres?sslmode=disable")
+        let tls = match &self.tls {
+            Some(t) => format!(
+                "sslmode=verify-full&sslrootcert={}",
+                url::form_urlencoded::byte_serialize(t.ca.display().to_string().as_bytes())
+                    .collect::<String>()
+            ),
+            None => "sslmode=disable".into(),
+        };
+        format!("postgres://{user}:{password}@127.0.0.1:{port}/postgres?{tls}")
     }
 
     /// The `export …` lines of `fleetbench stack env`, in INTERFACE.md's order.
@@ -156,6 +171,9 @@ impl StackState {
             ("SUPABASE_DB_SESSION_URL", self.session_db_url()),
             ("SUPABASE_JWT_SECRET", self.secrets.jwt_secret.clone()),
         ]);
+        if let Some(t) = &self.tls {
+            vars.push(("FLEETBENCH_CA_FILE", t.ca.display().to_string()));
+        }
         vars
     }
 

@@ -6,7 +6,10 @@
 //!   `verify_jwt` → a smoke fleet run with the webhook and rls probes beside it, and `probe rls`
 //!   alone (report path, exit 0; a crossed threshold exits 99; a broken
 //!   scenario exits 2 with its location; no secret in any output) → `stack up --profile hosted`
-//!   rate-limits `/token` → `stack down` leaves nothing behind.
+//!   → `stack down` leaves nothing behind.
+//! - [`hosted`]: `stack up --profile hosted` serves TLS only (HTTPS, WSS, poolers refusing plaintext);
+//!   a fleet with a Realtime probe runs from `stack env` alone, every row accounted for; the
+//!   `/token` burst of 30 then 429.
 //! - input errors: a migrations folder with a misnamed file exits 2 before connecting.
 //! - [`calendar`]: `stack up` on a cluster last up months ago takes today's rows as soon as it returns.
 //! - [`collect`]: record a trace, calibrate a profile, use both in a scenario.
@@ -27,6 +30,7 @@ mod deploy;
 mod faults;
 #[cfg(feature = "goose")]
 mod goose;
+mod hosted;
 mod safety;
 mod signals;
 mod stack;

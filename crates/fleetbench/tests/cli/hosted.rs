@@ -1,0 +1,218 @@
+//! `stack up --profile hosted`: the stack as a hosted project looks to its clients. Everything goes
+//! over TLS signed by the stack's own CA: the gateway is HTTPS, Realtime WSS, both poolers refuse
+//! plaintext; and fleetbench, given only what `stack env` prints (as CI is given staging's
+//! settings), runs a fleet with a Realtime probe through all of it and accounts for every row.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+/// `stack env`'s `export NAME='value'` lines.
+fn exports(env: &str) -> BTreeMap<String, String> {
+    env.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+/// `fleetbench ARGS` with `env` set, as a CI job against a remote project runs it.
+fn fleetbench_with(instance: &Path, env: &BTreeMap<String, String>, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fleetbench"))
+        .args(args)
+        .current_dir(workspace_root())
+        .env("FLEETBENCH_HOME", workspace_root().join(".fleetbench"))
+        .env("FLEETBENCH_STACK_DIR", instance)
+        .envs(env)
+        .output()
+        .expect("running fleetbench")
+}
+
+/// `url` with its TLS settings replaced by `tls` (`sslmode=…`).
+fn with_tls(url: &str, tls: &str) -> String {
+    format!("{}?{tls}", url.split_once('?').unwrap().0)
+}
+
+/// A CA of the test's own, which signed nothing the stack serves.
+fn foreign_ca(dir: &Path) -> PathBuf {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let path = dir.join("foreign-ca.pem");
+    std::fs::write(&path, params.self_signed(&key).unwrap().pem()).unwrap();
+    path
+}
+
+/// Both pooler URLs: TLS verified against the CA works, plaintext and a foreign CA do not.
+async fn poolers_require_tls(env: &BTreeMap<String, String>, foreign: &Path) {
+    for name in ["SUPABASE_DB_URL", "SUPABASE_DB_SESSION_URL"] {
+        let url = &env[name];
+        assert!(
+            url.contains("sslmode=verify-full&sslrootcert="),
+            "{name} does not ask for verified TLS"
+        );
+        let db = fleetbench_tls::pg::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("{name} as handed out: {e}"));
+        let one: i32 = db.query_one("select 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+        let plain = fleetbench_tls::pg::connect(&with_tls(url, "sslmode=disable"))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{name} accepted plaintext"));
+        assert!(
+            plain.to_string().contains("SSL required"),
+            "{name}: {plain}"
+        );
+        let foreign_url = with_tls(
+            url,
+            &format!("sslmode=verify-full&sslrootcert={}", foreign.display()),
+        );
+        let untrusted = fleetbench_tls::pg::connect(&foreign_url).await.err();
+        assert!(untrusted.is_some(), "{name} passed a foreign CA's check");
+        // `require` encrypts without checking, as libpq's does.
+        fleetbench_tls::pg::connect(&with_tls(url, "sslmode=require"))
+            .await
+            .unwrap_or_else(|e| panic!("{name} with sslmode=require: {e}"));
+    }
+}
+
+/// The gateway speaks HTTPS only, and only clients that trust the CA get through.
+async fn gateway_is_https(env: &BTreeMap<String, String>) {
+    let url = &env["SUPABASE_URL"];
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let settings = format!("{url}/auth/v1/settings");
+    let anon = &env["SUPABASE_ANON_KEY"];
+    let untrusting = reqwest::Client::new();
+    let refused = untrusting
+        .get(&settings)
+        .header("apikey", anon)
+        .send()
+        .await;
+    assert!(refused.is_err(), "a client without the CA got {refused:?}");
+    let pem = std::fs::read(&env["FLEETBENCH_CA_FILE"]).unwrap();
+    let trusting = reqwest::Client::builder()
+        .tls_certs_merge([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .build()
+        .unwrap();
+    let r = trusting
+        .get(&settings)
+        .header("apikey", anon)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let plain = untrusting
+        .get(settings.replacen("https://", "http://", 1))
+        .header("apikey", anon)
+        .send()
+        .await;
+    assert!(
+        plain.map_or(true, |r| r.status() != 200),
+        "the gateway answered plain HTTP"
+    );
+}
+
+#[tokio::test]
+async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
+    let instance = Instance::new("fleetbench-test-hosted-");
+    let dir = instance.0.clone();
+    ok(fleetbench(&dir, &["stack", "up", "--profile", "hosted"]));
+    ok(fleetbench(&dir, &["migrate"]));
+    let env = exports(&ok(fleetbench(&dir, &["stack", "env"])));
+    let ca = PathBuf::from(&env["FLEETBENCH_CA_FILE"]);
+    assert!(
+        ca.starts_with(workspace_root().join(".fleetbench")),
+        "{ca:?}"
+    );
+    poolers_require_tls(&env, &foreign_ca(&dir)).await;
+    gateway_is_https(&env).await;
+
+    // A smoke fleet and a Realtime probe from `stack env` alone: uploads over HTTPS and through
+    // the TLS pooler, dashboards over WSS, sign-ins within the burst of 30 `/token` calls.
+    let out_dir = dir.join("run-hosted");
+    let args = [
+        "run",
+        "scenarios/smoke.toml",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--set",
+        "load.stages.1.duration=\"3s\"",
+        "--set",
+        "fleet.agents=10",
+        "--set",
+        "load.stages.0.agents=10",
+        "--set",
+        "load.stages.1.agents=10",
+        "--set",
+        "probes.realtime={ subscribers = 2, alerts = 6, interval = \"200ms\", wait = \"10s\" }",
+        "--set",
+        "output.cleanup=false",
+    ];
+    let printed = ok(fleetbench_with(&dir, &env, &args));
+    assert_eq!(
+        printed.trim(),
+        out_dir.join("index.html").display().to_string()
+    );
+    let summary = complete_run_dir(&out_dir, "hosted run");
+    assert_eq!(summary["verdict"], "pass", "{summary}");
+    assert_eq!(summary["target"]["kind"], "remote");
+    let figure = |name: &str| -> f64 {
+        summary["probes"]["realtime"]["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no figure {name:?} in {summary}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(figure("alerts injected"), 6.0);
+    assert_eq!(figure("alerts delivered once"), 6.0);
+    let operation_rows = |op: &str| summary["operations"][op]["rows"].as_i64().unwrap_or(0);
+    let reported = operation_rows("rest.insert_metrics") + operation_rows("pooler.insert_metrics");
+    assert!(operation_rows("pooler.insert_metrics") > 0, "{summary}");
+    let run_id = summary["run_id"].as_str().unwrap().to_string();
+    let db = fleetbench_tls::pg::connect(&env["SUPABASE_DB_SESSION_URL"])
+        .await
+        .unwrap();
+    // The run's users: 10 agents and the probe's 2 dashboards; its rows: the agents' and one
+    // thermal reading per injected alert.
+    assert_eq!(run_owns(&db, run_id.clone()).await, (10 + 2, reported + 6));
+
+    // Cleanup through the TLS pooler too.
+    ok(fleetbench_with(
+        &dir,
+        &env,
+        &["cleanup", "--run-id", &run_id],
+    ));
+    assert_eq!(run_owns(&db, run_id).await, (0, 0));
+    drop(db);
+
+    // GoTrue's limits: a burst of 30 `/token` calls per client IP, then 429 (the bucket refills
+    // one call per 2 s, far slower than these arrive).
+    let pem = std::fs::read(&ca).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_merge([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .build()
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let r = http
+            .post(format!("{}/auth/v1/token?grant_type=password", env["SUPABASE_URL"]))
+            .header("apikey", &env["SUPABASE_ANON_KEY"])
+            .json(&serde_json::json!({ "email": "nobody@fleetbench.test", "password": "wrong-password" }))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    let first_429 = statuses.iter().position(|s| *s == 429);
+    assert!(first_429.is_some_and(|i| i <= 30), "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 10,
+        "{statuses:?}"
+    );
+    ok(fleetbench(&dir, &["stack", "down"]));
+    drop(instance);
+}
