@@ -60,7 +60,7 @@ pub async fn serve(
     let public_url = state
         .api_url()
         .context("the state file has no daemon port")?;
-    let config = GatewayConfig::for_stack(&state, &project, public_url);
+    let config = GatewayConfig::for_stack(&state, &project, public_url.clone());
     let (gateway, realtime) = crate::build(config)?;
     let app = Router::new()
         .route("/", get(root))
@@ -78,7 +78,10 @@ pub async fn serve(
             "the scheduler's first pass took over {CATCH_UP_WAIT:?}; serving without waiting for it"
         );
     }
-    let server = listen(port, state.tls.as_ref(), app, stop_rx.clone()).await?;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+    let server = crate::listen::serve(listener, state.tls.as_ref(), app, stop_rx.clone()).await?;
+    tracing::info!("stack daemon listening on {public_url}");
     stop.await;
     tracing::info!("stack daemon stopping");
     if let Some(rt) = &realtime {
@@ -92,47 +95,6 @@ pub async fn serve(
         rt.closed().await;
     }
     Ok(())
-}
-
-type Served = tokio::task::JoinHandle<std::io::Result<()>>;
-
-/// Serves `app` on 127.0.0.1:`port`, over TLS with `tls`'s certificate when there is one, until
-/// `stop` changes.
-async fn listen(
-    port: u16,
-    tls: Option<&fleetbench_stack::tls::TlsFiles>,
-    app: Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<Served> {
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let Some(tls) = tls else {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .with_context(|| format!("binding 127.0.0.1:{port}"))?;
-        tracing::info!("stack daemon listening on http://127.0.0.1:{port}");
-        return Ok(tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                })
-                .await
-        }));
-    };
-    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
-        .await
-        .with_context(|| format!("loading {} and its key", tls.cert.display()))?;
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port))
-        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
-    listener.set_nonblocking(true)?;
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        let _ = stop.changed().await;
-        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
-    });
-    tracing::info!("stack daemon listening on https://127.0.0.1:{port}");
-    let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
-    Ok(tokio::spawn(async move { server.serve(app).await }))
 }
 
 async fn root() -> Json<serde_json::Value> {

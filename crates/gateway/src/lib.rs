@@ -11,6 +11,7 @@
 //!   password and refresh grants with rotation and reuse detection, `/user`, `/logout`, `/settings`.
 //! - [`functions`]: Edge Functions at `/functions/v1/<name>`, proxied to their Deno processes with
 //!   `verify_jwt` enforced per function.
+//! - [`listen`]: serving the router over HTTP or HTTPS until told to stop.
 //! - [`ratelimit`]: GoTrue's per-client-IP token buckets (the `hosted` stack profile).
 //! - [`realtime`]: Realtime at `/realtime/v1/websocket`: Phoenix channels, `postgres_changes` from a
 //!   logical replication slot filtered by row-level security, broadcast, limits.
@@ -21,6 +22,7 @@ pub mod apikey;
 pub mod auth;
 pub mod daemon;
 pub mod functions;
+pub mod listen;
 pub mod ratelimit;
 pub mod realtime;
 pub mod rest;
@@ -242,9 +244,17 @@ impl Running {
 
 /// Like [`spawn`], with a handle to stop the gateway.
 pub fn start(config: impl FnOnce(String) -> GatewayConfig) -> std::io::Result<Running> {
+    start_with_tls(config, None)
+}
+
+/// [`start`], served over HTTPS with `tls`'s certificate when given.
+pub fn start_with_tls(
+    config: impl FnOnce(String) -> GatewayConfig,
+    tls: Option<fleetbench_stack::tls::TlsFiles>,
+) -> std::io::Result<Running> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    listener.set_nonblocking(true)?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr()?);
     let config = config(url.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<bool>();
     let thread = std::thread::Builder::new()
@@ -253,19 +263,10 @@ pub fn start(config: impl FnOnce(String) -> GatewayConfig) -> std::io::Result<Ru
             let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime for the gateway");
             let graceful = runtime.block_on(async move {
                 let (app, realtime) = build(config).expect("the gateway's pools");
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let (quit_tx, mut quit_rx) = tokio::sync::watch::channel(false);
-                let server = tokio::spawn(async move {
-                    axum::serve(
-                        listener,
-                        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                    )
-                    .with_graceful_shutdown(async move {
-                        let _ = quit_rx.wait_for(|q| *q).await;
-                    })
+                let (quit_tx, quit_rx) = tokio::sync::watch::channel(false);
+                let server = listen::serve(listener, tls.as_ref(), app, quit_rx)
                     .await
                     .expect("serving the gateway");
-                });
                 // A dropped `Running` (no stop ever sent) keeps serving until the process ends.
                 let graceful = match stop_rx.await {
                     Ok(g) => g,

@@ -44,6 +44,11 @@ pub fn test_options() -> StackOptions {
 static SHARED: OnceLock<StackState> = OnceLock::new();
 static SHARED_PATHS: Mutex<Option<StackPaths>> = Mutex::new(None);
 
+/// Where the binary's shared stack lives, once [`shared`] has started it.
+pub fn shared_paths() -> Option<StackPaths> {
+    SHARED_PATHS.lock().unwrap().clone()
+}
+
 /// The binary's shared stack, started on first use with `configure` applied to the options.
 pub fn shared(configure: impl FnOnce(&mut StackOptions)) -> &'static StackState {
     SHARED.get_or_init(|| {

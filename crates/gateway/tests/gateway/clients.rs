@@ -2,14 +2,38 @@
 //! and the Python `supabase` package (PyPI, in the project venv), both installed by
 //! `fleetbench_stack::install::ensure_clients`. Each script signs in, refreshes, inserts a batch,
 //! reads its own rows (and none of another user's), calls `match_memories`, and meets PostgREST
-//! errors; this side checks every observation against the database.
+//! errors; this side checks every observation against the database. Each runs twice: over plain
+//! HTTP, and over HTTPS/WSS against a gateway serving the stack CA's certificate (the `hosted`
+//! profile), with only the CA added to the client's trust (`DENO_CERT`, `SSL_CERT_FILE`).
 
 use std::process::Command;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{Agent, Gateway, gateway};
+use crate::common::{Agent, Gateway, gateway, tls_gateway};
+
+/// Where a client script connects: plain HTTP, or HTTPS trusting the stack's CA.
+#[derive(Clone, Copy)]
+enum Over {
+    Http,
+    Tls,
+}
+
+impl Over {
+    /// The gateway, and the environment that makes the client trust it.
+    fn gateway(self) -> (&'static Gateway, Vec<(&'static str, String)>) {
+        match self {
+            Over::Http => (gateway(), Vec::new()),
+            Over::Tls => {
+                let (g, ca) = tls_gateway();
+                let ca = ca.display().to_string();
+                // Deno's documented extra root, and OpenSSL's (httpx and websockets read it).
+                (g, vec![("DENO_CERT", ca.clone()), ("SSL_CERT_FILE", ca)])
+            }
+        }
+    }
+}
 
 fn clients() -> fleetbench_stack::install::Clients {
     let paths = fleetbench_stack::testing::test_options().paths;
@@ -72,9 +96,10 @@ fn deno(c: &fleetbench_stack::install::Clients, name: &str) -> Command {
     cmd
 }
 
-fn run(mut cmd: Command, input: &Value) -> Value {
-    let g = gateway();
+fn run(mut cmd: Command, input: &Value, over: Over) -> Value {
+    let (g, trust) = over.gateway();
     let out = cmd
+        .envs(trust)
         .env("SUPABASE_URL", &g.url)
         .env("SUPABASE_ANON_KEY", &g.anon)
         .env("CONFORMANCE_INPUT", input.to_string())
@@ -168,11 +193,20 @@ async fn check(out: &Value, a: &Agent, b: &Agent, input: &Value, nearest: &[Stri
 
 #[tokio::test]
 async fn supabase_js_works_unmodified() {
+    supabase_js(Over::Http, "js").await;
+}
+
+#[tokio::test]
+async fn supabase_js_works_unmodified_over_tls() {
+    supabase_js(Over::Tls, "js-tls").await;
+}
+
+async fn supabase_js(over: Over, label: &str) {
     let c = tokio::task::spawn_blocking(clients).await.unwrap();
-    let (a, b, input, nearest) = fixture("js").await;
+    let (a, b, input, nearest) = fixture(label).await;
     let cmd = deno(&c, "supabase_js.ts");
     let sent = input.clone();
-    let out = tokio::task::spawn_blocking(move || run(cmd, &sent))
+    let out = tokio::task::spawn_blocking(move || run(cmd, &sent, over))
         .await
         .unwrap();
     assert_eq!(out["insert"]["status"], 201, "{out}");
@@ -199,12 +233,21 @@ async fn supabase_js_works_unmodified() {
 
 #[tokio::test]
 async fn supabase_py_works_unmodified() {
+    supabase_py(Over::Http, "py").await;
+}
+
+#[tokio::test]
+async fn supabase_py_works_unmodified_over_tls() {
+    supabase_py(Over::Tls, "py-tls").await;
+}
+
+async fn supabase_py(over: Over, label: &str) {
     let c = tokio::task::spawn_blocking(clients).await.unwrap();
-    let (a, b, input, nearest) = fixture("py").await;
+    let (a, b, input, nearest) = fixture(label).await;
     let mut cmd = Command::new(&c.python);
     cmd.arg(script("supabase_py.py"));
     let sent = input.clone();
-    let out = tokio::task::spawn_blocking(move || run(cmd, &sent))
+    let out = tokio::task::spawn_blocking(move || run(cmd, &sent, over))
         .await
         .unwrap();
     assert_eq!(
@@ -217,15 +260,18 @@ async fn supabase_py_works_unmodified() {
 
 /// Runs a Realtime client script: once it says it is live, inserts an alert for another user and
 /// then one for `a`, tells the script which id to wait for, and checks what arrived.
-async fn realtime_client(mut cmd: Command, label: &str) {
+async fn realtime_client(mut cmd: Command, label: &str, over: Over) {
     use std::io::{BufRead, Write};
-    let g = gateway();
+    let (g, trust) = over.gateway();
+    // The fixtures go through the plain gateway (same database); only the client meets `over`.
+    let plain = gateway();
     let (a, b) = (
-        g.agent(&format!("{label}-a")).await,
-        g.agent(&format!("{label}-b")).await,
+        plain.agent(&format!("{label}-a")).await,
+        plain.agent(&format!("{label}-b")).await,
     );
     let input = json!({ "email": a.email, "password": a.password });
-    cmd.env("SUPABASE_URL", &g.url)
+    cmd.envs(trust)
+        .env("SUPABASE_URL", &g.url)
         .env("SUPABASE_ANON_KEY", &g.anon)
         .env("CONFORMANCE_INPUT", input.to_string())
         .env("DENO_NO_UPDATE_CHECK", "1")
@@ -250,7 +296,7 @@ async fn realtime_client(mut cmd: Command, label: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let db = g.db().await;
+    let db = plain.db().await;
     crate::realtime::insert_alerts(&db, &b, 1, "not for a").await;
     let mine = crate::realtime::insert_alerts(&db, &a, 1, "for a").await[0];
     writeln!(stdin, "{mine}").unwrap();
@@ -295,14 +341,29 @@ async fn realtime_client(mut cmd: Command, label: &str) {
 #[tokio::test]
 async fn realtime_js_receives_its_users_alerts() {
     let c = tokio::task::spawn_blocking(clients).await.unwrap();
-    let cmd = deno(&c, "realtime_js.ts");
-    realtime_client(cmd, "rt-js").await;
+    realtime_client(deno(&c, "realtime_js.ts"), "rt-js", Over::Http).await;
+}
+
+#[tokio::test]
+async fn realtime_js_receives_its_users_alerts_over_wss() {
+    let c = tokio::task::spawn_blocking(clients).await.unwrap();
+    realtime_client(deno(&c, "realtime_js.ts"), "rt-js-tls", Over::Tls).await;
+}
+
+fn realtime_py(c: &fleetbench_stack::install::Clients) -> Command {
+    let mut cmd = Command::new(&c.python);
+    cmd.arg(script("realtime_py.py"));
+    cmd
 }
 
 #[tokio::test]
 async fn realtime_py_receives_its_users_alerts() {
     let c = tokio::task::spawn_blocking(clients).await.unwrap();
-    let mut cmd = Command::new(&c.python);
-    cmd.arg(script("realtime_py.py"));
-    realtime_client(cmd, "rt-py").await;
+    realtime_client(realtime_py(&c), "rt-py", Over::Http).await;
+}
+
+#[tokio::test]
+async fn realtime_py_receives_its_users_alerts_over_wss() {
+    let c = tokio::task::spawn_blocking(clients).await.unwrap();
+    realtime_client(realtime_py(&c), "rt-py-tls", Over::Tls).await;
 }

@@ -47,6 +47,34 @@ pub fn gateway() -> &'static Gateway {
     })
 }
 
+/// The project's gateway served over HTTPS (and WSS) with a certificate of the stack's CA, as the
+/// `hosted` profile serves it, with a Realtime slot of its own; and the CA file clients trust.
+pub fn tls_gateway() -> &'static (Gateway, std::path::PathBuf) {
+    static G: OnceLock<(Gateway, std::path::PathBuf)> = OnceLock::new();
+    G.get_or_init(|| {
+        let state = stack();
+        let paths = fleetbench_stack::testing::shared_paths().expect("the shared stack is up");
+        let user = fleetbench_stack::process::ServiceUser::detect().unwrap();
+        let files = fleetbench_stack::tls::ensure(&paths, user).unwrap();
+        let project = fleetbench_stack::ProjectConfig::load(
+            &fleetbench_stack::testing::workspace_root().join("supabase"),
+        )
+        .unwrap();
+        let running = fleetbench_gateway::start_with_tls(
+            |url| {
+                let mut config = GatewayConfig::for_stack(state, &project, url);
+                config.realtime.slot = "rt_tls".into();
+                config
+            },
+            Some(files.clone()),
+        )
+        .unwrap();
+        let url = running.url.clone();
+        drop(running);
+        (at(url), files.ca)
+    })
+}
+
 /// A gateway of its own, on a free port, with `configure` applied to the project's settings.
 /// Realtime is off unless `configure` turns it on (with a slot of its own).
 pub fn start(configure: impl FnOnce(&mut GatewayConfig)) -> Gateway {
