@@ -245,7 +245,8 @@ pub enum ScenariosAction {
 pub enum StackAction {
     /// Install what is missing and start the stack (idempotent).
     Up {
-        /// `hosted` applies GoTrue's per-IP Auth rate limits (from supabase/config.toml); `unlimited` does not.
+        /// `hosted` (the staging rehearsal) serves TLS only, signed by the stack's own CA (HTTPS, WSS, poolers
+        /// refusing plaintext), and applies GoTrue's per-IP Auth rate limits; `unlimited` is plain and unlimited.
         #[arg(long, env = "FLEETBENCH_STACK_PROFILE", default_value = "unlimited")]
         profile: fleetbench_stack::Profile,
     },

@@ -31,7 +31,8 @@ pub struct StackOptions {
     /// The `fleetbench` executable to run as the stack daemon (`<exe> stack serve --instance DIR`),
     /// or none for a stack without scheduler and gateway.
     pub daemon_exe: Option<PathBuf>,
-    /// `hosted` applies GoTrue's per-IP rate limits in the Auth stand-in; `unlimited` does not.
+    /// `hosted` serves TLS only (its own CA) and applies GoTrue's per-IP rate limits in the Auth
+    /// stand-in; `unlimited` does neither.
     pub profile: Profile,
 }
 
