@@ -38,6 +38,10 @@ pub struct RunOutcome {
     /// When the load phase began on `clock` (provisioning is before it).
     pub load_start_us: u64,
     pub agents: u32,
+    /// The agents the plan asked of this process, and why the last one that could not be
+    /// provisioned was refused.
+    pub agents_planned: u32,
+    pub provision_failure: Option<String>,
     /// Rows the target acknowledged, per ingestion path operation.
     pub rows_written: HashMap<&'static str, u64>,
     pub rows_sampled: u64,
@@ -194,7 +198,11 @@ pub async fn run_at(
     let live = Live::for_plan(&plan, window_us).map(Arc::new);
 
     // Provisioning: the agents the load model needs, a few at a time.
-    let mut agents = provision::fleet(
+    let provision::Provisioned {
+        mut agents,
+        planned,
+        last_failure,
+    } = provision::fleet(
         &plan,
         &target,
         &run_id,
@@ -246,6 +254,8 @@ pub async fn run_at(
         clock,
         load_start_us: load_start,
         agents: provisioned,
+        agents_planned: planned,
+        provision_failure: last_failure,
         rows_written: HashMap::new(),
         rows_sampled: 0,
         rows_dropped: 0,

@@ -26,6 +26,15 @@ pub enum EngineError {
     Replay(String),
 }
 
+/// What provisioning made of the plan's agents (those of this shard).
+pub struct Provisioned {
+    pub agents: Vec<Agent>,
+    /// The agents this shard was to provision.
+    pub planned: u32,
+    /// Why the last agent that could not be provisioned was refused, if one was.
+    pub last_failure: Option<String>,
+}
+
 /// The agents the plan needs (those of this shard), provisioned `provision_concurrency` at a
 /// time until done or `stop`; their calls' samples go into `aggregate`. Fails only when no agent
 /// could be provisioned.
@@ -37,11 +46,12 @@ pub async fn fleet(
     stop: &watch::Receiver<bool>,
     progress: &Progress,
     aggregate: &mut Aggregate,
-) -> Result<Vec<Agent>, EngineError> {
+) -> Result<Provisioned, EngineError> {
     let needed = plan.agents_needed();
+    let planned = (0..needed).filter(|&i| plan.in_shard(i)).count() as u32;
     let traces = Arc::new(load_traces(plan).map_err(EngineError::Replay)?);
     let mut agents: Vec<Agent> = Vec::with_capacity(needed as usize);
-    let mut last_failure = String::from("none");
+    let mut last_failure = None;
     let mut set = JoinSet::new();
     let mut next = 0;
     while (next < needed || !set.is_empty()) && !(*stop.borrow() && set.is_empty()) {
@@ -71,13 +81,19 @@ pub async fn fleet(
                 progress.provisioned.fetch_add(1, Relaxed);
                 agents.push(agent);
             }
-            Err(f) => last_failure = f.to_string(),
+            Err(f) => last_failure = Some(f.to_string()),
         }
     }
     if agents.is_empty() {
-        return Err(EngineError::NoAgents(last_failure));
+        return Err(EngineError::NoAgents(
+            last_failure.unwrap_or_else(|| "none".into()),
+        ));
     }
-    Ok(agents)
+    Ok(Provisioned {
+        agents,
+        planned,
+        last_failure,
+    })
 }
 
 /// The traces of `[workload.replay]`, read once for the whole fleet.

@@ -116,7 +116,8 @@ pub enum Command {
         capacity: Option<f64>,
         /// Misbehave for a while, on the sink's clock (repeatable): `status:503@2s..4s`,
         /// `throttle:1s@2s..3s` (429 with Retry-After; `throttle@…` without), `slow:5s@2s..3s`,
-        /// `reset@2s..3s` (answers broken off), `refresh_reuse@0s..1m` (400 on refresh grants).
+        /// `reset@2s..3s` (answers broken off), `refresh_reuse@0s..1m` (400 on refresh grants),
+        /// `signin_refused:10@0s..1m` (400 on the password grants of agents 0, 10, 20, …).
         #[arg(long = "fault", value_name = "SPEC")]
         faults: Vec<fleetbench_sink::Fault>,
     },

@@ -211,6 +211,9 @@ fn print_end(finished: &fleetbench_runner::Finished, run_id: &str) {
             );
         }
     }
+    for s in summary.delivery.iter().flat_map(|d| &d.shortfall) {
+        eprintln!("  FAIL delivery: {s}");
+    }
     for t in &summary.thresholds {
         let observed = t
             .observed
@@ -228,28 +231,35 @@ fn print_end(finished: &fleetbench_runner::Finished, run_id: &str) {
     }
 }
 
-/// Exit 0 when the run passed; 99 with what failed (thresholds, probes, an abort) otherwise.
+/// Exit 0 when the run passed; 99 with what failed (thresholds, probes, an abort, less delivered
+/// than planned) otherwise.
 fn verdict(summary: &fleetbench_metrics::Summary) -> Result<(), CommandError> {
     if summary.passed() {
         return Ok(());
     }
+    let mut reasons: Vec<String> = summary
+        .delivery
+        .iter()
+        .flat_map(|d| d.shortfall.iter())
+        .map(|s| format!("less delivered than planned: {s}"))
+        .collect();
     let crossed: Vec<String> = summary
         .thresholds
         .iter()
         .filter(|t| !t.pass)
         .map(|t| format!("{} {}", t.operation, t.expr))
         .collect();
+    if !crossed.is_empty() {
+        reasons.push(format!("thresholds crossed: {}", crossed.join(", ")));
+    }
+    if let Some(f) = fleetbench_runner::finish::failed_probes(summary) {
+        reasons.push(format!("probes failed: {f}"));
+    }
+    if let Some(r) = &summary.aborted {
+        reasons.push(format!("the run was aborted: {r}"));
+    }
     Err(CommandError {
         code: EXIT_THRESHOLDS,
-        error: anyhow::anyhow!(
-            "thresholds crossed: {}{}{}",
-            crossed.join(", "),
-            fleetbench_runner::finish::failed_probes(summary)
-                .map_or(String::new(), |f| format!("; probes failed: {f}")),
-            summary
-                .aborted
-                .as_ref()
-                .map_or(String::new(), |r| format!("; the run was aborted: {r}"))
-        ),
+        error: anyhow::anyhow!("{}", reasons.join("; ")),
     })
 }

@@ -90,6 +90,83 @@ pub struct Summary {
     /// Probe name (`realtime`, `rag`, …) → its results; empty when no probe ran.
     #[serde(default)]
     pub probes: BTreeMap<String, ProbeReport>,
+    /// What the fleet delivered of its plan, judged against `[delivery]`; absent for a run
+    /// without a fleet (a probe alone) and in summaries written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+}
+
+/// Planned against achieved: agents that ran, uploads dropped for want of an idle agent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Delivery {
+    pub agents_planned: u64,
+    pub agents_ran: u64,
+    /// `[delivery] agents`: the least share of planned agents that must run.
+    pub agents_required: f64,
+    /// Uploads the schedule called for (started, plus dropped).
+    pub uploads_planned: u64,
+    pub uploads_dropped: u64,
+    /// `[delivery] dropped`: the most share of planned uploads that may be dropped.
+    pub dropped_allowed: f64,
+    /// Each way the run fell short of its plan beyond what `[delivery]` allows (then the verdict is
+    /// `fail`); empty when it did not.
+    pub shortfall: Vec<String>,
+}
+
+impl Delivery {
+    /// The deliveries of the shards of one run, added up and judged again as one plan (the
+    /// shares are the first shard's: every shard ran the same scenario); `None` when no shard
+    /// ran a fleet.
+    pub fn merged<'a>(
+        shards: impl IntoIterator<Item = &'a Delivery>,
+        interrupted: bool,
+    ) -> Option<Delivery> {
+        let mut total: Option<Delivery> = None;
+        for d in shards {
+            let t = total.get_or_insert_with(|| Delivery {
+                agents_required: d.agents_required,
+                dropped_allowed: d.dropped_allowed,
+                ..Delivery::default()
+            });
+            t.agents_planned += d.agents_planned;
+            t.agents_ran += d.agents_ran;
+            t.uploads_planned += d.uploads_planned;
+            t.uploads_dropped += d.uploads_dropped;
+        }
+        total.map(|t| t.judge((!interrupted).then_some(None)))
+    }
+
+    /// The shortfalls of a run that ran `agents_ran` of `agents_planned` agents and dropped
+    /// `uploads_dropped` of `uploads_planned` uploads, judged against the two shares. `agents`
+    /// is `None` when missing agents are not judged (a stop signal ended provisioning), else
+    /// the last refusal that explains them, if any.
+    pub fn judge(mut self, agents: Option<Option<&str>>) -> Delivery {
+        let needed = (self.agents_required * self.agents_planned as f64).ceil() as u64;
+        if let Some(why) = agents
+            && self.agents_ran < needed
+        {
+            self.shortfall.push(format!(
+                "{} of {} planned agents ran ({:.1} %; delivery.agents = {} requires {needed}){}",
+                self.agents_ran,
+                self.agents_planned,
+                100.0 * self.agents_ran as f64 / self.agents_planned.max(1) as f64,
+                self.agents_required,
+                why.map_or(String::new(), |w| format!("; the last refusal: {w}"))
+            ));
+        }
+        let share = self.uploads_dropped as f64 / self.uploads_planned.max(1) as f64;
+        if share > self.dropped_allowed {
+            self.shortfall.push(format!(
+                "{} of {} planned uploads were dropped for want of an idle agent ({:.1} %; delivery.dropped = {} allows {:.1} %)",
+                self.uploads_dropped,
+                self.uploads_planned,
+                100.0 * share,
+                self.dropped_allowed,
+                100.0 * self.dropped_allowed
+            ));
+        }
+        self
+    }
 }
 
 fn operation(c: &Counts, duration_s: f64) -> OperationSummary {
@@ -257,10 +334,19 @@ impl Summary {
             aborted: facts.aborted,
             environment: facts.environment,
             probes: BTreeMap::new(),
+            delivery: None,
         }
     }
 
     pub fn passed(&self) -> bool {
         self.verdict == "pass"
+    }
+
+    /// Records what the fleet delivered; a shortfall fails the run.
+    pub fn attach_delivery(&mut self, delivery: Delivery) {
+        if !delivery.shortfall.is_empty() {
+            self.verdict = "fail".into();
+        }
+        self.delivery = Some(delivery);
     }
 }

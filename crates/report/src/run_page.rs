@@ -73,8 +73,33 @@ pub fn html_with(
     o
 }
 
+/// Planned against achieved (agents that ran, uploads dropped), with each shortfall that failed
+/// the run first.
+fn delivery(o: &mut String, s: &Summary) {
+    let Some(d) = &s.delivery else {
+        return;
+    };
+    for short in &d.shortfall {
+        let _ = writeln!(
+            o,
+            "<p><strong>Less delivered than planned:</strong> {}.</p>",
+            escape(short)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "<p class=\"facts\">agents: {} of {} planned ran (at least {:.0} % required) · uploads: {} of {} planned dropped (at most {:.1} % allowed)</p>",
+        d.agents_ran,
+        d.agents_planned,
+        100.0 * d.agents_required,
+        d.uploads_dropped,
+        d.uploads_planned,
+        100.0 * d.dropped_allowed
+    );
+}
+
 /// The title with the verdict, the run's facts, and why the run is not what was asked (aborted,
-/// fell behind its schedule).
+/// delivered less than planned, fell behind its schedule).
 fn header(o: &mut String, s: &Summary) {
     let verdict = if s.verdict == "pass" {
         "v-pass"
@@ -124,6 +149,7 @@ fn header(o: &mut String, s: &Summary) {
             escape(reason)
         );
     }
+    delivery(o, s);
     if s.late + s.dropped > 0 {
         let _ = writeln!(
             o,

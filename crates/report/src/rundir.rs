@@ -300,7 +300,12 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Summary> {
         aborted: saved.iter().find_map(|s| s.summary.aborted.clone()),
         environment: first.summary.environment.clone(),
     };
+    let interrupted = facts.interrupted;
     let mut summary = Summary::new(&agg, facts, &thresholds);
+    let deliveries = saved.iter().filter_map(|s| s.summary.delivery.as_ref());
+    if let Some(d) = fleetbench_metrics::summary::Delivery::merged(deliveries, interrupted) {
+        summary.attach_delivery(d);
+    }
     // Probes ran once per shard run: each shard's results are kept, named by shard when they clash.
     for (k, s) in saved.iter().enumerate() {
         for (name, p) in &s.summary.probes {

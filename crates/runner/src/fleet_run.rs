@@ -60,6 +60,7 @@ pub async fn run(
         stop,
     )
     .await?;
+    let delivery = delivery(plan, &outcome);
     let probe_outcomes = match probes {
         Some(task) => {
             say("run: the load is over; waiting for the probes to finish");
@@ -83,7 +84,7 @@ pub async fn run(
             Err(e) => say(&format!("run: a real collector failed: {e}")),
         }
     }
-    let summary = finish::summary(
+    let mut summary = finish::summary(
         &spec,
         &plan.name,
         &outcome.aggregate,
@@ -92,6 +93,7 @@ pub async fn run(
         &plan.thresholds,
         probe_outcomes,
     );
+    summary.attach_delivery(delivery);
     finish::write_dir(
         &spec,
         &summary,
@@ -109,6 +111,27 @@ pub async fn run(
         fleet: Some(outcome),
         cleanup,
     })
+}
+
+/// What the fleet delivered of `plan`, judged against `[delivery]` (from the fleet's own samples,
+/// before the probes' and collectors' join them). Agents a stop signal kept from starting are not
+/// a shortfall: the run says it was interrupted.
+fn delivery(plan: &Plan, outcome: &RunOutcome) -> fleetbench_metrics::summary::Delivery {
+    let started: u64 = ["rest.insert_metrics", "pooler.insert_metrics"]
+        .iter()
+        .filter_map(|op| outcome.aggregate.operations.get(*op))
+        .map(|o| o.total.count)
+        .sum();
+    fleetbench_metrics::summary::Delivery {
+        agents_planned: u64::from(outcome.agents_planned),
+        agents_ran: u64::from(outcome.agents),
+        agents_required: plan.delivery.agents,
+        uploads_planned: started + outcome.aggregate.dropped,
+        uploads_dropped: outcome.aggregate.dropped,
+        dropped_allowed: plan.delivery.dropped,
+        shortfall: Vec::new(),
+    }
+    .judge((!outcome.interrupted).then_some(outcome.provision_failure.as_deref()))
 }
 
 /// The probes of `[probes.*]`, spawned on the run's clock; none when no section is set.

@@ -264,6 +264,7 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
     let thresholds = thresholds(&mut e, s);
     let probes = probes(&mut e, &s.probes);
     let replay = replay(&mut e, w);
+    let delivery = delivery(&mut e, &s.delivery);
     let window = match &s.output.window {
         Some(w) => e.duration(w, "output.window"),
         None => Duration::from_secs(1),
@@ -293,6 +294,7 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         max_backlog_rows: w.max_backlog_rows,
         thresholds,
         cleanup: s.output.cleanup,
+        delivery,
         window,
         probes,
         custom_profiles,
@@ -301,6 +303,25 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         shard: (0, 1),
         allow_hosts: s.target.allow_hosts.clone(),
     })
+}
+
+/// `[delivery]`: both shares between 0 and 1.
+fn delivery(e: &mut Errors, d: &model::Delivery) -> crate::plan::DeliveryPlan {
+    for (v, name) in [
+        (&d.agents, "delivery.agents"),
+        (&d.dropped, "delivery.dropped"),
+    ] {
+        if !(0.0..=1.0).contains(v.get_ref()) {
+            e.at(
+                v.span(),
+                format!("{name} is a share of the plan, from 0 to 1 (0.9 = 90 %)"),
+            );
+        }
+    }
+    crate::plan::DeliveryPlan {
+        agents: *d.agents.get_ref(),
+        dropped: *d.dropped.get_ref(),
+    }
 }
 
 /// Where `[probes.NAME]` (or the first `probes.NAME.` key) is written, to point errors at.

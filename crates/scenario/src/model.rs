@@ -26,6 +26,37 @@ pub struct Scenario {
     pub probes: crate::probes::Probes,
     #[serde(default)]
     pub target: TargetSection,
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+/// How much less than planned a run may deliver and still pass.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    /// The share of planned agents that must run (provisioned): 1.0, every one, by default.
+    #[serde(default = "default_delivery_agents")]
+    pub agents: Spanned<f64>,
+    /// The share of planned uploads that may be dropped for want of an idle agent (0.01).
+    #[serde(default = "default_delivery_dropped")]
+    pub dropped: Spanned<f64>,
+}
+
+impl Default for Delivery {
+    fn default() -> Delivery {
+        Delivery {
+            agents: default_delivery_agents(),
+            dropped: default_delivery_dropped(),
+        }
+    }
+}
+
+fn default_delivery_agents() -> Spanned<f64> {
+    Spanned::new(0..0, 1.0)
+}
+
+fn default_delivery_dropped() -> Spanned<f64> {
+    Spanned::new(0..0, 0.01)
 }
 
 /// Which remote projects this scenario may run against.

@@ -9,6 +9,24 @@ use serde::Serialize;
 use crate::model::LoadModel;
 use crate::threshold::Threshold;
 
+/// `[delivery]`: shares of the plan a run must deliver to pass.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DeliveryPlan {
+    /// The least share of planned agents that must run.
+    pub agents: f64,
+    /// The most share of planned uploads that may be dropped.
+    pub dropped: f64,
+}
+
+impl Default for DeliveryPlan {
+    fn default() -> DeliveryPlan {
+        DeliveryPlan {
+            agents: 1.0,
+            dropped: 0.01,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub name: String,
@@ -40,6 +58,8 @@ pub struct Plan {
     pub max_backlog_rows: u32,
     pub thresholds: Vec<Threshold>,
     pub cleanup: bool,
+    /// The least share of planned agents that must run, the most share of uploads dropped.
+    pub delivery: DeliveryPlan,
     pub window: Duration,
     pub probes: crate::probes::ProbesPlan,
     /// Profiles from `[fleet] profile_files`, by name.
@@ -214,6 +234,7 @@ mod tests {
             max_backlog_rows: 0,
             thresholds: vec![],
             cleanup: false,
+            delivery: DeliveryPlan::default(),
             window: Duration::from_secs(1),
             probes: Default::default(),
             custom_profiles: vec![],

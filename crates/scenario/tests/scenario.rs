@@ -360,3 +360,19 @@ fn profile_files_and_replay_are_checked_where_they_are_written() {
     );
     assert!(e.contains("unknown device profile \"mine\""), "{e}");
 }
+
+#[test]
+fn delivery_shares_default_to_the_whole_plan_and_are_checked() {
+    let (_, plan, _) = load_str(GOOD, "good.toml", &[]).unwrap();
+    assert_eq!((plan.delivery.agents, plan.delivery.dropped), (1.0, 0.01));
+    let loose = format!("{GOOD}[delivery]\nagents = 0.9\ndropped = 0.05\n");
+    let (_, plan, _) = load_str(&loose, "loose.toml", &[]).unwrap();
+    assert_eq!((plan.delivery.agents, plan.delivery.dropped), (0.9, 0.05));
+    let bad = format!("{GOOD}[delivery]\nagents = 90\n");
+    let err = load_str(&bad, "bad.toml", &[]).unwrap_err().to_string();
+    let line = bad.lines().count();
+    assert!(
+        err.starts_with(&format!("bad.toml:{line}:10:")) && err.contains("delivery.agents"),
+        "{err}"
+    );
+}

@@ -117,6 +117,9 @@ pub enum FaultKind {
     /// Refresh grants refused as GoTrue refuses a reused refresh token (400
     /// `refresh_token_already_used`).
     RefreshReuse,
+    /// Password grants refused (400 `invalid_credentials`) for every agent whose index (from its
+    /// email, `agent-NNNNNN-…`) is a multiple of this: accounts that can never sign in.
+    SignInRefused(u32),
 }
 
 /// A fault over `[from, to)` of the sink's life: `KIND[:ARG]@FROM..TO`, e.g. `status:503@2s..4s`,
@@ -157,9 +160,17 @@ impl std::str::FromStr for Fault {
             ("slow", Some(d)) => FaultKind::Slow(duration(d)?),
             ("reset", None) => FaultKind::Reset,
             ("refresh_reuse", None) => FaultKind::RefreshReuse,
+            ("signin_refused", Some(n)) => match n.parse::<u32>() {
+                Ok(n) if n > 0 => FaultKind::SignInRefused(n),
+                _ => {
+                    return Err(format!(
+                        "{s:?}: signin_refused:N takes a whole number from 1"
+                    ));
+                }
+            },
             _ => {
                 return Err(format!(
-                    "{s:?}: the kinds are status:CODE, throttle[:RETRY_AFTER], slow:DURATION, reset, refresh_reuse"
+                    "{s:?}: the kinds are status:CODE, throttle[:RETRY_AFTER], slow:DURATION, reset, refresh_reuse, signin_refused:N"
                 ));
             }
         };
@@ -231,6 +242,16 @@ fn access_token(exp: i64) -> String {
     .expect("HS256 encoding")
 }
 
+/// The agent index in a password grant's email (`agent-000042-…` is 42).
+fn agent_index(body: &[u8]) -> Option<u32> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            let email = v["email"].as_str()?.to_string();
+            email.strip_prefix("agent-")?.get(..6)?.parse().ok()
+        })
+}
+
 fn json(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
@@ -257,7 +278,18 @@ async fn handle(
         .find(|f| (f.from..f.to).contains(&arrived))
         .map(|f| f.kind);
     let refresh = path == "/auth/v1/token" && uri.query() == Some("grant_type=refresh_token");
+    let password = path == "/auth/v1/token" && uri.query() == Some("grant_type=password");
     match (fault, path) {
+        (Some(FaultKind::SignInRefused(n)), _)
+            if password && agent_index(&body).is_some_and(|i| i % n == 0) =>
+        {
+            sink.faulted.fetch_add(1, Relaxed);
+            return json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "code": 400, "error_code": "invalid_credentials",
+                                    "msg": "Invalid login credentials" }),
+            );
+        }
         (Some(FaultKind::RefreshReuse), _) if refresh => {
             sink.faulted.fetch_add(1, Relaxed);
             return json(
@@ -266,7 +298,15 @@ async fn handle(
                                     "msg": "Invalid Refresh Token: Already Used" }),
             );
         }
-        (Some(kind), "/rest/v1/system_metrics") if kind != FaultKind::RefreshReuse => {
+        (
+            Some(
+                kind @ (FaultKind::Status(_)
+                | FaultKind::Throttle(_)
+                | FaultKind::Slow(_)
+                | FaultKind::Reset),
+            ),
+            "/rest/v1/system_metrics",
+        ) => {
             sink.faulted.fetch_add(1, Relaxed);
             return faulty_answer(kind).await;
         }
@@ -357,7 +397,7 @@ async fn faulty_answer(kind: FaultKind) -> Response {
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
         // The body fails after the head is written: hyper closes the connection mid-answer.
-        FaultKind::Reset | FaultKind::RefreshReuse => {
+        FaultKind::Reset | FaultKind::RefreshReuse | FaultKind::SignInRefused(_) => {
             let broken = futures_util::stream::once(async {
                 Err::<axum::body::Bytes, std::io::Error>(std::io::Error::from(
                     std::io::ErrorKind::ConnectionReset,

@@ -178,3 +178,85 @@ async fn a_refused_refresh_token_means_signing_in_again() {
     assert_eq!(sign_ins, AGENTS + faulted);
     assert_eq!(s.summary["operations"]["rest.insert_metrics"]["errors"], 0);
 }
+
+/// A run whose every tenth agent can never sign in (the sink refuses agents 0 and 10 of 20)
+/// delivers 18 of its 20 planned agents: it fails (exit 99) with the reason on the terminal, in
+/// `summary.json` and at the top of the report; the same run passes when its scenario accepts
+/// 90 % of its agents.
+#[tokio::test]
+async fn a_run_short_of_its_agents_fails_unless_its_scenario_accepts_it() {
+    let (url, sink) = sink_on(
+        "127.0.0.1",
+        "2ms",
+        None,
+        &["signin_refused:10@0s..10m".into()],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("short.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"short\"\n[fleet]\nagents = {AGENTS}\n[[load.stages]]\nduration = \"0s\"\nagents = {AGENTS}\n\
+             [[load.stages]]\nduration = \"2s\"\nagents = {AGENTS}\n[workload]\nsample_interval = \"100ms\"\n\
+             upload_interval = \"500ms\"\ningest = {{ rest = 1.0 }}\n"
+        ),
+    )
+    .unwrap();
+    // The truth, from the fault's rule: indices 0..20 that are multiples of 10.
+    let refused = (0..AGENTS).filter(|i| i % 10 == 0).count() as u64;
+    let run = |extra: &'static [&'static str], out: PathBuf| {
+        let (scenario, url) = (scenario.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_fleetbench"))
+                .arg("run")
+                .arg(&scenario)
+                .arg("--out")
+                .arg(&out)
+                .args(extra)
+                .env("SUPABASE_URL", url)
+                .env("SUPABASE_ANON_KEY", "anon")
+                .env("SUPABASE_SERVICE_ROLE_KEY", "service")
+                .env_remove("SUPABASE_DB_URL")
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let strict = dir.path().join("strict");
+    let (code, stderr) = run(&[], strict.clone()).await.unwrap();
+    assert_eq!(code, Some(99), "{stderr}");
+    let reason = format!("{} of {AGENTS} planned agents ran", AGENTS - refused);
+    assert!(
+        stderr.contains(&reason) && stderr.contains("Invalid login credentials"),
+        "{stderr}"
+    );
+    let summary = complete_run_dir(&strict, "short run");
+    assert_eq!(summary["verdict"], "fail");
+    let delivery = &summary["delivery"];
+    assert_eq!(delivery["agents_planned"], AGENTS);
+    assert_eq!(delivery["agents_ran"], AGENTS - refused);
+    assert!(
+        delivery["shortfall"][0].as_str().unwrap().contains(&reason),
+        "{delivery}"
+    );
+    let page = std::fs::read_to_string(strict.join("index.html")).unwrap();
+    assert!(
+        page.contains("Less delivered than planned"),
+        "the report does not say so"
+    );
+    assert!(sink.faulted.load(Relaxed) >= refused);
+
+    let loose = dir.path().join("loose");
+    let (code, stderr) = run(&["--set", "delivery.agents=0.9"], loose.clone())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    let summary = complete_run_dir(&loose, "short run, 90 % accepted");
+    assert_eq!(summary["verdict"], "pass");
+    assert_eq!(summary["delivery"]["agents_ran"], AGENTS - refused);
+    assert_eq!(summary["delivery"]["shortfall"], serde_json::json!([]));
+}

@@ -18,7 +18,8 @@
 //! - [`goose`]: the goose front end's cross-check against a sink, and goose users on the local
 //!   stack (called by the stack test).
 //! - [`faults`]: fault survival against a misbehaving sink (5xx, 429 with and without Retry-After,
-//!   answers past the timeout, answers broken off, refused refresh tokens).
+//!   answers past the timeout, answers broken off, refused refresh tokens); a run short of its
+//!   agents (refused sign-ins) fails unless `[delivery]` accepts it.
 //! - [`stack_faults`]: the gateway, PgBouncer and Postgres killed under a running fleet and probe.
 //! - [`signals`]: SIGINT/SIGTERM write the whole run directory; a second signal exits at once.
 //! - [`deploy`]: the Kubernetes manifests and the staging workflow, parsed.
