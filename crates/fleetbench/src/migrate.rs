@@ -13,7 +13,9 @@ use crate::{CommandError, local};
 /// project is selected, else the local stack's (started on demand) over a direct connection.
 fn target(flag: Option<String>) -> anyhow::Result<(String, Option<(String, String)>)> {
     let remote_api = std::env::var("SUPABASE_URL").ok().and_then(|url| {
-        let key = std::env::var("SUPABASE_SERVICE_ROLE_KEY").ok()?;
+        let key = std::env::var("SUPABASE_SERVICE_ROLE_KEY")
+            .or_else(|_| std::env::var("SUPABASE_SECRET_KEY"))
+            .ok()?;
         Some((url, key))
     });
     if let Some(url) = flag {
@@ -59,10 +61,15 @@ pub fn apply_dir(db_url: Option<String>, dir: &Path) -> Result<String, CommandEr
         })
         .await?;
         match &webhook {
+            // A `verify_jwt` function refuses an opaque key as its bearer: only a JWT will do.
+            Some((_, key)) if key.starts_with("sb_") => eprintln!(
+                "migrate: alert webhook target left as it is: anomaly-webhook has verify_jwt = true, which takes the legacy service_role JWT, not an sb_secret_ key; set SUPABASE_SERVICE_ROLE_KEY to the project's legacy service_role key to point the webhook at it"
+            ),
             Some((api, key)) => {
                 let url = format!("{}/functions/v1/anomaly-webhook", api.trim_end_matches('/'));
                 let headers = serde_json::json!({
                     "Content-Type": "application/json",
+                    "apikey": key,
                     "Authorization": format!("Bearer {key}"),
                 });
                 let n = client

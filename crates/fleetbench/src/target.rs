@@ -158,7 +158,7 @@ fn check_key(name: &str, key: &str) -> Result<(), CommandError> {
 fn check_db_url(name: &str, url: &str) -> Result<(), CommandError> {
     fleetbench_tls::pg::PgConnect::parse(url).map(|_| ()).map_err(|e| {
         CommandError::invalid(anyhow::anyhow!(
-            "{name}: {e}: expected postgresql://USER:PASSWORD@HOST:PORT/postgres[?sslmode=verify-full&sslrootcert=FILE] (port 6543 for the transaction pooler); nothing was sent"
+            "{name} is not a Postgres connection string ({e}): expected postgresql://USER:PASSWORD@HOST:PORT/postgres[?sslmode=verify-full&sslrootcert=FILE] (port 6543 for the transaction pooler); nothing was sent"
         ))
     })
 }

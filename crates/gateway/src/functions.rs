@@ -16,8 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::json;
 
-use crate::apikey::jwt_role;
-
 /// Where one function is served, and whether it wants a verified JWT.
 #[derive(Debug, Clone)]
 pub struct FunctionRoute {
@@ -27,7 +25,7 @@ pub struct FunctionRoute {
 
 pub struct FunctionsState {
     pub routes: BTreeMap<String, FunctionRoute>,
-    pub jwt_secret: String,
+    pub keys: crate::keys::ProjectKeys,
     pub http: reqwest::Client,
 }
 
@@ -69,7 +67,8 @@ async fn invoke(
                     json!({ "msg": "Error: Missing authorization header" }),
                 );
             }
-            Some(token) if jwt_role(token.trim(), &s.jwt_secret).is_none() => {
+            // A valid JWT of the project; an opaque key is not one.
+            Some(token) if s.keys.jwt_role(token.trim()).is_none() => {
                 return error(StatusCode::UNAUTHORIZED, json!({ "msg": "Invalid JWT" }));
             }
             Some(_) => {}

@@ -7,6 +7,8 @@
 //! - [`apikey`]: the gateway's key check (anon / service-role HS256 JWTs) and role selection.
 //! - [`daemon`]: the stack daemon (`stack serve`): the gateway plus the scheduler and pg_net
 //!   stand-ins, on the stack's port until told to stop.
+//! - [`keys`]: the project's keys: legacy JWT keys, publishable and secret keys, the asymmetric
+//!   signing key of user tokens and its JWKS.
 //! - [`auth`]: Supabase Auth (GoTrue) at `/auth/v1`: admin user creation, sign-up (also anonymous),
 //!   password and refresh grants with rotation and reuse detection, `/user`, `/logout`, `/settings`.
 //! - [`functions`]: Edge Functions at `/functions/v1/<name>`, proxied to their Deno processes with
@@ -22,6 +24,7 @@ pub mod apikey;
 pub mod auth;
 pub mod daemon;
 pub mod functions;
+pub mod keys;
 pub mod listen;
 pub mod ratelimit;
 pub mod realtime;
@@ -40,7 +43,7 @@ pub struct GatewayConfig {
     /// The Data API's connection: `authenticator` through the transaction-mode pooler, as PostgREST
     /// reaches a hosted database.
     pub rest_db_url: String,
-    pub jwt_secret: String,
+    pub keys: keys::ProjectKeys,
     /// The externally visible base URL, for the `iss` claim (`<url>/auth/v1`).
     pub public_url: String,
     pub auth: AuthSettings,
@@ -83,6 +86,24 @@ pub struct RestSettings {
     pub pool_timeout: std::time::Duration,
 }
 
+/// The stack's keys: both kinds of API key always; user tokens signed with the asymmetric key under
+/// the `hosted` profile (HS256 with the JWT secret under `unlimited`).
+fn project_keys(state: &fleetbench_stack::StackState) -> keys::ProjectKeys {
+    let secrets = &state.secrets;
+    let signing = match (state.profile, &secrets.signing) {
+        (fleetbench_stack::Profile::Hosted, Some(k)) => Some(
+            keys::SigningKey::from_pem(&k.kid, &k.private_pem).expect("the stack's signing key"),
+        ),
+        _ => None,
+    };
+    keys::ProjectKeys {
+        jwt_secret: secrets.jwt_secret.clone(),
+        publishable: secrets.opaque.as_ref().map(|o| o.publishable.clone()),
+        secret: secrets.opaque.as_ref().map(|o| o.secret.clone()),
+        signing,
+    }
+}
+
 impl GatewayConfig {
     /// The gateway of a local stack, with the project's `supabase/config.toml` settings.
     pub fn for_stack(
@@ -94,7 +115,7 @@ impl GatewayConfig {
         GatewayConfig {
             db_url: state.direct_db_url(),
             rest_db_url: state.authenticator_db_url(),
-            jwt_secret: state.secrets.jwt_secret.clone(),
+            keys: project_keys(state),
             public_url,
             auth: AuthSettings {
                 jwt_expiry_s: auth.jwt_expiry,
@@ -176,12 +197,12 @@ pub fn build(config: GatewayConfig) -> Result<(Router, Option<realtime::Handle>)
     );
     let functions = Arc::new(functions::FunctionsState {
         routes: config.functions.clone(),
-        jwt_secret: config.jwt_secret.clone(),
+        keys: config.keys.clone(),
         http: reqwest::Client::new(),
     });
     let (config_rt, secret, db_url) = (
         config.realtime.clone(),
-        config.jwt_secret.clone(),
+        config.keys.clone(),
         config.db_url.clone(),
     );
     let keyed = Router::new()

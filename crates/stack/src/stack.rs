@@ -104,10 +104,17 @@ impl Stack {
         }
         raise_fd_limit();
 
-        let secrets = match &previous {
+        let mut secrets = match &previous {
             Some(p) => p.secrets.clone(),
             None => new_secrets()?,
         };
+        // Stacks made before the new keys existed get them now.
+        if secrets.opaque.is_none() {
+            secrets.opaque = Some(crate::keys::opaque_keys());
+        }
+        if secrets.signing.is_none() {
+            secrets.signing = Some(crate::keys::signing_key()?);
+        }
         // Written before anything starts, so a failed start can still be taken down.
         let mut state = StackState {
             instance: paths.instance.clone(),
@@ -175,6 +182,8 @@ fn new_secrets() -> Result<Secrets> {
         anon_key: api_key(&jwt_secret, "anon", now)?,
         service_role_key: api_key(&jwt_secret, "service_role", now)?,
         jwt_secret,
+        opaque: None,
+        signing: None,
     })
 }
 

@@ -24,6 +24,12 @@ pub struct Secrets {
     pub jwt_secret: String,
     pub anon_key: String,
     pub service_role_key: String,
+    /// The publishable and secret keys (made on the first `up` that lacks them).
+    #[serde(default)]
+    pub opaque: Option<crate::keys::OpaqueKeys>,
+    /// The user tokens' signing key (used under the `hosted` profile).
+    #[serde(default)]
+    pub signing: Option<crate::keys::SigningKeyPem>,
 }
 
 /// Never printed: `{:?}` of a state shows that secrets exist, not what they are.
@@ -171,6 +177,10 @@ impl StackState {
             ("SUPABASE_DB_SESSION_URL", self.session_db_url()),
             ("SUPABASE_JWT_SECRET", self.secrets.jwt_secret.clone()),
         ]);
+        if let Some(k) = &self.secrets.opaque {
+            vars.push(("SUPABASE_PUBLISHABLE_KEY", k.publishable.clone()));
+            vars.push(("SUPABASE_SECRET_KEY", k.secret.clone()));
+        }
         if let Some(t) = &self.tls {
             vars.push(("FLEETBENCH_CA_FILE", t.ca.display().to_string()));
         }

@@ -1,7 +1,9 @@
 //! `stack up --profile hosted`: the stack as a hosted project looks to its clients. Everything goes
 //! over TLS signed by the stack's own CA: the gateway is HTTPS, Realtime WSS, both poolers refuse
-//! plaintext; and fleetbench, given only what `stack env` prints (as CI is given staging's
-//! settings), runs a fleet with a Realtime probe through all of it and accounts for every row.
+//! plaintext; user tokens are ES256 with a `kid` the JWKS publishes, and the opaque publishable and
+//! secret keys work where the hosted gateway takes them. fleetbench, given only what `stack env`
+//! prints with the new keys instead of the legacy ones (as CI is given staging's settings), runs a
+//! fleet with a Realtime probe through all of it and accounts for every row.
 
 use std::collections::BTreeMap;
 
@@ -113,6 +115,111 @@ async fn gateway_is_https(env: &BTreeMap<String, String>) {
     );
 }
 
+/// A client that trusts the stack's CA.
+fn trusting(env: &BTreeMap<String, String>) -> reqwest::Client {
+    let pem = std::fs::read(&env["FLEETBENCH_CA_FILE"]).unwrap();
+    reqwest::Client::builder()
+        .tls_certs_merge([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .build()
+        .unwrap()
+}
+
+/// The new keys and the asymmetric user tokens, checked as their clients meet them.
+async fn keys_as_hosted(env: &BTreeMap<String, String>) {
+    let (url, http) = (&env["SUPABASE_URL"], trusting(env));
+    let (publishable, secret) = (
+        &env["SUPABASE_PUBLISHABLE_KEY"],
+        &env["SUPABASE_SECRET_KEY"],
+    );
+    assert!(publishable.starts_with("sb_publishable_") && secret.starts_with("sb_secret_"));
+    let jwks: serde_json::Value = http
+        .get(format!("{url}/auth/v1/.well-known/jwks.json"))
+        .header("apikey", publishable)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks.clone()).unwrap();
+    let [jwk] = &set.keys[..] else {
+        panic!("one signing key expected: {jwks}")
+    };
+    // An admin call with the secret key as the SDKs send it (apikey and bearer), then a sign-in.
+    let email = format!("keys-{}@fleetbench.test", std::process::id());
+    let created = http
+        .post(format!("{url}/auth/v1/admin/users"))
+        .header("apikey", secret)
+        .bearer_auth(secret)
+        .json(
+            &serde_json::json!({ "email": email, "password": "secret123", "email_confirm": true }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200, "{}", created.text().await.unwrap());
+    let session: serde_json::Value = http
+        .post(format!("{url}/auth/v1/token?grant_type=password"))
+        .header("apikey", publishable)
+        .json(&serde_json::json!({ "email": email, "password": "secret123" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = session["access_token"].as_str().unwrap();
+    // ES256 with the published kid, verified here from the JWKS alone.
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    assert_eq!(header.kid, jwk.common.key_id);
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.validate_aud = false;
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let claims = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["role"], "authenticated");
+    let status =
+        |r: reqwest::RequestBuilder| async move { r.send().await.unwrap().status().as_u16() };
+    let devices = format!("{url}/rest/v1/devices?select=id");
+    let user = http
+        .get(&devices)
+        .header("apikey", publishable)
+        .bearer_auth(token);
+    assert_eq!(status(user).await, 200);
+    let admin = http
+        .get(&devices)
+        .header("apikey", secret)
+        .bearer_auth(secret);
+    assert_eq!(status(admin).await, 200);
+    // A token signed with a secret the project does not have is refused.
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({ "role": "service_role", "exp": claims["exp"] }),
+        &jsonwebtoken::EncodingKey::from_secret(b"not-the-project-secret"),
+    )
+    .unwrap();
+    let forged = http
+        .get(&devices)
+        .header("apikey", publishable)
+        .bearer_auth(forged);
+    assert_eq!(status(forged).await, 401);
+    // A `verify_jwt` function takes a JWT, never an opaque key as a bearer.
+    let function = format!("{url}/functions/v1/anomaly-webhook");
+    let opaque = http
+        .post(&function)
+        .header("apikey", secret)
+        .bearer_auth(secret);
+    assert_eq!(status(opaque).await, 401);
+    let legacy = &env["SUPABASE_SERVICE_ROLE_KEY"];
+    let jwt = http
+        .post(&function)
+        .header("apikey", legacy)
+        .bearer_auth(legacy);
+    assert_ne!(status(jwt).await, 401);
+}
+
 #[tokio::test]
 async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
     let instance = Instance::new("fleetbench-test-hosted-");
@@ -127,6 +234,7 @@ async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
     );
     poolers_require_tls(&env, &foreign_ca(&dir)).await;
     gateway_is_https(&env).await;
+    keys_as_hosted(&env).await;
 
     // A smoke fleet and a Realtime probe from `stack env` alone: uploads over HTTPS and through
     // the TLS pooler, dashboards over WSS, sign-ins within the burst of 30 `/token` calls.
@@ -149,7 +257,16 @@ async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
         "--set",
         "output.cleanup=false",
     ];
-    let printed = ok(fleetbench_with(&dir, &env, &args));
+    // The new keys only: no legacy key, no JWT secret.
+    let mut remote = env.clone();
+    for legacy in [
+        "SUPABASE_ANON_KEY",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "SUPABASE_JWT_SECRET",
+    ] {
+        remote.remove(legacy);
+    }
+    let printed = ok(fleetbench_with(&dir, &remote, &args));
     assert_eq!(
         printed.trim(),
         out_dir.join("index.html").display().to_string()
@@ -183,7 +300,7 @@ async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
     // Cleanup through the TLS pooler too.
     ok(fleetbench_with(
         &dir,
-        &env,
+        &remote,
         &["cleanup", "--run-id", &run_id],
     ));
     assert_eq!(run_owns(&db, run_id).await, (0, 0));
@@ -191,11 +308,7 @@ async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
 
     // GoTrue's limits: a burst of 30 `/token` calls per client IP, then 429 (the bucket refills
     // one call per 2 s, far slower than these arrive).
-    let pem = std::fs::read(&ca).unwrap();
-    let http = reqwest::Client::builder()
-        .tls_certs_merge([reqwest::Certificate::from_pem(&pem).unwrap()])
-        .build()
-        .unwrap();
+    let http = trusting(&env);
     let mut statuses = Vec::new();
     for _ in 0..40 {
         let r = http

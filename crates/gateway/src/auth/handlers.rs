@@ -15,7 +15,6 @@ use uuid::Uuid;
 
 use super::tokens::{self, AccessClaims, USER_COLUMNS, UserRow};
 use super::{AuthError, AuthState};
-use crate::apikey::jwt_role;
 use crate::ratelimit::Group;
 
 type Shared = State<Arc<AuthState>>;
@@ -63,7 +62,12 @@ pub async fn admin_create_user(
     body: axum::body::Bytes,
 ) -> Result<Response, AuthError> {
     let token = require_bearer(&headers)?;
-    match jwt_role(token, &s.config.jwt_secret).as_deref() {
+    let keys = &s.config.keys;
+    let role = keys
+        .opaque_role(token)
+        .map(|r| r.name().to_string())
+        .or_else(|| keys.jwt_role(token));
+    match role.as_deref() {
         Some("service_role" | "supabase_admin") => {}
         Some(_) => {
             return Err(AuthError::new(
@@ -386,21 +390,17 @@ async fn password_grant(s: &AuthState, g: PasswordGrant) -> Result<Response, Aut
 /// The claims of a valid user access token whose session still exists.
 async fn authenticated(s: &AuthState, headers: &HeaderMap) -> Result<AccessClaims, AuthError> {
     let token = require_bearer(headers)?;
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-    v.validate_aud = false;
-    let claims = jsonwebtoken::decode::<AccessClaims>(
-        token,
-        &jsonwebtoken::DecodingKey::from_secret(s.config.jwt_secret.as_bytes()),
-        &v,
-    )
-    .map_err(|e| {
-        AuthError::new(
-            StatusCode::FORBIDDEN,
-            "bad_jwt",
-            format!("invalid JWT: unable to parse or verify signature, {e}"),
-        )
-    })?
-    .claims;
+    let claims = s
+        .config
+        .keys
+        .decode::<AccessClaims>(token, true)
+        .map_err(|e| {
+            AuthError::new(
+                StatusCode::FORBIDDEN,
+                "bad_jwt",
+                format!("invalid JWT: unable to parse or verify signature, {e}"),
+            )
+        })?;
     let db = s.pool.get().await?;
     let live = db
         .query_typed(
@@ -475,4 +475,9 @@ pub async fn settings(State(s): Shared) -> Json<serde_json::Value> {
         "sms_provider": "",
         "saml_enabled": false,
     }))
+}
+
+/// `GET /.well-known/jwks.json`: the public keys user tokens verify with.
+pub async fn jwks(State(s): Shared) -> Response {
+    Json(s.config.keys.jwks()).into_response()
 }

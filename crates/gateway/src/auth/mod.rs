@@ -30,6 +30,7 @@ pub fn routes(state: Arc<AuthState>) -> Router {
         .route("/user", get(handlers::user))
         .route("/logout", post(handlers::logout))
         .route("/settings", get(handlers::settings))
+        .route("/.well-known/jwks.json", get(handlers::jwks))
         .with_state(state)
 }
 

@@ -1,11 +1,13 @@
-//! Sessions and tokens the way GoTrue issues them: an HS256 access token with GoTrue's claims, and an
-//! opaque refresh token per session that rotates on every use. A rotated (revoked) token is still
-//! honoured within the reuse interval by answering with the session's current token; used after
-//! that, it revokes the whole session and fails with `refresh_token_already_used`.
+//! Sessions and tokens the way GoTrue issues them: an access token with GoTrue's claims (signed as
+//! [`crate::keys::ProjectKeys::sign`] says), and an
+//! opaque refresh token per session that rotates on every use. A rotated (revoked) token is honoured
+//! as GoTrue's token service does: the parent of the session's active token, at any time, gets that
+//! active token back (the client never stored the answer of its refresh); any other within the
+//! reuse interval gets a new token swapped in for it; used after that, it revokes the whole family
+//! and fails with `refresh_token_already_used`.
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{EncodingKey, Header, encode};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::GenericClient;
@@ -153,12 +155,7 @@ pub fn access_token(
         session_id: session,
         is_anonymous: user.is_anonymous,
     };
-    let jwt = encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(config.jwt_secret.as_bytes()),
-    )
-    .map_err(AuthError::internal)?;
+    let jwt = config.keys.sign(&claims).map_err(AuthError::internal)?;
     Ok((jwt, claims.exp))
 }
 
@@ -211,14 +208,19 @@ pub async fn refresh(
     if revoked {
         let active = tx
             .query_typed(
-                "select token from auth.refresh_tokens where session_id = $1 and not revoked order by id desc limit 1",
+                "select token, parent from auth.refresh_tokens where session_id = $1 and not revoked order by id desc limit 1",
                 &[(&session, Type::UUID)],
             )
             .await?;
-        if within_reuse && let Some(active) = active.first() {
+        if let Some(active) = active.first()
+            && active.get::<_, Option<String>>(1).as_deref() == Some(token)
+        {
             let current: String = active.get(0);
             tx.commit().await?;
             return token_response(config, &user, session, &current, "token_refresh");
+        }
+        if within_reuse {
+            return swap(tx, config, &user, session, token).await;
         }
         // Reuse outside the interval: the family is compromised, every token of the session is revoked
         // (GoTrue's RevokeTokenFamily; the session row itself stays).
@@ -235,8 +237,19 @@ pub async fn refresh(
         ));
     }
 
+    swap(tx, config, &user, session, token).await
+}
+
+/// Rotation (GoTrue's `GrantRefreshTokenSwap`): `token` revoked, a new one issued as its child.
+async fn swap(
+    tx: deadpool_postgres::Transaction<'_>,
+    config: &GatewayConfig,
+    user: &UserRow,
+    session: Uuid,
+    token: &str,
+) -> Result<serde_json::Value, AuthError> {
     tx.query_typed(
-        "update auth.refresh_tokens set revoked = true, updated_at = now() where token = $1",
+        "update auth.refresh_tokens set revoked = true, updated_at = now() where token = $1 and not revoked",
         &[(&token, Type::TEXT)],
     )
     .await?;
@@ -248,7 +261,7 @@ pub async fn refresh(
     )
     .await?;
     tx.commit().await?;
-    token_response(config, &user, session, &next, "token_refresh")
+    token_response(config, user, session, &next, "token_refresh")
 }
 
 pub async fn load_user(db: &impl GenericClient, id: Uuid) -> Result<Option<UserRow>, AuthError> {

@@ -106,7 +106,7 @@ pub struct Stats {
 
 pub struct Realtime {
     pub settings: RealtimeSettings,
-    pub jwt_secret: String,
+    pub keys: crate::keys::ProjectKeys,
     pub instance: Uuid,
     pub hub: hub::Hub,
     pub stats: Stats,
@@ -142,13 +142,13 @@ impl Handle {
 /// Routes at `/realtime/v1` and the poller, started on the current runtime.
 pub fn start(
     settings: RealtimeSettings,
-    jwt_secret: String,
+    keys: crate::keys::ProjectKeys,
     pool: deadpool_postgres::Pool,
     db_url: String,
 ) -> (Router, Handle) {
     let limits = settings.limits.clone();
     let rt = Arc::new(Realtime {
-        jwt_secret,
+        keys,
         instance: Uuid::new_v4(),
         hub: hub::Hub::default(),
         stats: Stats::default(),
@@ -202,7 +202,7 @@ async fn stats(State(rt): State<Arc<Realtime>>, headers: HeaderMap) -> axum::res
         .get("apikey")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if crate::apikey::jwt_role(key, &rt.jwt_secret).as_deref() != Some("service_role") {
+    if rt.keys.key_role(key) != Some(crate::keys::KeyRole::ServiceRole) {
         return (
             StatusCode::UNAUTHORIZED,
             axum::Json(serde_json::json!({ "error": "service_role key required" })),

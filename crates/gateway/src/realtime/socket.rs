@@ -41,7 +41,7 @@ pub async fn upgrade(
     let Some(key) = key else {
         return error(StatusCode::UNAUTHORIZED, "Missing API key");
     };
-    let claims = match verify(&key, &rt.jwt_secret) {
+    let claims = match verify(&key, &rt.keys) {
         Ok(c) => c,
         Err(reason) => return error(StatusCode::UNAUTHORIZED, &reason),
     };
@@ -66,17 +66,26 @@ pub async fn upgrade(
         })
 }
 
-/// A JWT's claims, or the reason it is refused in Realtime's words.
-pub fn verify(token: &str, secret: &str) -> Result<Claims, String> {
+/// A JWT's claims (an opaque key's role, for the key the socket connects with), or the reason it
+/// is refused in Realtime's words.
+pub fn verify(token: &str, keys: &crate::keys::ProjectKeys) -> Result<Claims, String> {
+    if let Some(role) = keys.opaque_role(token) {
+        return Ok(Claims {
+            role: role.name().to_string(),
+            sub: String::new(),
+            exp: i64::MAX,
+            json: serde_json::json!({ "role": role.name() }).to_string(),
+        });
+    }
     // Expiry is checked below, to say how long ago in Realtime's words.
-    let c = crate::apikey::decode_claims::<Value>(token, secret, false).map_err(|e| {
-        match e.kind() {
+    let c = keys
+        .decode::<Value>(token, false)
+        .map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::InvalidSignature => {
                 "JwtSignatureError: Failed to validate JWT signature".to_string()
             }
             _ => "MalformedJWT: The token provided is not a valid JWT".to_string(),
-        }
-    })?;
+        })?;
     let (Some(role), Some(exp)) = (c["role"].as_str(), c["exp"].as_i64()) else {
         return Err("MalformedJWT: Fields `role` and `exp` are required in JWT".into());
     };
@@ -315,7 +324,7 @@ impl Socket {
         if token.starts_with("sb_") {
             return;
         }
-        match verify(token, &self.rt.jwt_secret) {
+        match verify(token, &self.rt.keys) {
             Ok(claims) => {
                 *self.channels[&f.topic].claims.lock().unwrap() = Arc::new(claims);
             }
@@ -381,7 +390,7 @@ impl Socket {
             .or_else(|| f.payload["user_token"].as_str())
             .filter(|t| !t.starts_with("sb_"));
         let claims = match token {
-            Some(t) => match verify(t, &self.rt.jwt_secret) {
+            Some(t) => match verify(t, &self.rt.keys) {
                 Ok(c) => c,
                 Err(reason) => return reply_error(self, &reason),
             },

@@ -145,23 +145,30 @@ impl Caller {
             })
             .map(str::trim);
         let token = bearer.or_else(|| headers.get("apikey").and_then(|v| v.to_str().ok()));
-        let Some(token) = token else {
-            return Ok(Caller {
-                role: "anon".into(),
-                claims: serde_json::json!({ "role": "anon" }),
-            });
+        // No token, or an opaque key (it counts as the key, never as a user token).
+        let key_role = match token {
+            None => Some(crate::keys::KeyRole::Anon),
+            Some(t) => config.keys.opaque_role(t),
         };
-        let claims =
-            crate::apikey::decode_claims::<serde_json::Value>(token, &config.jwt_secret, true)
-                .map_err(|e| {
-                    let unauthorized = axum::http::StatusCode::UNAUTHORIZED;
-                    match e.kind() {
-                        jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                            RestError::new(unauthorized, "PGRST303", "JWT expired")
-                        }
-                        _ => RestError::new(unauthorized, "PGRST301", format!("JWT invalid: {e}")),
+        if let Some(role) = key_role {
+            return Ok(Caller {
+                role: role.name().into(),
+                claims: serde_json::json!({ "role": role.name() }),
+            });
+        }
+        let token = token.expect("checked above");
+        let claims = config
+            .keys
+            .decode::<serde_json::Value>(token, true)
+            .map_err(|e| {
+                let unauthorized = axum::http::StatusCode::UNAUTHORIZED;
+                match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                        RestError::new(unauthorized, "PGRST303", "JWT expired")
                     }
-                })?;
+                    _ => RestError::new(unauthorized, "PGRST301", format!("JWT invalid: {e}")),
+                }
+            })?;
         let role = claims
             .get("role")
             .and_then(|r| r.as_str())

@@ -116,49 +116,87 @@ async fn password_grant_issues_gotrue_tokens() {
     assert_eq!(me["id"], user["id"]);
 }
 
-#[tokio::test]
-async fn refresh_rotates_tolerates_quick_reuse_and_revokes_on_late_reuse() {
-    let email = unique("refresh");
+/// The refresh grant; the answer's status and body.
+async fn refresh(token: &str) -> (StatusCode, Value) {
+    call(
+        Method::POST,
+        "/auth/v1/token?grant_type=refresh_token",
+        None,
+        Some(json!({ "refresh_token": token })),
+    )
+    .await
+}
+
+/// A signed-in session's refresh token, refreshed `n` times: every token of the chain, oldest first.
+async fn chain(label: &str, n: usize) -> Vec<String> {
+    let email = unique(label);
     create_user(&email, "secret123").await;
     let (_, session) = sign_in(&email, "secret123").await;
-    let r0 = session["refresh_token"].as_str().unwrap().to_string();
-    let refresh = |token: String| async move {
-        call(
-            Method::POST,
-            "/auth/v1/token?grant_type=refresh_token",
-            None,
-            Some(json!({ "refresh_token": token })),
-        )
-        .await
-    };
+    let mut tokens = vec![session["refresh_token"].as_str().unwrap().to_string()];
+    for _ in 0..n {
+        let (status, next) = refresh(tokens.last().unwrap()).await;
+        assert_eq!(status, 200, "{next}");
+        let next = next["refresh_token"].as_str().unwrap().to_string();
+        assert!(!tokens.contains(&next), "the refresh token rotates");
+        tokens.push(next);
+    }
+    tokens
+}
 
-    let (status, first) = refresh(r0.clone()).await;
-    assert_eq!(status, 200, "{first}");
-    let r1 = first["refresh_token"].as_str().unwrap().to_string();
-    assert_ne!(r1, r0, "the refresh token rotates");
+/// Moves `token`'s revocation `secs` into the past (the clock, not a sleep).
+async fn age(db: &tokio_postgres::Client, token: &str, secs: f64) {
+    db.execute(
+        "update auth.refresh_tokens set updated_at = now() - make_interval(secs => $2) where token = $1",
+        &[&token, &secs],
+    )
+    .await
+    .unwrap();
+}
 
-    // A retry of r0 inside the reuse interval gets the session's current token, not a new family.
-    let (status, retry) = refresh(r0.clone()).await;
-    assert_eq!(status, 200, "{retry}");
-    assert_eq!(retry["refresh_token"], r1.as_str());
-
-    // Move r0's revocation out of the reuse interval (the clock, not a sleep), then reuse it.
+#[tokio::test]
+async fn refresh_rotates_and_reuse_follows_gotrue() {
     let (db, conn) = tokio_postgres::connect(&gateway().db_url, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(conn);
-    db.execute(
-        "update auth.refresh_tokens set updated_at = now() - interval '1 minute' where token = $1",
-        &[&r0],
-    )
-    .await
-    .unwrap();
-    let (status, body) = refresh(r0).await;
+    // The parent of the active token, retried long after the reuse interval (10 s in
+    // supabase/config.toml), gets the active token back: the client never saw its answer.
+    let t = chain("refresh-parent", 1).await;
+    age(&db, &t[0], 60.0).await;
+    let (status, retry) = refresh(&t[0]).await;
+    assert_eq!(status, 200, "{retry}");
+    assert_eq!(retry["refresh_token"], t[1].as_str());
+
+    // An older token (not the active one's parent) inside the interval: a new token swapped in.
+    let t = chain("refresh-quick", 2).await;
+    age(&db, &t[0], 1.0).await;
+    let (status, swapped) = refresh(&t[0]).await;
+    assert_eq!(status, 200, "{swapped}");
+    let fresh = swapped["refresh_token"].as_str().unwrap();
+    assert!(!t.iter().any(|x| x == fresh), "{swapped}");
+
+    // The same, after the interval: reuse, and the whole family is revoked.
+    let t = chain("refresh-late", 2).await;
+    age(&db, &t[0], 60.0).await;
+    let r1 = t[2].clone();
+    let (status, body) = refresh(&t[0]).await;
     assert_eq!(status, 400);
     assert_eq!(body["error_code"], "refresh_token_already_used", "{body}");
     assert_eq!(body["msg"], "Invalid Refresh Token: Already Used");
-    // The whole family is revoked: r1, the newest token, fails too.
-    let (status, body) = refresh(r1).await;
+    // The whole family is revoked (GoTrue's RevokeTokenFamily), the newest token included; past the
+    // reuse interval it fails too.
+    let live: i64 = db
+        .query_one(
+            "select count(*) from auth.refresh_tokens where not revoked and session_id = \
+             (select session_id from auth.refresh_tokens where token = $1)",
+            &[&r1],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(live, 0);
+    age(&db, &r1, 60.0).await;
+    let (status, body) = refresh(&r1).await;
     assert_eq!(
         (status, body["error_code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("refresh_token_already_used")),

@@ -3,8 +3,9 @@
 //! `fleetbench_stack::install::ensure_clients`. Each script signs in, refreshes, inserts a batch,
 //! reads its own rows (and none of another user's), calls `match_memories`, and meets PostgREST
 //! errors; this side checks every observation against the database. Each runs twice: over plain
-//! HTTP, and over HTTPS/WSS against a gateway serving the stack CA's certificate (the `hosted`
-//! profile), with only the CA added to the client's trust (`DENO_CERT`, `SSL_CERT_FILE`).
+//! HTTP with the legacy anon key, and as against the `hosted` profile: over HTTPS/WSS with only the
+//! stack's CA added to the client's trust (`DENO_CERT`, `SSL_CERT_FILE`), the publishable key, and
+//! user tokens signed with the asymmetric key.
 
 use std::process::Command;
 

@@ -47,8 +47,9 @@ pub fn gateway() -> &'static Gateway {
     })
 }
 
-/// The project's gateway served over HTTPS (and WSS) with a certificate of the stack's CA, as the
-/// `hosted` profile serves it, with a Realtime slot of its own; and the CA file clients trust.
+/// The project's gateway as the `hosted` profile serves it: over HTTPS (and WSS) with a certificate of
+/// the stack's CA, user tokens signed with the asymmetric key, and the publishable and secret keys
+/// as the fixture's keys; with a Realtime slot of its own. Also the CA file clients trust.
 pub fn tls_gateway() -> &'static (Gateway, std::path::PathBuf) {
     static G: OnceLock<(Gateway, std::path::PathBuf)> = OnceLock::new();
     G.get_or_init(|| {
@@ -64,6 +65,14 @@ pub fn tls_gateway() -> &'static (Gateway, std::path::PathBuf) {
             |url| {
                 let mut config = GatewayConfig::for_stack(state, &project, url);
                 config.realtime.slot = "rt_tls".into();
+                let k = state
+                    .secrets
+                    .signing
+                    .as_ref()
+                    .expect("the stack's signing key");
+                config.keys.signing = Some(
+                    fleetbench_gateway::keys::SigningKey::from_pem(&k.kid, &k.private_pem).unwrap(),
+                );
                 config
             },
             Some(files.clone()),
@@ -71,7 +80,11 @@ pub fn tls_gateway() -> &'static (Gateway, std::path::PathBuf) {
         .unwrap();
         let url = running.url.clone();
         drop(running);
-        (at(url), files.ca)
+        let opaque = state.secrets.opaque.as_ref().expect("the stack's new keys");
+        let mut g = at(url);
+        g.anon = opaque.publishable.clone();
+        g.service = opaque.secret.clone();
+        (g, files.ca)
     })
 }
 
