@@ -5,7 +5,9 @@
 //! `busy` and keeps sampling.
 //!
 //! Retries use capped exponential backoff with full jitter, or the server's `Retry-After`; a 401
-//! signs in again; the access token is refreshed `refresh_margin` (± 10 %) before it expires.
+//! signs in again; the access token is refreshed `refresh_margin` (± 10 %) before it expires, or
+//! half its lifetime before when that is sooner ([`refresh_lead`]); a refresh or sign-in
+//! that is throttled or fails for now keeps the rows for a later retry.
 
 use std::time::Duration;
 
@@ -158,7 +160,7 @@ async fn sign_in_again(
     run_id: &str,
     index: u32,
     samples: &mut Vec<Sample>,
-) -> Option<Session> {
+) -> Result<Session, Failure> {
     let (email, password) = credentials(run_id, index);
     let (r, s) = Box::pin(timed(
         clock,
@@ -170,11 +172,20 @@ async fn sign_in_again(
     ))
     .await;
     samples.push(s);
-    r.ok()
+    r
+}
+
+/// How long before its expiry a token with `lifetime_s` to live in all is refreshed: `margin`, or
+/// half its lifetime when that is sooner (a 30 s token is refreshed every ~15 s, not before every
+/// upload; an hour's token `margin` before the hour is up).
+pub fn refresh_lead(margin: Duration, lifetime_s: i64) -> f64 {
+    margin.as_secs_f64().min(lifetime_s.max(0) as f64 / 2.0)
 }
 
 impl Upload {
-    /// Refresh if due, upload, and on 401 sign in once and upload again.
+    /// Refresh if due, upload, and on 401 sign in once and upload again. Rows come back unsent,
+    /// to be retried, whenever the refusal is one a retry can change: a rate-limited or failed
+    /// refresh or sign-in included.
     pub async fn run(self, target: &Target, clock: &crate::Clock) -> Attempt {
         let Upload {
             index,
@@ -186,27 +197,14 @@ impl Upload {
             refresh_margin,
         } = self;
         let mut samples = Vec::with_capacity(1);
-        let now_s = chrono::Utc::now().timestamp();
-        if session.expires_at - now_s <= refresh_margin.as_secs() as i64 {
-            let (r, s) = Box::pin(timed(
-                clock,
-                "auth.refresh",
-                clock.now_us(),
-                0,
-                0,
-                target.refresh(&session.refresh_token),
-            ))
-            .await;
-            samples.push(s);
-            match r {
+        let lead = refresh_lead(refresh_margin, session.lifetime_s);
+        if (session.expires_at - chrono::Utc::now().timestamp()) as f64 <= lead {
+            let refreshed = refresh(target, clock, &run_id, index, &session, &mut samples).await;
+            match refreshed {
                 Ok(next) => session = next,
-                // A refresh token the server no longer honours: sign in again.
-                Err(Failure::Status { status: 400, .. }) => {
-                    if let Some(next) =
-                        sign_in_again(target, clock, &run_id, index, &mut samples).await
-                    {
-                        session = next;
-                    }
+                // Throttled or failed, and the old token is no good any more: try again later.
+                Err(f) if f.retryable() && session.expires_at <= chrono::Utc::now().timestamp() => {
+                    return Attempt::failed(index, intended_us, session, rows, f, samples);
                 }
                 Err(_) => {}
             }
@@ -225,22 +223,27 @@ impl Upload {
         )
         .await;
         samples.push(s);
-        if let Err(Failure::Status { status: 401, .. }) = result
-            && let Some(next) = sign_in_again(target, clock, &run_id, index, &mut samples).await
-        {
-            session = next;
-            let (retry, s) = Box::pin(insert(
-                target,
-                clock,
-                path,
-                &session,
-                clock.now_us(),
-                rows.len() as u64,
-                body,
-            ))
-            .await;
-            samples.push(s);
-            result = retry;
+        if let Err(Failure::Status { status: 401, .. }) = result {
+            match sign_in_again(target, clock, &run_id, index, &mut samples).await {
+                Ok(next) => {
+                    session = next;
+                    let (retry, s) = Box::pin(insert(
+                        target,
+                        clock,
+                        path,
+                        &session,
+                        clock.now_us(),
+                        rows.len() as u64,
+                        body,
+                    ))
+                    .await;
+                    samples.push(s);
+                    result = retry;
+                }
+                // A sign-in throttled or failed for now: the rows wait for it, not the bin.
+                Err(f) if f.retryable() => result = Err(f),
+                Err(_) => {}
+            }
         }
         match result {
             Ok(written) => Attempt {
@@ -252,15 +255,56 @@ impl Upload {
                 failure: None,
                 samples,
             },
-            Err(f) => Attempt {
-                index,
-                intended_us,
-                session,
-                unsent: rows,
-                rows_written: 0,
-                failure: Some(f),
-                samples,
-            },
+            Err(f) => Attempt::failed(index, intended_us, session, rows, f, samples),
+        }
+    }
+}
+
+/// The refresh grant, timed into `samples`; a refresh token the server no longer honours (400)
+/// means signing in again.
+async fn refresh(
+    target: &Target,
+    clock: &crate::Clock,
+    run_id: &str,
+    index: u32,
+    session: &Session,
+    samples: &mut Vec<Sample>,
+) -> Result<Session, Failure> {
+    let (r, s) = Box::pin(timed(
+        clock,
+        "auth.refresh",
+        clock.now_us(),
+        0,
+        0,
+        target.refresh(&session.refresh_token),
+    ))
+    .await;
+    samples.push(s);
+    match r {
+        Err(Failure::Status { status: 400, .. }) => {
+            sign_in_again(target, clock, run_id, index, samples).await
+        }
+        r => r,
+    }
+}
+
+impl Attempt {
+    fn failed(
+        index: u32,
+        intended_us: u64,
+        session: Session,
+        unsent: Vec<Row>,
+        failure: Failure,
+        samples: Vec<Sample>,
+    ) -> Attempt {
+        Attempt {
+            index,
+            intended_us,
+            session,
+            unsent,
+            rows_written: 0,
+            failure: Some(failure),
+            samples,
         }
     }
 }
@@ -284,5 +328,13 @@ mod tests {
                 && spread.iter().any(|d| *d > Duration::from_millis(1500))
         );
         assert!(backoff(0, Some(Duration::from_secs(7)), &mut rng) >= Duration::from_secs(7));
+    }
+
+    #[test]
+    fn short_tokens_are_refreshed_once_per_half_lifetime_not_per_upload() {
+        let margin = Duration::from_secs(60);
+        assert_eq!(refresh_lead(margin, 3600), 60.0);
+        assert_eq!(refresh_lead(margin, 30), 15.0);
+        assert_eq!(refresh_lead(margin, 0), 0.0);
     }
 }

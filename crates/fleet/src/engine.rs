@@ -215,10 +215,15 @@ pub async fn run_at(
     agents.sort_by_key(|a| a.index);
     let provisioned = agents.len() as u32;
 
-    // Shards of one run wait for their shared start (the clock's zero) before the load.
+    // Shards of one run wait for their shared start (the clock's zero) before the load, unless
+    // stopped meanwhile (then the load phase is empty).
     let zero = tokio::time::Instant::from_std(clock.instant(0));
     if zero > tokio::time::Instant::now() {
-        tokio::time::sleep_until(zero).await;
+        let mut stopped = stop.clone();
+        tokio::select! {
+            () = tokio::time::sleep_until(zero) => {}
+            _ = stopped.wait_for(|s| *s) => {}
+        }
     }
     // The load phase's clock starts now.
     let load_start = clock.now_us();

@@ -52,6 +52,8 @@ pub struct Session {
     pub refresh_token: String,
     /// Unix seconds.
     pub expires_at: i64,
+    /// How long the access token had to live when it arrived (seconds).
+    pub lifetime_s: i64,
 }
 
 impl std::fmt::Debug for Session {
@@ -77,6 +79,7 @@ impl Session {
             bearer,
             refresh_token,
             expires_at,
+            lifetime_s: expires_at - chrono::Utc::now().timestamp(),
         })
     }
 

@@ -149,6 +149,11 @@ impl Worker {
         let mut deadline = self.end_us;
         let mut packed_to = 0;
         loop {
+            // A stop that came before the load began (while provisioning, or waiting for the
+            // start) is never announced again: look, not only listen.
+            if *stop.borrow() {
+                break;
+            }
             // Windows before the previous one are closed: packed, so that a long run's memory
             // stays flat (a late sample reopens its window).
             let window = self.clock.now_us() / self.agg.window_us;

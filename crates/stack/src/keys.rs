@@ -43,6 +43,13 @@ pub struct SigningKeyPem {
     pub private_pem: String,
 }
 
+/// A project ref as hosted ones look: 20 lowercase letters.
+pub fn project_ref() -> String {
+    (0..20)
+        .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
+        .collect()
+}
+
 /// A fresh publishable and secret key.
 pub fn opaque_keys() -> OpaqueKeys {
     OpaqueKeys {

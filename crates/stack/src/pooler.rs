@@ -1,6 +1,7 @@
 //! PgBouncer standing in for Supavisor: one instance in transaction mode (hosted port 6543) and one
 //! in session mode (hosted port 5432), both passing SCRAM through to PostgreSQL, and with the
-//! `hosted` profile requiring TLS of every client. PgBouncer 1.18 has
+//! `hosted` profile requiring TLS of every client and taking Supavisor's tenant user
+//! (`postgres.<ref>`) instead of a bare `postgres` ([`Front`]). PgBouncer 1.18 has
 //! no prepared-statement support in transaction mode, like Supavisor's default: clients must use
 //! unnamed statements there.
 
@@ -38,13 +39,34 @@ impl PoolMode {
 
 pub const MAX_CLIENT_CONN: u32 = 10_000;
 
-fn ini(
-    paths: &StackPaths,
-    mode: PoolMode,
-    port: u16,
-    pg_port: u16,
-    tls: Option<&TlsFiles>,
-) -> String {
+/// The pooler's database entry for the Data API's `authenticator` under tenant users (the
+/// `postgres` entry logs in as `postgres` whoever the client is, as Supavisor does).
+pub const AUTHENTICATOR_DB: &str = "postgres_authenticator";
+
+/// What a client of the poolers meets, beyond PgBouncer's defaults.
+#[derive(Clone, Copy, Default)]
+pub struct Front<'a> {
+    /// TLS required of every client, with this certificate.
+    pub tls: Option<&'a TlsFiles>,
+    /// Supavisor's tenant user (`postgres.<ref>`) and the `postgres` password it logs in with.
+    pub tenant: Option<(&'a str, &'a str)>,
+}
+
+/// The `[databases]` section: under tenant users, `postgres` logs in as `postgres` whoever the
+/// client is (only the tenant user, and `authenticator` through its own entry, are in the
+/// userlist); otherwise every database as the client's own user.
+fn databases(front: &Front, pg_port: u16) -> String {
+    let any = format!("* = host=127.0.0.1 port={pg_port}\n");
+    match front.tenant {
+        None => any,
+        Some((_, password)) => format!(
+            "postgres = host=127.0.0.1 port={pg_port} dbname=postgres user=postgres password={password}\n\
+             {AUTHENTICATOR_DB} = host=127.0.0.1 port={pg_port} dbname=postgres\n"
+        ),
+    }
+}
+
+fn ini(paths: &StackPaths, mode: PoolMode, port: u16, pg_port: u16, front: &Front) -> String {
     let reset = if mode == PoolMode::Session {
         "DISCARD ALL"
     } else {
@@ -52,7 +74,7 @@ fn ini(
     };
     // TLS required of every client, as a hosted project with "Enforce SSL"; PgBouncer to
     // PostgreSQL stays on the loopback in plaintext.
-    let tls = tls.map_or(String::new(), |t| {
+    let tls = front.tls.map_or(String::new(), |t| {
         format!(
             "client_tls_sslmode = require\n\
              client_tls_cert_file = {}\n\
@@ -61,9 +83,10 @@ fn ini(
             t.key.display()
         )
     });
+    let admin = front.tenant.map_or("postgres", |(user, _)| user);
     format!(
         "[databases]\n\
-         * = host=127.0.0.1 port={pg_port}\n\
+         {databases}\
          \n\
          [pgbouncer]\n\
          listen_addr = 127.0.0.1\n\
@@ -71,8 +94,8 @@ fn ini(
          unix_socket_dir =\n\
          auth_type = scram-sha-256\n\
          auth_file = {userlist}\n\
-         admin_users = postgres\n\
-         stats_users = postgres\n\
+         admin_users = {admin}\n\
+         stats_users = {admin}\n\
          pool_mode = {mode}\n\
          default_pool_size = {pool}\n\
          max_client_conn = {max}\n\
@@ -80,6 +103,7 @@ fn ini(
          server_reset_query = {reset}\n\
          ignore_startup_parameters = extra_float_digits,options,search_path\n\
          {tls}",
+        databases = databases(front, pg_port),
         userlist = paths.run().join("userlist.txt").display(),
         mode = mode.name(),
         pool = mode.pool_size(),
@@ -101,10 +125,10 @@ pub fn start(
     mode: PoolMode,
     port: u16,
     pg_port: u16,
-    tls: Option<&TlsFiles>,
+    front: &Front,
 ) -> Result<u32> {
     let conf: PathBuf = paths.run().join(format!("pgbouncer-{}.ini", mode.name()));
-    write_private(&conf, &ini(paths, mode, port, pg_port, tls))?;
+    write_private(&conf, &ini(paths, mode, port, pg_port, front))?;
     user.own(&conf)?;
     let log = paths.logs().join(format!("pgbouncer-{}.log", mode.name()));
     let mut cmd = user.command(&tools.pgbouncer, &paths.instance);

@@ -129,6 +129,10 @@ impl Stack {
             supabase_dir: Some(opts.supabase_dir.clone()),
             profile: opts.profile,
             tls: None,
+            project_ref: previous
+                .as_ref()
+                .and_then(|p| p.project_ref.clone())
+                .or_else(|| Some(crate::keys::project_ref())),
         };
         match start_all(opts, &tools, user, previous.as_ref(), &mut state, progress) {
             Ok(()) => {
@@ -227,6 +231,11 @@ fn start_all(
         admin.batch_execute(crate::pgnet::SQL).await?;
         postgres::scram_userlist(&admin, &["postgres", "authenticator"]).await
     })?;
+    // Under tenant users the poolers know `postgres` only as `postgres.<ref>`.
+    let userlist = match state.pooler_user().as_str() {
+        "postgres" => userlist,
+        tenant => userlist.replace("\"postgres\" ", &format!("\"{tenant}\" ")),
+    };
     pooler::write_userlist(paths, user, &userlist)?;
     if opts.profile == Profile::Hosted {
         state.tls = Some(crate::tls::ensure(paths, user)?);
@@ -278,15 +287,12 @@ fn start_poolers(
             }
         });
         let port = process::free_port(prev.map(|s| s.port))?;
-        let pid = pooler::start(
-            paths,
-            tools,
-            user,
-            mode,
-            port,
-            state.postgres.port,
-            state.tls.as_ref(),
-        )?;
+        let tenant = state.pooler_user();
+        let front = pooler::Front {
+            tls: state.tls.as_ref(),
+            tenant: (tenant != "postgres").then_some((&tenant, &state.secrets.postgres_password)),
+        };
+        let pid = pooler::start(paths, tools, user, mode, port, state.postgres.port, &front)?;
         let slot = if mode == PoolMode::Transaction {
             &mut state.pooler_transaction
         } else {

@@ -71,6 +71,10 @@ pub struct StackState {
     /// Whether the Auth stand-in applies hosted rate limits.
     #[serde(default)]
     pub profile: crate::project::Profile,
+    /// The project ref (20 lowercase letters, as hosted): under the `hosted` profile the poolers'
+    /// user is Supavisor's tenant form, `postgres.<ref>`.
+    #[serde(default)]
+    pub project_ref: Option<String>,
 }
 
 impl StackState {
@@ -111,29 +115,39 @@ impl StackState {
             self.secrets.postgres_password, self.postgres.port
         )
     }
+    /// The poolers' user for the `postgres` role: Supavisor's tenant form `postgres.<ref>` under the
+    /// `hosted` profile (a bare `postgres` is refused there), `postgres` otherwise.
+    pub fn pooler_user(&self) -> String {
+        match (&self.project_ref, self.profile) {
+            (Some(r), crate::project::Profile::Hosted) => format!("postgres.{r}"),
+            _ => "postgres".into(),
+        }
+    }
     /// `SUPABASE_DB_URL`: the transaction-mode pooler.
     pub fn pooler_db_url(&self) -> String {
-        self.url(
-            "postgres",
-            &self.secrets.postgres_password,
-            self.pooler_transaction.port,
-        )
+        let user = self.pooler_user();
+        let port = self.pooler_transaction.port;
+        self.url(&user, &self.secrets.postgres_password, port, "postgres")
     }
     /// `SUPABASE_DB_SESSION_URL`: the session-mode pooler.
     pub fn session_db_url(&self) -> String {
-        self.url(
-            "postgres",
-            &self.secrets.postgres_password,
-            self.pooler_session.port,
-        )
+        let user = self.pooler_user();
+        let port = self.pooler_session.port;
+        self.url(&user, &self.secrets.postgres_password, port, "postgres")
     }
-    /// The role the Data API stand-in logs in as, through the transaction pooler.
+    /// The role the Data API stand-in logs in as, through the transaction pooler (under tenant
+    /// users, through the pooler's own database entry for it: see [`crate::pooler`]).
     pub fn authenticator_db_url(&self) -> String {
-        self.url(
-            "authenticator",
+        let db = if self.pooler_user() == "postgres" {
+            "postgres"
+        } else {
+            crate::pooler::AUTHENTICATOR_DB
+        };
+        let (password, port) = (
             &self.secrets.authenticator_password,
             self.pooler_transaction.port,
-        )
+        );
+        self.url("authenticator", password, port, db)
     }
     /// `SUPABASE_URL`: the daemon's HTTP gateway, when the daemon runs.
     pub fn api_url(&self) -> Option<String> {
@@ -149,7 +163,7 @@ impl StackState {
     }
 
     /// A pooler's URL: TLS verified against the stack's CA when the stack serves TLS.
-    fn url(&self, user: &str, password: &str, port: u16) -> String {
+    fn url(&self, user: &str, password: &str, port: u16, db: &str) -> String {
         let tls = match &self.tls {
             Some(t) => format!(
                 "sslmode=verify-full&sslrootcert={}",
@@ -158,7 +172,7 @@ impl StackState {
             ),
             None => "sslmode=disable".into(),
         };
-        format!("postgres://{user}:{password}@127.0.0.1:{port}/postgres?{tls}")
+        format!("postgres://{user}:{password}@127.0.0.1:{port}/{db}?{tls}")
     }
 
     /// The `export …` lines of `fleetbench stack env`, in INTERFACE.md's order.
@@ -183,6 +197,9 @@ impl StackState {
         }
         if let Some(t) = &self.tls {
             vars.push(("FLEETBENCH_CA_FILE", t.ca.display().to_string()));
+        }
+        if let Some(r) = &self.project_ref {
+            vars.push(("SUPABASE_PROJECT_REF", r.clone()));
         }
         vars
     }

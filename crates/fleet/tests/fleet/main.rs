@@ -3,7 +3,8 @@
 //!
 //! Contents:
 //! - [`stack`]: against the stack: rows in `system_metrics` equal the rows the run reports written,
-//!   per path; short-lived tokens refreshed before expiry; an expired access token signs in again;
+//!   per path; short-lived tokens refreshed before expiry, once or twice a lifetime and not per
+//!   upload; an expired access token signs in again;
 //!   `hosted` rate limits backed off until every agent is in; a backlog that survives an outage.
 //! - [`calendar`]: a fleet whose clock crosses a month's end: every row lands, each in its month.
 //! - [`sink`]: against the calibration sink: arrival rates held and ramped, dropped arrivals counted,

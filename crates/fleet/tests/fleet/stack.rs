@@ -79,6 +79,24 @@ async fn tokens_are_refreshed_before_they_expire() {
     assert_eq!(live, 8, "exactly one live refresh token per agent");
 }
 
+/// Tokens that live 8 s under the default 60 s margin: refreshed when half their life is left,
+/// once or twice per agent in a 6 s load, not before each of its ~12 uploads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_tokens_are_refreshed_per_lifetime_not_per_upload() {
+    let g = gateway(|c| c.auth.jwt_expiry_s = 8);
+    let (out, _) = run(plan(&["load.stages.1.duration=\"5s\""]), target(&g)).await;
+    let (refreshes, uploads) = (
+        op(&out, "auth.refresh").count,
+        op(&out, "rest.insert_metrics").count + op(&out, "pooler.insert_metrics").count,
+    );
+    assert!(
+        (8..=16).contains(&refreshes) && uploads >= 6 * refreshes,
+        "{refreshes} refreshes for {uploads} uploads of 8 agents"
+    );
+    assert_eq!(op(&out, "auth.refresh").errors, 0);
+    assert_eq!(op(&out, "rest.insert_metrics").errors, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_access_token_signs_in_again() {
     let g = gateway(|_| {});

@@ -45,19 +45,35 @@ fn foreign_ca(dir: &Path) -> PathBuf {
     path
 }
 
-/// Both pooler URLs: TLS verified against the CA works, plaintext and a foreign CA do not.
+/// Both pooler URLs: TLS verified against the CA works, plaintext and a foreign CA do not; the
+/// user is Supavisor's tenant form, and a bare `postgres` is refused.
 async fn poolers_require_tls(env: &BTreeMap<String, String>, foreign: &Path) {
+    let project_ref = &env["SUPABASE_PROJECT_REF"];
+    assert!(
+        project_ref.len() == 20 && project_ref.chars().all(|c| c.is_ascii_lowercase()),
+        "{project_ref}"
+    );
+    let tenant = format!("postgres://postgres.{project_ref}:");
     for name in ["SUPABASE_DB_URL", "SUPABASE_DB_SESSION_URL"] {
         let url = &env[name];
         assert!(
             url.contains("sslmode=verify-full&sslrootcert="),
             "{name} does not ask for verified TLS"
         );
+        assert!(url.starts_with(&tenant), "{name} is not in tenant form");
         let db = fleetbench_tls::pg::connect(url)
             .await
             .unwrap_or_else(|e| panic!("{name} as handed out: {e}"));
-        let one: i32 = db.query_one("select 1", &[]).await.unwrap().get(0);
-        assert_eq!(one, 1);
+        // Supavisor logs the tenant user in as the project's `postgres`.
+        let who: String = db
+            .query_one("select current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(who, "postgres");
+        let bare = url.replacen(&tenant, "postgres://postgres:", 1);
+        let refused = fleetbench_tls::pg::connect(&bare).await.err();
+        assert!(refused.is_some(), "{name} took a bare postgres user");
         let plain = fleetbench_tls::pg::connect(&with_tls(url, "sslmode=disable"))
             .await
             .err()

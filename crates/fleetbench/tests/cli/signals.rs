@@ -1,5 +1,6 @@
 //! Nothing lost on a signal: SIGINT or SIGTERM stops new work and writes the complete run directory
-//! with every answered upload in it; a second signal exits at once and still leaves readable data.
+//! with every answered upload in it, also when it comes while the fleet is still being provisioned
+//! (no load phase follows); a second signal exits at once and still leaves readable data.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -14,11 +15,16 @@ struct Running {
 
 /// A long run of 30 agents against `sink_url`, output to files (read at the end).
 fn start(sink_url: &str) -> Running {
+    start_with(sink_url, "", &[])
+}
+
+/// [`start`] with `fleet` settings added to `[fleet]`, and `args` after `run`'s own.
+fn start_with(sink_url: &str, fleet: &str, args: &[&str]) -> Running {
     let work = tempfile::tempdir().unwrap();
     let scenario = work.path().join("long.toml");
     std::fs::write(
         &scenario,
-        "name = \"long\"\n[fleet]\nagents = 30\n[load]\ngrace = \"30s\"\n[[load.stages]]\nduration = \"0s\"\nagents = 30\n\
+        "name = \"long\"\n[fleet]\nagents = 30\n".to_string() + fleet + "\n[load]\ngrace = \"30s\"\n[[load.stages]]\nduration = \"0s\"\nagents = 30\n\
          [[load.stages]]\nduration = \"5m\"\nagents = 30\n[workload]\nsample_interval = \"100ms\"\nupload_interval = \"200ms\"\ningest = { rest = 1.0 }\n",
     )
     .unwrap();
@@ -31,6 +37,7 @@ fn start(sink_url: &str) -> Running {
             "--out",
             out_dir.to_str().unwrap(),
         ])
+        .args(args)
         .env("SUPABASE_URL", sink_url)
         .env("SUPABASE_ANON_KEY", "anon")
         .env("SUPABASE_SERVICE_ROLE_KEY", "service")
@@ -112,6 +119,66 @@ async fn sigint_and_sigterm_write_the_whole_run_directory_within_two_seconds() {
         assert_eq!(ops["rows"], sink.rows.load(Relaxed));
         assert_eq!(summary["abandoned"], 0);
     }
+}
+
+/// A signal while the fleet is still being provisioned (one agent at a time, 300 ms a call): the
+/// run stops provisioning, runs no load at all, and writes its directory within 2 s.
+#[tokio::test]
+async fn a_signal_while_provisioning_ends_the_run_without_a_load_phase() {
+    let (url, sink) = sink("300ms").await;
+    let run = start_with(&url, "provision_concurrency = 1", &[]);
+    // Two agents in (three calls each): well inside the ~27 s the provisioning would take.
+    until_requests(&sink, 6).await;
+    let sent = std::time::Instant::now();
+    signal(&run.child, nix::sys::signal::Signal::SIGINT);
+    let status = wait(run.child).await;
+    let took = sent.elapsed();
+    let stderr = std::fs::read_to_string(&run.stderr).unwrap();
+    assert!(took < Duration::from_secs(2), "took {took:?}\n{stderr}");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let summary = complete_run_dir(&run.out_dir, "stopped while provisioning");
+    assert_eq!(summary["interrupted"], true);
+    // Nothing of the load was sent: no insert reached the sink, none is in the run's figures.
+    assert_eq!(sink.inserts.load(Relaxed), 0, "{stderr}");
+    assert!(
+        summary["operations"].get("rest.insert_metrics").is_none(),
+        "{summary}"
+    );
+    let ran = summary["delivery"]["agents_ran"].as_u64().unwrap();
+    assert!((1..30).contains(&ran), "{summary}");
+}
+
+/// A shard waiting for its run's start (a minute ahead) when the signal comes: it stops waiting,
+/// runs no load, and writes its directory within 2 s.
+#[tokio::test]
+async fn a_signal_while_waiting_for_the_start_ends_the_run_at_once() {
+    let (url, sink) = sink("2ms").await;
+    let start_at = (chrono::Utc::now() + chrono::Duration::seconds(60)).to_rfc3339();
+    let run = start_with(&url, "", &["--shard", "0/2", "--start-at", &start_at]);
+    // Shard 0 of 2 provisions 15 agents (three calls each), then waits.
+    until_requests(&sink, 15 * 3).await;
+    let stderr_path = run.stderr.clone();
+    let waiting = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&stderr_path)
+        .unwrap()
+        .contains("the load starts at")
+    {
+        assert!(
+            std::time::Instant::now() < waiting,
+            "the shard never said when it starts"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = std::time::Instant::now();
+    signal(&run.child, nix::sys::signal::Signal::SIGINT);
+    let status = wait(run.child).await;
+    let took = sent.elapsed();
+    let stderr = std::fs::read_to_string(&run.stderr).unwrap();
+    assert!(took < Duration::from_secs(2), "took {took:?}\n{stderr}");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let summary = complete_run_dir(&run.out_dir, "stopped while waiting for the start");
+    assert_eq!(summary["interrupted"], true);
+    assert_eq!(sink.inserts.load(Relaxed), 0, "{stderr}");
 }
 
 #[tokio::test]
