@@ -63,6 +63,13 @@ impl Agent {
 
 /// An agent's sign-in: derived from the run and the agent's index, so 100,000 idle agents do not
 /// each keep two strings.
+/// The address agent `index` signs in from when the project forwards client addresses: its own,
+/// stable, in the benchmarking range 198.18.0.0/15 (RFC 2544), so that no real address is named.
+pub fn address(index: u32) -> std::net::IpAddr {
+    let base = u32::from(std::net::Ipv4Addr::new(198, 18, 0, 1));
+    std::net::IpAddr::V4((base + index % ((1 << 17) - 2)).into())
+}
+
 pub fn credentials(run_id: &str, index: u32) -> (String, String) {
     let short = &run_id[..8.min(run_id.len())];
     (
@@ -168,7 +175,7 @@ async fn sign_in_again(
         clock.now_us(),
         0,
         0,
-        target.sign_in(&email, &password),
+        target.sign_in_from(&email, &password, Some(address(index))),
     ))
     .await;
     samples.push(s);
@@ -276,7 +283,7 @@ async fn refresh(
         clock.now_us(),
         0,
         0,
-        target.refresh(&session.refresh_token),
+        target.refresh_from(&session.refresh_token, Some(address(index))),
     ))
     .await;
     samples.push(s);

@@ -221,7 +221,7 @@ async fn one(
             &mut samples,
             &mut rng,
             &stop,
-            || target.sign_in(&email, &password),
+            || target.sign_in_from(&email, &password, Some(crate::agent::address(index))),
         )
         .await?;
         let hostname = format!("{}-{index:06}", machine.device.form_factor);

@@ -21,6 +21,10 @@ pub struct TargetConfig {
     pub service_key: String,
     /// The transaction-mode pooler, for the `pooler` ingestion path.
     pub db_url: Option<String>,
+    /// The project forwards client addresses (IP address forwarding): sign-ins and refreshes that
+    /// name an agent's address go with the secret key (`service_key`) and `Sb-Forwarded-For`, so
+    /// that each agent has its own Auth bucket, as real desktops do.
+    pub forward_ip: bool,
 }
 
 impl std::fmt::Debug for TargetConfig {
@@ -225,27 +229,53 @@ impl Target {
     }
 
     pub async fn sign_in(&self, email: &str, password: &str) -> Result<Session, Failure> {
-        let (_, body) = self
-            .send(
-                self.http
-                    .post(self.url("/auth/v1/token?grant_type=password"))
-                    .header("apikey", &self.config.anon_key)
-                    .json(&wire::password(email, password)),
-            )
-            .await?;
-        wire::session(&body)
+        self.sign_in_from(email, password, None).await
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Result<Session, Failure> {
-        let (_, body) = self
-            .send(
-                self.http
-                    .post(self.url("/auth/v1/token?grant_type=refresh_token"))
-                    .header("apikey", &self.config.anon_key)
-                    .json(&wire::refresh(refresh_token)),
-            )
-            .await?;
+        self.refresh_from(refresh_token, None).await
+    }
+
+    /// The password grant, as the client at `from` when the project forwards addresses.
+    pub async fn sign_in_from(
+        &self,
+        email: &str,
+        password: &str,
+        from: Option<std::net::IpAddr>,
+    ) -> Result<Session, Failure> {
+        let req = self
+            .token_call("password", from)
+            .json(&wire::password(email, password));
+        let (_, body) = self.send(req).await?;
         wire::session(&body)
+    }
+
+    /// The refresh grant, as the client at `from` when the project forwards addresses.
+    pub async fn refresh_from(
+        &self,
+        refresh_token: &str,
+        from: Option<std::net::IpAddr>,
+    ) -> Result<Session, Failure> {
+        let req = self
+            .token_call("refresh_token", from)
+            .json(&wire::refresh(refresh_token));
+        let (_, body) = self.send(req).await?;
+        wire::session(&body)
+    }
+
+    /// `POST /auth/v1/token?grant_type=GRANT`: with the publishable (anon) key, or, when the
+    /// project forwards addresses and `from` is given, with the secret key and `Sb-Forwarded-For`
+    /// (the hosted gateway passes the header on with that key only).
+    fn token_call(&self, grant: &str, from: Option<std::net::IpAddr>) -> reqwest::RequestBuilder {
+        let req = self
+            .http
+            .post(self.url(&format!("/auth/v1/token?grant_type={grant}")));
+        match from.filter(|_| self.config.forward_ip) {
+            Some(ip) => req
+                .header("apikey", &self.config.service_key)
+                .header("Sb-Forwarded-For", ip.to_string()),
+            None => req.header("apikey", &self.config.anon_key),
+        }
     }
 
     /// `POST /rest/v1/devices` as the user: the new device's id.

@@ -250,6 +250,10 @@ pub enum StackAction {
         /// refusing plaintext), and applies GoTrue's per-IP Auth rate limits; `unlimited` is plain and unlimited.
         #[arg(long, env = "FLEETBENCH_STACK_PROFILE", default_value = "unlimited")]
         profile: fleetbench_stack::Profile,
+        /// The project's "IP address forwarding": a request with the secret key is rate-limited by
+        /// its `Sb-Forwarded-For` address (off by default, as on hosted projects).
+        #[arg(long, env = "FLEETBENCH_STACK_IP_FORWARDING")]
+        ip_forwarding: bool,
     },
     /// Stop every process of the stack.
     Down,

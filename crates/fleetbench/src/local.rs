@@ -7,7 +7,7 @@ use fleetbench_stack::{Profile, Stack, StackOptions, StackPaths, StackState};
 
 use crate::CommandError;
 
-pub fn options(profile: Profile) -> anyhow::Result<StackOptions> {
+pub fn options(profile: Profile, ip_forwarding: bool) -> anyhow::Result<StackOptions> {
     Ok(StackOptions {
         paths: StackPaths::from_env(),
         supabase_dir: PathBuf::from("supabase")
@@ -16,23 +16,24 @@ pub fn options(profile: Profile) -> anyhow::Result<StackOptions> {
         function_env: Default::default(),
         daemon_exe: Some(std::env::current_exe().context("locating the fleetbench executable")?),
         profile,
+        ip_forwarding,
     })
 }
 
-/// Brings the stack up (installing what is missing), reporting each step on stderr. Without a
-/// profile, a running stack keeps the one it has.
-pub fn ensure_up(profile: Option<Profile>) -> anyhow::Result<StackState> {
-    let profile = profile.unwrap_or_else(|| {
+/// Brings the stack up (installing what is missing), reporting each step on stderr. Without
+/// settings (profile, IP forwarding), a running stack keeps the ones it has.
+pub fn ensure_up(settings: Option<(Profile, bool)>) -> anyhow::Result<StackState> {
+    let (profile, ip_forwarding) = settings.unwrap_or_else(|| {
         StackState::load(&StackPaths::from_env().state_file())
-            .map(|s| s.profile)
+            .map(|s| (s.profile, s.ip_forwarding))
             .unwrap_or_default()
     });
-    let opts = options(profile)?;
+    let opts = options(profile, ip_forwarding)?;
     Ok(Stack::up(&opts, &mut |line| eprintln!("stack: {line}"))?)
 }
 
-pub fn up(profile: Profile) -> Result<(), CommandError> {
-    let state = ensure_up(Some(profile))?;
+pub fn up(profile: Profile, ip_forwarding: bool) -> Result<(), CommandError> {
+    let state = ensure_up(Some((profile, ip_forwarding)))?;
     print_services(&state)?;
     eprintln!("stack: up; `fleetbench stack env` prints the connection settings");
     Ok(())

@@ -123,7 +123,10 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> Result<(), CommandError> {
     match command {
         Command::Stack { action } => match action {
-            StackAction::Up { profile } => local::up(profile),
+            StackAction::Up {
+                profile,
+                ip_forwarding,
+            } => local::up(profile, ip_forwarding),
             StackAction::Down => local::down(),
             StackAction::Status => local::status(),
             StackAction::Env => local::env(),

@@ -154,6 +154,23 @@ fn check_key(name: &str, key: &str) -> Result<(), CommandError> {
     )))
 }
 
+/// `FLEETBENCH_IP_FORWARDING` (`on`/`off`, default off): whether the project forwards client
+/// addresses, so that each agent signs in as its own address. It needs the secret key: the
+/// hosted gateway passes `Sb-Forwarded-For` on with no other key.
+fn ip_forwarding(service_key: &str) -> Result<bool, CommandError> {
+    match env(&["FLEETBENCH_IP_FORWARDING"]).as_deref() {
+        None | Some("off") => Ok(false),
+        Some("on") if service_key.starts_with("sb_secret_") => Ok(true),
+        Some("on") => Err(CommandError::invalid(anyhow::anyhow!(
+            "FLEETBENCH_IP_FORWARDING=on needs SUPABASE_SECRET_KEY (an sb_secret_ key) as the service key: \
+             the API gateway passes Sb-Forwarded-For on with that key only; nothing was sent"
+        ))),
+        Some(other) => Err(CommandError::invalid(anyhow::anyhow!(
+            "FLEETBENCH_IP_FORWARDING={other:?}: expected on or off"
+        ))),
+    }
+}
+
 /// A Postgres URL must parse (said without the URL: it carries a password).
 fn check_db_url(name: &str, url: &str) -> Result<(), CommandError> {
     fleetbench_tls::pg::PgConnect::parse(url).map(|_| ()).map_err(|e| {
@@ -169,7 +186,13 @@ pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints
         check_api_url(&url)?;
         check_allowed(&url, allow)?;
         let anon = env(&["SUPABASE_ANON_KEY", "SUPABASE_PUBLISHABLE_KEY"]);
-        let service = env(&["SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY"]);
+        // Forwarded addresses count only with the secret key: prefer it when forwarding is asked.
+        let forwarding = env(&["FLEETBENCH_IP_FORWARDING"]).as_deref() == Some("on");
+        let service = if forwarding {
+            env(&["SUPABASE_SECRET_KEY", "SUPABASE_SERVICE_ROLE_KEY"])
+        } else {
+            env(&["SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY"])
+        };
         let (Some(anon_key), Some(service_key)) = (anon, service) else {
             return Err(CommandError::invalid(anyhow::anyhow!(
                 "SUPABASE_URL is set, so a remote project is targeted, but SUPABASE_ANON_KEY (or SUPABASE_PUBLISHABLE_KEY) \
@@ -189,6 +212,7 @@ pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints
                 "the scenario sends part of the fleet through the pooler (workload.ingest.pooler) but SUPABASE_DB_URL is not set"
             )));
         }
+        let forward_ip = ip_forwarding(&service_key)?;
         return Ok(Endpoints {
             admin_db_url: env(&["SUPABASE_DB_SESSION_URL", "SUPABASE_DB_URL"]),
             direct_db_url: env(&["SUPABASE_DB_SESSION_URL"]),
@@ -198,6 +222,7 @@ pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints
                 anon_key,
                 service_key,
                 db_url,
+                forward_ip,
             },
         });
     }
@@ -207,6 +232,11 @@ pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints
     let api_url = state
         .api_url()
         .context("the local stack runs without its gateway (no daemon)")?;
+    // Forwarded addresses count only with the secret key.
+    let service_key = match (&state.secrets.opaque, state.ip_forwarding) {
+        (Some(k), true) => k.secret.clone(),
+        _ => state.secrets.service_role_key.clone(),
+    };
     Ok(Endpoints {
         admin_db_url: Some(state.direct_db_url()),
         direct_db_url: Some(state.direct_db_url()),
@@ -214,8 +244,9 @@ pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints
             kind: "local".into(),
             api_url,
             anon_key: state.secrets.anon_key.clone(),
-            service_key: state.secrets.service_role_key.clone(),
+            service_key,
             db_url: Some(state.pooler_db_url()),
+            forward_ip: state.ip_forwarding,
         },
     })
 }

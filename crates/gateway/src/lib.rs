@@ -71,6 +71,9 @@ pub struct AuthSettings {
     pub rate_limits: Option<ratelimit::Limits>,
     /// Take the client IP from this header instead of the peer address (`GOTRUE_RATE_LIMIT_HEADER`).
     pub rate_limit_header: Option<String>,
+    /// IP address forwarding: a request carrying the secret key is limited by the first address
+    /// of its `Sb-Forwarded-For` (the hosted gateway passes the header on with that key only).
+    pub sb_forwarded_for: bool,
 }
 
 /// PostgREST's settings.
@@ -132,6 +135,7 @@ impl GatewayConfig {
                     fleetbench_stack::Profile::Unlimited => None,
                 },
                 rate_limit_header: None,
+                sb_forwarded_for: state.ip_forwarding,
             },
             rest: RestSettings {
                 schema: project

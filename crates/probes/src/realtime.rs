@@ -308,7 +308,7 @@ fn findings(s: &Seen) -> Vec<String> {
     }
     if !failed_injections.is_empty() {
         findings.push(format!(
-            "{} injections failed at the Data API (not counted as Realtime loss): {}",
+            "{} injections failed at the Data API (not counted as Realtime loss; the probe fails, having sent fewer alerts than asked): {}",
             failed_injections.len(),
             failed_injections
                 .iter()
@@ -373,6 +373,12 @@ fn figures(s: &Seen) -> Vec<Figure> {
             None,
         ),
         figure("alerts injected", sent as f64, "alerts", None),
+        figure(
+            "injections failed",
+            s.failed_injections.len() as f64,
+            "alerts",
+            None,
+        ),
         figure(
             "alerts delivered once",
             (delivered - duplicates.min(delivered)) as f64,
@@ -547,10 +553,13 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutc
     );
     let gap_replayed = gap_key.map(|k| ledger.got.contains_key(&(live[0], k)));
 
+    // An injection that failed is an alert the probe did not get to send: the run did less than
+    // asked, so the probe fails (the failures are listed, not counted as Realtime loss).
     let pass = t.lost == 0
         && t.duplicates == 0
         && ledger.foreign == 0
         && dash.refused.is_empty()
+        && failed_injections.is_empty()
         && !ledger.sent.is_empty();
     let seen = Seen {
         users: &users,

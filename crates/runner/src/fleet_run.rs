@@ -49,6 +49,14 @@ pub async fn run(
             clock.started_at().to_rfc3339()
         ));
     }
+    say(if spec.endpoints.config.forward_ip {
+        "run: Auth: IP address forwarding on: each agent signs in and refreshes as its own address \
+         (198.18.0.0/15) with the secret key, so each has its own /token bucket"
+    } else {
+        "run: Auth: every sign-in and refresh comes from this machine's address and shares its \
+         /token bucket (hosted: 150 per 5 min, burst 30); FLEETBENCH_IP_FORWARDING=on with the secret \
+         key gives each agent its own"
+    });
     let probes = start_probes(&spec, &target, &progress, &stop, say);
     let collectors = start_collectors(&spec, &target, &progress, &stop);
     let mut outcome = fleetbench_fleet::run_at(

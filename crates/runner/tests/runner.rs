@@ -63,6 +63,7 @@ fn spec(
                 anon_key: "k".into(),
                 service_key: "k".into(),
                 db_url: None,
+                forward_ip: false,
             },
             admin_db_url: None,
             direct_db_url: None,

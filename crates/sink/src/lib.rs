@@ -191,6 +191,8 @@ pub struct Sink {
     pub last_insert_us: AtomicU64,
     /// Requests answered with a fault instead (an insert so answered is not counted in `inserts`).
     pub faulted: AtomicU64,
+    /// How long the access tokens it issues live (seconds; an hour unless set).
+    token_lifetime_s: AtomicU64,
     /// One recent insert as it arrived (headers and body), served at `GET /_sink/insert` so that
     /// a peer tool can be made to send byte-identical requests.
     sampled: std::sync::Mutex<Option<serde_json::Value>>,
@@ -214,7 +216,14 @@ impl Sink {
             inserts: AtomicU64::new(0),
             rows: AtomicU64::new(0),
             sampled: std::sync::Mutex::new(None),
+            token_lifetime_s: AtomicU64::new(3600),
         })
+    }
+
+    /// Issue access tokens that live `lifetime` (whole seconds, at least one) from now on.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.token_lifetime_s
+            .store(lifetime.as_secs().max(1), Relaxed);
     }
 
     /// When the sink's clock started (its stall schedule is relative to it).
@@ -326,11 +335,12 @@ async fn handle(
     match path {
         "/auth/v1/admin/users" => json(StatusCode::OK, serde_json::json!({ "id": id() })),
         "/auth/v1/token" => {
-            let exp = chrono::Utc::now().timestamp() + 3600;
+            let lifetime = sink.token_lifetime_s.load(Relaxed);
+            let exp = chrono::Utc::now().timestamp() + lifetime as i64;
             json(
                 StatusCode::OK,
                 serde_json::json!({
-                    "access_token": access_token(exp), "token_type": "bearer", "expires_in": 3600,
+                    "access_token": access_token(exp), "token_type": "bearer", "expires_in": lifetime,
                     "expires_at": exp, "refresh_token": &id()[..22],
                 }),
             )

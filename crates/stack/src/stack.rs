@@ -34,6 +34,9 @@ pub struct StackOptions {
     /// `hosted` serves TLS only (its own CA) and applies GoTrue's per-IP rate limits in the Auth
     /// stand-in; `unlimited` does neither.
     pub profile: Profile,
+    /// The project's "IP address forwarding" (GoTrue's `GOTRUE_SECURITY_SB_FORWARDED_FOR_ENABLED`):
+    /// with it, a request carrying the secret key is rate-limited by its `Sb-Forwarded-For` address.
+    pub ip_forwarding: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +85,7 @@ impl Stack {
         let previous = StackState::load(&paths.state_file()).ok();
         if let Some(prev) = &previous {
             let same_settings = prev.profile == opts.profile
+                && prev.ip_forwarding == opts.ip_forwarding
                 && prev.supabase_dir.as_deref() == Some(opts.supabase_dir.as_path());
             if same_settings && status_of(prev).all_running() {
                 return Ok(prev.clone());
@@ -129,6 +133,7 @@ impl Stack {
             supabase_dir: Some(opts.supabase_dir.clone()),
             profile: opts.profile,
             tls: None,
+            ip_forwarding: opts.ip_forwarding,
             project_ref: previous
                 .as_ref()
                 .and_then(|p| p.project_ref.clone())

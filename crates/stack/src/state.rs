@@ -75,6 +75,9 @@ pub struct StackState {
     /// user is Supavisor's tenant form, `postgres.<ref>`.
     #[serde(default)]
     pub project_ref: Option<String>,
+    /// GoTrue honours `Sb-Forwarded-For` on requests with the secret key.
+    #[serde(default)]
+    pub ip_forwarding: bool,
 }
 
 impl StackState {

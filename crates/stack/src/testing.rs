@@ -38,6 +38,7 @@ pub fn test_options() -> StackOptions {
         function_env: Default::default(),
         daemon_exe: None,
         profile: Default::default(),
+        ip_forwarding: false,
     }
 }
 

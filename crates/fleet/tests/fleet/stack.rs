@@ -219,6 +219,74 @@ async fn hosted_rate_limits_are_backed_off_until_every_agent_is_in() {
     );
 }
 
+/// The same 40 agents against a bucket that never refills while the test runs (1 per 5 min, burst
+/// 30), with IP address forwarding on and the secret key: each agent signs in as its own address,
+/// and not one `/token` call is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_addresses_give_every_agent_its_own_auth_bucket() {
+    let g = gateway(|c| {
+        c.auth.rate_limits = Some(fleetbench_gateway::ratelimit::Limits::from_config(
+            &fleetbench_stack::project::AuthRateLimits {
+                token_refresh: 1,
+                ..Default::default()
+            },
+        ));
+        c.auth.sb_forwarded_for = true;
+    });
+    let keys = stack()
+        .secrets
+        .opaque
+        .clone()
+        .expect("the stack's new keys");
+    let forwarding = |on: bool| {
+        Arc::new(
+            fleetbench_fleet::Target::new(
+                fleetbench_fleet::TargetConfig {
+                    kind: "remote".into(),
+                    api_url: g.clone(),
+                    anon_key: keys.publishable.clone(),
+                    service_key: keys.secret.clone(),
+                    db_url: None,
+                    forward_ip: on,
+                },
+                8,
+                64,
+                fleetbench_fleet::target::DEFAULT_TIMEOUT,
+            )
+            .unwrap(),
+        )
+    };
+    let agents = [
+        "fleet.agents=40",
+        "load.stages.0.agents=40",
+        "load.stages.1.agents=40",
+        "fleet.provision_concurrency=40",
+        "load.stages.1.duration=\"1s\"",
+        "workload.ingest.rest=1",
+        "workload.ingest.pooler=0",
+    ];
+    let (out, run_id) = run(plan(&agents), forwarding(true)).await;
+    assert_eq!(out.agents, 40, "every agent got in");
+    let password = op(&out, "auth.password");
+    assert_eq!(
+        (password.count, password.errors),
+        (40, 0),
+        "{:?}",
+        password.errors_by_kind
+    );
+    // Without forwarding the same sign-ins share this machine's bucket: 30, then 429.
+    let (email, secret) = fleetbench_fleet::agent::credentials(&run_id, 0);
+    let shared = forwarding(false);
+    let mut statuses = Vec::new();
+    for k in 0..31 {
+        let from = Some(fleetbench_fleet::agent::address(k));
+        let r = shared.sign_in_from(&email, &secret, from).await;
+        statuses.push(r.map_or_else(|e| e.kind(), |_| "ok".into()));
+    }
+    assert!(statuses[..30].iter().all(|s| s == "ok"), "{statuses:?}");
+    assert_eq!(statuses[30], "http_429");
+}
+
 /// A TCP proxy that can be taken down: while down it closes new connections at once and cuts the
 /// open ones.
 struct Proxy {

@@ -20,8 +20,20 @@ struct Survived {
 
 /// A 9 s run of 20 agents uploading every 500 ms against a sink with `fault` over 3..5 s.
 async fn survive(fault: &str, threshold: &str, extra: &[&str], exit: i32) -> Survived {
+    survive_with(fault, threshold, extra, exit, |_| {}).await
+}
+
+/// [`survive`] with the sink set up by `setup` first.
+async fn survive_with(
+    fault: &str,
+    threshold: &str,
+    extra: &[&str],
+    exit: i32,
+    setup: impl FnOnce(&fleetbench_sink::Sink),
+) -> Survived {
     let window = format!("{fault}@{}s..{}s", FROM.as_secs(), TO.as_secs());
     let (url, sink) = sink_on("127.0.0.1", "2ms", None, &[window]).await;
+    setup(&sink);
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("faults.toml");
     std::fs::write(
@@ -153,14 +165,11 @@ async fn answers_broken_off_mid_way_are_transport_errors() {
 
 #[tokio::test]
 async fn a_refused_refresh_token_means_signing_in_again() {
-    // A margin past the token's lifetime: every upload refreshes first, and the sink refuses the
-    // grant as GoTrue refuses a reused token from 3 s to 5 s.
-    let s = survive(
-        "refresh_reuse",
-        "error_rate < 1%",
-        &["--set", "workload.refresh_margin=3600s"],
-        0,
-    )
+    // Tokens that live 2 s are refreshed every second or so, and the sink refuses the grant as
+    // GoTrue refuses a reused token from 3 s to 5 s.
+    let s = survive_with("refresh_reuse", "error_rate < 1%", &[], 0, |sink| {
+        sink.set_token_lifetime(Duration::from_secs(2))
+    })
     .await;
     let faulted = s.sink.faulted.load(Relaxed);
     assert!(faulted > 0);

@@ -155,7 +155,14 @@ async fn a_signal_while_waiting_for_the_start_ends_the_run_at_once() {
     let (url, sink) = sink("2ms").await;
     let start_at = (chrono::Utc::now() + chrono::Duration::seconds(60)).to_rfc3339();
     let run_id = uuid::Uuid::new_v4().to_string();
-    let args = ["--shard", "0/2", "--run-id", &run_id, "--start-at", &start_at];
+    let args = [
+        "--shard",
+        "0/2",
+        "--run-id",
+        &run_id,
+        "--start-at",
+        &start_at,
+    ];
     let run = start_with(&url, "", &args);
     // Shard 0 of 2 provisions 15 agents (three calls each), then waits.
     until_requests(&sink, 15 * 3).await;

@@ -190,9 +190,21 @@ struct RefreshGrant {
     refresh_token: Option<String>,
 }
 
-/// The key GoTrue's limiters count a request under: the configured header if the request has it
-/// (`GOTRUE_RATE_LIMIT_HEADER`), else the peer's IP address.
+/// The key GoTrue's limiters count a request under: with IP address forwarding on and the secret
+/// key as `apikey`, the first address of `Sb-Forwarded-For` when it is one; the configured header if
+/// the request has it (`GOTRUE_RATE_LIMIT_HEADER`); else the peer's IP address.
 fn client_key(s: &AuthState, headers: &HeaderMap, ext: &Extensions) -> String {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let secret_key = header("apikey")
+        .is_some_and(|k| s.config.keys.opaque_role(k) == Some(crate::keys::KeyRole::ServiceRole));
+    if s.config.auth.sb_forwarded_for
+        && secret_key
+        && let Some(ip) = header("sb-forwarded-for")
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
+    {
+        return ip.to_string();
+    }
     if let Some(name) = &s.config.auth.rate_limit_header
         && let Some(v) = headers.get(name.as_str()).and_then(|v| v.to_str().ok())
     {

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{Gateway, gateway, start, unique};
+use crate::common::{Gateway, gateway, stack, start, unique};
 
 async fn call(
     method: Method,
@@ -348,4 +348,56 @@ async fn hosted_profile_limits_token_calls_per_client() {
     // Without the header, the peer address is the key: 127.0.0.1 has its own fresh bucket.
     let (status, _) = hosted.sign_in(&email, "secret123").await;
     assert_eq!(status, 200);
+}
+
+/// IP address forwarding as hosted: with it on, a `/token` call carrying the secret key is limited
+/// by its `Sb-Forwarded-For` address (100 sign-ins from 100 addresses all pass a burst of 30); with
+/// the publishable key, or with forwarding off, the header changes nothing (the 31st call is 429).
+#[tokio::test]
+async fn sb_forwarded_for_counts_only_with_the_secret_key_and_forwarding_on() {
+    let keys = stack()
+        .secrets
+        .opaque
+        .clone()
+        .expect("the stack's new keys");
+    let limited = |forwarding: bool| {
+        start(move |c| {
+            c.auth.rate_limits = Some(fleetbench_gateway::ratelimit::Limits::from_config(
+                &fleetbench_stack::project::AuthRateLimits {
+                    token_refresh: 1,
+                    ..Default::default()
+                },
+            ));
+            c.auth.sb_forwarded_for = forwarding;
+        })
+    };
+    // Wrong passwords: each call still counts against its bucket, and answers 400 until it is empty.
+    let grants = |g: Gateway, key: String| async move {
+        let mut statuses = Vec::new();
+        for i in 0..100u32 {
+            let r = Gateway::send(
+                reqwest::Client::new()
+                    .post(format!("{}/auth/v1/token?grant_type=password", g.url))
+                    .header("apikey", &key)
+                    .header(
+                        "sb-forwarded-for",
+                        format!("198.18.{}.{}, 10.0.0.1", i / 250, i % 250 + 1),
+                    )
+                    .json(&json!({ "email": "nobody@fleetbench.test", "password": "wrong" })),
+            )
+            .await;
+            statuses.push(r.status.as_u16());
+        }
+        statuses
+    };
+    let forwarded = grants(limited(true), keys.secret.clone()).await;
+    assert!(forwarded.iter().all(|s| *s == 400), "{forwarded:?}");
+    for (forwarding, key) in [
+        (true, keys.publishable.clone()),
+        (false, keys.secret.clone()),
+    ] {
+        let statuses = grants(limited(forwarding), key).await;
+        assert!(statuses[..30].iter().all(|s| *s == 400), "{statuses:?}");
+        assert!(statuses[30..].iter().all(|s| *s == 429), "{statuses:?}");
+    }
 }

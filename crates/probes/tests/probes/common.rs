@@ -89,6 +89,7 @@ pub fn context() -> Context {
             anon_key: state.secrets.anon_key.clone(),
             service_key: state.secrets.service_role_key.clone(),
             db_url: Some(state.pooler_db_url()),
+            forward_ip: false,
         },
         4,
         16,
