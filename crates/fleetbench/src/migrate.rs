@@ -72,15 +72,20 @@ pub fn apply_dir(db_url: Option<String>, dir: &Path) -> Result<String, CommandEr
                     "apikey": key,
                     "Authorization": format!("Bearer {key}"),
                 });
+                // An unnamed statement: the URL may be the transaction pooler.
                 let n = client
-                    .execute(
+                    .query_typed(
                         "update fleetbench.webhook_targets set url = $1, headers = $2 \
                          where name = 'anomaly-webhook' \
-                           and exists (select 1 from pg_namespace where nspname = 'net')",
-                        &[&url, &headers],
+                           and exists (select 1 from pg_namespace where nspname = 'net') \
+                         returning 1",
+                        &[
+                            (&url, tokio_postgres::types::Type::TEXT),
+                            (&headers, tokio_postgres::types::Type::JSONB),
+                        ],
                     )
                     .await
-                    .unwrap_or(0);
+                    .map_or(0, |rows| rows.len());
                 if n == 1 {
                     eprintln!("migrate: alert webhook posts to {url}");
                 }

@@ -80,6 +80,19 @@ impl Context {
         connect(url).await
     }
 
+    /// A session that keeps prepared statements (`direct_db_url`: the session pooler remotely,
+    /// Postgres locally); `who` is named when there is none.
+    pub async fn session(&self, who: &str) -> anyhow::Result<tokio_postgres::Client> {
+        let url = self.direct_db_url.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{who} needs a session of its own (prepared statements, COPY, EXPLAIN): set \
+                 SUPABASE_DB_SESSION_URL; the transaction pooler (SUPABASE_DB_URL) keeps no \
+                 prepared statement from one transaction to the next"
+            )
+        })?;
+        connect(url).await
+    }
+
     pub fn sample(
         &self,
         agg: &mut Aggregate,

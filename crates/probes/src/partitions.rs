@@ -116,7 +116,9 @@ struct Check {
 }
 
 pub async fn run(ctx: &Context, plan: &PartitionsPlan) -> anyhow::Result<ProbeOutcome> {
-    let db = ctx.admin().await?;
+    // Timed prepared statements, COPY and EXPLAIN: a session of its own, never the transaction
+    // pooler (which keeps no prepared statement from one transaction to the next).
+    let db = ctx.session("the partitions probe").await?;
     let user = crate::users::provision(ctx, "partitions", 1)
         .await?
         .remove(0);

@@ -42,13 +42,13 @@ pub struct Storm {
 }
 
 async fn client_backends(admin: &tokio_postgres::Client) -> anyhow::Result<i64> {
-    Ok(admin
-        .query_one(
+    let rows = admin
+        .query_typed(
             "select count(*) from pg_stat_activity where backend_type = 'client backend'",
             &[],
         )
-        .await?
-        .get(0))
+        .await?;
+    Ok(rows.first().map_or(0, |r| r.get(0)))
 }
 
 /// Runs one storm against `url`; connect samples go to `op` when given.
@@ -184,7 +184,11 @@ pub async fn run(ctx: &Context, plan: &PoolerPlan) -> anyhow::Result<ProbeOutcom
         anyhow::anyhow!("the pooler probe needs SUPABASE_DB_URL (the transaction pooler)")
     })?;
     let admin = ctx.admin().await?;
-    let max_connections: String = admin.query_one("show max_connections", &[]).await?.get(0);
+    let max_connections: String = admin
+        .query_typed("show max_connections", &[])
+        .await?
+        .first()
+        .map_or_else(String::new, |r| r.get(0));
     ctx.started().await;
     let mut agg = Aggregate::new(ctx.window_us);
     let pooled = storm(

@@ -8,6 +8,7 @@
 //! SQL as the user, one transaction per query with `SET LOCAL`, to show recall against latency.
 
 use std::time::{Duration, Instant};
+use tokio_postgres::types::Type;
 
 use fleetbench_metrics::Aggregate;
 use fleetbench_metrics::aggregate::histogram;
@@ -193,15 +194,16 @@ async fn search_sql(
          set local enable_seqscan = off; set local enable_bitmapscan = off; set local enable_sort = off"
     ))
     .await?;
-    tx.execute(
+    // Unnamed statements: on a URL that may be the transaction pooler.
+    tx.query_typed(
         "select set_config('request.jwt.claims', $1, true)",
-        &[&claims],
+        &[(&claims, Type::TEXT)],
     )
     .await?;
     let rows = tx
-        .query(
+        .query_typed(
             "select content from public.match_memories($1::text::extensions.vector, $2)",
-            &[&vector_text(q), &(k as i32)],
+            &[(&vector_text(q), Type::TEXT), (&(k as i32), Type::INT4)],
         )
         .await?;
     tx.commit().await?;
@@ -218,16 +220,16 @@ async fn uses_index(
     let tx = db.transaction().await?;
     let claims = json!({ "sub": user.id, "role": "authenticated" }).to_string();
     tx.batch_execute("set local role authenticated").await?;
-    tx.execute(
+    tx.query_typed(
         "select set_config('request.jwt.claims', $1, true)",
-        &[&claims],
+        &[(&claims, Type::TEXT)],
     )
     .await?;
     let plan = tx
-        .query(
+        .query_typed(
             "explain select m.id from public.memories m where m.user_id = (select auth.uid()) \
              order by m.embedding operator(extensions.<=>) $1::text::extensions.vector limit $2",
-            &[&vector_text(q), &i64::from(k)],
+            &[(&vector_text(q), Type::TEXT), (&i64::from(k), Type::INT8)],
         )
         .await?;
     tx.commit().await?;

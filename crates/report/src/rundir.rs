@@ -300,23 +300,8 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Summary> {
         aborted: saved.iter().find_map(|s| s.summary.aborted.clone()),
         environment: first.summary.environment.clone(),
     };
-    let interrupted = facts.interrupted;
     let mut summary = Summary::new(&agg, facts, &thresholds);
-    let deliveries = saved.iter().filter_map(|s| s.summary.delivery.as_ref());
-    if let Some(d) = fleetbench_metrics::summary::Delivery::merged(deliveries, interrupted) {
-        summary.attach_delivery(d);
-    }
-    // Probes ran once per shard run: each shard's results are kept, named by shard when they clash.
-    for (k, s) in saved.iter().enumerate() {
-        for (name, p) in &s.summary.probes {
-            let key = if summary.probes.contains_key(name) {
-                format!("{name} (shard {k})")
-            } else {
-                name.clone()
-            };
-            summary.probes.insert(key, p.clone());
-        }
-    }
+    attach_shards(&mut summary, &saved);
     let load = add_loads(&saved.iter().map(|s| &s.load).collect::<Vec<_>>());
     let started = saved
         .iter()
@@ -338,6 +323,26 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Summary> {
     })?;
     write(out, &toml, &summary, &agg, &load, started)?;
     Ok(summary)
+}
+
+/// What each shard ran beside the fleet, into the merged summary: the deliveries added up and
+/// judged as one plan; the probes' results (they ran once per shard), named by shard when they clash.
+fn attach_shards(summary: &mut Summary, saved: &[Saved]) {
+    let deliveries = saved.iter().filter_map(|s| s.summary.delivery.as_ref());
+    let interrupted = summary.interrupted;
+    if let Some(d) = fleetbench_metrics::summary::Delivery::merged(deliveries, interrupted) {
+        summary.attach_delivery(d);
+    }
+    for (k, s) in saved.iter().enumerate() {
+        for (name, p) in &s.summary.probes {
+            let key = if summary.probes.contains_key(name) {
+                format!("{name} (shard {k})")
+            } else {
+                name.clone()
+            };
+            summary.probes.insert(key, p.clone());
+        }
+    }
 }
 
 /// One test case per threshold.

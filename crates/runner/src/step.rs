@@ -103,12 +103,13 @@ impl Watch {
         }
         if let Some(url) = &self.admin
             && let Ok(db) = fleetbench_probes::connect(url).await
-            && let Ok(row) = db
-                .query_one(
+            && let Ok(rows) = db
+                .query_typed(
                     "select (select count(*) from pg_stat_activity where backend_type = 'client backend')::float8, current_setting('max_connections')::float8",
                     &[],
                 )
                 .await
+            && let Some(row) = rows.first()
         {
             out.push(("Postgres connections".into(), row.get(0), Some(row.get(1))));
         }

@@ -50,6 +50,10 @@ pub struct Front<'a> {
     pub tls: Option<&'a TlsFiles>,
     /// Supavisor's tenant user (`postgres.<ref>`) and the `postgres` password it logs in with.
     pub tenant: Option<(&'a str, &'a str)>,
+    /// Keep no prepared statement from one transaction to the next (`DEALLOCATE ALL` after each),
+    /// as Supavisor's transaction mode: a named statement sent through it fails at once, every
+    /// time, instead of now and then.
+    pub forget_statements: bool,
 }
 
 /// The `[databases]` section: under tenant users, `postgres` logs in as `postgres` whoever the
@@ -67,10 +71,10 @@ fn databases(front: &Front, pg_port: u16) -> String {
 }
 
 fn ini(paths: &StackPaths, mode: PoolMode, port: u16, pg_port: u16, front: &Front) -> String {
-    let reset = if mode == PoolMode::Session {
-        "DISCARD ALL"
-    } else {
-        ""
+    let reset = match (mode, front.forget_statements) {
+        (PoolMode::Session, _) => "DISCARD ALL\n",
+        (PoolMode::Transaction, true) => "DEALLOCATE ALL\nserver_reset_query_always = 1\n",
+        (PoolMode::Transaction, false) => "\n",
     };
     // TLS required of every client, as a hosted project with "Enforce SSL"; PgBouncer to
     // PostgreSQL stays on the loopback in plaintext.
@@ -100,7 +104,7 @@ fn ini(paths: &StackPaths, mode: PoolMode, port: u16, pg_port: u16, front: &Fron
          default_pool_size = {pool}\n\
          max_client_conn = {max}\n\
          listen_backlog = 4096\n\
-         server_reset_query = {reset}\n\
+         server_reset_query = {reset}\
          ignore_startup_parameters = extra_float_digits,options,search_path\n\
          {tls}",
         databases = databases(front, pg_port),

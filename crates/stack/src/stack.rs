@@ -293,9 +293,11 @@ fn start_poolers(
         });
         let port = process::free_port(prev.map(|s| s.port))?;
         let tenant = state.pooler_user();
+        let hosted = tenant != "postgres";
         let front = pooler::Front {
             tls: state.tls.as_ref(),
-            tenant: (tenant != "postgres").then_some((&tenant, &state.secrets.postgres_password)),
+            tenant: hosted.then_some((&tenant, &state.secrets.postgres_password)),
+            forget_statements: hosted && mode == PoolMode::Transaction,
         };
         let pid = pooler::start(paths, tools, user, mode, port, state.postgres.port, &front)?;
         let slot = if mode == PoolMode::Transaction {

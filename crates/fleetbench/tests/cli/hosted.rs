@@ -96,6 +96,44 @@ async fn poolers_require_tls(env: &BTreeMap<String, String>, foreign: &Path) {
     }
 }
 
+/// The transaction pooler keeps no prepared statement from one transaction to the next, as
+/// Supavisor's: a named statement fails there every time, an unnamed one works; and what
+/// fleetbench sends through it (the RLS probe's SQL as a user, its checks as admin when only
+/// `SUPABASE_DB_URL` is given) works, while the partitions probe, which needs a session, says so.
+async fn transaction_pooler_keeps_no_statement(dir: &Path, env: &BTreeMap<String, String>) {
+    let db = fleetbench_tls::pg::connect(&env["SUPABASE_DB_URL"])
+        .await
+        .unwrap();
+    let named = db.query("select $1::int4", &[&1i32]).await;
+    let e = named.expect_err("a named statement survived the transaction pooler");
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    let unnamed = db
+        .query_typed(
+            "select $1::int4",
+            &[(&1i32, tokio_postgres::types::Type::INT4)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unnamed[0].get::<_, i32>(0), 1);
+    let mut pooled = env.clone();
+    pooled.remove("SUPABASE_DB_SESSION_URL");
+    let out = dir.join("probe-rls-pooled");
+    ok(fleetbench_with(
+        dir,
+        &pooled,
+        &["probe", "rls", "--out", out.to_str().unwrap()],
+    ));
+    let out = dir.join("probe-partitions-pooled");
+    let refused = fleetbench_with(
+        dir,
+        &pooled,
+        &["probe", "partitions", "--out", out.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("SUPABASE_DB_SESSION_URL"), "{stderr}");
+}
+
 /// The gateway speaks HTTPS only, and only clients that trust the CA get through.
 async fn gateway_is_https(env: &BTreeMap<String, String>) {
     let url = &env["SUPABASE_URL"];
@@ -255,6 +293,7 @@ async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
     poolers_require_tls(&env, &foreign_ca(&dir)).await;
     gateway_is_https(&env).await;
     keys_as_hosted(&env).await;
+    transaction_pooler_keeps_no_statement(&dir, &env).await;
 
     // A smoke fleet and a Realtime probe from `stack env` alone: uploads over HTTPS and through
     // the TLS pooler, dashboards over WSS, sign-ins within the burst of 30 `/token` calls.

@@ -8,9 +8,12 @@
 //! token). Every attempt must fail; any that succeeds is a leak, the probe fails, and so does the
 //! run. Writes are double-checked with SQL: B's rows must be unchanged afterwards.
 
+use anyhow::Context as _;
 use fleetbench_metrics::Aggregate;
 use fleetbench_metrics::summary::{ProbeReport, Table};
 use serde_json::{Value, json};
+use tokio_postgres::types::Type;
+use uuid::Uuid;
 
 use crate::users::User;
 use crate::{Context, ProbeOutcome, figure, inject};
@@ -84,8 +87,13 @@ async fn sql_as(
     db: &mut tokio_postgres::Client,
     a: &User,
     sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    params: &[Uuid],
 ) -> Result<u64, String> {
+    // Unnamed statements only: this runs through the transaction pooler, which keeps none.
+    let typed: Vec<(&(dyn tokio_postgres::types::ToSql + Sync), Type)> = params
+        .iter()
+        .map(|p| (p as &(dyn tokio_postgres::types::ToSql + Sync), Type::UUID))
+        .collect();
     let tx = db
         .transaction()
         .await
@@ -94,18 +102,20 @@ async fn sql_as(
     tx.batch_execute("set local role authenticated")
         .await
         .map_err(|e| fleetbench_schema::db_error_text(&e))?;
-    tx.execute(
+    tx.query_typed(
         "select set_config('request.jwt.claims', $1, true)",
-        &[&claims],
+        &[(&claims, Type::TEXT)],
     )
     .await
     .map_err(|e| fleetbench_schema::db_error_text(&e))?;
     let r = if sql.trim_start().starts_with("select") {
-        tx.query_one(sql, params)
+        tx.query_typed(sql, &typed)
             .await
-            .map(|r| r.get::<_, i64>(0) as u64)
+            .map(|rows| rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
     } else {
-        tx.execute(sql, params).await
+        tx.query_typed(&format!("{sql} returning 1"), &typed)
+            .await
+            .map(|rows| rows.len() as u64)
     };
     let _ = tx.rollback().await;
     r.map_err(|e| fleetbench_schema::db_error_text(&e))
@@ -329,7 +339,7 @@ async fn sql_as_user(ctx: &Context, a: &User, b: &User, at: &mut Attempts) -> an
             let mut db = crate::connect(url).await?;
             for table in ["devices", "system_metrics", "alerts", "memories"] {
                 let sql = format!("select count(*) from public.{table} where user_id = $1");
-                let r = sql_as(&mut db, a, &sql, &[&bid]).await;
+                let r = sql_as(&mut db, a, &sql, &[bid]).await;
                 at.push(
                     "SQL as the user",
                     format!("read B's {table}"),
@@ -358,7 +368,7 @@ async fn sql_as_user(ctx: &Context, a: &User, b: &User, at: &mut Attempts) -> an
                     "update public.devices set hostname = 'pwned' where id = $1 and user_id = $2",
                 ),
             ] {
-                let r = sql_as(&mut db, a, sql, &[&bdev, &bid]).await;
+                let r = sql_as(&mut db, a, sql, &[bdev, bid]).await;
                 at.push(
                     "SQL as the user",
                     what,
@@ -385,16 +395,17 @@ async fn b_unchanged(ctx: &Context, b: &User, at: &mut Attempts) -> anyhow::Resu
     let bid = b.id;
     if ctx.admin_db_url.is_some() {
         let db = ctx.admin().await?;
-        let row = db
-            .query_one(
+        let rows = db
+            .query_typed(
                 "select (select count(*) from public.alerts where user_id = $1 and acknowledged_at is not null), \
                         (select count(*) from public.memories where user_id = $1), \
                         (select count(*) from public.devices where user_id = $1 and hostname <> 'pwned'), \
                         (select count(*) from public.memories where user_id = $1 and content = 'planted') + \
                         (select count(*) from public.devices where user_id = $1 and hostname = 'planted')",
-                &[&bid],
+                &[(&bid, Type::UUID)],
             )
             .await?;
+        let row = rows.first().context("no counts")?;
         let (acked, memories, devices, planted): (i64, i64, i64, i64) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
         let intact = acked == 0 && memories == 1 && devices == 1 && planted == 0;
