@@ -25,6 +25,72 @@ pub struct TargetConfig {
     /// name an agent's address go with the secret key (`service_key`) and `Sb-Forwarded-For`, so
     /// that each agent has its own Auth bucket, as real desktops do.
     pub forward_ip: bool,
+    /// The project's `/token` limit per client address, when known: calls not forwarded wait for
+    /// a client-side bucket of the same shape, so that a fleet from one address paces its
+    /// sign-ins and refreshes instead of meeting 429s.
+    pub auth_limit: Option<AuthLimit>,
+}
+
+/// A project's `/token` limit per client address.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AuthLimit {
+    /// Calls per five minutes (`[auth.rate_limit] token_refresh`; hosted default 150).
+    pub per_5min: u32,
+    /// The bucket's size (GoTrue's 30).
+    pub burst: u32,
+}
+
+impl AuthLimit {
+    /// The hosted default: 150 per 5 minutes, burst 30.
+    pub const HOSTED: AuthLimit = AuthLimit {
+        per_5min: 150,
+        burst: 30,
+    };
+
+    pub fn per_second(self) -> f64 {
+        f64::from(self.per_5min) / 300.0
+    }
+}
+
+/// The client side of GoTrue's `/token` bucket: each call reserves a token (the bucket may go
+/// below zero: the caller then waits until its token has refilled), and a 429 empties it.
+/// Hand-written: a reservation over one number, which `governor` would need its own clock for.
+struct Budget {
+    per_second: f64,
+    burst: f64,
+    /// Tokens left (negative: reserved ahead) and when that was counted.
+    state: std::sync::Mutex<(f64, tokio::time::Instant)>,
+}
+
+impl Budget {
+    fn new(l: AuthLimit) -> Budget {
+        Budget {
+            per_second: l.per_second().max(1e-9),
+            burst: f64::from(l.burst),
+            state: std::sync::Mutex::new((f64::from(l.burst), tokio::time::Instant::now())),
+        }
+    }
+
+    /// Waits for this call's token.
+    async fn take(&self) {
+        let wait = {
+            let mut s = self.state.lock().expect("budget lock");
+            let now = tokio::time::Instant::now();
+            s.0 = (s.0 + (now - s.1).as_secs_f64() * self.per_second).min(self.burst);
+            s.1 = now;
+            s.0 -= 1.0;
+            (-s.0 / self.per_second).max(0.0)
+        };
+        if wait > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        }
+    }
+
+    /// The server said 429: whatever was left is not there.
+    fn empty(&self) {
+        let mut s = self.state.lock().expect("budget lock");
+        s.0 = s.0.min(0.0);
+    }
 }
 
 impl std::fmt::Debug for TargetConfig {
@@ -106,6 +172,8 @@ pub struct Target {
     upload_headers: [(HeaderName, HeaderValue); 3],
     pooler: Option<deadpool_postgres::Pool>,
     timeout: Duration,
+    /// The client side of the project's `/token` bucket (`config.auth_limit`).
+    budget: Option<Budget>,
 }
 
 /// How long a call may take when nothing says otherwise (`workload.request_timeout`'s default).
@@ -176,6 +244,7 @@ impl Target {
             None => None,
         };
         Ok(Target {
+            budget: config.auth_limit.map(Budget::new),
             config,
             http,
             uploads,
@@ -245,8 +314,9 @@ impl Target {
     ) -> Result<Session, Failure> {
         let req = self
             .token_call("password", from)
+            .await
             .json(&wire::password(email, password));
-        let (_, body) = self.send(req).await?;
+        let (_, body) = self.paced(self.send(req).await)?;
         wire::session(&body)
     }
 
@@ -258,15 +328,21 @@ impl Target {
     ) -> Result<Session, Failure> {
         let req = self
             .token_call("refresh_token", from)
+            .await
             .json(&wire::refresh(refresh_token));
-        let (_, body) = self.send(req).await?;
+        let (_, body) = self.paced(self.send(req).await)?;
         wire::session(&body)
     }
 
     /// `POST /auth/v1/token?grant_type=GRANT`: with the publishable (anon) key, or, when the
     /// project forwards addresses and `from` is given, with the secret key and `Sb-Forwarded-For`
     /// (the hosted gateway passes the header on with that key only).
-    fn token_call(&self, grant: &str, from: Option<std::net::IpAddr>) -> reqwest::RequestBuilder {
+    /// A call from this machine's own address first waits for its token of the budget.
+    async fn token_call(
+        &self,
+        grant: &str,
+        from: Option<std::net::IpAddr>,
+    ) -> reqwest::RequestBuilder {
         let req = self
             .http
             .post(self.url(&format!("/auth/v1/token?grant_type={grant}")));
@@ -274,8 +350,21 @@ impl Target {
             Some(ip) => req
                 .header("apikey", &self.config.service_key)
                 .header("Sb-Forwarded-For", ip.to_string()),
-            None => req.header("apikey", &self.config.anon_key),
+            None => {
+                if let Some(b) = &self.budget {
+                    b.take().await;
+                }
+                req.header("apikey", &self.config.anon_key)
+            }
         }
+    }
+
+    /// A `/token` answer; a 429 empties the budget (the server's bucket is empty).
+    fn paced<T>(&self, r: Result<T, Failure>) -> Result<T, Failure> {
+        if let (Err(Failure::Status { status: 429, .. }), Some(b)) = (&r, &self.budget) {
+            b.empty();
+        }
+        r
     }
 
     /// `POST /rest/v1/devices` as the user: the new device's id.

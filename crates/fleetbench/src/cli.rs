@@ -49,6 +49,14 @@ pub enum Command {
         /// When the load phase starts (RFC 3339), the same for every shard so that windows line up.
         #[arg(long, value_name = "TIME")]
         start_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// Print the Auth preflight (provisioning time and refreshes the project's /token limit
+        /// allows) and exit without sending anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Run even when provisioning from one address takes longer than allowed
+        /// (FLEETBENCH_MAX_PROVISIONING, default 10m): sign-ins go at the limit's pace.
+        #[arg(long)]
+        accept_slow_provisioning: bool,
     },
     /// Run the scenario's agents as goose 0.19 users (goose's flags after `--`); --cross-check
     /// runs the same closed workload with fleetbench's engine first and compares the two.

@@ -140,6 +140,8 @@ fn dispatch(command: Command) -> Result<(), CommandError> {
             shard,
             run_id,
             start_at,
+            dry_run,
+            accept_slow_provisioning,
         } => run::run(
             &scenario,
             out,
@@ -148,6 +150,10 @@ fn dispatch(command: Command) -> Result<(), CommandError> {
                 shard,
                 run_id,
                 start_at,
+            },
+            run::Checks {
+                dry_run,
+                accept_slow_provisioning,
             },
         ),
         Command::Scenarios {

@@ -103,11 +103,62 @@ pub struct Sharding {
     pub start_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// What `run` checks before it sends anything: `--dry-run` stops after the Auth preflight;
+/// `--accept-slow-provisioning` runs even when the preflight says provisioning is too slow.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Checks {
+    pub dry_run: bool,
+    pub accept_slow_provisioning: bool,
+}
+
+/// The Auth preflight on stderr: `Ok(false)` after a dry run (nothing to send), an invalid-input
+/// refusal with the fixes when the plan cannot be met and the slow start is not accepted.
+fn preflight(
+    plan: &fleetbench_scenario::Plan,
+    endpoints: &fleetbench_runner::Endpoints,
+    checks: Checks,
+) -> Result<bool, CommandError> {
+    let max = match std::env::var("FLEETBENCH_MAX_PROVISIONING") {
+        Err(_) => std::time::Duration::from_secs(600),
+        Ok(v) => humantime::parse_duration(v.trim()).map_err(|e| {
+            CommandError::invalid(anyhow::anyhow!(
+                "FLEETBENCH_MAX_PROVISIONING={v:?}: not a duration like 10m ({e})"
+            ))
+        })?,
+    };
+    let config = &endpoints.config;
+    // Access tokens as hosted projects issue them by default: an hour.
+    let lifetime = std::time::Duration::from_secs(3600);
+    let p = fleetbench_runner::preflight::preflight(
+        plan,
+        config.auth_limit,
+        config.forward_ip,
+        lifetime,
+        max,
+    );
+    for line in p.describe() {
+        eprintln!("preflight: {line}");
+    }
+    if checks.dry_run {
+        eprintln!("preflight: --dry-run: nothing was sent");
+        return Ok(false);
+    }
+    if !p.problems.is_empty() && !checks.accept_slow_provisioning {
+        return Err(CommandError::invalid(anyhow::anyhow!(
+            "the project's Auth limits cannot carry this plan ({}); {}; nothing was sent",
+            p.problems.join("; "),
+            fleetbench_runner::preflight::Preflight::fixes()
+        )));
+    }
+    Ok(true)
+}
+
 pub fn run(
     scenario: &Path,
     out: Option<PathBuf>,
     overrides: &[String],
     sharding: Sharding,
+    checks: Checks,
 ) -> Result<(), CommandError> {
     let (mut plan, resolved_toml) = load(scenario, overrides)?;
     if let Some(shard) = sharding.shard {
@@ -133,10 +184,19 @@ pub fn run(
     out_dir::writable(&out)?;
     // The resolved scenario first: a run stopped at once still says what it was.
     std::fs::write(out.join("scenario.toml"), &resolved_toml)?;
-    let endpoints = target::resolve_allowed(
+    let mut endpoints = target::resolve_allowed(
         needs_pooler || plan.probes.pooler.is_some(),
         &plan.allow_hosts,
     )?;
+    if let (Some(n), "remote") = (plan.token_rate_limit, endpoints.config.kind.as_str()) {
+        endpoints.config.auth_limit = Some(fleetbench_fleet::target::AuthLimit {
+            per_5min: n,
+            burst: 30,
+        });
+    }
+    if !preflight(&plan, &endpoints, checks)? {
+        return Ok(());
+    }
     let run_id = sharding
         .run_id
         .clone()

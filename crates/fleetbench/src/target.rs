@@ -154,6 +154,32 @@ fn check_key(name: &str, key: &str) -> Result<(), CommandError> {
     )))
 }
 
+/// Whether `url` is a project hosted by Supabase (`<ref>.supabase.co`), whose Auth limits default
+/// to the hosted ones.
+fn supabase_hosted(url: &str) -> bool {
+    let host = host(url);
+    host.ends_with(".supabase.co") || host.ends_with(".supabase.in")
+}
+
+/// The local stack's `/token` limit: the project's `[auth.rate_limit]` under the `hosted` profile,
+/// none under `unlimited`.
+fn local_auth_limit(
+    state: &fleetbench_stack::StackState,
+) -> Option<fleetbench_fleet::target::AuthLimit> {
+    if state.profile != fleetbench_stack::Profile::Hosted {
+        return None;
+    }
+    let project = state
+        .supabase_dir
+        .as_deref()
+        .and_then(|d| fleetbench_stack::ProjectConfig::load(d).ok())
+        .unwrap_or_default();
+    Some(fleetbench_fleet::target::AuthLimit {
+        per_5min: project.auth.rate_limit.token_refresh,
+        burst: 30,
+    })
+}
+
 /// `FLEETBENCH_IP_FORWARDING` (`on`/`off`, default off): whether the project forwards client
 /// addresses, so that each agent signs in as its own address. It needs the secret key: the
 /// hosted gateway passes `Sb-Forwarded-For` on with no other key.
@@ -223,6 +249,10 @@ pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints
                 service_key,
                 db_url,
                 forward_ip,
+                // A hosted project's defaults until the scenario says otherwise
+                // ([target] token_rate_limit); unknown for any other host.
+                auth_limit: supabase_hosted(&url)
+                    .then_some(fleetbench_fleet::target::AuthLimit::HOSTED),
             },
         });
     }
@@ -247,6 +277,7 @@ pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints
             service_key,
             db_url: Some(state.pooler_db_url()),
             forward_ip: state.ip_forwarding,
+            auth_limit: local_auth_limit(&state),
         },
     })
 }

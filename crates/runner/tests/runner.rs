@@ -64,6 +64,7 @@ fn spec(
                 service_key: "k".into(),
                 db_url: None,
                 forward_ip: false,
+                auth_limit: None,
             },
             admin_db_url: None,
             direct_db_url: None,

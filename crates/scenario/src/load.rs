@@ -265,6 +265,14 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
     let probes = probes(&mut e, &s.probes);
     let replay = replay(&mut e, w);
     let delivery = delivery(&mut e, &s.delivery);
+    if let Some(v) = &s.target.token_rate_limit
+        && *v.get_ref() == 0
+    {
+        e.at(
+            v.span(),
+            "target.token_rate_limit is /token calls per 5 minutes per address: at least 1",
+        );
+    }
     let window = match &s.output.window {
         Some(w) => e.duration(w, "output.window"),
         None => Duration::from_secs(1),
@@ -294,6 +302,7 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         max_backlog_rows: w.max_backlog_rows,
         thresholds,
         cleanup: s.output.cleanup,
+        token_rate_limit: s.target.token_rate_limit.as_ref().map(|v| *v.get_ref()),
         delivery,
         window,
         probes,

@@ -67,6 +67,10 @@ pub struct TargetSection {
     /// host is refused unless FLEETBENCH_ALLOW_HOSTS names it or the long flag is given.
     #[serde(default)]
     pub allow_hosts: Vec<String>,
+    /// The project's `/token` limit per client address, per 5 minutes (`[auth.rate_limit]
+    /// token_refresh`), when it is not the hosted default of 150.
+    #[serde(default)]
+    pub token_rate_limit: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

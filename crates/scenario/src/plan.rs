@@ -58,6 +58,8 @@ pub struct Plan {
     pub max_backlog_rows: u32,
     pub thresholds: Vec<Threshold>,
     pub cleanup: bool,
+    /// `[target] token_rate_limit`: the project's `/token` calls per 5 minutes per address.
+    pub token_rate_limit: Option<u32>,
     /// The least share of planned agents that must run, the most share of uploads dropped.
     pub delivery: DeliveryPlan,
     pub window: Duration,
@@ -234,6 +236,7 @@ mod tests {
             max_backlog_rows: 0,
             thresholds: vec![],
             cleanup: false,
+            token_rate_limit: None,
             delivery: DeliveryPlan::default(),
             window: Duration::from_secs(1),
             probes: Default::default(),

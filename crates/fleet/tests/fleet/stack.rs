@@ -248,6 +248,7 @@ async fn forwarded_addresses_give_every_agent_its_own_auth_bucket() {
                     service_key: keys.secret.clone(),
                     db_url: None,
                     forward_ip: on,
+                    auth_limit: None,
                 },
                 8,
                 64,
@@ -285,6 +286,63 @@ async fn forwarded_addresses_give_every_agent_its_own_auth_bucket() {
     }
     assert!(statuses[..30].iter().all(|s| s == "ok"), "{statuses:?}");
     assert_eq!(statuses[30], "http_429");
+}
+
+/// 60 agents from one address against a bucket of 30 refilling 5 a second, with the client-side
+/// budget set to the same limit: sign-ins go at the bucket's pace and not one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_token_limit_paces_sign_ins_without_a_429() {
+    let limit = fleetbench_fleet::target::AuthLimit {
+        per_5min: 1500,
+        burst: 30,
+    };
+    let g = gateway(|c| {
+        c.auth.rate_limits = Some(fleetbench_gateway::ratelimit::Limits::from_config(
+            &fleetbench_stack::project::AuthRateLimits {
+                token_refresh: limit.per_5min,
+                ..Default::default()
+            },
+        ));
+    });
+    let state = stack();
+    let target = Arc::new(
+        fleetbench_fleet::Target::new(
+            fleetbench_fleet::TargetConfig {
+                kind: "remote".into(),
+                api_url: g.clone(),
+                anon_key: state.secrets.anon_key.clone(),
+                service_key: state.secrets.service_role_key.clone(),
+                db_url: None,
+                forward_ip: false,
+                auth_limit: Some(limit),
+            },
+            8,
+            64,
+            fleetbench_fleet::target::DEFAULT_TIMEOUT,
+        )
+        .unwrap(),
+    );
+    let (out, _) = run(
+        plan(&[
+            "fleet.agents=60",
+            "load.stages.0.agents=60",
+            "load.stages.1.agents=60",
+            "fleet.provision_concurrency=60",
+            "load.stages.1.duration=\"1s\"",
+            "workload.ingest.rest=1",
+            "workload.ingest.pooler=0",
+        ]),
+        target,
+    )
+    .await;
+    assert_eq!(out.agents, 60, "every agent got in");
+    let password = op(&out, "auth.password");
+    assert_eq!(
+        (password.count, password.errors),
+        (60, 0),
+        "{:?}",
+        password.errors_by_kind
+    );
 }
 
 /// A TCP proxy that can be taken down: while down it closes new connections at once and cuts the

@@ -1,4 +1,4 @@
-//! Staging safety: allowlist, hard caps, the run directory.
+//! Staging safety: allowlist, hard caps, the run directory, the Auth preflight.
 
 use super::*;
 
@@ -439,4 +439,64 @@ async fn planted_secrets_reach_no_log_report_or_error() {
             assert!(!text.contains(s), "{s} leaked into {name}");
         }
     }
+}
+
+/// The Auth preflight speaks before anything is sent. 1,000 agents against a project whose
+/// `/token` limit is the hosted default (stated in the scenario: 150 per 5 min, burst 30) take
+/// (1,000 − 30) / 0.5 s = 32 min 20 s to provision from one address: `--dry-run` says so and exits
+/// 0; a run is refused (exit 2) with the fixes; the target sees no request either way.
+#[tokio::test]
+async fn the_auth_preflight_speaks_before_anything_is_sent() {
+    let (url, sink) = sink("2ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("big.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"big\"\n[fleet]\nagents = 1000\n[target]\ntoken_rate_limit = 150\n[[load.stages]]\n\
+         duration = \"10s\"\nagents = 1000\n[workload]\nsample_interval = \"1s\"\nupload_interval = \"10s\"\n",
+    )
+    .unwrap();
+    let run = |extra: &'static [&'static str]| {
+        let (scenario, url, out) = (scenario.clone(), url.clone(), dir.path().join("run"));
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_fleetbench"))
+                .arg("run")
+                .arg(&scenario)
+                .arg("--out")
+                .arg(&out)
+                .args(extra)
+                .env("SUPABASE_URL", url)
+                .env("SUPABASE_ANON_KEY", "anon")
+                .env("SUPABASE_SERVICE_ROLE_KEY", "service")
+                .env_remove("SUPABASE_DB_URL")
+                .env_remove("FLEETBENCH_MAX_PROVISIONING")
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let (code, stderr) = run(&["--dry-run"]).await.unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("provisioning takes 32 min 20 s"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--dry-run: nothing was sent"), "{stderr}");
+    let (code, stderr) = run(&[]).await.unwrap();
+    assert_eq!(code, Some(2), "{stderr}");
+    for fix in [
+        "IP address forwarding",
+        "token_rate_limit",
+        "--shard",
+        "--accept-slow-provisioning",
+    ] {
+        assert!(
+            stderr.contains(fix),
+            "the refusal does not name {fix:?}:\n{stderr}"
+        );
+    }
+    assert_eq!(sink.requests.load(std::sync::atomic::Ordering::Relaxed), 0);
 }

@@ -90,6 +90,7 @@ pub fn context() -> Context {
             service_key: state.secrets.service_role_key.clone(),
             db_url: Some(state.pooler_db_url()),
             forward_ip: false,
+            auth_limit: None,
         },
         4,
         16,
