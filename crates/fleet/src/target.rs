@@ -62,12 +62,17 @@ struct Budget {
     state: std::sync::Mutex<(f64, tokio::time::Instant)>,
 }
 
+/// The client's bucket is this share of the server's (size and rate): concurrent calls reach the
+/// server's limiter in an order of their own, and the margin absorbs it.
+const BUDGET_SHARE: f64 = 0.9;
+
 impl Budget {
     fn new(l: AuthLimit) -> Budget {
+        let burst = (f64::from(l.burst) * BUDGET_SHARE).floor().max(1.0);
         Budget {
-            per_second: l.per_second().max(1e-9),
-            burst: f64::from(l.burst),
-            state: std::sync::Mutex::new((f64::from(l.burst), tokio::time::Instant::now())),
+            per_second: (l.per_second() * BUDGET_SHARE).max(1e-9),
+            burst,
+            state: std::sync::Mutex::new((burst, tokio::time::Instant::now())),
         }
     }
 
