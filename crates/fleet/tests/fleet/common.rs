@@ -42,6 +42,20 @@ pub fn gateway(configure: impl FnOnce(&mut GatewayConfig)) -> String {
     .unwrap()
 }
 
+/// A gateway whose `/token` bucket per client refills `per_5min` every 5 minutes (burst 30), with
+/// IP address forwarding as `forwarding` says.
+pub fn limited_gateway(per_5min: u32, forwarding: bool) -> String {
+    gateway(|c| {
+        c.auth.rate_limits = Some(fleetbench_gateway::ratelimit::Limits::from_config(
+            &fleetbench_stack::project::AuthRateLimits {
+                token_refresh: per_5min,
+                ..Default::default()
+            },
+        ));
+        c.auth.sb_forwarded_for = forwarding;
+    })
+}
+
 pub fn target(api_url: &str) -> Arc<Target> {
     let state = stack();
     Arc::new(

@@ -181,14 +181,7 @@ async fn an_expired_access_token_signs_in_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosted_rate_limits_are_backed_off_until_every_agent_is_in() {
     // GoTrue's burst of 30 per client; a faster refill than hosted (5/s) keeps the test short.
-    let g = gateway(|c| {
-        c.auth.rate_limits = Some(fleetbench_gateway::ratelimit::Limits::from_config(
-            &fleetbench_stack::project::AuthRateLimits {
-                token_refresh: 1500,
-                ..Default::default()
-            },
-        ));
-    });
+    let g = limited_gateway(1500, false);
     let (out, _) = run(
         plan(&[
             "fleet.agents=40",
@@ -224,15 +217,7 @@ async fn hosted_rate_limits_are_backed_off_until_every_agent_is_in() {
 /// and not one `/token` call is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_addresses_give_every_agent_its_own_auth_bucket() {
-    let g = gateway(|c| {
-        c.auth.rate_limits = Some(fleetbench_gateway::ratelimit::Limits::from_config(
-            &fleetbench_stack::project::AuthRateLimits {
-                token_refresh: 1,
-                ..Default::default()
-            },
-        ));
-        c.auth.sb_forwarded_for = true;
-    });
+    let g = limited_gateway(1, true);
     let keys = stack()
         .secrets
         .opaque
@@ -257,24 +242,8 @@ async fn forwarded_addresses_give_every_agent_its_own_auth_bucket() {
             .unwrap(),
         )
     };
-    let agents = [
-        "fleet.agents=40",
-        "load.stages.0.agents=40",
-        "load.stages.1.agents=40",
-        "fleet.provision_concurrency=40",
-        "load.stages.1.duration=\"1s\"",
-        "workload.ingest.rest=1",
-        "workload.ingest.pooler=0",
-    ];
-    let (out, run_id) = run(plan(&agents), forwarding(true)).await;
-    assert_eq!(out.agents, 40, "every agent got in");
-    let password = op(&out, "auth.password");
-    assert_eq!(
-        (password.count, password.errors),
-        (40, 0),
-        "{:?}",
-        password.errors_by_kind
-    );
+    let (out, run_id) = run(sign_in_storm(40), forwarding(true)).await;
+    all_signed_in_at_once(&out, 40);
     // Without forwarding the same sign-ins share this machine's bucket: 30, then 429.
     let (email, secret) = fleetbench_fleet::agent::credentials(&run_id, 0);
     let shared = forwarding(false);
@@ -296,14 +265,7 @@ async fn a_known_token_limit_paces_sign_ins_without_a_429() {
         per_5min: 1500,
         burst: 30,
     };
-    let g = gateway(|c| {
-        c.auth.rate_limits = Some(fleetbench_gateway::ratelimit::Limits::from_config(
-            &fleetbench_stack::project::AuthRateLimits {
-                token_refresh: limit.per_5min,
-                ..Default::default()
-            },
-        ));
-    });
+    let g = limited_gateway(limit.per_5min, false);
     let state = stack();
     let target = Arc::new(
         fleetbench_fleet::Target::new(
@@ -322,24 +284,32 @@ async fn a_known_token_limit_paces_sign_ins_without_a_429() {
         )
         .unwrap(),
     );
-    let (out, _) = run(
-        plan(&[
-            "fleet.agents=60",
-            "load.stages.0.agents=60",
-            "load.stages.1.agents=60",
-            "fleet.provision_concurrency=60",
-            "load.stages.1.duration=\"1s\"",
-            "workload.ingest.rest=1",
-            "workload.ingest.pooler=0",
-        ]),
-        target,
-    )
-    .await;
-    assert_eq!(out.agents, 60, "every agent got in");
-    let password = op(&out, "auth.password");
+    let (out, _) = run(sign_in_storm(60), target).await;
+    all_signed_in_at_once(&out, 60);
+}
+
+/// `n` agents on the Data API only, all signing in at once, for a second of load.
+fn sign_in_storm(n: u32) -> fleetbench_scenario::Plan {
+    let sets: Vec<String> = [
+        format!("fleet.agents={n}"),
+        format!("load.stages.0.agents={n}"),
+        format!("load.stages.1.agents={n}"),
+        format!("fleet.provision_concurrency={n}"),
+        "load.stages.1.duration=\"1s\"".into(),
+        "workload.ingest.rest=1".into(),
+        "workload.ingest.pooler=0".into(),
+    ]
+    .into();
+    plan(&sets.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Every agent of `out` got in with one sign-in each, not one refused.
+fn all_signed_in_at_once(out: &fleetbench_fleet::RunOutcome, n: u64) {
+    assert_eq!(u64::from(out.agents), n, "every agent got in");
+    let password = op(out, "auth.password");
     assert_eq!(
         (password.count, password.errors),
-        (60, 0),
+        (n, 0),
         "{:?}",
         password.errors_by_kind
     );

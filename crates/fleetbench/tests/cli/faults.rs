@@ -214,29 +214,8 @@ async fn a_run_short_of_its_agents_fails_unless_its_scenario_accepts_it() {
     .unwrap();
     // The truth, from the fault's rule: indices 0..20 that are multiples of 10.
     let refused = (0..AGENTS).filter(|i| i % 10 == 0).count() as u64;
-    let run = |extra: &'static [&'static str], out: PathBuf| {
-        let (scenario, url) = (scenario.clone(), url.clone());
-        tokio::task::spawn_blocking(move || {
-            let out = Command::new(env!("CARGO_BIN_EXE_fleetbench"))
-                .arg("run")
-                .arg(&scenario)
-                .arg("--out")
-                .arg(&out)
-                .args(extra)
-                .env("SUPABASE_URL", url)
-                .env("SUPABASE_ANON_KEY", "anon")
-                .env("SUPABASE_SERVICE_ROLE_KEY", "service")
-                .env_remove("SUPABASE_DB_URL")
-                .output()
-                .unwrap();
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        })
-    };
     let strict = dir.path().join("strict");
-    let (code, stderr) = run(&[], strict.clone()).await.unwrap();
+    let (code, stderr) = run_remote(&scenario, &strict, &[], &url).await;
     assert_eq!(code, Some(99), "{stderr}");
     let reason = format!("{} of {AGENTS} planned agents ran", AGENTS - refused);
     assert!(
@@ -260,9 +239,8 @@ async fn a_run_short_of_its_agents_fails_unless_its_scenario_accepts_it() {
     assert!(sink.faulted.load(Relaxed) >= refused);
 
     let loose = dir.path().join("loose");
-    let (code, stderr) = run(&["--set", "delivery.agents=0.9"], loose.clone())
-        .await
-        .unwrap();
+    let (code, stderr) =
+        run_remote(&scenario, &loose, &["--set", "delivery.agents=0.9"], &url).await;
     assert_eq!(code, Some(0), "{stderr}");
     let summary = complete_run_dir(&loose, "short run, 90 % accepted");
     assert_eq!(summary["verdict"], "pass");

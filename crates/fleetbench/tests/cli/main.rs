@@ -103,6 +103,34 @@ async fn sink_on(
     (url, sink)
 }
 
+/// `fleetbench run SCENARIO --out OUT EXTRA…` against the remote project at `url` (dummy keys, no
+/// pooler), off the test's runtime: its exit code and stderr.
+async fn run_remote(
+    scenario: &Path,
+    out: &Path,
+    extra: &[&str],
+    url: &str,
+) -> (Option<i32>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetbench"));
+    cmd.arg("run")
+        .arg(scenario)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env("SUPABASE_URL", url)
+        .env("SUPABASE_ANON_KEY", "anon")
+        .env("SUPABASE_SERVICE_ROLE_KEY", "service")
+        .env_remove("SUPABASE_DB_URL")
+        .env_remove("FLEETBENCH_MAX_PROVISIONING");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// [`sink_on`] 127.0.0.1, well behaved.
 async fn sink(latency: &str) -> (String, std::sync::Arc<fleetbench_sink::Sink>) {
     sink_on("127.0.0.1", latency, None, &[]).await

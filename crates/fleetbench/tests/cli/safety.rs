@@ -456,36 +456,15 @@ async fn the_auth_preflight_speaks_before_anything_is_sent() {
          duration = \"10s\"\nagents = 1000\n[workload]\nsample_interval = \"1s\"\nupload_interval = \"10s\"\n",
     )
     .unwrap();
-    let run = |extra: &'static [&'static str]| {
-        let (scenario, url, out) = (scenario.clone(), url.clone(), dir.path().join("run"));
-        tokio::task::spawn_blocking(move || {
-            let out = Command::new(env!("CARGO_BIN_EXE_fleetbench"))
-                .arg("run")
-                .arg(&scenario)
-                .arg("--out")
-                .arg(&out)
-                .args(extra)
-                .env("SUPABASE_URL", url)
-                .env("SUPABASE_ANON_KEY", "anon")
-                .env("SUPABASE_SERVICE_ROLE_KEY", "service")
-                .env_remove("SUPABASE_DB_URL")
-                .env_remove("FLEETBENCH_MAX_PROVISIONING")
-                .output()
-                .unwrap();
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        })
-    };
-    let (code, stderr) = run(&["--dry-run"]).await.unwrap();
+    let out = dir.path().join("run");
+    let (code, stderr) = run_remote(&scenario, &out, &["--dry-run"], &url).await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("provisioning takes 32 min 20 s"),
         "{stderr}"
     );
     assert!(stderr.contains("--dry-run: nothing was sent"), "{stderr}");
-    let (code, stderr) = run(&[]).await.unwrap();
+    let (code, stderr) = run_remote(&scenario, &out, &[], &url).await;
     assert_eq!(code, Some(2), "{stderr}");
     for fix in [
         "IP address forwarding",

@@ -76,6 +76,23 @@ async fn wait(mut child: std::process::Child) -> std::process::ExitStatus {
         .unwrap()
 }
 
+/// Waits until the run's stderr says `text` (bounded); `what` names it if it never does.
+async fn until_said(run: &Running, text: &str, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&run.stderr).unwrap().contains(text) {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// SIGINT to the run's process: how long it took to exit, and how it exited.
+async fn interrupt(child: std::process::Child) -> (Duration, std::process::ExitStatus) {
+    let sent = std::time::Instant::now();
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    let status = wait(child).await;
+    (sent.elapsed(), status)
+}
+
 #[tokio::test]
 async fn sigint_and_sigterm_write_the_whole_run_directory_within_two_seconds() {
     for sig in [
@@ -129,10 +146,7 @@ async fn a_signal_while_provisioning_ends_the_run_without_a_load_phase() {
     let run = start_with(&url, "provision_concurrency = 1", &[]);
     // Two agents in (three calls each): well inside the ~27 s the provisioning would take.
     until_requests(&sink, 6).await;
-    let sent = std::time::Instant::now();
-    signal(&run.child, nix::sys::signal::Signal::SIGINT);
-    let status = wait(run.child).await;
-    let took = sent.elapsed();
+    let (took, status) = interrupt(run.child).await;
     let stderr = std::fs::read_to_string(&run.stderr).unwrap();
     assert!(took < Duration::from_secs(2), "took {took:?}\n{stderr}");
     assert_eq!(status.code(), Some(0), "{stderr}");
@@ -166,22 +180,13 @@ async fn a_signal_while_waiting_for_the_start_ends_the_run_at_once() {
     let run = start_with(&url, "", &args);
     // Shard 0 of 2 provisions 15 agents (three calls each), then waits.
     until_requests(&sink, 15 * 3).await;
-    let stderr_path = run.stderr.clone();
-    let waiting = std::time::Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&stderr_path)
-        .unwrap()
-        .contains("the load starts at")
-    {
-        assert!(
-            std::time::Instant::now() < waiting,
-            "the shard never said when it starts"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let sent = std::time::Instant::now();
-    signal(&run.child, nix::sys::signal::Signal::SIGINT);
-    let status = wait(run.child).await;
-    let took = sent.elapsed();
+    until_said(
+        &run,
+        "the load starts at",
+        "the shard never said when it starts",
+    )
+    .await;
+    let (took, status) = interrupt(run.child).await;
     let stderr = std::fs::read_to_string(&run.stderr).unwrap();
     assert!(took < Duration::from_secs(2), "took {took:?}\n{stderr}");
     assert_eq!(status.code(), Some(0), "{stderr}");
@@ -199,21 +204,9 @@ async fn a_second_signal_exits_at_once_and_leaves_readable_partial_data() {
     until_requests(&sink, 30 * 3 + 30).await;
     signal(&run.child, nix::sys::signal::Signal::SIGINT);
     // The first signal is taken when the stop message is out.
-    let said = std::time::Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&run.stderr)
-        .unwrap()
-        .contains("second signal exits at once")
-    {
-        assert!(
-            std::time::Instant::now() < said,
-            "the first signal was not taken"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let sent = std::time::Instant::now();
-    signal(&run.child, nix::sys::signal::Signal::SIGINT);
-    let status = wait(run.child).await;
-    let took = sent.elapsed();
+    let said = "second signal exits at once";
+    until_said(&run, said, "the first signal was not taken").await;
+    let (took, status) = interrupt(run.child).await;
     let stderr = std::fs::read_to_string(&run.stderr).unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
     // At once: well before the 1 s drain and the 5 s answers it waits for.
