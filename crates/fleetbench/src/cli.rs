@@ -262,6 +262,11 @@ pub enum StackAction {
         /// its `Sb-Forwarded-For` address (off by default, as on hosted projects).
         #[arg(long, env = "FLEETBENCH_STACK_IP_FORWARDING")]
         ip_forwarding: bool,
+        /// A hosted compute size (nano, micro, small, medium, large, xl, 2xl, 4xl, 8xl, 12xl, 16xl):
+        /// its direct connections become Postgres's max_connections and its pooler clients each
+        /// pooler's limit, from Supabase's published table.
+        #[arg(long, env = "FLEETBENCH_STACK_COMPUTE", value_name = "SIZE", value_parser = parse_compute)]
+        compute: Option<fleetbench_stack::state::Compute>,
     },
     /// Stop every process of the stack.
     Down,
@@ -275,6 +280,27 @@ pub enum StackAction {
         #[arg(long)]
         instance: PathBuf,
     },
+}
+
+/// A compute size by its name, any case, from the capacity model's table.
+fn parse_compute(s: &str) -> Result<fleetbench_stack::state::Compute, String> {
+    fleetbench_capacity::SIZES
+        .iter()
+        .find(|(name, ..)| name.eq_ignore_ascii_case(s.trim()))
+        .map(
+            |&(name, _, max_connections, pooler_clients)| fleetbench_stack::state::Compute {
+                name: name.into(),
+                max_connections,
+                pooler_clients,
+            },
+        )
+        .ok_or_else(|| {
+            let names: Vec<String> = fleetbench_capacity::SIZES
+                .iter()
+                .map(|(n, ..)| n.to_lowercase())
+                .collect();
+            format!("{s:?} is not a compute size: {}", names.join(", "))
+        })
 }
 
 /// `I/N` with I < N.

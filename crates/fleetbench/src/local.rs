@@ -7,7 +7,11 @@ use fleetbench_stack::{Profile, Stack, StackOptions, StackPaths, StackState};
 
 use crate::CommandError;
 
-pub fn options(profile: Profile, ip_forwarding: bool) -> anyhow::Result<StackOptions> {
+/// The stack's settings beyond its paths: profile, IP forwarding, compute size.
+pub type Settings = (Profile, bool, Option<fleetbench_stack::state::Compute>);
+
+pub fn options(settings: Settings) -> anyhow::Result<StackOptions> {
+    let (profile, ip_forwarding, compute) = settings;
     Ok(StackOptions {
         paths: StackPaths::from_env(),
         supabase_dir: PathBuf::from("supabase")
@@ -17,23 +21,28 @@ pub fn options(profile: Profile, ip_forwarding: bool) -> anyhow::Result<StackOpt
         daemon_exe: Some(std::env::current_exe().context("locating the fleetbench executable")?),
         profile,
         ip_forwarding,
+        compute,
     })
 }
 
 /// Brings the stack up (installing what is missing), reporting each step on stderr. Without
 /// settings (profile, IP forwarding), a running stack keeps the ones it has.
-pub fn ensure_up(settings: Option<(Profile, bool)>) -> anyhow::Result<StackState> {
-    let (profile, ip_forwarding) = settings.unwrap_or_else(|| {
+pub fn ensure_up(settings: Option<Settings>) -> anyhow::Result<StackState> {
+    let settings = settings.unwrap_or_else(|| {
         StackState::load(&StackPaths::from_env().state_file())
-            .map(|s| (s.profile, s.ip_forwarding))
+            .map(|s| (s.profile, s.ip_forwarding, s.compute))
             .unwrap_or_default()
     });
-    let opts = options(profile, ip_forwarding)?;
+    let opts = options(settings)?;
     Ok(Stack::up(&opts, &mut |line| eprintln!("stack: {line}"))?)
 }
 
-pub fn up(profile: Profile, ip_forwarding: bool) -> Result<(), CommandError> {
-    let state = ensure_up(Some((profile, ip_forwarding)))?;
+pub fn up(
+    profile: Profile,
+    ip_forwarding: bool,
+    compute: Option<fleetbench_stack::state::Compute>,
+) -> Result<(), CommandError> {
+    let state = ensure_up(Some((profile, ip_forwarding, compute)))?;
     print_services(&state)?;
     eprintln!("stack: up; `fleetbench stack env` prints the connection settings");
     Ok(())

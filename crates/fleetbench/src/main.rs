@@ -126,7 +126,8 @@ fn dispatch(command: Command) -> Result<(), CommandError> {
             StackAction::Up {
                 profile,
                 ip_forwarding,
-            } => local::up(profile, ip_forwarding),
+                compute,
+            } => local::up(profile, ip_forwarding, compute),
             StackAction::Down => local::down(),
             StackAction::Status => local::status(),
             StackAction::Env => local::env(),

@@ -54,6 +54,8 @@ pub struct Front<'a> {
     /// as Supavisor's transaction mode: a named statement sent through it fails at once, every
     /// time, instead of now and then.
     pub forget_statements: bool,
+    /// A compute size's limits: its pooler clients and a pool size to fit its connections.
+    pub compute: Option<&'a crate::state::Compute>,
 }
 
 /// The `[databases]` section: under tenant users, `postgres` logs in as `postgres` whoever the
@@ -110,8 +112,8 @@ fn ini(paths: &StackPaths, mode: PoolMode, port: u16, pg_port: u16, front: &Fron
         databases = databases(front, pg_port),
         userlist = paths.run().join("userlist.txt").display(),
         mode = mode.name(),
-        pool = mode.pool_size(),
-        max = MAX_CLIENT_CONN,
+        pool = front.compute.map_or(mode.pool_size(), |c| c.pool_size()),
+        max = front.compute.map_or(MAX_CLIENT_CONN, |c| c.pooler_clients),
     )
 }
 

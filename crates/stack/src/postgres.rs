@@ -85,7 +85,19 @@ pub fn init_cluster(
     Ok(true)
 }
 
-pub fn start(paths: &StackPaths, tools: &Toolchain, user: ServiceUser, port: u16) -> Result<u32> {
+/// Starts the cluster on `port`, with `max_connections` when a compute size sets it (the
+/// configuration's 300 otherwise).
+pub fn start(
+    paths: &StackPaths,
+    tools: &Toolchain,
+    user: ServiceUser,
+    port: u16,
+    max_connections: Option<u32>,
+) -> Result<u32> {
+    let settings = match max_connections {
+        Some(n) => format!("-p {port} -c max_connections={n}"),
+        None => format!("-p {port}"),
+    };
     let log = paths.logs().join("postgres.log");
     let out = user
         .command(&tools.pg_bin.join("pg_ctl"), &paths.instance)
@@ -94,7 +106,7 @@ pub fn start(paths: &StackPaths, tools: &Toolchain, user: ServiceUser, port: u16
         .arg("-l")
         .arg(&log)
         .args(["-w", "-t", "60", "-o"])
-        .arg(format!("-p {port}"))
+        .arg(settings)
         .arg("start")
         .output()
         .map_err(io_err("running pg_ctl start"))?;

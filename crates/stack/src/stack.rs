@@ -37,6 +37,8 @@ pub struct StackOptions {
     /// The project's "IP address forwarding" (GoTrue's `GOTRUE_SECURITY_SB_FORWARDED_FOR_ENABLED`):
     /// with it, a request carrying the secret key is rate-limited by its `Sb-Forwarded-For` address.
     pub ip_forwarding: bool,
+    /// A hosted compute size's connection limits (`--compute`); none: generous local limits.
+    pub compute: Option<crate::state::Compute>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +88,7 @@ impl Stack {
         if let Some(prev) = &previous {
             let same_settings = prev.profile == opts.profile
                 && prev.ip_forwarding == opts.ip_forwarding
+                && prev.compute == opts.compute
                 && prev.supabase_dir.as_deref() == Some(opts.supabase_dir.as_path());
             if same_settings && status_of(prev).all_running() {
                 return Ok(prev.clone());
@@ -134,6 +137,7 @@ impl Stack {
             profile: opts.profile,
             tls: None,
             ip_forwarding: opts.ip_forwarding,
+            compute: opts.compute.clone(),
             project_ref: previous
                 .as_ref()
                 .and_then(|p| p.project_ref.clone())
@@ -215,7 +219,13 @@ fn start_all(
     let port = process::free_port(previous.map(|p| p.postgres.port))?;
     state.postgres = ServiceState {
         port,
-        pid: Some(postgres::start(paths, tools, user, port)?),
+        pid: Some(postgres::start(
+            paths,
+            tools,
+            user,
+            port,
+            state.compute.as_ref().map(|c| c.max_connections),
+        )?),
     };
     state.save(&paths.state_file())?;
     progress(&format!("postgres listening on 127.0.0.1:{port}"));
@@ -298,6 +308,7 @@ fn start_poolers(
             tls: state.tls.as_ref(),
             tenant: hosted.then_some((&tenant, &state.secrets.postgres_password)),
             forget_statements: hosted && mode == PoolMode::Transaction,
+            compute: state.compute.as_ref(),
         };
         let pid = pooler::start(paths, tools, user, mode, port, state.postgres.port, &front)?;
         let slot = if mode == PoolMode::Transaction {

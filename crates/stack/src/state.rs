@@ -17,6 +17,25 @@ pub struct ServiceState {
     pub pid: Option<u32>,
 }
 
+/// A hosted compute size's connection limits, as the stack applies them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compute {
+    /// The size's name (`Micro`, `Small`, …).
+    pub name: String,
+    /// PostgreSQL's `max_connections` ("direct connections").
+    pub max_connections: u32,
+    /// Each pooler's most clients ("pooler clients").
+    pub pooler_clients: u32,
+}
+
+impl Compute {
+    /// Server connections per pooler pool: a quarter of the database's (Supavisor's default pool
+    /// size is 15 on Micro's 60).
+    pub fn pool_size(&self) -> u32 {
+        (self.max_connections / 4).max(1)
+    }
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Secrets {
     pub postgres_password: String,
@@ -78,6 +97,9 @@ pub struct StackState {
     /// GoTrue honours `Sb-Forwarded-For` on requests with the secret key.
     #[serde(default)]
     pub ip_forwarding: bool,
+    /// The compute size whose connection limits the stack applies; none: generous local limits.
+    #[serde(default)]
+    pub compute: Option<Compute>,
 }
 
 impl StackState {

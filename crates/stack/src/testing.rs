@@ -39,6 +39,7 @@ pub fn test_options() -> StackOptions {
         daemon_exe: None,
         profile: Default::default(),
         ip_forwarding: false,
+        compute: None,
     }
 }
 

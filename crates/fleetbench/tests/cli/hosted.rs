@@ -277,6 +277,38 @@ async fn keys_as_hosted(env: &BTreeMap<String, String>) {
     assert_ne!(status(jwt).await, 401);
 }
 
+/// Micro's limits: Postgres takes 60 connections, and the transaction pooler 200 clients (its
+/// console and the gateway's own count too), the 201st refused.
+async fn compute_size_limits(env: &BTreeMap<String, String>) {
+    let session = fleetbench_tls::pg::connect(&env["SUPABASE_DB_SESSION_URL"])
+        .await
+        .unwrap();
+    let max: String = session
+        .query_typed("show max_connections", &[])
+        .await
+        .unwrap()[0]
+        .get(0);
+    assert_eq!(max, "60");
+    let url = &env["SUPABASE_DB_URL"];
+    let console = fleetbench_tls::pg::connect(&url.replacen("/postgres?", "/pgbouncer?", 1))
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    let refused = loop {
+        match fleetbench_tls::pg::connect(url).await {
+            Ok(c) if held.len() < 300 => held.push(c),
+            Ok(_) => panic!("300 clients and no limit"),
+            Err(e) => break e,
+        }
+    };
+    let clients = console.simple_query("show clients").await.unwrap();
+    let rows = clients
+        .iter()
+        .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+        .count();
+    assert_eq!(rows, 200, "clients when the pooler refused one ({refused})");
+}
+
 #[tokio::test]
 async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
     let instance = Instance::new("fleetbench-test-hosted-");
@@ -391,6 +423,18 @@ async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
         statuses.iter().filter(|s| **s == 429).count() >= 10,
         "{statuses:?}"
     );
+    // A compute size: its connection limits, as staging's would bind.
+    let micro = [
+        "stack",
+        "up",
+        "--profile",
+        "hosted",
+        "--ip-forwarding",
+        "--compute",
+        "micro",
+    ];
+    ok(fleetbench(&dir, &micro));
+    compute_size_limits(&exports(&ok(fleetbench(&dir, &["stack", "env"])))).await;
     ok(fleetbench(&dir, &["stack", "down"]));
     drop(instance);
 }
