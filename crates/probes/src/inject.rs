@@ -34,7 +34,7 @@ pub async fn thermal(
     let res = http
         .post(format!("{}/rest/v1/system_metrics", target.api_url))
         .header("apikey", &target.anon_key)
-        .bearer_auth(&user.token)
+        .bearer_auth(user.token())
         .header("Prefer", "return=minimal")
         .json(&thermal_row(user, ts))
         .send()

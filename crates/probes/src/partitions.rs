@@ -421,7 +421,7 @@ async fn checks(
         .http
         .post(ctx.api("/rest/v1/system_metrics"))
         .header("apikey", &ctx.target.config.anon_key)
-        .bearer_auth(&user.token)
+        .bearer_auth(user.token())
         .json(&json!([{ "device_id": devices[0], "user_id": user.id, "ts": format!("{gap}T12:00:00Z"), "cpu_pct": 1.0 }]))
         .send()
         .await?;

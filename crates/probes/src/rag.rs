@@ -136,7 +136,7 @@ async fn seed(ctx: &Context, user: &User, memories: &[(String, Vec<f32>)]) -> an
             .http
             .post(ctx.api("/rest/v1/memories"))
             .header("apikey", &ctx.target.config.anon_key)
-            .bearer_auth(&user.token)
+            .bearer_auth(user.token())
             .header("Prefer", "return=minimal")
             .json(&rows)
             .send()
@@ -162,7 +162,7 @@ async fn search(
     let res = http
         .post(format!("{api}/rest/v1/rpc/match_memories"))
         .header("apikey", anon)
-        .bearer_auth(&user.token)
+        .bearer_auth(user.token())
         .json(&json!({ "query_embedding": q, "match_count": k }))
         .send()
         .await

@@ -101,6 +101,58 @@ struct Dashboards {
     dropped: std::sync::Arc<std::sync::Mutex<Vec<Dropped>>>,
 }
 
+/// The probe users' token refreshes: how many, and why any failed.
+#[derive(Default)]
+struct Refreshes {
+    made: u64,
+    failed: Vec<String>,
+}
+
+/// Once a second, refreshes each user's token when it is due (as the official clients do) and
+/// pushes the new one to the user's channels; runs until aborted.
+async fn refresh_tokens(
+    target: std::sync::Arc<fleetbench_fleet::Target>,
+    users: Vec<User>,
+    routes: Vec<(usize, mpsc::UnboundedSender<Control>)>,
+    tally: std::sync::Arc<std::sync::Mutex<Refreshes>>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for (i, user) in users.iter().enumerate() {
+            let refreshed = user.refresh_if_due(&target).await;
+            let mut t = tally.lock().expect("refresh tally");
+            match refreshed {
+                Ok(None) => {}
+                Ok(Some(token)) => {
+                    t.made += 1;
+                    for (_, c) in routes.iter().filter(|(u, _)| *u == i) {
+                        let _ = c.send(Control::AccessToken(token.clone()));
+                    }
+                }
+                Err(e) => t.failed.push(e.to_string()),
+            }
+        }
+    }
+}
+
+/// Each dashboard's control by user (and the partitioned table's, as user 0), for pushing a
+/// refreshed token to its channel.
+impl Dashboards {
+    fn token_routes(&self) -> Vec<(usize, mpsc::UnboundedSender<Control>)> {
+        let mut routes: Vec<(usize, mpsc::UnboundedSender<Control>)> = self
+            .controls
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.clone().map(|c| (i, c)))
+            .collect();
+        if let Ok(c) = &self.partitioned {
+            routes.push((0, c.clone()));
+        }
+        routes
+    }
+}
+
 /// Subscribes every user's dashboard (a `realtime.connect` sample each) and the partitioned table.
 async fn connect(
     ctx: &Context,
@@ -280,6 +332,7 @@ struct Seen<'a> {
     rejoin_ms: &'a Histogram<u64>,
     /// Rows user 0 inserted (what the partitioned table's subscription could deliver).
     user0_rows: u64,
+    refreshes: &'a Refreshes,
 }
 
 /// What the probe saw, in words.
@@ -304,6 +357,19 @@ fn findings(s: &Seen) -> Vec<String> {
             refused.len(),
             users.len(),
             refused.join("; ")
+        ));
+    }
+    if !s.refreshes.failed.is_empty() {
+        findings.push(format!(
+            "{} token refreshes failed: {}",
+            s.refreshes.failed.len(),
+            s.refreshes
+                .failed
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
         ));
     }
     if !failed_injections.is_empty() {
@@ -379,6 +445,7 @@ fn figures(s: &Seen) -> Vec<Figure> {
             "alerts",
             None,
         ),
+        figure("tokens refreshed", s.refreshes.made as f64, "tokens", None),
         figure(
             "alerts delivered once",
             (delivered - duplicates.min(delivered)) as f64,
@@ -500,6 +567,13 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutc
     let dash = connect(ctx, &users, &tx, &mut agg).await;
 
     ctx.started().await;
+    let tally = std::sync::Arc::new(std::sync::Mutex::new(Refreshes::default()));
+    let refresher = tokio::spawn(refresh_tokens(
+        ctx.target.clone(),
+        users.clone(),
+        dash.token_routes(),
+        tally.clone(),
+    ));
     let live: Vec<usize> = (0..users.len())
         .filter(|&i| dash.controls[i].is_some())
         .collect();
@@ -526,6 +600,8 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutc
     for r in &dash.readers {
         r.abort();
     }
+    refresher.abort();
+    let refreshes = std::mem::take(&mut *tally.lock().expect("refresh tally"));
     let (dropped, rejoin_ms) = rejoins(ctx, &mut agg, &dash.dropped, end_us);
 
     let arrivals: HashMap<Key, Vec<tally::Arrival>> = ledger
@@ -572,6 +648,7 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutc
         dropped: &dropped,
         rejoin_ms: &rejoin_ms,
         user0_rows,
+        refreshes: &refreshes,
     };
     let (findings, figures) = (findings(&seen), figures(&seen));
     Ok(ProbeOutcome {

@@ -11,9 +11,60 @@ use crate::Context;
 #[derive(Clone)]
 pub struct User {
     pub id: Uuid,
-    /// The access token (a JWT for the `authenticated` role).
-    pub token: String,
     pub device: Uuid,
+    /// Shared by every clone: a refresh is seen by all.
+    tokens: std::sync::Arc<Tokens>,
+}
+
+/// A probe user's session: the access token (a JWT for the `authenticated` role) its requests and
+/// channels carry, and what refreshing it takes.
+struct Tokens {
+    access: std::sync::RwLock<String>,
+    refresh: std::sync::Mutex<String>,
+    /// Unix seconds, and the lifetime the token had when it arrived.
+    expires: std::sync::Mutex<(i64, i64)>,
+}
+
+/// Refresh this long before expiry at most (less for short-lived tokens), as the fleet does.
+const REFRESH_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl User {
+    fn new(id: Uuid, device: Uuid, session: &fleetbench_fleet::target::Session) -> User {
+        User {
+            id,
+            device,
+            tokens: std::sync::Arc::new(Tokens {
+                access: std::sync::RwLock::new(session.access_token().to_string()),
+                refresh: std::sync::Mutex::new(session.refresh_token.clone()),
+                expires: std::sync::Mutex::new((session.expires_at, session.lifetime_s)),
+            }),
+        }
+    }
+
+    /// The current access token.
+    pub fn token(&self) -> String {
+        self.tokens.access.read().expect("token lock").clone()
+    }
+
+    /// Refreshes the session when it is due (half its lifetime left, or a minute): the new access
+    /// token, or none when it was not due.
+    pub async fn refresh_if_due(
+        &self,
+        target: &fleetbench_fleet::Target,
+    ) -> Result<Option<String>, fleetbench_fleet::target::Failure> {
+        let (expires_at, lifetime) = *self.tokens.expires.lock().expect("token lock");
+        let lead = fleetbench_fleet::agent::refresh_lead(REFRESH_MARGIN, lifetime);
+        if (expires_at - chrono::Utc::now().timestamp()) as f64 > lead {
+            return Ok(None);
+        }
+        let refresh = self.tokens.refresh.lock().expect("token lock").clone();
+        let next = target.refresh(&refresh).await?;
+        let access = next.access_token().to_string();
+        *self.tokens.access.write().expect("token lock") = access.clone();
+        *self.tokens.refresh.lock().expect("token lock") = next.refresh_token.clone();
+        *self.tokens.expires.lock().expect("token lock") = (next.expires_at, next.lifetime_s);
+        Ok(Some(access))
+    }
 }
 
 /// Without the token.
@@ -46,13 +97,16 @@ pub async fn provision(ctx: &Context, probe: &str, n: u32) -> anyhow::Result<Vec
                 .map_err(|e| anyhow::anyhow!("signing in probe user {email}: {e}"))?;
             let mut rng = rand::rngs::SmallRng::seed_from_u64(u64::from(i));
             let device = fleetbench_fleet::telemetry::Device::draw("desktop", &mut rng);
-            let token = session.access_token().to_string();
             let device = ctx
                 .target
-                .create_device(&token, &device, &format!("probe-{probe}-{i}"))
+                .create_device(
+                    session.access_token(),
+                    &device,
+                    &format!("probe-{probe}-{i}"),
+                )
                 .await
                 .map_err(|e| anyhow::anyhow!("creating a device for {email}: {e}"))?;
-            anyhow::Ok((i, User { id, token, device }))
+            anyhow::Ok((i, User::new(id, device, &session)))
         })
         .buffer_unordered(8)
         .collect::<Vec<_>>()

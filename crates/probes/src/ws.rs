@@ -75,6 +75,15 @@ impl Socket {
         }
     }
 
+    /// Hands channel `realtime:<topic>` a refreshed access token, as realtime-js's `setAuth` does.
+    pub async fn set_access_token(&mut self, topic: &str, token: &str) -> anyhow::Result<()> {
+        let topic = format!("realtime:{topic}");
+        let payload = json!({ "access_token": token });
+        self.push(&topic, "access_token", payload, Some(&topic))
+            .await
+            .map(|_| ())
+    }
+
     /// Joins `realtime:<topic>` with `postgres_changes` bindings as the holder of `token` and waits
     /// until the subscription is live: `Ok(Ok(()))`, or `Ok(Err(reason))` when the server refused it
     /// (the join reply's or the `system` message's words). Changes that arrive meanwhile are kept

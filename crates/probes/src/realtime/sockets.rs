@@ -46,6 +46,8 @@ pub(super) enum Control {
     /// Close the socket and wait for a new one (a reconnect).
     Close(oneshot::Sender<()>),
     Reopen(Box<Socket>),
+    /// The user's token was refreshed: push it to the channel, as realtime-js's `setAuth` does.
+    AccessToken(String),
 }
 
 /// realtime-js's reconnect schedule after a socket closed: 1 s, 2 s, 5 s, then every 10 s.
@@ -154,6 +156,9 @@ pub(super) async fn reader(
                     socket = *s;
                     false
                 }
+                Some(Control::AccessToken(t)) => {
+                    socket.set_access_token(&rejoin.topic, &t).await.is_err()
+                }
                 None => break,
             }
         };
@@ -198,7 +203,7 @@ pub(super) async fn subscribe_at(
     Ok(socket
         .subscribe(
             topic,
-            &user.token,
+            &user.token(),
             ws::inserts(table, filter),
             SUBSCRIBE_WITHIN,
             &mut early,

@@ -124,7 +124,7 @@ async fn sql_as(
 /// A request as user `u` makes it: the anon key and the user's token.
 fn as_user(ctx: &Context, u: &User, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     req.header("apikey", &ctx.target.config.anon_key)
-        .bearer_auth(&u.token)
+        .bearer_auth(u.token())
 }
 
 /// [`as_user`], asking for the affected rows back.
@@ -147,7 +147,7 @@ async fn plant(ctx: &Context, b: &User) -> anyhow::Result<(String, Vec<f32>)> {
         .http
         .post(ctx.api("/rest/v1/memories"))
         .header("apikey", &cfg.anon_key)
-        .bearer_auth(&b.token)
+        .bearer_auth(b.token())
         .json(&json!([{ "content": secret, "embedding": embedding }]))
         .send()
         .await?;

@@ -30,7 +30,7 @@ pub(super) async fn realtime(
     let filtered = socket
         .subscribe(
             "rls:b-filtered",
-            &a.token,
+            &a.token(),
             ws::inserts("alerts", Some(format!("user_id=eq.{}", b.id))),
             within,
             &mut early,
@@ -39,7 +39,7 @@ pub(super) async fn realtime(
     let unfiltered = socket
         .subscribe(
             "rls:unfiltered",
-            &a.token,
+            &a.token(),
             ws::inserts("alerts", None),
             within,
             &mut early,

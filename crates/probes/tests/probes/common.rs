@@ -80,8 +80,13 @@ pub fn gateway() -> &'static str {
 
 /// A context for one probe run alone against the shared stack (measuring at once).
 pub fn context() -> Context {
+    context_at(gateway())
+}
+
+/// [`context`] through the gateway at `api_url`.
+pub fn context_at(api_url: &str) -> Context {
     let state = stack();
-    let api_url = gateway().to_string();
+    let api_url = api_url.to_string();
     let target = Target::new(
         TargetConfig {
             kind: "local".into(),

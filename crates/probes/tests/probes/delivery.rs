@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fleetbench_scenario::probes::{RealtimePlan, WebhookPlan};
 
-use crate::common::{context, figure, owned};
+use crate::common::{context, context_at, figure, owned, stack};
 
 #[tokio::test]
 async fn every_injected_alert_reaches_its_dashboard_once() {
@@ -43,6 +43,45 @@ async fn every_injected_alert_reaches_its_dashboard_once() {
         "{:?}",
         r.findings
     );
+}
+
+/// Tokens that live 4 s, over a probe three times as long: the users refresh at half a lifetime and
+/// push each new token to their channels, as realtime-js does, so no injection is refused and no
+/// channel is closed for an expired token; every alert arrives.
+#[tokio::test]
+async fn dashboards_outlive_their_first_tokens() {
+    let _slots = crate::common::SLOTS.read().await;
+    let project = fleetbench_stack::ProjectConfig::load(
+        &fleetbench_stack::testing::workspace_root().join("supabase"),
+    )
+    .unwrap();
+    let url = fleetbench_gateway::spawn(|url| {
+        let mut c = fleetbench_gateway::GatewayConfig::for_stack(stack(), &project, url);
+        c.auth.jwt_expiry_s = 4;
+        c.realtime.slot = "rt_short_tokens".into();
+        c
+    })
+    .unwrap();
+    let ctx = context_at(&url);
+    let plan = RealtimePlan {
+        subscribers: 2,
+        alerts: 30,
+        interval: Duration::from_millis(400),
+        wait: Duration::from_secs(10),
+        reconnect: false,
+    };
+    let out = fleetbench_probes::realtime::run(&ctx, &plan).await.unwrap();
+    let r = &out.report;
+    assert_eq!(
+        owned(&ctx.run_id, "alerts").await,
+        i64::from(plan.alerts),
+        "{r:?}"
+    );
+    assert_eq!(figure(r, "injections failed"), 0.0, "{r:?}");
+    assert_eq!(figure(r, "alerts lost"), 0.0, "{r:?}");
+    // 12 s of injections with 4 s tokens: each user refreshed at least five times.
+    assert!(figure(r, "tokens refreshed") >= 10.0, "{r:?}");
+    assert_eq!(r.verdict, "pass", "{r:?}");
 }
 
 #[tokio::test]
