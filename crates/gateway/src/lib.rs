@@ -166,6 +166,8 @@ impl GatewayConfig {
                     fleetbench_stack::Profile::Hosted => Some(realtime::Limits::local_defaults()),
                     fleetbench_stack::Profile::Unlimited => None,
                 },
+                idle_backoff: state.profile == fleetbench_stack::Profile::Hosted,
+                temporary_slot: state.profile == fleetbench_stack::Profile::Hosted,
                 ..Default::default()
             },
         }

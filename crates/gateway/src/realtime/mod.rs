@@ -64,6 +64,14 @@ pub struct RealtimeSettings {
     pub slot: String,
     /// `poll_interval_ms` (Realtime's default 100 ms).
     pub poll_interval: Duration,
+    /// As hosted Realtime's `ReplicationPoller`: poll again at once after consuming changes, and
+    /// back off to five intervals when idle (the `hosted` profile); otherwise one interval between
+    /// polls whatever happened.
+    pub idle_backoff: bool,
+    /// As hosted Realtime's temporary slot: changes committed while Realtime was down are not
+    /// delivered after a restart (they are counted in `skipped`), and earlier subscriptions are not
+    /// resumed (the `hosted` profile). Otherwise the slot is kept and missed changes are replayed.
+    pub temporary_slot: bool,
     /// `poll_max_changes` (default 100).
     pub poll_max_changes: i32,
     /// A socket that sends nothing for this long is closed (Phoenix's 60 s).
@@ -84,6 +92,8 @@ impl Default for RealtimeSettings {
             enabled: true,
             slot: "fleetbench_realtime".into(),
             poll_interval: Duration::from_millis(100),
+            idle_backoff: false,
+            temporary_slot: false,
             poll_max_changes: 100,
             heartbeat_timeout: Duration::from_secs(60),
             resume_window: Duration::from_secs(15),
@@ -102,6 +112,8 @@ pub struct Stats {
     pub events: AtomicU64,
     /// Changes that could not be delivered and were reported (slow readers, absent resumers).
     pub lost: AtomicU64,
+    /// Row changes committed while Realtime was down, never delivered (`temporary_slot`).
+    pub skipped: AtomicU64,
 }
 
 pub struct Realtime {

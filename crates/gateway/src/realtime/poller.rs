@@ -9,6 +9,11 @@
 //! *orphans*. If the slot holds undelivered changes, polling waits (at most `resume_window`) for
 //! their clients to rejoin; a rejoining client receives the backlog. Orphans that do not return are
 //! given the backlog as lost: the count is logged and added to the `lost` statistic.
+//!
+//! With `temporary_slot` (the `hosted` profile) a new instance starts from now instead, as hosted
+//! Realtime's temporary slot does: what was committed while it was down is skipped and counted in
+//! `skipped`. With `idle_backoff` it polls as hosted's `ReplicationPoller`: at once after consuming
+//! changes, five intervals when idle ([`next_poll`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -26,28 +31,77 @@ pub async fn run(rt: Arc<Realtime>, db: Client) {
         Ok(d) => d,
         Err(e) => return tracing::error!("realtime: reading pg_type: {e}"),
     };
-    let mut sinks = resume(&rt, &db).await.unwrap_or_else(|e| {
-        tracing::error!("realtime: resuming subscriptions: {e}");
+    let start = if rt.settings.temporary_slot {
+        skip_backlog(&rt, &db).await.map(|()| None)
+    } else {
+        resume(&rt, &db).await
+    };
+    let mut sinks = start.unwrap_or_else(|e| {
+        tracing::error!("realtime: starting from the slot: {e}");
         None
     });
     loop {
         if *stop.borrow() {
             break;
         }
-        let more = match poll_once(&rt, &db, &mut decoder, &mut sinks).await {
-            Ok(more) => more,
-            Err(e) => {
+        let polled = poll_once(&rt, &db, &mut decoder, &mut sinks)
+            .await
+            .unwrap_or_else(|e| {
                 tracing::warn!("realtime: poll failed: {e}");
-                false
-            }
-        };
-        if !more {
+                Polled::Nothing
+            });
+        if let Some(wait) = next_poll(polled, &rt.settings) {
             tokio::select! {
-                _ = tokio::time::sleep(rt.settings.poll_interval) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
         }
     }
+}
+
+/// What one poll of the slot found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Polled {
+    /// A full batch: there may be more.
+    Full,
+    /// Some changes, fewer than a batch.
+    Some,
+    Nothing,
+}
+
+/// How long to wait before the next poll (`None`: at once). Hosted Realtime polls again at once
+/// after consuming changes and waits five intervals when idle; the plain stand-in waits one
+/// interval unless the batch was full.
+fn next_poll(p: Polled, s: &super::RealtimeSettings) -> Option<std::time::Duration> {
+    match (p, s.idle_backoff) {
+        (Polled::Full, _) | (Polled::Some, true) => None,
+        (Polled::Some, false) | (Polled::Nothing, false) => Some(s.poll_interval),
+        (Polled::Nothing, true) => Some(s.poll_interval * 5),
+    }
+}
+
+/// Hosted Realtime's slot is temporary: a new instance starts from now. What the slot holds from
+/// before is skipped (its row changes counted) and earlier subscriptions are forgotten.
+async fn skip_backlog(rt: &Arc<Realtime>, db: &Client) -> Result<(), tokio_postgres::Error> {
+    let slot = &rt.settings.slot;
+    let rows = store::peek(db, slot, super::PUBLICATION, i32::MAX).await?;
+    // pgoutput's row messages: Insert, Update, Delete.
+    let skipped = rows
+        .iter()
+        .filter(|r| matches!(r.first(), Some(b'I' | b'U' | b'D')))
+        .count() as u64;
+    store::advance(db, slot, store::current_lsn(db).await?).await?;
+    let orphans = store::orphans(db, slot, rt.instance).await?;
+    let ids: Vec<i64> = orphans.iter().map(|o| o.row_id).collect();
+    store::delete(db, &ids).await?;
+    rt.stats.skipped.fetch_add(skipped, Ordering::Relaxed);
+    if skipped > 0 {
+        tracing::info!(
+            "realtime: {skipped} changes committed while down are skipped (temporary slot)"
+        );
+    }
+    rt.orphans_loaded.send_replace(true);
+    Ok(())
 }
 
 /// Subscribers that did not return, and the LSN up to which the backlog they missed reaches.
@@ -137,7 +191,7 @@ async fn poll_once(
     db: &Client,
     decoder: &mut Decoder,
     sinks: &mut Option<Sinks>,
-) -> Result<bool, String> {
+) -> Result<Polled, String> {
     let max = rt.settings.poll_max_changes;
     let rows = store::peek(db, &rt.settings.slot, super::PUBLICATION, max)
         .await
@@ -147,7 +201,7 @@ async fn poll_once(
             forget_orphans(db, sinks).await;
             report_lost(rt, sinks);
         }
-        return Ok(false);
+        return Ok(Polled::Nothing);
     }
     let (changes, last_end) = decoder.decode(db, &rows).await?;
     let settling = settles(sinks, last_end.unwrap_or(0));
@@ -169,7 +223,11 @@ async fn poll_once(
             .await
             .map_err(|e| e.to_string())?;
     }
-    Ok(rows.len() as i32 >= max)
+    Ok(if rows.len() as i32 >= max {
+        Polled::Full
+    } else {
+        Polled::Some
+    })
 }
 
 /// Whether a batch ending at `at` takes the poller past the backlog the absent subscribers missed.
@@ -323,4 +381,22 @@ async fn visibility<'a>(
         visible.extend(r.map_err(|e| format!("visibility check: {e}"))?);
     }
     Ok(visible)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_follow_hosted_realtime_only_when_asked() {
+        let mut s = super::super::RealtimeSettings::default();
+        let i = s.poll_interval;
+        assert_eq!(next_poll(Polled::Full, &s), None);
+        assert_eq!(next_poll(Polled::Some, &s), Some(i));
+        assert_eq!(next_poll(Polled::Nothing, &s), Some(i));
+        s.idle_backoff = true;
+        assert_eq!(next_poll(Polled::Full, &s), None);
+        assert_eq!(next_poll(Polled::Some, &s), None);
+        assert_eq!(next_poll(Polled::Nothing, &s), Some(i * 5));
+    }
 }

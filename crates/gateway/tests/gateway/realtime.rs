@@ -516,6 +516,48 @@ async fn a_restart_loses_nothing_committed() {
     third.stop();
 }
 
+/// Hosted Realtime's slot is temporary: what is committed while it is down is never delivered after
+/// the restart, and the stats count those changes as skipped.
+#[tokio::test]
+async fn a_hosted_restart_skips_what_was_committed_while_down() {
+    let g = gateway();
+    let a = g.agent("rt-skip").await;
+    let db = g.db().await;
+    let settings = |c: &mut fleetbench_gateway::GatewayConfig| {
+        c.realtime.slot = "rt_skip".into();
+        c.realtime.temporary_slot = true;
+        c.realtime.idle_backoff = true;
+    };
+    let first = start_running(settings);
+    let mut ws = resumable(&at(first.url.clone()), &a, "skip").await;
+    let before = insert_alerts(&db, &a, 5, "before").await;
+    assert_eq!(receive(&mut ws, 5).await, before);
+    first.stop();
+    assert!(
+        ws.next().await.is_none(),
+        "the socket closes with the gateway"
+    );
+    insert_alerts(&db, &a, 7, "while down").await;
+    let second = start_running(settings);
+    let gw = at(second.url.clone());
+    let mut ws = resumable(&gw, &a, "skip").await;
+    let after = insert_alerts(&db, &a, 3, "after").await;
+    // The first changes to arrive are those committed after the restart.
+    assert_eq!(receive(&mut ws, 3).await, after);
+    let stats: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/realtime/v1/stats", gw.url))
+        .header("apikey", &gw.service)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["skipped"], json!(7), "{stats}");
+    drop(ws);
+    second.stop();
+}
+
 #[tokio::test]
 async fn a_subscriber_that_does_not_return_is_reported_lost() {
     let g = gateway();
