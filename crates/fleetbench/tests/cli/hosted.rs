@@ -46,6 +46,12 @@ fn foreign_ca(dir: &Path) -> PathBuf {
     path
 }
 
+/// The one text value `sql` answers, as an unnamed statement (the transaction pooler keeps no
+/// prepared one).
+async fn text(db: &tokio_postgres::Client, sql: &str) -> String {
+    db.query_typed(sql, &[]).await.unwrap()[0].get(0)
+}
+
 /// Both pooler URLs: TLS verified against the CA works, plaintext and a foreign CA do not; the
 /// user is Supavisor's tenant form, and a bare `postgres` is refused.
 async fn poolers_require_tls(env: &BTreeMap<String, String>, foreign: &Path) {
@@ -66,13 +72,7 @@ async fn poolers_require_tls(env: &BTreeMap<String, String>, foreign: &Path) {
             .await
             .unwrap_or_else(|e| panic!("{name} as handed out: {e}"));
         // Supavisor logs the tenant user in as the project's `postgres`.
-        // (Unnamed: the transaction pooler keeps no prepared statement.)
-        let who: String = db
-            .query_typed("select current_user::text", &[])
-            .await
-            .unwrap()[0]
-            .get(0);
-        assert_eq!(who, "postgres");
+        assert_eq!(text(&db, "select current_user::text").await, "postgres");
         let bare = url.replacen(&tenant, "postgres://postgres:", 1);
         let refused = fleetbench_tls::pg::connect(&bare).await.err();
         assert!(refused.is_some(), "{name} took a bare postgres user");
@@ -283,12 +283,7 @@ async fn compute_size_limits(env: &BTreeMap<String, String>) {
     let session = fleetbench_tls::pg::connect(&env["SUPABASE_DB_SESSION_URL"])
         .await
         .unwrap();
-    let max: String = session
-        .query_typed("show max_connections", &[])
-        .await
-        .unwrap()[0]
-        .get(0);
-    assert_eq!(max, "60");
+    assert_eq!(text(&session, "show max_connections").await, "60");
     let url = &env["SUPABASE_DB_URL"];
     let console = fleetbench_tls::pg::connect(&url.replacen("/postgres?", "/pgbouncer?", 1))
         .await
