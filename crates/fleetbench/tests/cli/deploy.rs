@@ -117,3 +117,53 @@ fn the_kubernetes_manifests_and_the_workflow_have_what_sharding_needs() {
             .any(|s| s["with"]["name"].as_str() == Some("report"))
     );
 }
+
+/// The image and the apply commands as documented: the runtime stage runs unprivileged, the build
+/// context leaves out the local stack's secrets and the build output, and the envsubst that
+/// docs/sharding.md names (run here, the real GNU gettext one) fills in RUN_ID and START_AT while
+/// the pods' own `${JOB_COMPLETION_INDEX}` and `$code` survive.
+#[test]
+fn the_image_and_the_apply_commands_keep_what_they_must() {
+    let dockerfile = std::fs::read_to_string(workspace_root().join("deploy/Dockerfile")).unwrap();
+    let runtime = dockerfile.rsplit("\nFROM ").next().unwrap();
+    let user = runtime
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("the runtime stage names its user");
+    assert!(!matches!(user.trim(), "root" | "0"), "{user}");
+    let ignored = std::fs::read_to_string(workspace_root().join(".dockerignore")).unwrap();
+    for dir in ["target/", ".fleetbench/"] {
+        assert!(
+            ignored.lines().any(|l| l.trim() == dir),
+            "{dir} not in .dockerignore"
+        );
+    }
+    let docs = std::fs::read_to_string(workspace_root().join("docs/sharding.md")).unwrap();
+    for (manifest, vars, kept) in [
+        (
+            "deploy/k8s/shards-job.yaml",
+            "'$RUN_ID $START_AT'",
+            "${JOB_COMPLETION_INDEX}",
+        ),
+        ("deploy/k8s/merge-job.yaml", "'$RUN_ID'", "exit $code"),
+    ] {
+        assert!(
+            docs.contains(&format!("envsubst {vars}")),
+            "docs/sharding.md lacks envsubst {vars}"
+        );
+        let out = Command::new("envsubst")
+            .arg(vars.trim_matches('\''))
+            .env("RUN_ID", "run-1234")
+            .env("START_AT", "2030-01-01T00:00:00Z")
+            .stdin(std::fs::File::open(workspace_root().join(manifest)).unwrap())
+            .output()
+            .expect("envsubst (gettext-base) runs");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains("run-1234") && text.contains(kept),
+            "{manifest}:\n{text}"
+        );
+        yaml_rust2::YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{manifest}: {e}"));
+    }
+}
