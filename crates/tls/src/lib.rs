@@ -67,7 +67,18 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A client config that trusts the platform's roots and [`roots`], and checks the server's name.
+/// Built once per process (every socket and pool shares it: loading the platform's roots is not
+/// free), so `FLEETBENCH_CA_FILE` is read when the first client is made.
 pub fn client_config() -> Result<rustls::ClientConfig, TlsError> {
+    static CONFIG: std::sync::OnceLock<Result<rustls::ClientConfig, String>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| build_client_config().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(TlsError::Setting)
+}
+
+fn build_client_config() -> Result<rustls::ClientConfig, TlsError> {
     let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(roots()?, provider())?;
     Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
