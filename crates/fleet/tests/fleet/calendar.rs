@@ -16,6 +16,7 @@ const BEFORE_MIDNIGHT_S: i64 = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_across_a_months_end_lands_every_row_in_its_month() {
+    let _shared = QUIET.read().await;
     let g = gateway(|_| {});
     let this_month = Utc::now().date_naive().with_day(1).unwrap();
     let midnight = (this_month + Months::new(1))

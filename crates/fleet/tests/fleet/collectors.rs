@@ -12,7 +12,7 @@ use fleetbench_fleet::calibrate;
 use fleetbench_fleet::telemetry::Row;
 use fleetbench_scenario::profile::{DeviceProfile, ModelParams};
 
-use crate::common::{db, gateway, target};
+use crate::common::{QUIET, db, gateway, target};
 
 /// A trace whose readings all differ (reading i has cpu_pct i, …).
 fn numbered(n: usize, interval_ms: u64) -> Trace {
@@ -229,6 +229,7 @@ fn calibration_recovers_the_parameters_of_a_model_trace() {
 
 #[tokio::test]
 async fn a_collector_reading_round_trips_through_the_data_api() {
+    let _shared = QUIET.read().await;
     let target = target(&gateway(|_| {}));
     let run_id = uuid::Uuid::new_v4().to_string();
     let (_tx, stop) = tokio::sync::watch::channel(false);

@@ -12,7 +12,8 @@
 //!   stalls, waits behind a stall in intended-start latency only, `abort_on_fail`.
 //! - [`http`]: the upload client against a scripted raw server: framings, reuse, closes, failures.
 //! - [`tls`]: uploads over verified TLS; a self-signed certificate refused.
-//! - [`common`]: the shared stack, gateways, targets, scenarios and runs.
+//! - [`common`]: the shared stack, gateways, targets, scenarios and runs; `QUIET`, which keeps the
+//!   sink's timing comparisons apart from the tests that load the machine.
 
 mod calendar;
 mod collectors;

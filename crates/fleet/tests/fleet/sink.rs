@@ -9,6 +9,7 @@ use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arrival_rates_are_held_constant_and_ramping() {
+    let _quiet = QUIET.write().await;
     let (target, sink) = sink_target(fixed(2), 256).await;
     // 200/s held for 4 s, then a ramp to 400/s over 4 s: 800 + 1200 arrivals.
     let out = run_text(
@@ -71,6 +72,7 @@ upload_interval = "2s"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arrivals_that_find_no_idle_agent_are_dropped_and_counted() {
+    let _quiet = QUIET.write().await;
     // Two agents, each busy 100 ms per upload, cannot carry 100 arrivals a second.
     let (target, sink) = sink_target(fixed(100), 256).await;
     let out = run_text(
@@ -109,6 +111,7 @@ upload_interval = "1s"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_agents_go_again_when_their_upload_ends() {
+    let _quiet = QUIET.write().await;
     let (target, sink) = sink_target(fixed(20), 256).await;
     let out = run_text(
         r#"name = "closed"
@@ -151,6 +154,7 @@ think_time = "30ms"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_agents_stop_after_their_iterations_and_the_run_ends() {
+    let _quiet = QUIET.write().await;
     let (target, sink) = sink_target(fixed(5), 256).await;
     let started = std::time::Instant::now();
     let out = run_text(
@@ -187,6 +191,7 @@ iterations = 13
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_shares_at_most_its_connections() {
+    let _quiet = QUIET.write().await;
     let (target, sink) = sink_target(fixed(20), 4).await;
     let out = run_text(
         r#"name = "capped"
@@ -244,6 +249,7 @@ fn steady_windows(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pacing_holds_the_arrival_rate() {
+    let _quiet = QUIET.write().await;
     let model = fleetbench_sink::Model {
         latency: fleetbench_sink::Latency::Fixed(Duration::ZERO),
         stall: None,
@@ -273,6 +279,7 @@ async fn pacing_holds_the_arrival_rate() {
 /// reported p90, p95 and p99 must be within 2 % of that truth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn percentiles_match_the_analytic_truth_under_stalls() {
+    let _quiet = QUIET.write().await;
     let (stall, period) = (400.0, 1100.0);
     let model = fleetbench_sink::Model {
         latency: fleetbench_sink::Latency::Fixed(Duration::ZERO),
@@ -322,6 +329,7 @@ async fn percentiles_match_the_analytic_truth_under_stalls() {
 /// service time: the difference coordinated omission would hide.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_behind_a_stall_show_in_intended_start_latency_only() {
+    let _quiet = QUIET.write().await;
     let model = fleetbench_sink::Model {
         latency: fleetbench_sink::Latency::Fixed(Duration::ZERO),
         stall: Some(fleetbench_sink::Stall {
@@ -358,6 +366,7 @@ async fn waits_behind_a_stall_show_in_intended_start_latency_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_on_fail_threshold_stops_the_run_early() {
+    let _quiet = QUIET.write().await;
     // Every upload takes 20 ms; a p50 under 1 ms cannot hold, so after its 1 s delay the
     // threshold stops a run planned for 60 s.
     let (target, sink) = sink_target(fixed(20), 64).await;

@@ -10,6 +10,7 @@ use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_written_equal_rows_stored_on_both_paths() {
+    let _shared = QUIET.read().await;
     let g = gateway(|_| {});
     let (out, run_id) = run(plan(&[]), target(&g)).await;
     let written: u64 = out.rows_written.values().sum();
@@ -43,6 +44,7 @@ async fn rows_written_equal_rows_stored_on_both_paths() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_refreshed_before_they_expire() {
+    let _shared = QUIET.read().await;
     let g = gateway(|c| c.auth.jwt_expiry_s = 3);
     let (out, run_id) = run(
         plan(&[
@@ -83,6 +85,7 @@ async fn tokens_are_refreshed_before_they_expire() {
 /// once or twice per agent in a 6 s load, not before each of its ~12 uploads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_lived_tokens_are_refreshed_per_lifetime_not_per_upload() {
+    let _shared = QUIET.read().await;
     let g = gateway(|c| c.auth.jwt_expiry_s = 8);
     let (out, _) = run(plan(&["load.stages.1.duration=\"5s\""]), target(&g)).await;
     let (refreshes, uploads) = (
@@ -99,6 +102,7 @@ async fn short_lived_tokens_are_refreshed_per_lifetime_not_per_upload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_access_token_signs_in_again() {
+    let _shared = QUIET.read().await;
     let g = gateway(|_| {});
     let t = target(&g);
     // The agent's own credentials, as the engine derives them from the run and its index.
@@ -180,6 +184,7 @@ async fn an_expired_access_token_signs_in_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosted_rate_limits_are_backed_off_until_every_agent_is_in() {
+    let _shared = QUIET.read().await;
     // GoTrue's burst of 30 per client; a faster refill than hosted (5/s) keeps the test short.
     let g = limited_gateway(1500, false);
     let (out, _) = run(
@@ -217,6 +222,7 @@ async fn hosted_rate_limits_are_backed_off_until_every_agent_is_in() {
 /// and not one `/token` call is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_addresses_give_every_agent_its_own_auth_bucket() {
+    let _shared = QUIET.read().await;
     let g = limited_gateway(1, true);
     let keys = stack()
         .secrets
@@ -261,6 +267,7 @@ async fn forwarded_addresses_give_every_agent_its_own_auth_bucket() {
 /// budget set to the same limit: sign-ins go at the bucket's pace and not one is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_known_token_limit_paces_sign_ins_without_a_429() {
+    let _shared = QUIET.read().await;
     let limit = fleetbench_fleet::target::AuthLimit {
         per_5min: 1500,
         burst: 30,
@@ -352,6 +359,7 @@ async fn proxy(to: &str) -> Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_survives_an_outage_and_is_flushed() {
+    let _shared = QUIET.read().await;
     let g = gateway(|_| {});
     let p = proxy(&g).await;
     let progress = Arc::new(Progress::default());
