@@ -181,20 +181,26 @@ fn local_auth_limit(
 }
 
 /// `FLEETBENCH_IP_FORWARDING` (`on`/`off`, default off): whether the project forwards client
-/// addresses, so that each agent signs in as its own address. It needs the secret key: the
-/// hosted gateway passes `Sb-Forwarded-For` on with no other key.
-fn ip_forwarding(service_key: &str) -> Result<bool, CommandError> {
+/// addresses, so that each agent signs in as its own address.
+fn ip_forwarding() -> Result<bool, CommandError> {
     match env(&["FLEETBENCH_IP_FORWARDING"]).as_deref() {
         None | Some("off") => Ok(false),
-        Some("on") if service_key.starts_with("sb_secret_") => Ok(true),
-        Some("on") => Err(CommandError::invalid(anyhow::anyhow!(
-            "FLEETBENCH_IP_FORWARDING=on needs SUPABASE_SECRET_KEY (an sb_secret_ key) as the service key: \
-             the API gateway passes Sb-Forwarded-For on with that key only; nothing was sent"
-        ))),
+        Some("on") => Ok(true),
         Some(other) => Err(CommandError::invalid(anyhow::anyhow!(
             "FLEETBENCH_IP_FORWARDING={other:?}: expected on or off"
         ))),
     }
+}
+
+/// Forwarding needs the secret key: the hosted gateway passes `Sb-Forwarded-For` on with no other.
+fn check_forwarding_key(service_key: &str) -> Result<(), CommandError> {
+    if service_key.starts_with("sb_secret_") {
+        return Ok(());
+    }
+    Err(CommandError::invalid(anyhow::anyhow!(
+        "FLEETBENCH_IP_FORWARDING=on needs SUPABASE_SECRET_KEY (an sb_secret_ key) as the service key: \
+         the API gateway passes Sb-Forwarded-For on with that key only; nothing was sent"
+    )))
 }
 
 /// A Postgres URL must parse (said without the URL: it carries a password).
@@ -213,8 +219,8 @@ pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints
         check_allowed(&url, allow)?;
         let anon = env(&["SUPABASE_ANON_KEY", "SUPABASE_PUBLISHABLE_KEY"]);
         // Forwarded addresses count only with the secret key: prefer it when forwarding is asked.
-        let forwarding = env(&["FLEETBENCH_IP_FORWARDING"]).as_deref() == Some("on");
-        let service = if forwarding {
+        let forward_ip = ip_forwarding()?;
+        let service = if forward_ip {
             env(&["SUPABASE_SECRET_KEY", "SUPABASE_SERVICE_ROLE_KEY"])
         } else {
             env(&["SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY"])
@@ -238,7 +244,9 @@ pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints
                 "the scenario sends part of the fleet through the pooler (workload.ingest.pooler) but SUPABASE_DB_URL is not set"
             )));
         }
-        let forward_ip = ip_forwarding(&service_key)?;
+        if forward_ip {
+            check_forwarding_key(&service_key)?;
+        }
         return Ok(Endpoints {
             admin_db_url: env(&["SUPABASE_DB_SESSION_URL", "SUPABASE_DB_URL"]),
             direct_db_url: env(&["SUPABASE_DB_SESSION_URL"]),
