@@ -264,9 +264,14 @@ pub enum StackAction {
         ip_forwarding: bool,
         /// A hosted compute size (nano, micro, small, medium, large, xl, 2xl, 4xl, 8xl, 12xl, 16xl):
         /// its direct connections become Postgres's max_connections and its pooler clients each
-        /// pooler's limit, from Supabase's published table.
+        /// pooler's limit, from Supabase's published table [hosted default: micro, a Pro
+        /// project's included compute].
         #[arg(long, env = "FLEETBENCH_STACK_COMPUTE", value_name = "SIZE", value_parser = parse_compute)]
         compute: Option<fleetbench_stack::state::Compute>,
+        /// The plan whose Realtime limits apply (free, pro, team; Pro without its spend cap has
+        /// Team's limits) [hosted default: pro].
+        #[arg(long, env = "FLEETBENCH_STACK_PLAN", value_name = "PLAN")]
+        plan: Option<fleetbench_stack::state::Plan>,
     },
     /// Stop every process of the stack.
     Down,
@@ -283,7 +288,7 @@ pub enum StackAction {
 }
 
 /// A compute size by its name, any case, from the capacity model's table.
-fn parse_compute(s: &str) -> Result<fleetbench_stack::state::Compute, String> {
+pub fn parse_compute(s: &str) -> Result<fleetbench_stack::state::Compute, String> {
     fleetbench_capacity::SIZES
         .iter()
         .find(|(name, ..)| name.eq_ignore_ascii_case(s.trim()))

@@ -7,11 +7,47 @@ use fleetbench_stack::{Profile, Stack, StackOptions, StackPaths, StackState};
 
 use crate::CommandError;
 
-/// The stack's settings beyond its paths: profile, IP forwarding, compute size.
-pub type Settings = (Profile, bool, Option<fleetbench_stack::state::Compute>);
+/// The stack's settings beyond its paths.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub profile: Profile,
+    pub ip_forwarding: bool,
+    pub compute: Option<fleetbench_stack::state::Compute>,
+    pub plan: Option<fleetbench_stack::state::Plan>,
+}
+
+impl Settings {
+    /// `stack up`'s settings: the `hosted` profile is a Pro project on Micro unless told otherwise
+    /// (the size and plan a staging project most often has); `unlimited` has neither.
+    pub fn for_up(
+        profile: Profile,
+        ip_forwarding: bool,
+        compute: Option<fleetbench_stack::state::Compute>,
+        plan: Option<fleetbench_stack::state::Plan>,
+    ) -> Settings {
+        let hosted = profile == Profile::Hosted;
+        Settings {
+            profile,
+            ip_forwarding,
+            compute: compute.or_else(|| {
+                hosted.then(|| crate::cli::parse_compute("micro").expect("Micro is in the table"))
+            }),
+            plan: plan.or(hosted.then_some(fleetbench_stack::state::Plan::Pro)),
+        }
+    }
+
+    /// The settings a stack was brought up with.
+    fn of(state: &StackState) -> Settings {
+        Settings {
+            profile: state.profile,
+            ip_forwarding: state.ip_forwarding,
+            compute: state.compute.clone(),
+            plan: state.plan,
+        }
+    }
+}
 
 pub fn options(settings: Settings) -> anyhow::Result<StackOptions> {
-    let (profile, ip_forwarding, compute) = settings;
     Ok(StackOptions {
         paths: StackPaths::from_env(),
         supabase_dir: PathBuf::from("supabase")
@@ -19,30 +55,27 @@ pub fn options(settings: Settings) -> anyhow::Result<StackOptions> {
             .unwrap_or_else(|_| PathBuf::from("supabase")),
         function_env: Default::default(),
         daemon_exe: Some(std::env::current_exe().context("locating the fleetbench executable")?),
-        profile,
-        ip_forwarding,
-        compute,
+        profile: settings.profile,
+        ip_forwarding: settings.ip_forwarding,
+        compute: settings.compute,
+        plan: settings.plan,
     })
 }
 
 /// Brings the stack up (installing what is missing), reporting each step on stderr. Without
-/// settings (profile, IP forwarding), a running stack keeps the ones it has.
+/// settings, a running stack keeps the ones it has.
 pub fn ensure_up(settings: Option<Settings>) -> anyhow::Result<StackState> {
     let settings = settings.unwrap_or_else(|| {
         StackState::load(&StackPaths::from_env().state_file())
-            .map(|s| (s.profile, s.ip_forwarding, s.compute))
+            .map(|s| Settings::of(&s))
             .unwrap_or_default()
     });
     let opts = options(settings)?;
     Ok(Stack::up(&opts, &mut |line| eprintln!("stack: {line}"))?)
 }
 
-pub fn up(
-    profile: Profile,
-    ip_forwarding: bool,
-    compute: Option<fleetbench_stack::state::Compute>,
-) -> Result<(), CommandError> {
-    let state = ensure_up(Some((profile, ip_forwarding, compute)))?;
+pub fn up(settings: Settings) -> Result<(), CommandError> {
+    let state = ensure_up(Some(settings))?;
     print_services(&state)?;
     eprintln!("stack: up; `fleetbench stack env` prints the connection settings");
     Ok(())
@@ -86,6 +119,23 @@ fn print_services(state: &StackState) -> anyhow::Result<()> {
         instance: state.instance.clone(),
     })?;
     println!("stack instance {}", status.instance.display());
+    let mut profile = format!("profile {}", state.profile);
+    if let Some(c) = &state.compute {
+        profile += &format!(
+            ", compute {} ({} connections, {} pooler clients)",
+            c.name, c.max_connections, c.pooler_clients
+        );
+    }
+    if let Some(p) = state.plan {
+        let (conns, msgs, joins) = p.realtime_limits();
+        profile += &format!(
+            ", plan {p} (Realtime: {conns} connections, {msgs} messages/s, {joins} joins/s)"
+        );
+    }
+    if state.ip_forwarding {
+        profile += ", IP address forwarding on";
+    }
+    println!("{profile}");
     for s in &status.services {
         let pid = s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         let run = if s.running { "running" } else { "stopped" };

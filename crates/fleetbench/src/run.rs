@@ -103,6 +103,91 @@ pub struct Sharding {
     pub start_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// A remote project's Auth as the run plans with it, said on stderr: the `/token` limit from the
+/// scenario (`[target] token_rate_limit`), else the Management API (with `SUPABASE_ACCESS_TOKEN`),
+/// else the hosted default for `*.supabase.co`; the access-token lifetime (an hour unless the
+/// Management API says otherwise). Forwarding asked of a project that has it off is refused.
+fn project_auth(
+    plan: &fleetbench_scenario::Plan,
+    endpoints: &mut fleetbench_runner::Endpoints,
+) -> Result<std::time::Duration, CommandError> {
+    let hour = std::time::Duration::from_secs(3600);
+    let config = &mut endpoints.config;
+    if config.kind != "remote" {
+        return Ok(hour);
+    }
+    let read = management_auth(&config.api_url)?;
+    let mut lifetime = hour;
+    if let Some(project) = &read {
+        if let Some(n) = project.rate_limit_token_refresh {
+            config.auth_limit = Some(fleetbench_fleet::target::AuthLimit {
+                per_5min: n,
+                burst: 30,
+            });
+        }
+        if let Some(s) = project.jwt_exp.filter(|s| *s > 0) {
+            lifetime = std::time::Duration::from_secs(s);
+        }
+        if config.forward_ip && !project.security_sb_forwarded_for_enabled {
+            return Err(CommandError::invalid(anyhow::anyhow!(
+                "FLEETBENCH_IP_FORWARDING=on, but the project's IP address forwarding is off (Management API: \
+                 security_sb_forwarded_for_enabled = false), so every agent would share one /token bucket; \
+                 turn it on (PATCH /v1/projects/{{ref}}/config/auth) or unset FLEETBENCH_IP_FORWARDING; nothing was sent"
+            )));
+        }
+        eprintln!(
+            "project: Management API: /token {} per 5 min per address, access tokens live {} s, IP address forwarding {}",
+            project
+                .rate_limit_token_refresh
+                .map_or("unknown".into(), |n| n.to_string()),
+            lifetime.as_secs(),
+            if project.security_sb_forwarded_for_enabled {
+                "on"
+            } else {
+                "off"
+            }
+        );
+    }
+    if let Some(n) = plan.token_rate_limit {
+        config.auth_limit = Some(fleetbench_fleet::target::AuthLimit {
+            per_5min: n,
+            burst: 30,
+        });
+        eprintln!("project: /token {n} per 5 min per address, as [target] token_rate_limit says");
+    }
+    Ok(lifetime)
+}
+
+/// The Management API's Auth configuration of the target, when `SUPABASE_ACCESS_TOKEN` is set.
+fn management_auth(
+    api_url: &str,
+) -> Result<Option<fleetbench_runner::platform::AuthConfig>, CommandError> {
+    let Ok(token) = std::env::var("SUPABASE_ACCESS_TOKEN") else {
+        return Ok(None);
+    };
+    let explicit = std::env::var("SUPABASE_PROJECT_REF").ok();
+    let Some(project_ref) = fleetbench_runner::platform::project_ref(api_url, explicit.as_deref())
+    else {
+        return Err(CommandError::invalid(anyhow::anyhow!(
+            "SUPABASE_ACCESS_TOKEN is set but the project ref is unknown (SUPABASE_URL is not \
+             <ref>.supabase.co): set SUPABASE_PROJECT_REF; nothing was sent"
+        )));
+    };
+    let api = std::env::var("FLEETBENCH_MANAGEMENT_API")
+        .unwrap_or_else(|_| fleetbench_runner::platform::HOSTED_API.into());
+    let read = tokio::runtime::Runtime::new()?.block_on(fleetbench_runner::platform::auth_config(
+        &api,
+        &project_ref,
+        token.trim(),
+    ));
+    read.map(Some).map_err(|e| {
+        CommandError::invalid(anyhow::anyhow!(
+            "reading the project's Auth configuration from the Management API failed ({e}); \
+             unset SUPABASE_ACCESS_TOKEN to plan with the defaults; nothing was sent"
+        ))
+    })
+}
+
 /// What `run` checks before it sends anything: `--dry-run` stops after the Auth preflight;
 /// `--accept-slow-provisioning` runs even when the preflight says provisioning is too slow.
 #[derive(Debug, Clone, Copy, Default)]
@@ -116,6 +201,7 @@ pub struct Checks {
 fn preflight(
     plan: &fleetbench_scenario::Plan,
     endpoints: &fleetbench_runner::Endpoints,
+    lifetime: std::time::Duration,
     checks: Checks,
 ) -> Result<bool, CommandError> {
     let max = match std::env::var("FLEETBENCH_MAX_PROVISIONING") {
@@ -127,8 +213,6 @@ fn preflight(
         })?,
     };
     let config = &endpoints.config;
-    // Access tokens as hosted projects issue them by default: an hour.
-    let lifetime = std::time::Duration::from_secs(3600);
     let p = fleetbench_runner::preflight::preflight(
         plan,
         config.auth_limit,
@@ -188,13 +272,8 @@ pub fn run(
         needs_pooler || plan.probes.pooler.is_some(),
         &plan.allow_hosts,
     )?;
-    if let (Some(n), "remote") = (plan.token_rate_limit, endpoints.config.kind.as_str()) {
-        endpoints.config.auth_limit = Some(fleetbench_fleet::target::AuthLimit {
-            per_5min: n,
-            burst: 30,
-        });
-    }
-    if !preflight(&plan, &endpoints, checks)? {
+    let lifetime = project_auth(&plan, &mut endpoints)?;
+    if !preflight(&plan, &endpoints, lifetime, checks)? {
         return Ok(());
     }
     let run_id = sharding

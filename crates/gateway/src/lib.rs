@@ -13,6 +13,10 @@
 //!   password and refresh grants with rotation and reuse detection, `/user`, `/logout`, `/settings`.
 //! - [`functions`]: Edge Functions at `/functions/v1/<name>`, proxied to their Deno processes with
 //!   `verify_jwt` enforced per function.
+//! - [`management`]: the Management API's project Auth configuration (`/v1/projects/{ref}/config/auth`),
+//!   read and changed with a personal access token (the `hosted` profile).
+//! - [`metrics`]: the project's Prometheus-format Metrics API (`/customer/v1/privileged/metrics`),
+//!   Postgres, its processes and the poolers under hosted series names (the `hosted` profile).
 //! - [`listen`]: serving the router over HTTP or HTTPS until told to stop.
 //! - [`ratelimit`]: GoTrue's per-client-IP token buckets (the `hosted` stack profile).
 //! - [`realtime`]: Realtime at `/realtime/v1/websocket`: Phoenix channels, `postgres_changes` from a
@@ -26,6 +30,8 @@ pub mod daemon;
 pub mod functions;
 pub mod keys;
 pub mod listen;
+pub mod management;
+pub mod metrics;
 pub mod ratelimit;
 pub mod realtime;
 pub mod rest;
@@ -51,6 +57,10 @@ pub struct GatewayConfig {
     /// The edge functions the stack runs, by name.
     pub functions: std::collections::BTreeMap<String, functions::FunctionRoute>,
     pub realtime: realtime::RealtimeSettings,
+    /// The Management API's access (the `hosted` profile); none: not served.
+    pub management: Option<management::Access>,
+    /// The Metrics API's sources (the `hosted` profile); none: not served.
+    pub metrics: Option<metrics::Sources>,
 }
 
 /// GoTrue's settings (`[auth]` of `supabase/config.toml`).
@@ -105,6 +115,36 @@ fn project_keys(state: &fleetbench_stack::StackState) -> keys::ProjectKeys {
         secret: secrets.opaque.as_ref().map(|o| o.secret.clone()),
         signing,
     }
+}
+
+/// The Management API's token and project, under the `hosted` profile.
+fn platform_access(state: &fleetbench_stack::StackState) -> Option<management::Access> {
+    match (
+        state.profile,
+        &state.secrets.access_token,
+        &state.project_ref,
+    ) {
+        (fleetbench_stack::Profile::Hosted, Some(token), Some(r)) => Some(management::Access {
+            token: token.clone(),
+            project_ref: r.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// What the Metrics API reads, under the `hosted` profile: Postgres's processes and both poolers'
+/// consoles.
+fn platform_metrics(state: &fleetbench_stack::StackState) -> Option<metrics::Sources> {
+    let project_ref = state.project_ref.clone()?;
+    let console = |url: String| url.replacen("/postgres?", "/pgbouncer?", 1);
+    (state.profile == fleetbench_stack::Profile::Hosted).then(|| metrics::Sources {
+        project_ref,
+        postmaster_pid: state.postgres.pid,
+        pooler_consoles: vec![
+            ("transaction".into(), console(state.pooler_db_url())),
+            ("session".into(), console(state.session_db_url())),
+        ],
+    })
 }
 
 impl GatewayConfig {
@@ -163,13 +203,20 @@ impl GatewayConfig {
                 .collect(),
             realtime: realtime::RealtimeSettings {
                 limits: match state.profile {
-                    fleetbench_stack::Profile::Hosted => Some(realtime::Limits::local_defaults()),
+                    fleetbench_stack::Profile::Hosted => {
+                        Some(state.plan.map_or_else(
+                            realtime::Limits::local_defaults,
+                            realtime::Limits::of_plan,
+                        ))
+                    }
                     fleetbench_stack::Profile::Unlimited => None,
                 },
                 idle_backoff: state.profile == fleetbench_stack::Profile::Hosted,
                 temporary_slot: state.profile == fleetbench_stack::Profile::Hosted,
                 ..Default::default()
             },
+            management: platform_access(state),
+            metrics: platform_metrics(state),
         }
     }
 }
@@ -188,11 +235,7 @@ pub enum GatewayError {
 pub fn build(config: GatewayConfig) -> Result<(Router, Option<realtime::Handle>), GatewayError> {
     // The direct superuser pool: GoTrue's, and Realtime's subscription bookkeeping.
     let direct = pool(&config.db_url, 16, std::time::Duration::from_secs(10))?;
-    let auth = Arc::new(auth::AuthState {
-        limiter: ratelimit::Limiter::new(config.auth.rate_limits.clone()),
-        pool: direct.clone(),
-        config: config.clone(),
-    });
+    let auth = Arc::new(auth::AuthState::new(config.clone(), direct.clone()));
     let rest = rest::RestState::new(
         config.clone(),
         pool(
@@ -211,6 +254,7 @@ pub fn build(config: GatewayConfig) -> Result<(Router, Option<realtime::Handle>)
         config.keys.clone(),
         config.db_url.clone(),
     );
+    let platform = platform_routes(&config, &auth, &direct);
     let keyed = Router::new()
         .nest("/auth/v1", auth::routes(auth))
         .nest("/rest/v1", rest::routes(rest))
@@ -218,7 +262,9 @@ pub fn build(config: GatewayConfig) -> Result<(Router, Option<realtime::Handle>)
             Arc::new(config),
             apikey::require_apikey,
         ));
-    let mut app = keyed.nest("/functions/v1", functions::routes(functions));
+    let mut app = keyed
+        .nest("/functions/v1", functions::routes(functions))
+        .merge(platform);
     let mut handle = None;
     if config_rt.enabled {
         let (routes, h) = realtime::start(config_rt, secret, direct, db_url.clone());
@@ -226,6 +272,27 @@ pub fn build(config: GatewayConfig) -> Result<(Router, Option<realtime::Handle>)
         handle = Some(h);
     }
     Ok((app, handle))
+}
+
+/// The Management and Metrics APIs, where the configuration serves them (each checks its own
+/// credentials, not an `apikey`).
+fn platform_routes(
+    config: &GatewayConfig,
+    auth: &Arc<auth::AuthState>,
+    direct: &deadpool_postgres::Pool,
+) -> Router {
+    let mut routes = Router::new();
+    if let Some(access) = &config.management {
+        routes = routes.merge(management::routes(access.clone(), auth.clone()));
+    }
+    if let Some(sources) = &config.metrics {
+        routes = routes.merge(metrics::routes(
+            sources.clone(),
+            config.keys.clone(),
+            direct.clone(),
+        ));
+    }
+    routes
 }
 
 /// [`build`] without the Realtime handle.

@@ -92,24 +92,23 @@ impl Bucket {
 
 /// The buckets of one gateway; `None` limits let everything through.
 pub struct Limiter {
-    limits: Option<Limits>,
+    limits: Mutex<Option<Limits>>,
     buckets: Mutex<HashMap<(Group, String), Bucket>>,
 }
 
 impl Limiter {
     pub fn new(limits: Option<Limits>) -> Limiter {
         Limiter {
-            limits,
+            limits: Mutex::new(limits),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
     /// Whether a request of `group` from `client` may proceed at `now`.
     pub fn allow_at(&self, group: Group, client: &str, now: Instant) -> bool {
-        let Some(limits) = &self.limits else {
+        let Some(rate) = self.limits().map(|l| l.rate(group)) else {
             return true;
         };
-        let rate = limits.rate(group);
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         buckets
             .entry((group, client.to_string()))
@@ -118,6 +117,19 @@ impl Limiter {
                 at: now,
             })
             .take(rate, now)
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Option<Limits> {
+        self.limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// New limits from now on; each bucket keeps its tokens and refills at the new rate.
+    pub fn set_limits(&self, limits: Option<Limits>) {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
     }
 
     pub fn allow(&self, group: Group, client: &str) -> bool {

@@ -12,6 +12,8 @@ use crate::Context;
 pub struct User {
     pub id: Uuid,
     pub device: Uuid,
+    /// The address it signs in and refreshes as, when the project forwards addresses.
+    address: std::net::IpAddr,
     /// Shared by every clone: a refresh is seen by all.
     tokens: std::sync::Arc<Tokens>,
 }
@@ -25,14 +27,51 @@ struct Tokens {
     expires: std::sync::Mutex<(i64, i64)>,
 }
 
+/// Probe users sign in as their own addresses when the project forwards them: from the top of the
+/// fleet's range (`agent::address`), away from the first 120,000 agents.
+fn address(i: u32) -> std::net::IpAddr {
+    fleetbench_fleet::agent::address(120_000 + i)
+}
+
+/// Attempts of a `/token` call answered 429 before the probe gives up.
+const TOKEN_ATTEMPTS: u32 = 6;
+
+/// A `/token` call retried while GoTrue answers 429. GoTrue sends no `Retry-After`: the wait grows
+/// by 2 s an attempt (the hosted bucket refills one call every 2 s), and the target's `/token`
+/// budget, when the limit is known, paces the retry as well.
+async fn patiently<T, F, Fut>(mut call: F) -> Result<T, fleetbench_fleet::target::Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, fleetbench_fleet::target::Failure>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(fleetbench_fleet::target::Failure::Status { status: 429, .. })
+                if attempt < TOKEN_ATTEMPTS =>
+            {
+                tokio::time::sleep(std::time::Duration::from_secs(2 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Refresh this long before expiry at most (less for short-lived tokens), as the fleet does.
 const REFRESH_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl User {
-    fn new(id: Uuid, device: Uuid, session: &fleetbench_fleet::target::Session) -> User {
+    fn new(
+        id: Uuid,
+        device: Uuid,
+        address: std::net::IpAddr,
+        session: &fleetbench_fleet::target::Session,
+    ) -> User {
         User {
             id,
             device,
+            address,
             tokens: std::sync::Arc::new(Tokens {
                 access: std::sync::RwLock::new(session.access_token().to_string()),
                 refresh: std::sync::Mutex::new(session.refresh_token.clone()),
@@ -52,13 +91,14 @@ impl User {
         &self,
         target: &fleetbench_fleet::Target,
     ) -> Result<Option<String>, fleetbench_fleet::target::Failure> {
+        let from = Some(self.address);
         let (expires_at, lifetime) = *self.tokens.expires.lock().expect("token lock");
         let lead = fleetbench_fleet::agent::refresh_lead(REFRESH_MARGIN, lifetime);
         if (expires_at - chrono::Utc::now().timestamp()) as f64 > lead {
             return Ok(None);
         }
         let refresh = self.tokens.refresh.lock().expect("token lock").clone();
-        let next = target.refresh(&refresh).await?;
+        let next = patiently(|| target.refresh_from(&refresh, from)).await?;
         let access = next.access_token().to_string();
         *self.tokens.access.write().expect("token lock") = access.clone();
         *self.tokens.refresh.lock().expect("token lock") = next.refresh_token.clone();
@@ -90,9 +130,8 @@ pub async fn provision(ctx: &Context, probe: &str, n: u32) -> anyhow::Result<Vec
                 .create_user(&email, &password, &ctx.run_id)
                 .await
                 .map_err(|e| anyhow::anyhow!("creating probe user {email}: {e}"))?;
-            let session = ctx
-                .target
-                .sign_in(&email, &password)
+            let from = Some(address(i));
+            let session = patiently(|| ctx.target.sign_in_from(&email, &password, from))
                 .await
                 .map_err(|e| anyhow::anyhow!("signing in probe user {email}: {e}"))?;
             let mut rng = rand::rngs::SmallRng::seed_from_u64(u64::from(i));
@@ -106,7 +145,7 @@ pub async fn provision(ctx: &Context, probe: &str, n: u32) -> anyhow::Result<Vec
                 )
                 .await
                 .map_err(|e| anyhow::anyhow!("creating a device for {email}: {e}"))?;
-            anyhow::Ok((i, User::new(id, device, &session)))
+            anyhow::Ok((i, User::new(id, device, address(i), &session)))
         })
         .buffer_unordered(8)
         .collect::<Vec<_>>()

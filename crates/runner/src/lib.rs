@@ -7,6 +7,8 @@
 //! - [`endpoints`]: where a run sends (the API and the SQL URLs it may use) and what may be shown of it.
 //! - [`fleet_run`]: [`run`], a scenario's fleet with its probes and collectors.
 //! - [`probe_run`]: [`probe`], one probe alone.
+//! - [`platform`]: the project's Auth configuration from the Management API (limits, token lifetime,
+//!   IP address forwarding).
 //! - [`preflight`]: what the project's `/token` limit allows a plan, before anything is sent.
 //! - [`finish`]: the summary from the aggregate and the probes' reports, the run directory, cleanup.
 //! - [`step`]: one step of a capacity search: the scenario held at a level, judged, with what the
@@ -15,6 +17,7 @@
 pub mod endpoints;
 pub mod finish;
 pub mod fleet_run;
+pub mod platform;
 pub mod preflight;
 pub mod probe_run;
 pub mod step;

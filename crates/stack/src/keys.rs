@@ -50,6 +50,14 @@ pub fn project_ref() -> String {
         .collect()
 }
 
+/// A Management API personal access token as hosted ones look: `sbp_` and 40 hex digits.
+pub fn access_token() -> String {
+    let hex: String = (0..40)
+        .map(|_| char::from_digit(rand::random_range(0..16u32), 16).expect("a hex digit"))
+        .collect();
+    format!("sbp_{hex}")
+}
+
 /// A fresh publishable and secret key.
 pub fn opaque_keys() -> OpaqueKeys {
     OpaqueKeys {

@@ -39,6 +39,8 @@ pub struct StackOptions {
     pub ip_forwarding: bool,
     /// A hosted compute size's connection limits (`--compute`); none: generous local limits.
     pub compute: Option<crate::state::Compute>,
+    /// The plan whose Realtime limits apply (`--plan`, the `hosted` profile).
+    pub plan: Option<crate::state::Plan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +91,7 @@ impl Stack {
             let same_settings = prev.profile == opts.profile
                 && prev.ip_forwarding == opts.ip_forwarding
                 && prev.compute == opts.compute
+                && prev.plan == opts.plan
                 && prev.supabase_dir.as_deref() == Some(opts.supabase_dir.as_path());
             if same_settings && status_of(prev).all_running() {
                 return Ok(prev.clone());
@@ -122,6 +125,9 @@ impl Stack {
         if secrets.signing.is_none() {
             secrets.signing = Some(crate::keys::signing_key()?);
         }
+        if secrets.access_token.is_none() {
+            secrets.access_token = Some(crate::keys::access_token());
+        }
         // Written before anything starts, so a failed start can still be taken down.
         let mut state = StackState {
             instance: paths.instance.clone(),
@@ -138,6 +144,7 @@ impl Stack {
             tls: None,
             ip_forwarding: opts.ip_forwarding,
             compute: opts.compute.clone(),
+            plan: opts.plan,
             project_ref: previous
                 .as_ref()
                 .and_then(|p| p.project_ref.clone())
@@ -197,6 +204,7 @@ fn new_secrets() -> Result<Secrets> {
         jwt_secret,
         opaque: None,
         signing: None,
+        access_token: None,
     })
 }
 

@@ -36,6 +36,50 @@ impl Compute {
     }
 }
 
+/// A hosted plan: Realtime's limits are the plan's, not the compute size's (Supabase's Realtime
+/// limits page: concurrent connections, messages and channel joins per second; 100 channels per
+/// connection on every plan). A Pro project without its spend cap has Team's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Plan {
+    Free,
+    Pro,
+    Team,
+}
+
+impl Plan {
+    /// Realtime's (concurrent connections, messages per second, channel joins per second).
+    pub fn realtime_limits(self) -> (u32, u32, u32) {
+        match self {
+            Plan::Free => (200, 100, 100),
+            Plan::Pro => (500, 500, 500),
+            Plan::Team => (10_000, 2_500, 2_500),
+        }
+    }
+}
+
+impl std::str::FromStr for Plan {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "free" => Ok(Plan::Free),
+            "pro" => Ok(Plan::Pro),
+            "team" => Ok(Plan::Team),
+            other => Err(format!("{other:?} is not a plan: free, pro or team")),
+        }
+    }
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Plan::Free => "free",
+            Plan::Pro => "pro",
+            Plan::Team => "team",
+        })
+    }
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Secrets {
     pub postgres_password: String,
@@ -49,6 +93,9 @@ pub struct Secrets {
     /// The user tokens' signing key (used under the `hosted` profile).
     #[serde(default)]
     pub signing: Option<crate::keys::SigningKeyPem>,
+    /// The Management API's personal access token (`sbp_…`, made on the first `up` that lacks it).
+    #[serde(default)]
+    pub access_token: Option<String>,
 }
 
 /// Never printed: `{:?}` of a state shows that secrets exist, not what they are.
@@ -100,6 +147,9 @@ pub struct StackState {
     /// The compute size whose connection limits the stack applies; none: generous local limits.
     #[serde(default)]
     pub compute: Option<Compute>,
+    /// The plan whose Realtime limits the stack applies (the `hosted` profile).
+    #[serde(default)]
+    pub plan: Option<Plan>,
 }
 
 impl StackState {
@@ -225,6 +275,13 @@ impl StackState {
         }
         if let Some(r) = &self.project_ref {
             vars.push(("SUPABASE_PROJECT_REF", r.clone()));
+        }
+        // The Management API, served by the gateway under the `hosted` profile.
+        if let (Some(token), Some(url), crate::project::Profile::Hosted) =
+            (&self.secrets.access_token, self.api_url(), self.profile)
+        {
+            vars.push(("SUPABASE_ACCESS_TOKEN", token.clone()));
+            vars.push(("FLEETBENCH_MANAGEMENT_API", url));
         }
         vars
     }

@@ -40,6 +40,7 @@ pub fn test_options() -> StackOptions {
         profile: Default::default(),
         ip_forwarding: false,
         compute: None,
+        plan: None,
     }
 }
 

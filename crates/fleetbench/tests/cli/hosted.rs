@@ -20,7 +20,7 @@ fn exports(env: &str) -> BTreeMap<String, String> {
 }
 
 /// `fleetbench ARGS` with `env` set, as a CI job against a remote project runs it.
-fn fleetbench_with(instance: &Path, env: &BTreeMap<String, String>, args: &[&str]) -> Output {
+pub fn fleetbench_with(instance: &Path, env: &BTreeMap<String, String>, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fleetbench"))
         .args(args)
         .current_dir(workspace_root())
@@ -173,7 +173,7 @@ async fn gateway_is_https(env: &BTreeMap<String, String>) {
 }
 
 /// A client that trusts the stack's CA.
-fn trusting(env: &BTreeMap<String, String>) -> reqwest::Client {
+pub fn trusting(env: &BTreeMap<String, String>) -> reqwest::Client {
     let pem = std::fs::read(&env["FLEETBENCH_CA_FILE"]).unwrap();
     reqwest::Client::builder()
         .tls_certs_merge([reqwest::Certificate::from_pem(&pem).unwrap()])
@@ -304,6 +304,57 @@ async fn compute_size_limits(env: &BTreeMap<String, String>) {
     assert_eq!(rows, 200, "clients when the pooler refused one ({refused})");
 }
 
+/// The pooler probe's storm of 250 clients against Micro: the transaction pooler takes 200 clients
+/// in all (the gateway's own among them) and refuses the rest with PgBouncer's error; the database
+/// never holds more than its 60 connections.
+fn pooler_probe_meets_micro(dir: &Path, env: &BTreeMap<String, String>) {
+    let out_dir = dir.join("probe-pooler");
+    let args = [
+        "probe",
+        "pooler",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--set",
+        "clients=250",
+        "--set",
+        "concurrency=50",
+        "--set",
+        "direct=false",
+    ];
+    let run = fleetbench_with(dir, env, &args);
+    // The claim fails: clients were refused.
+    assert_eq!(
+        run.status.code(),
+        Some(99),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+    let figure = |name: &str| {
+        summary["probes"]["pooler"]["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no figure {name:?} in {summary}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let (connected, refused) = (
+        figure("connected through the pooler"),
+        figure("refused by the pooler"),
+    );
+    assert_eq!(connected + refused, 250.0, "{summary}");
+    assert!((180.0..=200.0).contains(&connected), "{summary}");
+    assert!(figure("database connections used") <= 60.0, "{summary}");
+    let findings = summary["probes"]["pooler"]["findings"].to_string();
+    assert!(
+        findings.contains("no more connections allowed"),
+        "{findings}"
+    );
+}
+
 #[tokio::test]
 async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
     let instance = Instance::new("fleetbench-test-hosted-");
@@ -323,6 +374,7 @@ async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
     gateway_is_https(&env).await;
     keys_as_hosted(&env).await;
     transaction_pooler_keeps_no_statement(&dir, &env).await;
+    super::platform::management_api(&dir, &env).await;
 
     // A smoke fleet and a Realtime probe from `stack env` alone: uploads over HTTPS and through
     // the TLS pooler, dashboards over WSS, sign-ins within the burst of 30 `/token` calls.
@@ -389,6 +441,8 @@ async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
     assert_eq!(summary["operations"]["auth.password"]["count"], 40);
     assert_eq!(summary["operations"]["auth.password"]["errors"], 0);
 
+    super::platform::metrics_api(&env).await;
+
     // Cleanup through the TLS pooler too.
     ok(fleetbench_with(
         &dir,
@@ -429,7 +483,9 @@ async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
         "micro",
     ];
     ok(fleetbench(&dir, &micro));
-    compute_size_limits(&exports(&ok(fleetbench(&dir, &["stack", "env"])))).await;
+    let env = exports(&ok(fleetbench(&dir, &["stack", "env"])));
+    pooler_probe_meets_micro(&dir, &env);
+    compute_size_limits(&env).await;
     ok(fleetbench(&dir, &["stack", "down"]));
     drop(instance);
 }

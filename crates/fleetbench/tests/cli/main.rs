@@ -32,6 +32,7 @@ mod faults;
 #[cfg(feature = "goose")]
 mod goose;
 mod hosted;
+mod platform;
 mod safety;
 mod signals;
 mod stack;

@@ -104,7 +104,7 @@ pub async fn admin_create_user(
                 "Password should be at least 6 characters.",
             ));
         }
-        Some(pw) => Some(hash_password(pw, s.config.auth.bcrypt_cost).await?),
+        Some(pw) => Some(hash_password(pw, s.auth().bcrypt_cost).await?),
         None => None,
     };
     let mut app = serde_json::json!({ "provider": "email", "providers": ["email"] });
@@ -197,7 +197,7 @@ fn client_key(s: &AuthState, headers: &HeaderMap, ext: &Extensions) -> String {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let secret_key = header("apikey")
         .is_some_and(|k| s.config.keys.opaque_role(k) == Some(crate::keys::KeyRole::ServiceRole));
-    if s.config.auth.sb_forwarded_for
+    if s.auth().sb_forwarded_for
         && secret_key
         && let Some(ip) = header("sb-forwarded-for")
             .and_then(|v| v.split(',').next())
@@ -205,7 +205,7 @@ fn client_key(s: &AuthState, headers: &HeaderMap, ext: &Extensions) -> String {
     {
         return ip.to_string();
     }
-    if let Some(name) = &s.config.auth.rate_limit_header
+    if let Some(name) = &s.auth().rate_limit_header
         && let Some(v) = headers.get(name.as_str()).and_then(|v| v.to_str().ok())
     {
         return v.split(',').next().unwrap_or("").trim().to_string();
@@ -249,7 +249,7 @@ pub async fn signup(
     let user_meta = p.data.unwrap_or_else(|| serde_json::json!({}));
     let anonymous = p.email.is_none() && p.phone.is_none();
     if anonymous {
-        if !s.config.auth.enable_anonymous_sign_ins {
+        if !s.auth().enable_anonymous_sign_ins {
             return Err(AuthError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "anonymous_provider_disabled",
@@ -269,11 +269,10 @@ pub async fn signup(
             .await?;
         let user = UserRow::from_row(&rows[0]);
         return Ok(
-            Json(tokens::start_session(&**db, &s.config, &user, "anonymous").await?)
-                .into_response(),
+            Json(tokens::start_session(&**db, &s, &user, "anonymous").await?).into_response(),
         );
     }
-    if !s.config.auth.enable_signup {
+    if !s.auth().enable_signup {
         return Err(AuthError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "signup_disabled",
@@ -293,19 +292,19 @@ pub async fn signup(
         ));
     };
     let password = p.password.unwrap_or_default();
-    if password.chars().count() < s.config.auth.minimum_password_length {
+    if password.chars().count() < s.auth().minimum_password_length {
         return Err(AuthError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "weak_password",
             format!(
                 "Password should be at least {} characters.",
-                s.config.auth.minimum_password_length
+                s.auth().minimum_password_length
             ),
         ));
     }
-    let hash = hash_password(password, s.config.auth.bcrypt_cost).await?;
+    let hash = hash_password(password, s.auth().bcrypt_cost).await?;
     let app = serde_json::json!({ "provider": "email", "providers": ["email"] });
-    let confirmed = s.config.auth.mailer_autoconfirm;
+    let confirmed = s.auth().mailer_autoconfirm;
     let db = s.pool.get().await?;
     let user = insert_email_user(&db, &email, Some(&hash), confirmed, true, &app, &user_meta)
         .await?
@@ -319,7 +318,7 @@ pub async fn signup(
     if !confirmed {
         return Ok(Json(user.to_json()).into_response());
     }
-    Ok(Json(tokens::start_session(&**db, &s.config, &user, "password").await?).into_response())
+    Ok(Json(tokens::start_session(&**db, &s, &user, "password").await?).into_response())
 }
 
 /// `POST /token?grant_type=password|refresh_token`.
@@ -343,7 +342,7 @@ pub async fn token(
                 )
             })?;
             let mut db = s.pool.get().await?;
-            Ok(Json(tokens::refresh(&mut db, &s.config, &token).await?).into_response())
+            Ok(Json(tokens::refresh(&mut db, &s, &token).await?).into_response())
         }
         other => Err(AuthError::new(
             StatusCode::BAD_REQUEST,
@@ -396,7 +395,7 @@ async fn password_grant(s: &AuthState, g: PasswordGrant) -> Result<Response, Aut
         &[(&user.id, Type::UUID)],
     )
     .await?;
-    Ok(Json(tokens::start_session(&**db, &s.config, &user, "password").await?).into_response())
+    Ok(Json(tokens::start_session(&**db, s, &user, "password").await?).into_response())
 }
 
 /// The claims of a valid user access token whose session still exists.
@@ -478,7 +477,7 @@ pub async fn logout(
 
 /// `GET /settings`.
 pub async fn settings(State(s): Shared) -> Json<serde_json::Value> {
-    let a = &s.config.auth;
+    let a = s.auth();
     Json(serde_json::json!({
         "external": { "anonymous_users": a.enable_anonymous_sign_ins, "email": true, "phone": false, "google": false },
         "disable_signup": !a.enable_signup,

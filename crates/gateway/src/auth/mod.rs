@@ -17,9 +17,34 @@ use axum::routing::{get, post};
 use crate::GatewayConfig;
 
 pub struct AuthState {
+    /// The gateway's configuration as started; its `auth` is only the starting point of [`Self::auth`].
     pub config: GatewayConfig,
     pub pool: deadpool_postgres::Pool,
     pub limiter: crate::ratelimit::Limiter,
+    /// GoTrue's settings now: the Management API changes them while the gateway runs.
+    live: std::sync::RwLock<crate::AuthSettings>,
+}
+
+impl AuthState {
+    pub fn new(config: GatewayConfig, pool: deadpool_postgres::Pool) -> AuthState {
+        AuthState {
+            limiter: crate::ratelimit::Limiter::new(config.auth.rate_limits.clone()),
+            live: std::sync::RwLock::new(config.auth.clone()),
+            pool,
+            config,
+        }
+    }
+
+    /// GoTrue's settings as they are now.
+    pub fn auth(&self) -> crate::AuthSettings {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Changes the settings (the rate limits included) from now on.
+    pub fn set_auth(&self, settings: crate::AuthSettings) {
+        self.limiter.set_limits(settings.rate_limits.clone());
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = settings;
+    }
 }
 
 pub fn routes(state: Arc<AuthState>) -> Router {

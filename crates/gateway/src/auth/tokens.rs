@@ -15,7 +15,6 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::AuthError;
-use crate::GatewayConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Amr {
@@ -98,7 +97,7 @@ fn new_refresh_token() -> String {
 /// Starts a session for `user` and returns the token response.
 pub async fn start_session(
     db: &impl GenericClient,
-    config: &GatewayConfig,
+    s: &super::AuthState,
     user: &UserRow,
     method: &str,
 ) -> Result<serde_json::Value, AuthError> {
@@ -111,7 +110,7 @@ pub async fn start_session(
         .get(0);
     let token = new_refresh_token();
     insert_refresh_token(db, &token, user.id, session, None).await?;
-    token_response(config, user, session, &token, method)
+    token_response(s, user, session, &token, method)
 }
 
 async fn insert_refresh_token(
@@ -130,17 +129,17 @@ async fn insert_refresh_token(
 }
 
 pub fn access_token(
-    config: &GatewayConfig,
+    s: &super::AuthState,
     user: &UserRow,
     session: Uuid,
     method: &str,
 ) -> Result<(String, i64), AuthError> {
     let now = Utc::now().timestamp();
     let claims = AccessClaims {
-        iss: format!("{}/auth/v1", config.public_url),
+        iss: format!("{}/auth/v1", s.config.public_url),
         sub: user.id,
         aud: user.aud.clone(),
-        exp: now + config.auth.jwt_expiry_s,
+        exp: now + s.auth().jwt_expiry_s,
         iat: now,
         email: user.email.clone().unwrap_or_default(),
         phone: String::new(),
@@ -155,20 +154,20 @@ pub fn access_token(
         session_id: session,
         is_anonymous: user.is_anonymous,
     };
-    let jwt = config.keys.sign(&claims).map_err(AuthError::internal)?;
+    let jwt = s.config.keys.sign(&claims).map_err(AuthError::internal)?;
     Ok((jwt, claims.exp))
 }
 
 fn token_response(
-    config: &GatewayConfig,
+    s: &super::AuthState,
     user: &UserRow,
     session: Uuid,
     refresh_token: &str,
     method: &str,
 ) -> Result<serde_json::Value, AuthError> {
-    let (jwt, exp) = access_token(config, user, session, method)?;
+    let (jwt, exp) = access_token(s, user, session, method)?;
     Ok(serde_json::json!({
-        "access_token": jwt, "token_type": "bearer", "expires_in": config.auth.jwt_expiry_s, "expires_at": exp,
+        "access_token": jwt, "token_type": "bearer", "expires_in": s.auth().jwt_expiry_s, "expires_at": exp,
         "refresh_token": refresh_token, "user": user.to_json(),
     }))
 }
@@ -184,7 +183,7 @@ fn not_found() -> AuthError {
 /// The refresh grant, in one transaction with the token row locked.
 pub async fn refresh(
     client: &mut deadpool_postgres::Object,
-    config: &GatewayConfig,
+    s: &super::AuthState,
     token: &str,
 ) -> Result<serde_json::Value, AuthError> {
     let tx = client.transaction().await?;
@@ -194,7 +193,7 @@ pub async fn refresh(
              from auth.refresh_tokens where token = $1 for update",
             &[
                 (&token, Type::TEXT),
-                (&(config.auth.refresh_reuse_interval_s as f64), Type::FLOAT8),
+                (&(s.auth().refresh_reuse_interval_s as f64), Type::FLOAT8),
             ],
         )
         .await?;
@@ -217,10 +216,10 @@ pub async fn refresh(
         {
             let current: String = active.get(0);
             tx.commit().await?;
-            return token_response(config, &user, session, &current, "token_refresh");
+            return token_response(s, &user, session, &current, "token_refresh");
         }
         if within_reuse {
-            return swap(tx, config, &user, session, token).await;
+            return swap(tx, s, &user, session, token).await;
         }
         // Reuse outside the interval: the family is compromised, every token of the session is revoked
         // (GoTrue's RevokeTokenFamily; the session row itself stays).
@@ -237,13 +236,13 @@ pub async fn refresh(
         ));
     }
 
-    swap(tx, config, &user, session, token).await
+    swap(tx, s, &user, session, token).await
 }
 
 /// Rotation (GoTrue's `GrantRefreshTokenSwap`): `token` revoked, a new one issued as its child.
 async fn swap(
     tx: deadpool_postgres::Transaction<'_>,
-    config: &GatewayConfig,
+    s: &super::AuthState,
     user: &UserRow,
     session: Uuid,
     token: &str,
@@ -261,7 +260,7 @@ async fn swap(
     )
     .await?;
     tx.commit().await?;
-    token_response(config, user, session, &next, "token_refresh")
+    token_response(s, user, session, &next, "token_refresh")
 }
 
 pub async fn load_user(db: &impl GenericClient, id: Uuid) -> Result<Option<UserRow>, AuthError> {

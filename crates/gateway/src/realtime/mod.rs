@@ -55,6 +55,17 @@ impl Limits {
             max_channels_per_client: 100,
         }
     }
+
+    /// A hosted plan's limits (channels per connection are 100 on every plan).
+    pub fn of_plan(plan: fleetbench_stack::state::Plan) -> Limits {
+        let (connections, messages, joins) = plan.realtime_limits();
+        Limits {
+            max_connections: connections as usize,
+            max_joins_per_second: joins,
+            max_events_per_second: messages,
+            max_channels_per_client: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +125,9 @@ pub struct Stats {
     pub lost: AtomicU64,
     /// Row changes committed while Realtime was down, never delivered (`temporary_slot`).
     pub skipped: AtomicU64,
+    /// Polls of the replication slot that found nothing (the idle cadence is measurable from
+    /// outside: each is followed by the idle wait).
+    pub idle_polls: AtomicU64,
 }
 
 pub struct Realtime {

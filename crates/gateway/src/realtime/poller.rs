@@ -50,6 +50,9 @@ pub async fn run(rt: Arc<Realtime>, db: Client) {
                 tracing::warn!("realtime: poll failed: {e}");
                 Polled::Nothing
             });
+        if polled == Polled::Nothing {
+            rt.stats.idle_polls.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(wait) = next_poll(polled, &rt.settings) {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}

@@ -559,6 +559,42 @@ async fn a_hosted_restart_skips_what_was_committed_while_down() {
     second.stop();
 }
 
+async fn idle_polls(gw: &Gateway) -> u64 {
+    let stats: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/realtime/v1/stats", gw.url))
+        .header("apikey", &gw.service)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stats["idle_polls"].as_u64().unwrap()
+}
+
+/// Hosted Realtime's poller waits five intervals after a poll that found nothing (the plain
+/// stand-in one). Measured over a window of the test's own clock: idle polls can be fewer than the
+/// cadence allows (other tests' commits make it poll at once, which is not an idle poll) but never
+/// more; at one interval they would be five times as many.
+#[tokio::test]
+async fn a_hosted_poller_backs_off_when_idle() {
+    let running = start_running(|c: &mut fleetbench_gateway::GatewayConfig| {
+        c.realtime.slot = "rt_idle".into();
+        c.realtime.idle_backoff = true;
+        c.realtime.poll_interval = Duration::from_millis(100);
+    });
+    let gw = at(running.url.clone());
+    let start = std::time::Instant::now();
+    let before = idle_polls(&gw).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let polls = idle_polls(&gw).await - before;
+    let elapsed = start.elapsed();
+    running.stop();
+    // At most one idle poll per 500 ms of the window, plus the one in flight at its start.
+    let most = (elapsed.as_millis() / 500) as u64 + 1;
+    assert!(polls <= most, "{polls} idle polls in {elapsed:?}");
+}
+
 #[tokio::test]
 async fn a_subscriber_that_does_not_return_is_reported_lost() {
     let g = gateway();

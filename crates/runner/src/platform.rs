@@ -1,0 +1,81 @@
+//! What the Management API says about the target project's Auth, read before a run plans its
+//! sign-ins: `GET <api>/v1/projects/{ref}/config/auth` with a personal access token
+//! (`SUPABASE_ACCESS_TOKEN`). The run takes its `/token` limit, the access-token lifetime and
+//! whether IP address forwarding is on from here instead of assuming the hosted defaults.
+
+use serde::Deserialize;
+
+/// Where the Management API is when `FLEETBENCH_MANAGEMENT_API` does not say.
+pub const HOSTED_API: &str = "https://api.supabase.com";
+
+/// The fields of the project's Auth configuration a run plans with.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AuthConfig {
+    /// `/token` calls per 5 minutes per client address (password and refresh grants).
+    pub rate_limit_token_refresh: Option<u32>,
+    /// Access-token lifetime, seconds.
+    pub jwt_exp: Option<u64>,
+    /// Whether `Sb-Forwarded-For` counts with the secret key.
+    #[serde(default)]
+    pub security_sb_forwarded_for_enabled: bool,
+}
+
+/// The project ref of a target: `SUPABASE_PROJECT_REF`, else the first label of a
+/// `<ref>.supabase.co` URL.
+pub fn project_ref(api_url: &str, explicit: Option<&str>) -> Option<String> {
+    if let Some(r) = explicit.filter(|r| !r.is_empty()) {
+        return Some(r.to_string());
+    }
+    let host = api_url.split("://").nth(1)?.split(['/', ':']).next()?;
+    host.strip_suffix(".supabase.co").map(str::to_string)
+}
+
+/// Reads the project's Auth configuration; the error says what failed without the token.
+pub async fn auth_config(api: &str, project_ref: &str, token: &str) -> Result<AuthConfig, String> {
+    let url = format!(
+        "{}/v1/projects/{project_ref}/config/auth",
+        api.trim_end_matches('/')
+    );
+    let roots = fleetbench_tls::reqwest_roots().map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder()
+        .tls_certs_merge(roots)
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = http
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        return Err(format!(
+            "GET {url}: {status}: {}",
+            body.chars().take(200).collect::<String>()
+        ));
+    }
+    response
+        .json::<AuthConfig>()
+        .await
+        .map_err(|e| format!("GET {url}: not the Auth configuration's JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_ref_is_explicit_or_the_hosted_host_s_first_label() {
+        let r = super::project_ref;
+        assert_eq!(r("https://abcd.supabase.co", None).as_deref(), Some("abcd"));
+        assert_eq!(
+            r("https://abcd.supabase.co:443/", None).as_deref(),
+            Some("abcd")
+        );
+        assert_eq!(
+            r("https://127.0.0.1:9", Some("xyz")).as_deref(),
+            Some("xyz")
+        );
+        assert_eq!(r("https://127.0.0.1:9", None), None);
+    }
+}
