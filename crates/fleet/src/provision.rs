@@ -190,6 +190,24 @@ where
     }
 }
 
+/// Creates an agent's user: its id, or `None` when it exists already. An agent's email and
+/// password derive from the run id and its index, so an existing one is this agent's own: made
+/// by an earlier attempt whose answer was lost (a timeout, a dropped connection), or by this
+/// shard's earlier start. Its id then comes from the sign-in.
+async fn create(
+    target: &Target,
+    email: &str,
+    password: &str,
+    run_id: &str,
+) -> Result<Option<uuid::Uuid>, Failure> {
+    match target.create_user(email, password, run_id).await {
+        Err(Failure::Status {
+            status: 422, body, ..
+        }) if body.contains("email_exists") => Ok(None),
+        other => other.map(Some),
+    }
+}
+
 /// Creates, signs in and registers the device of agent `index`.
 async fn one(
     target: Arc<Target>,
@@ -206,13 +224,13 @@ async fn one(
     let (email, password) = crate::agent::credentials(&run_id, index);
     let machine = machine(&plan, index, &traces);
     let result = async {
-        let user_id = with_retries(
+        let created = with_retries(
             &clock,
             "auth.admin_create_user",
             &mut samples,
             &mut rng,
             &stop,
-            || target.create_user(&email, &password, &run_id),
+            || create(&target, &email, &password, &run_id),
         )
         .await?;
         let session = with_retries(
@@ -224,6 +242,9 @@ async fn one(
             || target.sign_in_from(&email, &password, Some(crate::agent::address(index))),
         )
         .await?;
+        let user_id = created.or(session.user_id).ok_or_else(|| {
+            Failure::Protocol("the user existed and the sign-in did not name it".into())
+        })?;
         let hostname = format!("{}-{index:06}", machine.device.form_factor);
         let device_id = with_retries(
             &clock,

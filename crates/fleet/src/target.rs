@@ -129,6 +129,8 @@ pub struct Session {
     pub expires_at: i64,
     /// How long the access token had to live when it arrived (seconds).
     pub lifetime_s: i64,
+    /// The user's id, when the answer carried it (GoTrue's `user.id`).
+    pub user_id: Option<uuid::Uuid>,
 }
 
 impl std::fmt::Debug for Session {
@@ -155,6 +157,7 @@ impl Session {
             refresh_token,
             expires_at,
             lifetime_s: expires_at - chrono::Utc::now().timestamp(),
+            user_id: None,
         })
     }
 
@@ -510,7 +513,10 @@ pub mod wire {
             v["refresh_token"].as_str(),
             v["expires_at"].as_i64(),
         ) {
-            (Some(a), Some(r), Some(e)) => Session::new(a, r.into(), e),
+            (Some(a), Some(r), Some(e)) => Session::new(a, r.into(), e).map(|mut s| {
+                s.user_id = v["user"]["id"].as_str().and_then(|id| id.parse().ok());
+                s
+            }),
             _ => Err(Failure::Protocol(
                 "token response without access_token/refresh_token/expires_at".into(),
             )),

@@ -50,7 +50,7 @@ pub enum Command {
         #[arg(long, value_name = "TIME")]
         start_at: Option<chrono::DateTime<chrono::Utc>>,
         /// Print the Auth preflight (provisioning time and refreshes the project's /token limit
-        /// allows) and exit without sending anything.
+        /// allows) and exit without sending anything: 2 when the run would be refused, else 0.
         #[arg(long)]
         dry_run: bool,
         /// Run even when provisioning from one address takes longer than allowed

@@ -11,9 +11,11 @@ use crate::CommandError;
 pub fn serve(instance: PathBuf) -> Result<(), CommandError> {
     let state = fleetbench_gateway::daemon::load_state(instance)?;
     // The far end of the alert webhook (the stack's default ANOMALY_WEBHOOK_URL), read by the
-    // webhook probe with the service-role key.
-    let receiver =
-        fleetbench_probes::receiver::Receiver::new(Some(state.secrets.service_role_key.clone()));
+    // webhook probe with the service-role or the secret key.
+    let keys = std::iter::once(state.secrets.service_role_key.clone())
+        .chain(state.secrets.opaque.as_ref().map(|k| k.secret.clone()))
+        .collect();
+    let receiver = fleetbench_probes::receiver::Receiver::new(keys);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let mut term = signal(SignalKind::terminate())?;

@@ -162,10 +162,10 @@ fn project_auth(
 fn management_auth(
     api_url: &str,
 ) -> Result<Option<fleetbench_runner::platform::AuthConfig>, CommandError> {
-    let Ok(token) = std::env::var("SUPABASE_ACCESS_TOKEN") else {
+    let Some(token) = target::env(&["SUPABASE_ACCESS_TOKEN"]) else {
         return Ok(None);
     };
-    let explicit = std::env::var("SUPABASE_PROJECT_REF").ok();
+    let explicit = target::env(&["SUPABASE_PROJECT_REF"]);
     let Some(project_ref) = fleetbench_runner::platform::project_ref(api_url, explicit.as_deref())
     else {
         return Err(CommandError::invalid(anyhow::anyhow!(
@@ -173,8 +173,8 @@ fn management_auth(
              <ref>.supabase.co): set SUPABASE_PROJECT_REF; nothing was sent"
         )));
     };
-    let api = std::env::var("FLEETBENCH_MANAGEMENT_API")
-        .unwrap_or_else(|_| fleetbench_runner::platform::HOSTED_API.into());
+    let api = target::env(&["FLEETBENCH_MANAGEMENT_API"])
+        .unwrap_or_else(|| fleetbench_runner::platform::HOSTED_API.into());
     let read = tokio::runtime::Runtime::new()?.block_on(fleetbench_runner::platform::auth_config(
         &api,
         &project_ref,
@@ -223,16 +223,16 @@ fn preflight(
     for line in p.describe() {
         eprintln!("preflight: {line}");
     }
-    if checks.dry_run {
-        eprintln!("preflight: --dry-run: nothing was sent");
-        return Ok(false);
-    }
     if !p.problems.is_empty() && !checks.accept_slow_provisioning {
         return Err(CommandError::invalid(anyhow::anyhow!(
             "the project's Auth limits cannot carry this plan ({}); {}; nothing was sent",
             p.problems.join("; "),
             fleetbench_runner::preflight::Preflight::fixes()
         )));
+    }
+    if checks.dry_run {
+        eprintln!("preflight: --dry-run: nothing was sent");
+        return Ok(false);
     }
     Ok(true)
 }
@@ -254,6 +254,17 @@ pub fn run(
             )));
         }
         plan.shard = shard;
+    }
+    if let Some(at) = sharding.start_at {
+        let late = chrono::Utc::now() - at;
+        if late > chrono::Duration::seconds(1) {
+            return Err(CommandError::invalid(anyhow::anyhow!(
+                "--start-at {} passed {} s ago: the shards of a run start together at a start still ahead \
+                 (deploy/ci/prepare picks one); nothing was sent",
+                at.to_rfc3339(),
+                late.num_seconds()
+            )));
+        }
     }
     let needs_pooler = plan
         .ingest

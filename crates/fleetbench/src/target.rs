@@ -11,7 +11,8 @@ use crate::{CommandError, local, migrate};
 
 pub use fleetbench_runner::{Endpoints, redact};
 
-fn env(names: &[&str]) -> Option<String> {
+/// The first of `names` set to something (CI sets a missing secret to the empty string).
+pub fn env(names: &[&str]) -> Option<String> {
     names
         .iter()
         .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))

@@ -51,6 +51,7 @@ pub async fn serve(
     let pg_net = tokio::spawn(fleetbench_stack::pgnet::run(
         state.direct_db_url(),
         webhook_rate()?,
+        state.tls.as_ref().map(|t| t.ca.clone()),
         stop_rx.clone(),
     ));
     let project = match &state.supabase_dir {

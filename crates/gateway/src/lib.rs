@@ -290,6 +290,7 @@ fn platform_routes(
             sources.clone(),
             config.keys.clone(),
             direct.clone(),
+            auth.clone(),
         ));
     }
     routes

@@ -14,6 +14,8 @@
 //!   `node_memory_MemTotal_bytes`/`node_memory_MemAvailable_bytes`, and the poolers'
 //!   `pgbouncer_pools_*` client and server connections and `pgbouncer_config_max_client_connections`
 //!   (label `mode`: `transaction` or `session`).
+//! - Auth (`service_type="gotrue"`): `http_status_codes_total{code}`, its responses by status (the
+//!   429s it sent among them).
 //!
 //! Written by hand: a text exposition of a few dozen gauges read fresh at each scrape, which a
 //! metrics registry would only mirror.
@@ -42,6 +44,7 @@ struct MetricsState {
     sources: Sources,
     keys: crate::keys::ProjectKeys,
     db: deadpool_postgres::Pool,
+    auth: Arc<crate::auth::AuthState>,
 }
 
 /// `/customer/v1/privileged/metrics`.
@@ -49,10 +52,16 @@ pub fn routes(
     sources: Sources,
     keys: crate::keys::ProjectKeys,
     db: deadpool_postgres::Pool,
+    auth: Arc<crate::auth::AuthState>,
 ) -> Router {
     Router::new()
         .route("/customer/v1/privileged/metrics", get(scrape))
-        .with_state(Arc::new(MetricsState { sources, keys, db }))
+        .with_state(Arc::new(MetricsState {
+            sources,
+            keys,
+            db,
+            auth,
+        }))
 }
 
 /// Basic auth `service_role:<secret key or service-role key>`.
@@ -101,6 +110,21 @@ async fn scrape(State(s): State<Arc<MetricsState>>, headers: HeaderMap) -> Respo
         }
     }
     host(&s.sources, &mut out);
+    let statuses = s
+        .auth
+        .statuses
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    for (code, n) in statuses {
+        let help = "Auth's responses by HTTP status";
+        out.counter(
+            "http_status_codes_total",
+            help,
+            &[("code", &code.to_string())],
+            n as f64,
+        );
+    }
     for (mode, url) in &s.sources.pooler_consoles {
         if let Err(e) = pooler(mode, url, &mut out).await {
             tracing::warn!("metrics: {mode} pooler: {e}");
@@ -142,6 +166,8 @@ impl Exposition {
             || name.starts_with("replication_slots")
         {
             "postgresql"
+        } else if name.starts_with("http_") {
+            "gotrue"
         } else {
             "db"
         };

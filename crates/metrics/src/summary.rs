@@ -94,6 +94,17 @@ pub struct Summary {
     /// without a fleet (a probe alone) and in summaries written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<Delivery>,
+    /// Which shard of a sharded run this is (`--shard I/N`); absent for a whole run and for a
+    /// merged one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+}
+
+/// One shard of a run: agents `index + k·count`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
 }
 
 /// Planned against achieved: agents that ran, uploads dropped for want of an idle agent.
@@ -335,6 +346,7 @@ impl Summary {
             environment: facts.environment,
             probes: BTreeMap::new(),
             delivery: None,
+            shard: None,
         }
     }
 

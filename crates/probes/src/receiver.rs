@@ -36,16 +36,17 @@ struct Log {
 pub struct Receiver {
     log: Mutex<Log>,
     arrived: tokio::sync::Notify,
-    /// Readers must present this as `apikey` when set (the stack's service-role key).
-    key: Option<String>,
+    /// Readers must present one of these as `apikey` when there are any (the stack's service-role
+    /// and secret keys).
+    keys: Vec<String>,
 }
 
 impl Receiver {
-    pub fn new(key: Option<String>) -> Arc<Receiver> {
+    pub fn new(keys: Vec<String>) -> Arc<Receiver> {
         Arc::new(Receiver {
             log: Mutex::new(Log::default()),
             arrived: tokio::sync::Notify::new(),
-            key,
+            keys,
         })
     }
 
@@ -89,9 +90,8 @@ async fn list(
     headers: HeaderMap,
     Query(q): Query<Read>,
 ) -> Result<Json<Vec<Delivery>>, StatusCode> {
-    if let Some(key) = &r.key
-        && headers.get("apikey").and_then(|v| v.to_str().ok()) != Some(key.as_str())
-    {
+    let presented = headers.get("apikey").and_then(|v| v.to_str().ok());
+    if !r.keys.is_empty() && !r.keys.iter().any(|k| Some(k.as_str()) == presented) {
         return Err(StatusCode::UNAUTHORIZED);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.min(30_000));

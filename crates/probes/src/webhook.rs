@@ -19,7 +19,7 @@ use crate::{Context, ProbeOutcome, figure, latency_figures, tally};
 /// Where deliveries are read: (URL, key to present).
 async fn receiver_url(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<(String, String)> {
     if let Some(addr) = plan.listen {
-        let url = receiver::serve(addr, Receiver::new(None)).await?;
+        let url = receiver::serve(addr, Receiver::new(Vec::new())).await?;
         return Ok((url, String::new()));
     }
     if let Some(url) = &plan.receiver {

@@ -10,6 +10,8 @@
 //! - [`calibration_page`]: a trace beside the model fitted to it (`fleetbench calibrate`).
 //! - [`capacity_page`]: the capacity run's page.
 //! - [`compare`]: a run against a baseline, per operation and percentile, with tolerances.
+//! - [`markdown`]: the run's `summary.md` (verdict, operations, thresholds, probes) for CI job
+//!   summaries.
 //! - [`page`]: the stylesheet, colours and frame every page shares.
 //! - [`run_page`]: the run's page, a function per section, from a `Summary`, the run's
 //!   `Aggregate` and its [`LoadShape`].
@@ -17,6 +19,7 @@
 pub mod calibration_page;
 pub mod capacity_page;
 pub mod compare;
+pub mod markdown;
 pub mod page;
 pub mod run_page;
 pub mod rundir;

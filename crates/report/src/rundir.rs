@@ -1,6 +1,6 @@
 //! The run directory (INTERFACE.md): `scenario.toml` as resolved, `summary.json`,
 //! `histograms.hlog`, `timeline.json` (with the log, the run's saved data), `junit.xml` (one test
-//! case per threshold) and `index.html`. [`read`] loads the saved data back; [`rerender`] draws the
+//! case per threshold), `summary.md` (for a CI job summary) and `index.html`. [`read`] loads the saved data back; [`rerender`] draws the
 //! page again from it and [`merge`] adds shard runs into one, exactly (HdrHistograms add without
 //! loss). Nothing here holds a secret: the target URL is redacted before it reaches the summary.
 
@@ -63,6 +63,10 @@ pub fn write(
     context(
         std::fs::write(file("junit.xml"), junit(summary)),
         at("junit.xml"),
+    )?;
+    context(
+        std::fs::write(file("summary.md"), crate::markdown::markdown(summary)),
+        at("summary.md"),
     )?;
     context(
         std::fs::write(file("index.html"), crate::html(summary, agg, load)),
@@ -214,11 +218,69 @@ fn add_loads(loads: &[&LoadShape]) -> LoadShape {
     }
 }
 
+/// Shard runs (`--shard I/N`) merge only as a whole run: one run id, each shard of its count
+/// exactly once; the error names the foreign, repeated or missing shard. Runs that are not shards
+/// merge as they are.
+fn check_shards(saved: &[Saved], dirs: &[PathBuf]) -> Result<()> {
+    let Some((first, first_dir)) = saved
+        .iter()
+        .zip(dirs)
+        .find(|(s, _)| s.summary.shard.is_some())
+    else {
+        return Ok(());
+    };
+    let (run, count) = (
+        &first.summary.run_id,
+        first.summary.shard.map_or(0, |s| s.count),
+    );
+    let mut seen: Vec<Option<&PathBuf>> = vec![None; count as usize];
+    for (s, dir) in saved.iter().zip(dirs) {
+        let Some(shard) = s.summary.shard else {
+            return Err(format!(
+                "{}: a whole run, but {} is a shard of run {run}: only the shards of one run merge",
+                dir.display(),
+                first_dir.display()
+            ));
+        };
+        if &s.summary.run_id != run || shard.count != count || shard.index >= count {
+            return Err(format!(
+                "{}: shard {}/{} of run {}, foreign to run {run} ({count} shards, from {})",
+                dir.display(),
+                shard.index,
+                shard.count,
+                s.summary.run_id,
+                first_dir.display()
+            ));
+        }
+        if let Some(twin) = seen[shard.index as usize].replace(dir) {
+            return Err(format!(
+                "{} and {} are both shard {}/{count} of run {run}",
+                twin.display(),
+                dir.display(),
+                shard.index
+            ));
+        }
+    }
+    let missing: Vec<String> = (0..count)
+        .filter(|i| seen[*i as usize].is_none())
+        .map(|i| format!("{i}/{count}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "run {run}: shard {} missing ({} of {count} given): merge every shard's run directory",
+        missing.join(", "),
+        saved.len()
+    ))
+}
+
 /// `fleetbench merge SHARD_DIR... --out DIR`: one run from shard runs that ran side by side
 /// (windows aligned by each shard's start). Histograms add exactly, so the merged percentiles are
 /// those of one run over all the shards' samples; thresholds are the first shard's, evaluated again.
 pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Summary> {
     let saved: Vec<Saved> = shards.iter().map(|d| read(d)).collect::<Result<_>>()?;
+    check_shards(&saved, shards)?;
     let first = saved
         .first()
         .ok_or("merge needs at least one shard run directory")?;

@@ -23,6 +23,8 @@ pub enum Cleanup {
     NoSqlAccess,
     /// The cleanup failed: why.
     Failed(String),
+    /// A stop signal came before it could finish (the database rolls back what was under way).
+    Interrupted,
 }
 
 impl Cleanup {
@@ -40,7 +42,30 @@ impl Cleanup {
                 format!("{who}: no SQL access for cleanup; run {finish} with SUPABASE_DB_URL set")
             }
             Cleanup::Failed(why) => format!("{who}: cleanup failed ({why}); run {finish}"),
+            Cleanup::Interrupted => format!(
+                "{who}: stopped by a signal before its cleanup finished: {finish} removes the run's users and rows"
+            ),
         }
+    }
+}
+
+/// How long a cleanup may still take once a stop signal has come (before or during it): the run
+/// directory is already written, and a stopped run ends within 2 s of the signal.
+pub const CLEANUP_AFTER_STOP: Duration = Duration::from_secs(1);
+
+/// [`clean`], given at most [`CLEANUP_AFTER_STOP`] after a stop signal; then left, and said.
+pub async fn clean_until(
+    endpoints: &Endpoints,
+    run_id: &str,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Cleanup {
+    let cleaning = clean(endpoints, run_id);
+    tokio::pin!(cleaning);
+    tokio::select! {
+        c = &mut cleaning => c,
+        _ = stop.wait_for(|s| *s) => tokio::time::timeout(CLEANUP_AFTER_STOP, cleaning)
+            .await
+            .unwrap_or(Cleanup::Interrupted),
     }
 }
 

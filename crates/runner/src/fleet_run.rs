@@ -58,6 +58,7 @@ pub async fn run(
          key gives each agent its own"
     });
     let probes = start_probes(&spec, &target, &progress, &stop, say);
+    let stop_after = stop.clone();
     let collectors = start_collectors(&spec, &target, &progress, &stop);
     let mut outcome = fleetbench_fleet::run_at(
         clock,
@@ -97,11 +98,19 @@ pub async fn run(
         &plan.name,
         &outcome.aggregate,
         Duration::from_micros(outcome.clock.now_us()),
-        (outcome.interrupted, outcome.aborted.clone()),
+        // A signal after the load (while the probes ran) interrupts the run too.
+        (
+            outcome.interrupted || *stop_after.borrow(),
+            outcome.aborted.clone(),
+        ),
         &plan.thresholds,
         probe_outcomes,
     );
     summary.attach_delivery(delivery);
+    summary.shard = (plan.shard.1 > 1).then_some(fleetbench_metrics::summary::Shard {
+        index: plan.shard.0,
+        count: plan.shard.1,
+    });
     finish::write_dir(
         &spec,
         &summary,
@@ -112,7 +121,10 @@ pub async fn run(
     let cleanup = match (plan.cleanup, plan.shard.1 > 1) {
         (false, _) => Cleanup::Kept,
         (true, true) => Cleanup::LeftToShards,
-        (true, false) => finish::clean(&spec.endpoints, &spec.run_id).await,
+        (true, false) => {
+            say("run: removing the run's users and rows");
+            finish::clean_until(&spec.endpoints, &spec.run_id, stop_after).await
+        }
     };
     Ok(Finished {
         summary,

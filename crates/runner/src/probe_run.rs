@@ -78,7 +78,7 @@ pub async fn probe(
     let cleanup = if keep {
         Cleanup::Kept
     } else {
-        finish::clean(&spec.endpoints, &spec.run_id).await
+        finish::clean_until(&spec.endpoints, &spec.run_id, stop).await
     };
     Ok(Finished {
         summary,

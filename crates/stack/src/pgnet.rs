@@ -18,17 +18,35 @@ pub const DEFAULT_MAX_PER_SECOND: f64 = 200.0;
 
 const BATCH: i64 = 100;
 
-/// Runs until `shutdown` is set; connection failures are retried.
+/// Runs until `shutdown` is set; connection failures are retried. `trust` is a PEM file of extra
+/// roots (the `hosted` stack's own CA, which signs the gateway that webhooks post to, as hosted
+/// pg_net trusts the project's certificate).
 pub async fn run(
     db_url: String,
     max_per_second: f64,
+    trust: Option<std::path::PathBuf>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     crate::listen::supervise("pg_net worker", shutdown, |stop| {
-        let db_url = db_url.clone();
-        async move { run_connected(&db_url, max_per_second, stop).await }
+        let (db_url, trust) = (db_url.clone(), trust.clone());
+        async move { run_connected(&db_url, max_per_second, trust.as_deref(), stop).await }
     })
     .await
+}
+
+/// The worker's HTTP client, trusting `trust`'s certificates beside the platform's.
+fn http_client(trust: Option<&std::path::Path>) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = trust {
+        let pem =
+            std::fs::read(path).map_err(crate::io_err(format!("reading {}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| crate::StackError::Config(format!("{}: {e}", path.display())))?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder
+        .build()
+        .map_err(|e| crate::StackError::Config(format!("the pg_net worker's HTTP client: {e}")))
 }
 
 struct Request {
@@ -53,12 +71,13 @@ struct Answer {
 async fn run_connected(
     db_url: &str,
     max_per_second: f64,
+    trust: Option<&std::path::Path>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let mut listening = crate::listen::Listening::connect(db_url, "fleetbench_net").await?;
     let client = &listening.client;
     client.batch_execute(SQL).await?;
-    let http = reqwest::Client::new();
+    let http = http_client(trust)?;
     let gap = Duration::from_secs_f64(1.0 / max_per_second.max(0.001));
     let mut next_start = tokio::time::Instant::now();
     loop {

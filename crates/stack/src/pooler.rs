@@ -12,6 +12,7 @@ use crate::install::Toolchain;
 use crate::paths::StackPaths;
 use crate::postgres::write_private;
 use crate::process::{ServiceUser, spawn_detached, tail, wait_for_port};
+use crate::state::AUTHENTICATOR_DB;
 use crate::tls::TlsFiles;
 use crate::{Result, StackError};
 
@@ -38,10 +39,6 @@ impl PoolMode {
 }
 
 pub const MAX_CLIENT_CONN: u32 = 10_000;
-
-/// The pooler's database entry for the Data API's `authenticator` under tenant users (the
-/// `postgres` entry logs in as `postgres` whoever the client is, as Supavisor does).
-pub const AUTHENTICATOR_DB: &str = "postgres_authenticator";
 
 /// What a client of the poolers meets, beyond PgBouncer's defaults.
 #[derive(Clone, Copy, Default)]

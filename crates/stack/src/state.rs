@@ -36,6 +36,10 @@ impl Compute {
     }
 }
 
+/// The poolers' database entry for the Data API's `authenticator` under tenant users (the
+/// `postgres` entry logs in as `postgres` whoever the client is, as Supavisor does).
+pub const AUTHENTICATOR_DB: &str = "postgres_authenticator";
+
 /// A hosted plan: Realtime's limits are the plan's, not the compute size's (Supabase's Realtime
 /// limits page: concurrent connections, messages and channel joins per second; 100 channels per
 /// connection on every plan). A Pro project without its spend cap has Team's limits.
@@ -211,12 +215,12 @@ impl StackState {
         self.url(&user, &self.secrets.postgres_password, port, "postgres")
     }
     /// The role the Data API stand-in logs in as, through the transaction pooler (under tenant
-    /// users, through the pooler's own database entry for it: see [`crate::pooler`]).
+    /// users, through the pooler's own database entry for it, [`AUTHENTICATOR_DB`]).
     pub fn authenticator_db_url(&self) -> String {
         let db = if self.pooler_user() == "postgres" {
             "postgres"
         } else {
-            crate::pooler::AUTHENTICATOR_DB
+            AUTHENTICATOR_DB
         };
         let (password, port) = (
             &self.secrets.authenticator_password,

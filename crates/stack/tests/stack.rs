@@ -270,6 +270,7 @@ async fn an_alert_insert_reaches_the_sink_through_the_edge_function() {
     let worker = tokio::spawn(fleetbench_stack::pgnet::run(
         state.direct_db_url(),
         RATE,
+        None,
         stop_rx,
     ));
 

@@ -32,11 +32,14 @@ mod faults;
 #[cfg(feature = "goose")]
 mod goose;
 mod hosted;
+mod lint;
 mod platform;
 mod safety;
 mod signals;
 mod stack;
 mod stack_faults;
+mod staging;
+mod workflow;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -54,6 +57,18 @@ fn fleetbench(instance: &Path, args: &[&str]) -> Output {
         .env_remove("SUPABASE_URL")
         .output()
         .expect("running fleetbench")
+}
+
+/// Figure `name` of probe `probe` in a run's summary.
+fn probe_figure(summary: &serde_json::Value, probe: &str, name: &str) -> f64 {
+    summary["probes"][probe]["figures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no probe {probe:?} in {summary}"))
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("no figure {name:?} of {probe:?} in {summary}"))["value"]
+        .as_f64()
+        .unwrap()
 }
 
 /// The users and the `system_metrics` rows tagged with run `run`.

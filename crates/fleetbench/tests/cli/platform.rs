@@ -167,7 +167,7 @@ async fn sign_in(env: &BTreeMap<String, String>) -> Value {
 }
 
 /// One scrape, parsed as Prometheus text: each sample's name and labels to its value.
-async fn scrape(env: &BTreeMap<String, String>) -> BTreeMap<String, f64> {
+pub async fn scrape(env: &BTreeMap<String, String>) -> BTreeMap<String, f64> {
     let text = trusting(env)
         .get(format!(
             "{}/customer/v1/privileged/metrics",

@@ -444,7 +444,8 @@ async fn planted_secrets_reach_no_log_report_or_error() {
 /// The Auth preflight speaks before anything is sent. 1,000 agents against a project whose
 /// `/token` limit is the hosted default (stated in the scenario: 150 per 5 min, burst 30) take
 /// (1,000 − 30) / 0.5 s = 32 min 20 s to provision from one address: `--dry-run` says so and exits
-/// 0; a run is refused (exit 2) with the fixes; the target sees no request either way.
+/// 2 as the run would (0 with the slow start accepted); a run is refused (exit 2) with the fixes;
+/// the target sees no request in any case.
 #[tokio::test]
 async fn the_auth_preflight_speaks_before_anything_is_sent() {
     let (url, sink) = sink("2ms").await;
@@ -458,11 +459,15 @@ async fn the_auth_preflight_speaks_before_anything_is_sent() {
     .unwrap();
     let out = dir.path().join("run");
     let (code, stderr) = run_remote(&scenario, &out, &["--dry-run"], &url).await;
-    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("provisioning takes 32 min 20 s"),
         "{stderr}"
     );
+    assert!(stderr.contains("nothing was sent"), "{stderr}");
+    let accepted = ["--dry-run", "--accept-slow-provisioning"];
+    let (code, stderr) = run_remote(&scenario, &out, &accepted, &url).await;
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("--dry-run: nothing was sent"), "{stderr}");
     let (code, stderr) = run_remote(&scenario, &out, &[], &url).await;
     assert_eq!(code, Some(2), "{stderr}");

@@ -23,6 +23,8 @@ pub struct AuthState {
     pub limiter: crate::ratelimit::Limiter,
     /// GoTrue's settings now: the Management API changes them while the gateway runs.
     live: std::sync::RwLock<crate::AuthSettings>,
+    /// Responses by HTTP status (the Metrics API's `http_status_codes_total`).
+    pub statuses: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
 }
 
 impl AuthState {
@@ -30,6 +32,7 @@ impl AuthState {
         AuthState {
             limiter: crate::ratelimit::Limiter::new(config.auth.rate_limits.clone()),
             live: std::sync::RwLock::new(config.auth.clone()),
+            statuses: Default::default(),
             pool,
             config,
         }
@@ -56,7 +59,23 @@ pub fn routes(state: Arc<AuthState>) -> Router {
         .route("/logout", post(handlers::logout))
         .route("/settings", get(handlers::settings))
         .route("/.well-known/jwks.json", get(handlers::jwks))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_status,
+        ))
         .with_state(state)
+}
+
+/// Counts each response by its status.
+async fn count_status(
+    axum::extract::State(s): axum::extract::State<Arc<AuthState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let mut statuses = s.statuses.lock().unwrap_or_else(|p| p.into_inner());
+    *statuses.entry(response.status().as_u16()).or_default() += 1;
+    response
 }
 
 /// An error as GoTrue answers it.

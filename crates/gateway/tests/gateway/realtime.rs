@@ -544,23 +544,16 @@ async fn a_hosted_restart_skips_what_was_committed_while_down() {
     let after = insert_alerts(&db, &a, 3, "after").await;
     // The first changes to arrive are those committed after the restart.
     assert_eq!(receive(&mut ws, 3).await, after);
-    let stats: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/realtime/v1/stats", gw.url))
-        .header("apikey", &gw.service)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = stats(&gw).await;
     // The slot sees the whole database: changes other tests committed meanwhile are skipped too.
     assert!(stats["skipped"].as_u64().unwrap() >= 7, "{stats}");
     drop(ws);
     second.stop();
 }
 
-async fn idle_polls(gw: &Gateway) -> u64 {
-    let stats: serde_json::Value = reqwest::Client::new()
+/// `/realtime/v1/stats` with the service key.
+async fn stats(gw: &Gateway) -> serde_json::Value {
+    reqwest::Client::new()
         .get(format!("{}/realtime/v1/stats", gw.url))
         .header("apikey", &gw.service)
         .send()
@@ -568,8 +561,11 @@ async fn idle_polls(gw: &Gateway) -> u64 {
         .unwrap()
         .json()
         .await
-        .unwrap();
-    stats["idle_polls"].as_u64().unwrap()
+        .unwrap()
+}
+
+async fn idle_polls(gw: &Gateway) -> u64 {
+    stats(gw).await["idle_polls"].as_u64().unwrap()
 }
 
 /// Hosted Realtime's poller waits five intervals after a poll that found nothing (the plain

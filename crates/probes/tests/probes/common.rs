@@ -16,7 +16,7 @@ pub fn receiver() -> &'static str {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
-                let r = fleetbench_probes::receiver::Receiver::new(None);
+                let r = fleetbench_probes::receiver::Receiver::new(Vec::new());
                 let url = fleetbench_probes::receiver::serve("127.0.0.1:0".parse().unwrap(), r)
                     .await
                     .unwrap();
@@ -58,7 +58,7 @@ pub fn stack() -> &'static StackState {
                 .unwrap();
                 tx.send(()).unwrap();
                 let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-                fleetbench_stack::pgnet::run(url, 200.0, stop_rx).await;
+                fleetbench_stack::pgnet::run(url, 200.0, None, stop_rx).await;
             })
         });
         rx.recv().unwrap();
