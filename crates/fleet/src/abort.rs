@@ -10,16 +10,18 @@ use tokio::sync::watch;
 
 use crate::Clock;
 
-/// The operations that `abort_on_fail` thresholds watch, aggregated across workers as samples
-/// arrive (a lock per sample of those operations only), for the evaluation during the run.
-pub(crate) struct Live {
-    operations: Vec<String>,
+/// Operations aggregated across workers as samples arrive (a lock per sample of those operations
+/// only), for what reads the run while it goes: the `abort_on_fail` evaluation, and the live export.
+#[derive(Debug)]
+pub struct Live {
+    /// The operations watched; `None`: every one (the run is exported live).
+    operations: Option<Vec<String>>,
     agg: std::sync::Mutex<Aggregate>,
 }
 
 impl Live {
-    /// The live aggregate of the operations `plan`'s `abort_on_fail` thresholds watch; none when
-    /// no threshold aborts.
+    /// The live aggregate `plan` needs: every operation when it is exported live, else those its
+    /// `abort_on_fail` thresholds watch; none when nothing reads the run live.
     pub(crate) fn for_plan(plan: &Plan, window_us: u64) -> Option<Live> {
         let operations: Vec<String> = plan
             .thresholds
@@ -27,16 +29,32 @@ impl Live {
             .filter(|t| t.abort_on_fail)
             .map(|t| t.operation.clone())
             .collect();
-        (!operations.is_empty()).then(|| Live {
-            operations,
-            agg: std::sync::Mutex::new(Aggregate::new(window_us)),
+        let agg = std::sync::Mutex::new(Aggregate::new(window_us));
+        if plan.prometheus_remote_write.is_some() {
+            return Some(Live {
+                operations: None,
+                agg,
+            });
+        }
+        (!operations.is_empty()).then_some(Live {
+            operations: Some(operations),
+            agg,
         })
     }
 
     pub(crate) fn add(&self, s: &fleetbench_metrics::Sample) {
-        if self.operations.iter().any(|o| o == s.operation) {
+        let watched = self
+            .operations
+            .as_ref()
+            .is_none_or(|ops| ops.iter().any(|o| o == s.operation));
+        if watched {
             self.agg.lock().expect("live aggregate").add(s);
         }
+    }
+
+    /// What has been measured so far.
+    pub fn snapshot(&self) -> Aggregate {
+        self.agg.lock().expect("live aggregate").clone()
     }
 }
 
@@ -54,7 +72,7 @@ pub(crate) async fn watch_aborts(
     loop {
         tick.tick().await;
         let elapsed = Duration::from_micros(clock.now_us().saturating_sub(load_start));
-        let agg = live.agg.lock().expect("live aggregate").clone();
+        let agg = live.snapshot();
         for t in plan
             .thresholds
             .iter()

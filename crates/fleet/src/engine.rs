@@ -37,6 +37,8 @@ pub struct RunOutcome {
     pub clock: Clock,
     /// When the load phase began on `clock` (provisioning is before it).
     pub load_start_us: u64,
+    /// When the last worker finished (the drain included).
+    pub load_end_us: u64,
     pub agents: u32,
     /// The agents the plan asked of this process, and why the last one that could not be
     /// provisioned was refused.
@@ -196,6 +198,9 @@ pub async fn run_at(
     let stop_tx = Arc::new(stop_tx);
     let forward = tokio::spawn(forward_stop(outer_stop.clone(), stop_tx.clone()));
     let live = Live::for_plan(&plan, window_us).map(Arc::new);
+    if let Some(l) = &live {
+        let _ = progress.live.set(l.clone());
+    }
 
     // Provisioning: the agents the load model needs, a few at a time.
     let provision::Provisioned {
@@ -258,6 +263,7 @@ pub async fn run_at(
         aggregate,
         clock,
         load_start_us: load_start,
+        load_end_us: load_start,
         agents: provisioned,
         agents_planned: planned,
         provision_failure: last_failure,
@@ -277,6 +283,7 @@ pub async fn run_at(
         outcome.rows_dropped += stats.rows_dropped;
         outcome.rows_unsent += stats.rows_unsent;
     }
+    outcome.load_end_us = clock.now_us();
     outcome.interrupted |= *outer_stop.borrow();
     if let Some(w) = watcher {
         if w.is_finished() {

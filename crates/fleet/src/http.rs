@@ -20,6 +20,11 @@
 //! breaks off, is not HTTP, or is too large (a head over 64 KiB, a body over 16 MiB) fails as
 //! `transport`, as a connection that drops does: worth a retry later.
 //!
+//! Proxies as curl and reqwest read them from the environment (`HTTPS_PROXY`, `HTTP_PROXY`,
+//! `ALL_PROXY`, `NO_PROXY`; hyper-util's matcher, the one reqwest uses): an `https://` API is
+//! reached through an HTTP `CONNECT` tunnel, an `http://` one by absolute-form requests to the
+//! proxy, with `Proxy-Authorization` when the proxy's URL carries credentials.
+//!
 //! An idle connection the server has closed is noticed before it is used (see `Conn::stale`) and
 //! replaced by a fresh one. A request
 //! that may have reached the server is never resent here: the agent decides, with its backoff,
@@ -66,12 +71,86 @@ pub struct Pool {
         tokio_rustls::TlsConnector,
         rustls::pki_types::ServerName<'static>,
     )>,
+    /// The proxy the environment names for the API, if any.
+    via: Option<Via>,
     idle: Mutex<Vec<Conn>>,
     slots: Semaphore,
     timeout: Duration,
     connect_timeout: Duration,
     /// Connections opened over the pool's life.
     pub opened: AtomicU64,
+}
+
+/// An HTTP proxy on the way to the API.
+struct Via {
+    host: String,
+    port: u16,
+    /// `Proxy-Authorization`, when the proxy's URL carries credentials.
+    auth: Option<HeaderValue>,
+    /// `https://` API: a `CONNECT` tunnel to `host:port` of the API; else absolute-form requests.
+    tunnel_to: Option<String>,
+}
+
+impl Via {
+    /// The proxy the environment names for `uri`, if any; only `http://` proxies are spoken to.
+    fn from_env(uri: &hyper::Uri, https: bool, authority: &str) -> Result<Option<Via>, String> {
+        let matcher = hyper_util::client::proxy::matcher::Matcher::from_env();
+        let Some(found) = matcher.intercept(uri) else {
+            return Ok(None);
+        };
+        let proxy = found.uri();
+        if proxy.scheme_str() != Some("http") {
+            return Err(format!(
+                "the proxy for {uri} is {}://…: the upload client speaks to http:// proxies only",
+                proxy.scheme_str().unwrap_or("?")
+            ));
+        }
+        let host = proxy
+            .host()
+            .ok_or_else(|| "the proxy's URL has no host".to_string())?;
+        Ok(Some(Via {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port: proxy.port_u16().unwrap_or(80),
+            auth: found.basic_auth().cloned(),
+            tunnel_to: https.then(|| authority.to_string()),
+        }))
+    }
+
+    /// Opens the tunnel on `tcp`: `CONNECT`, then a 2xx head and nothing after it.
+    async fn tunnel(&self, tcp: &mut TcpStream, to: &str) -> Result<(), Failure> {
+        let refused = || Failure::Transport("proxy");
+        let mut request = format!("CONNECT {to} HTTP/1.1\r\nhost: {to}\r\n");
+        if let Some(auth) = self.auth.as_ref().and_then(|a| a.to_str().ok()) {
+            request.push_str(&format!("proxy-authorization: {auth}\r\n"));
+        }
+        request.push_str("\r\n");
+        tcp.write_all(request.as_bytes())
+            .await
+            .map_err(|_| refused())?;
+        let mut head = Vec::with_capacity(1024);
+        loop {
+            if tcp.read_buf(&mut head).await.map_err(|_| refused())? == 0 || head.len() > MAX_HEAD {
+                return Err(refused());
+            }
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut answer = httparse::Response::new(&mut headers);
+            match answer.parse(&head) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let ok = answer.code.is_some_and(|c| (200..300).contains(&c));
+                    return if ok && len == head.len() {
+                        Ok(())
+                    } else {
+                        Err(refused())
+                    };
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(_) => return Err(refused()),
+            }
+        }
+    }
 }
 
 enum Stream {
@@ -148,6 +227,32 @@ impl Pool {
             .to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let authority = uri.authority().map_or(host.as_str(), |a| a.as_str());
+        let host_port = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let via = Via::from_env(&uri, https, &host_port)?;
+        // Through an HTTP proxy, plain requests name the whole URL (absolute form).
+        let (start, host_line) = match &via {
+            Some(v) if v.tunnel_to.is_none() => (
+                format!(
+                    "POST http://{authority}{}",
+                    uri.path().trim_end_matches('/')
+                ),
+                format!(
+                    " HTTP/1.1\r\nhost: {authority}\r\n{}",
+                    v.auth
+                        .as_ref()
+                        .and_then(|a| a.to_str().ok())
+                        .map_or(String::new(), |a| format!("proxy-authorization: {a}\r\n"))
+                ),
+            ),
+            _ => (
+                format!("POST {}", uri.path().trim_end_matches('/')),
+                format!(" HTTP/1.1\r\nhost: {authority}\r\n"),
+            ),
+        };
         let tls = match (https, tls) {
             (true, Some(config)) => {
                 let name = rustls::pki_types::ServerName::try_from(host.clone())
@@ -158,11 +263,12 @@ impl Pool {
             (false, _) => None,
         };
         Ok(Pool {
-            start: format!("POST {}", uri.path().trim_end_matches('/')).into_bytes(),
-            host_line: format!(" HTTP/1.1\r\nhost: {authority}\r\n").into_bytes(),
+            start: start.into_bytes(),
+            host_line: host_line.into_bytes(),
             host,
             port,
             tls,
+            via,
             idle: Mutex::new(Vec::with_capacity(connections)),
             slots: Semaphore::new(connections.max(1)),
             timeout,
@@ -173,11 +279,24 @@ impl Pool {
 
     async fn connect(&self) -> Result<Conn, Failure> {
         let open = async {
-            let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            let (host, port) = self
+                .via
+                .as_ref()
+                .map_or((self.host.as_str(), self.port), |v| {
+                    (v.host.as_str(), v.port)
+                });
+            let mut tcp = TcpStream::connect((host, port))
                 .await
                 .map_err(|_| Failure::Transport("connect"))?;
             tcp.set_nodelay(true)
                 .map_err(|_| Failure::Transport("connect"))?;
+            if let Some((via, to)) = self
+                .via
+                .as_ref()
+                .and_then(|v| v.tunnel_to.as_ref().map(|t| (v, t)))
+            {
+                via.tunnel(&mut tcp, to).await?;
+            }
             let stream = match &self.tls {
                 Some((connector, name)) => Stream::Tls(Box::new(
                     connector

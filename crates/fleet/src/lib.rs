@@ -32,6 +32,7 @@ pub mod target;
 pub mod telemetry;
 mod worker;
 
+pub use abort::Live;
 pub use clock::Clock;
 pub use engine::{RunOutcome, run, run_at};
 pub use progress::Progress;

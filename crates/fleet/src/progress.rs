@@ -19,4 +19,7 @@ pub struct Progress {
     /// The generator behind its schedule: uploads started over a window late, arrivals dropped.
     pub late: AtomicU64,
     pub dropped: AtomicU64,
+    /// The operations aggregated live, once the load phase has begun (when the run is exported
+    /// live or has `abort_on_fail` thresholds).
+    pub live: std::sync::OnceLock<std::sync::Arc<crate::abort::Live>>,
 }

@@ -5,14 +5,28 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// `--version`: the crate's version and the commit it was built from (`+dirty` with local changes).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("FLEETBENCH_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
-#[command(name = "fleetbench", version, about = "Load tests for the Supabase backend of System Health AI", long_about = None)]
+#[command(name = "fleetbench", version = VERSION, about = "Load tests for the Supabase backend of System Health AI", long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Target a remote project that no allowlist names (`[target] allow_hosts`, FLEETBENCH_ALLOW_HOSTS).
     #[arg(long, global = true)]
     pub i_accept_this_target_is_not_on_the_allowlist: bool,
+    /// Say only errors and the result (no progress line, no tables).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Print the run's summary.json on stdout instead of the report's path (run, probe, merge).
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +71,10 @@ pub enum Command {
         /// (FLEETBENCH_MAX_PROVISIONING, default 10m): sign-ins go at the limit's pace.
         #[arg(long)]
         accept_slow_provisioning: bool,
+        /// Send the run's live series to this Prometheus remote-write URL
+        /// (`[output] prometheus_remote_write`).
+        #[arg(long, value_name = "URL")]
+        prometheus_remote_write: Option<String>,
     },
     /// Run the scenario's agents as goose 0.19 users (goose's flags after `--`); --cross-check
     /// runs the same closed workload with fleetbench's engine first and compares the two.
@@ -129,6 +147,10 @@ pub enum Command {
         #[arg(long = "fault", value_name = "SPEC")]
         faults: Vec<fleetbench_sink::Fault>,
     },
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Print fleetbench's man page (roff, section 1) on stdout: `fleetbench man > fleetbench.1`.
+    Man,
     /// Run one end-to-end probe alone: realtime, rag, partitions, pooler, webhook, rls.
     Probe {
         #[arg(value_parser = clap::builder::PossibleValuesParser::new(fleetbench_scenario::probes::PROBES))]

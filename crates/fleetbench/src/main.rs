@@ -9,7 +9,8 @@
 //!   (report, merge, compare), `sink`, `daemon` (`stack serve`: `fleetbench_gateway::daemon` with the
 //!   webhook receiver), `goose` (feature `goose`; the users are `fleetbench_goose`).
 //! - Shared by commands: `signals` (stop on SIGINT/SIGTERM), `out_dir` (run directories),
-//!   `machine` (the build and the machine, for the summary), `progress` (the live line).
+//!   `machine` (the build and the machine, for the summary), `progress` (the live line),
+//!   `terminal` (the end-of-run tables, `--quiet`, `--json`, colour).
 
 mod capacity;
 mod cli;
@@ -28,6 +29,7 @@ mod run;
 mod signals;
 mod sink;
 mod target;
+mod terminal;
 
 use std::process::ExitCode;
 
@@ -97,7 +99,10 @@ fn goose_front_end(args: GooseArgs) -> Result<(), CommandError> {
 }
 
 fn main() -> ExitCode {
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
+        .with_ansi(colour)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLEETBENCH_LOG")
                 .unwrap_or_else(|_| "info,tokio_postgres=warn".into()),
@@ -105,6 +110,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    terminal::set(terminal::Output {
+        quiet: cli.quiet,
+        json: cli.json,
+    });
     target::FORCE_UNLISTED.store(
         cli.i_accept_this_target_is_not_on_the_allowlist,
         std::sync::atomic::Ordering::Relaxed,
@@ -117,6 +126,11 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// `s` as a TOML string literal (for an override built from a flag).
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
 }
 
 /// Each command to the module that carries it out, its arguments turned into plain values.
@@ -149,10 +163,17 @@ fn dispatch(command: Command) -> Result<(), CommandError> {
             start_at,
             dry_run,
             accept_slow_provisioning,
+            prometheus_remote_write,
         } => run::run(
             &scenario,
             out,
-            &overrides,
+            &overrides
+                .into_iter()
+                .chain(
+                    prometheus_remote_write
+                        .map(|u| format!("output.prometheus_remote_write={}", toml_string(&u))),
+                )
+                .collect::<Vec<_>>(),
             run::Sharding {
                 shard,
                 run_id,
@@ -239,6 +260,16 @@ fn dispatch(command: Command) -> Result<(), CommandError> {
             goose,
         }),
         Command::Merge { shards, out } => reports::merge(&shards, &out),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "fleetbench", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(())
+        }
         Command::Report { run_dir } => reports::report(&run_dir),
         Command::Sink {
             listen,

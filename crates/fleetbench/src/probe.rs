@@ -57,9 +57,11 @@ pub fn probe(
         let stop = signals::stop_on_signal("probe: stopping")?;
         anyhow::Ok(fleetbench_runner::probe(name, spec, keep, stop).await?)
     })?;
-    print(&finished.summary);
+    if !crate::terminal::output().quiet {
+        print(&finished.summary);
+    }
     eprintln!("{}", finished.cleanup.describe("probe", &run_id));
-    println!("{}", out.join("index.html").display());
+    crate::terminal::result(&out)?;
     match fleetbench_runner::finish::failed_probes(&finished.summary) {
         None => Ok(()),
         Some(_) => Err(CommandError {

@@ -1,5 +1,5 @@
 //! The live progress of a run: a one-line display refreshed every second on a terminal (indicatif),
-//! plain lines every five seconds otherwise (CI logs).
+//! plain lines every five seconds otherwise (CI logs); nothing with `--quiet`.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -45,6 +45,10 @@ fn line(p: &Progress, agents: u32, since: Instant, last_uploads: &mut (u64, Inst
 
 /// Shows progress until `done` resolves.
 pub async fn show(p: Arc<Progress>, agents: u32, mut done: tokio::sync::watch::Receiver<bool>) {
+    if crate::terminal::output().quiet {
+        let _ = done.changed().await;
+        return;
+    }
     let since = Instant::now();
     let mut last = (0, Instant::now());
     let tty = std::io::stderr().is_terminal();

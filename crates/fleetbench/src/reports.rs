@@ -62,7 +62,13 @@ pub fn compare(
 /// Exit 99 when the merged run crosses its thresholds, as a run would.
 pub fn merge(shards: &[PathBuf], out: &Path) -> Result<(), CommandError> {
     let summary = fleetbench_report::rundir::merge(shards, out).map_err(invalid)?;
-    println!("{}", out.join("index.html").display());
+    if !crate::terminal::output().quiet {
+        crate::terminal::operations_table(&summary)
+            .into_iter()
+            .chain(crate::terminal::threshold_lines(&summary))
+            .for_each(|l| eprintln!("{l}"));
+    }
+    crate::terminal::result(out)?;
     if summary.passed() {
         return Ok(());
     }

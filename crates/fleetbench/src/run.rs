@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use fleetbench_fleet::Progress;
 
+use crate::terminal;
 use crate::{CommandError, EXIT_THRESHOLDS, machine, out_dir, progress, signals, target};
 
 pub(crate) fn load(
@@ -135,7 +136,7 @@ fn project_auth(
                  turn it on (PATCH /v1/projects/{{ref}}/config/auth) or unset FLEETBENCH_IP_FORWARDING; nothing was sent"
             )));
         }
-        eprintln!(
+        terminal::say(&format!(
             "project: Management API: /token {} per 5 min per address, access tokens live {} s, IP address forwarding {}",
             project
                 .rate_limit_token_refresh
@@ -146,14 +147,16 @@ fn project_auth(
             } else {
                 "off"
             }
-        );
+        ));
     }
     if let Some(n) = plan.token_rate_limit {
         config.auth_limit = Some(fleetbench_fleet::target::AuthLimit {
             per_5min: n,
             burst: 30,
         });
-        eprintln!("project: /token {n} per 5 min per address, as [target] token_rate_limit says");
+        terminal::say(&format!(
+            "project: /token {n} per 5 min per address, as [target] token_rate_limit says"
+        ));
     }
     Ok(lifetime)
 }
@@ -221,7 +224,12 @@ fn preflight(
         max,
     );
     for line in p.describe() {
-        eprintln!("preflight: {line}");
+        // Under --dry-run the preflight is the answer asked for.
+        if checks.dry_run {
+            eprintln!("preflight: {line}");
+        } else {
+            terminal::say(&format!("preflight: {line}"));
+        }
     }
     if !p.problems.is_empty() && !checks.accept_slow_provisioning {
         return Err(CommandError::invalid(anyhow::anyhow!(
@@ -291,14 +299,14 @@ pub fn run(
         .run_id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    eprintln!(
+    terminal::say(&format!(
         "run {run_id}: {} against {} {} ({} agents, {:.0} s of load)",
         plan.name,
         endpoints.config.kind,
         target::redact(&endpoints.config.api_url),
         plan.agents,
         plan.duration().as_secs_f64()
-    );
+    ));
     let (name, agents) = (plan.name.clone(), plan.agents);
     let spec = fleetbench_runner::RunSpec {
         plan,
@@ -324,60 +332,69 @@ pub fn run(
         };
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
         let shown = tokio::spawn(progress::show(progress.clone(), agents, done_rx));
-        let finished = fleetbench_runner::run(spec, progress, stop, &|line| eprintln!("{line}")).await;
+        let finished = fleetbench_runner::run(spec, progress, stop, &terminal::say).await;
         let _ = done_tx.send(true);
         let _ = shown.await;
         anyhow::Ok(finished.map_err(|e| anyhow::anyhow!("{e}"))?)
     })?;
     print_end(&finished, &run_id);
-    println!("{}", out.join("index.html").display());
+    terminal::result(&out)?;
     verdict(&finished.summary)
 }
 
-/// The run's account on stderr: an abort, the rows, the generator falling behind, each threshold,
-/// each probe, and what became of the run's users and rows.
+/// The run's account on stderr: an abort, the rows, the generator falling behind, the operations'
+/// table, each threshold, each probe, and what became of the run's users and rows (the table,
+/// thresholds and probes not with `--quiet`; the rest always).
 fn print_end(finished: &fleetbench_runner::Finished, run_id: &str) {
     let summary = &finished.summary;
     if let Some(reason) = &summary.aborted {
         eprintln!("run: aborted: {reason} (abort_on_fail)");
     }
     if let Some(outcome) = &finished.fleet {
-        let written: u64 = outcome.rows_written.values().sum();
-        let agg = &outcome.aggregate;
-        eprintln!(
-            "run: {} agents; rows sampled {}, written {written}, unsent {}, dropped {}; uploads {} late, {} dropped, {} abandoned in flight",
-            outcome.agents,
-            outcome.rows_sampled,
-            outcome.rows_unsent,
-            outcome.rows_dropped,
-            agg.late,
-            agg.dropped,
-            agg.abandoned
-        );
-        if agg.late + agg.dropped > 0 {
-            eprintln!(
-                "run: warning: the generator fell behind the schedule the scenario asked for ({} uploads started over a window late, {} arrivals found no idle agent): the target saw less load than planned; add agents (arrival_rate) or CPU",
-                agg.late, agg.dropped
-            );
-        }
+        print_fleet(outcome);
     }
     for s in summary.delivery.iter().flat_map(|d| &d.shortfall) {
-        eprintln!("  FAIL delivery: {s}");
+        eprintln!("  {} delivery: {s}", terminal::verdict_word(false));
     }
-    for t in &summary.thresholds {
-        let observed = t
-            .observed
-            .map_or("no samples".into(), |v| format!("{v:.3}"));
-        eprintln!(
-            "  {} {:<24} {:<22} observed {observed}",
-            if t.pass { "pass" } else { "FAIL" },
-            t.operation,
-            t.expr
-        );
+    if !terminal::output().quiet {
+        terminal::operations_table(summary)
+            .into_iter()
+            .chain(terminal::threshold_lines(summary))
+            .for_each(|l| eprintln!("{l}"));
+        crate::probe::print(summary);
     }
-    crate::probe::print(summary);
-    if finished.cleanup != fleetbench_runner::Cleanup::Kept {
+    let worth_saying = matches!(
+        finished.cleanup,
+        fleetbench_runner::Cleanup::Failed(_)
+            | fleetbench_runner::Cleanup::Interrupted
+            | fleetbench_runner::Cleanup::NoSqlAccess
+    );
+    if worth_saying
+        || (finished.cleanup != fleetbench_runner::Cleanup::Kept && !terminal::output().quiet)
+    {
         eprintln!("{}", finished.cleanup.describe("run", run_id));
+    }
+}
+
+/// The fleet's rows and whether the generator kept to its schedule.
+fn print_fleet(outcome: &fleetbench_fleet::RunOutcome) {
+    let written: u64 = outcome.rows_written.values().sum();
+    let agg = &outcome.aggregate;
+    terminal::say(&format!(
+        "run: {} agents; rows sampled {}, written {written}, unsent {}, dropped {}; uploads {} late, {} dropped, {} abandoned in flight",
+        outcome.agents,
+        outcome.rows_sampled,
+        outcome.rows_unsent,
+        outcome.rows_dropped,
+        agg.late,
+        agg.dropped,
+        agg.abandoned
+    ));
+    if agg.late + agg.dropped > 0 {
+        eprintln!(
+            "run: warning: the generator fell behind the schedule the scenario asked for ({} uploads started over a window late, {} arrivals found no idle agent): the target saw less load than planned; add agents (arrival_rate) or CPU",
+            agg.late, agg.dropped
+        );
     }
 }
 

@@ -16,7 +16,7 @@
 //! - [`management`]: the Management API's project Auth configuration (`/v1/projects/{ref}/config/auth`),
 //!   read and changed with a personal access token (the `hosted` profile).
 //! - [`metrics`]: the project's Prometheus-format Metrics API (`/customer/v1/privileged/metrics`),
-//!   Postgres, its processes and the poolers under hosted series names (the `hosted` profile).
+//!   Postgres, its processes and the poolers under hosted series names (every profile).
 //! - [`listen`]: serving the router over HTTP or HTTPS until told to stop.
 //! - [`ratelimit`]: GoTrue's per-client-IP token buckets (the `hosted` stack profile).
 //! - [`realtime`]: Realtime at `/realtime/v1/websocket`: Phoenix channels, `postgres_changes` from a
@@ -132,12 +132,12 @@ fn platform_access(state: &fleetbench_stack::StackState) -> Option<management::A
     }
 }
 
-/// What the Metrics API reads, under the `hosted` profile: Postgres's processes and both poolers'
-/// consoles.
+/// What the Metrics API reads (served under every profile, as every hosted project has one):
+/// Postgres's processes and both poolers' consoles.
 fn platform_metrics(state: &fleetbench_stack::StackState) -> Option<metrics::Sources> {
     let project_ref = state.project_ref.clone()?;
     let console = |url: String| url.replacen("/postgres?", "/pgbouncer?", 1);
-    (state.profile == fleetbench_stack::Profile::Hosted).then(|| metrics::Sources {
+    Some(metrics::Sources {
         project_ref,
         postmaster_pid: state.postgres.pid,
         pooler_consoles: vec![

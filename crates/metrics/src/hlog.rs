@@ -1,5 +1,6 @@
 //! `histograms.hlog`: HdrHistogram's V2 compressed interval log (readable by `HistogramLogProcessor`
-//! and HdrHistogram's plotters), values in microseconds. Per window, tag `<operation>` holds the
+//! and HdrHistogram's plotters), values in microseconds, with the header and legend HdrHistogram's
+//! own writers put first. Per window, tag `<operation>` holds the
 //! latency from the intended start and `<operation>/service` the service time; at the end, one
 //! interval spanning the run per operation holds the full-precision totals (`<operation>/total`,
 //! `<operation>/service/total`). With `timeline.json` (the windows' counters) it is the run's saved
@@ -13,10 +14,35 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 
 use crate::aggregate::Aggregate;
 
+/// The format version HdrHistogram's own writers put first (the tag and base-time lines of 1.3).
+pub const FORMAT_VERSION: &str = "[Histogram log format version 1.3]";
+/// The column legend HdrHistogram's writers put after the header.
+pub const LEGEND: &str =
+    "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"";
+
+/// Writes the log: HdrHistogram's header (format version, comment, start and base time, max-value
+/// divisor), its legend, then the intervals.
 pub fn write(out: &mut impl Write, agg: &Aggregate, started: SystemTime) -> std::io::Result<()> {
+    // The crate's writer has no legend line: the log is written to a buffer and the legend put in
+    // after the header's comment lines.
+    let mut log = Vec::new();
+    intervals(&mut log, agg, started)?;
+    let text = String::from_utf8(log).map_err(std::io::Error::other)?;
+    let header_end = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.len() + 1)
+        .sum::<usize>();
+    out.write_all(&text.as_bytes()[..header_end])?;
+    writeln!(out, "{LEGEND}")?;
+    out.write_all(&text.as_bytes()[header_end..])
+}
+
+fn intervals(out: &mut impl Write, agg: &Aggregate, started: SystemTime) -> std::io::Result<()> {
     let mut serializer = V2DeflateSerializer::new();
     let mut builder = IntervalLogWriterBuilder::new();
     builder
+        .add_comment(FORMAT_VERSION)
         .add_comment("fleetbench: intended-start latency in microseconds, one tag per operation");
     builder.with_start_time(started);
     builder.with_base_time(started);
@@ -266,6 +292,15 @@ mod tests {
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         )
         .unwrap();
+        // HdrHistogram's header comes first, its legend before the intervals.
+        let text = String::from_utf8(buf.clone()).unwrap();
+        assert!(
+            text.starts_with(&format!("#{FORMAT_VERSION}\n")),
+            "{text:.200}"
+        );
+        let legend = text.lines().position(|l| l == LEGEND).unwrap();
+        assert!(text.lines().take(legend).all(|l| l.starts_with('#')));
+        assert!(text.lines().skip(legend + 1).all(|l| l.starts_with("Tag=")));
         let mut seen = 0;
         let mut deserializer = hdrhistogram::serialization::Deserializer::new();
         for entry in IntervalLogIterator::new(&buf) {

@@ -11,10 +11,13 @@
 //! - [`aggregate`]: per-operation histograms, counters and time windows; `add`, `merge`, `finish`.
 //! - [`summary`]: `summary.json`'s shape, and threshold evaluation against it.
 //! - [`hlog`]: the HdrHistogram V2 interval log (`histograms.hlog`).
+//! - [`server`]: the target's Metrics API through the run (`server.json`) and the panels drawn
+//!   from it.
 
 pub mod aggregate;
 pub mod hlog;
 pub mod sample;
+pub mod server;
 pub mod summary;
 
 pub use aggregate::Aggregate;

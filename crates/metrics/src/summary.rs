@@ -67,6 +67,17 @@ pub struct ThresholdResult {
     pub pass: bool,
 }
 
+impl ThresholdResult {
+    /// What the threshold observed, in its metric's unit (`7.64 ms`, `0.120 %`), or `no samples`.
+    pub fn observed_text(&self) -> String {
+        match (self.observed, Threshold::parse(&self.operation, &self.expr)) {
+            (None, _) => "no samples".into(),
+            (Some(v), Ok(t)) => t.metric.show(v),
+            (Some(v), Err(_)) => format!("{v}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     pub schema_version: u32,
@@ -74,6 +85,10 @@ pub struct Summary {
     pub scenario: String,
     pub started_at: String,
     pub duration_s: f64,
+    /// When the load phase began and how long it lasted (provisioning is before it, probes
+    /// finishing after it); operations' `rate_per_s` is over it. Absent for a run without a fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_phase: Option<LoadPhase>,
     pub target: TargetFacts,
     pub verdict: String,
     pub thresholds: Vec<ThresholdResult>,
@@ -98,6 +113,13 @@ pub struct Summary {
     /// merged one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
+}
+
+/// The load phase of a run: its start (RFC 3339) and length.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LoadPhase {
+    pub started_at: String,
+    pub duration_s: f64,
 }
 
 /// One shard of a run: agents `index + k·count`.
@@ -298,16 +320,21 @@ pub struct RunFacts {
     pub scenario: String,
     pub started_at: String,
     pub duration_s: f64,
+    pub load_phase: Option<LoadPhase>,
     pub target: TargetFacts,
     pub interrupted: bool,
 }
 
 impl Summary {
     pub fn new(agg: &Aggregate, facts: RunFacts, thresholds: &[Threshold]) -> Summary {
+        let rate_s = facts
+            .load_phase
+            .as_ref()
+            .map_or(facts.duration_s, |l| l.duration_s);
         let operations: BTreeMap<String, OperationSummary> = agg
             .operations
             .iter()
-            .map(|(k, op)| (k.clone(), operation(&op.total, facts.duration_s)))
+            .map(|(k, op)| (k.clone(), operation(&op.total, rate_s)))
             .collect();
         let results: Vec<ThresholdResult> = thresholds
             .iter()
@@ -334,6 +361,7 @@ impl Summary {
             scenario: facts.scenario,
             started_at: facts.started_at,
             duration_s: facts.duration_s,
+            load_phase: facts.load_phase,
             target: facts.target,
             verdict: if pass { "pass" } else { "fail" }.into(),
             thresholds: results,

@@ -48,6 +48,10 @@ fn summary() -> serde_json::Value {
         scenario: "schema".into(),
         started_at: "2026-11-26T07:00:00+00:00".into(),
         duration_s: 1.5,
+        load_phase: Some(fleetbench_metrics::summary::LoadPhase {
+            started_at: "2026-11-26T07:00:00.500+00:00".into(),
+            duration_s: 1.0,
+        }),
         target: TargetFacts {
             kind: "remote".into(),
             url: "https://abc.supabase.co".into(),
@@ -99,6 +103,9 @@ fn summaries_validate_against_the_committed_schema() {
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     assert!(doc["thresholds"][1]["observed"].is_null() && doc["verdict"] == "fail");
+    // Rates are over the load phase (1 s), not the whole run (1.5 s).
+    let op = &doc["operations"]["rest.insert_metrics"];
+    assert_eq!(op["rate_per_s"].as_f64(), op["count"].as_f64());
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! - [`calibration_page`]: a trace beside the model fitted to it (`fleetbench calibrate`).
 //! - [`capacity_page`]: the capacity run's page.
 //! - [`compare`]: a run against a baseline, per operation and percentile, with tolerances.
+//! - [`junit`]: the run's `junit.xml`, a test case per threshold, probe, delivery and abort.
 //! - [`markdown`]: the run's `summary.md` (verdict, operations, thresholds, probes) for CI job
 //!   summaries.
 //! - [`page`]: the stylesheet, colours and frame every page shares.
@@ -19,6 +20,7 @@
 pub mod calibration_page;
 pub mod capacity_page;
 pub mod compare;
+pub mod junit;
 pub mod markdown;
 pub mod page;
 pub mod run_page;

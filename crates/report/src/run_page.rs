@@ -1,9 +1,10 @@
 //! The run's page (`index.html`), one function per section, in the order they appear: the verdict
 //! and facts, thresholds, the comparison with a baseline, operations, load over time, latency by
-//! operation, probes, and errors by kind.
+//! operation, the server's metrics (when the target had a Metrics API), probes, and errors by kind.
 
 use std::fmt::Write;
 
+use fleetbench_metrics::server::ServerSeries;
 use fleetbench_metrics::{Aggregate, Summary};
 use hdrhistogram::Histogram;
 
@@ -46,14 +47,16 @@ fn service_of(c: &fleetbench_metrics::aggregate::Counts) -> &Histogram<u64> {
 
 /// The page.
 pub fn html(s: &Summary, agg: &Aggregate, load: &LoadShape) -> String {
-    html_with(s, agg, load, None)
+    html_with(s, agg, load, None, None)
 }
 
-/// The page, with a section comparing the run to a baseline.
+/// The page, with the server's metrics through the run when the target had a Metrics API, and a
+/// section comparing the run to a baseline.
 pub fn html_with(
     s: &Summary,
     agg: &Aggregate,
     load: &LoadShape,
+    server: Option<&ServerSeries>,
     baseline: Option<&compare::Comparison>,
 ) -> String {
     let mut o = String::with_capacity(64 * 1024);
@@ -63,8 +66,12 @@ pub fn html_with(
         comparison(&mut o, c);
     }
     operations(&mut o, s);
-    load_charts(&mut o, agg, load);
+    let xs = time_range(agg, load, server);
+    load_charts(&mut o, agg, load, xs);
     latency_charts(&mut o, agg);
+    if let Some(series) = server {
+        server_charts(&mut o, series, xs);
+    }
     if !s.probes.is_empty() {
         probes(&mut o, s);
     }
@@ -254,7 +261,86 @@ fn operations(o: &mut String, s: &Summary) {
 
 /// Throughput and errors over time with the planned load, and a panel of agents and uploads in
 /// flight on the same time axis.
-fn load_charts(o: &mut String, agg: &Aggregate, load: &LoadShape) {
+/// The seconds every time chart spans, so that load and server panels line up: from the run's
+/// start to its last window, planned point, gauge or scrape.
+fn time_range(
+    agg: &Aggregate,
+    load: &LoadShape,
+    server: Option<&ServerSeries>,
+) -> Option<(f64, f64)> {
+    let window_s = agg.window_us as f64 / 1e6;
+    let windows = agg
+        .operations
+        .values()
+        .flat_map(|op| op.windows.keys().map(|w| *w as f64 * window_s));
+    let planned = load.points.iter().map(|p| p.0);
+    let gauges = load.gauges.iter().map(|g| g.0);
+    let scrapes = server
+        .into_iter()
+        .flat_map(|s| s.scrapes.iter().map(|x| x.t));
+    let end = windows
+        .chain(planned)
+        .chain(gauges)
+        .chain(scrapes)
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))?;
+    Some((0.0, end.max(1.0)))
+}
+
+/// The Server section: one panel per quantity the Metrics API gave, on the load charts' time axis.
+fn server_charts(o: &mut String, server: &ServerSeries, xs: Option<(f64, f64)>) {
+    let panels = server.panels();
+    let _ = writeln!(
+        o,
+        "<h2>Server</h2>\n<p>The target's Metrics API ({}), scraped every {:.0} s: {} scrapes{}.</p>\n<div class=\"ops\">",
+        escape(&server.source),
+        server.interval_s,
+        server.scrapes.len(),
+        if server.failed > 0 {
+            format!(", {} failed", server.failed)
+        } else {
+            String::new()
+        }
+    );
+    for p in panels {
+        let mut series: Vec<Series> = p
+            .lines
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, points))| Series {
+                name,
+                points,
+                color: COLORS[i % COLORS.len()],
+                dashed: false,
+                right: false,
+            })
+            .collect();
+        if let Some((name, points)) = p.limit {
+            series.push(Series {
+                name: format!("{name} (limit)"),
+                points,
+                color: "#b91c1c",
+                dashed: true,
+                right: false,
+            });
+        }
+        o.push_str("<section>");
+        o.push_str(
+            &Chart {
+                title: p.title,
+                y_label: p.unit,
+                x: XAxis::Seconds,
+                log_y: false,
+                x_range: xs,
+                series,
+            }
+            .render(),
+        );
+        o.push_str("</section>\n");
+    }
+    o.push_str("</div>\n");
+}
+
+fn load_charts(o: &mut String, agg: &Aggregate, load: &LoadShape, xs: Option<(f64, f64)>) {
     let window_s = agg.window_us as f64 / 1e6;
     // Throughput and errors over time, and the load the scenario asked for.
     o.push_str("<h2>Load</h2>\n");
@@ -331,13 +417,6 @@ fn load_charts(o: &mut String, agg: &Aggregate, load: &LoadShape) {
     if load.unit != "uploads/s" {
         agents.insert(0, planned);
     }
-    let xs = rate
-        .iter()
-        .chain(&agents)
-        .flat_map(|s| s.points.iter().map(|p| p.0))
-        .fold(None, |r: Option<(f64, f64)>, x| {
-            Some(r.map_or((x, x), |(a, b)| (a.min(x), b.max(x))))
-        });
     o.push_str(
         &Chart {
             title: "Throughput and errors (per second, by intended start)",

@@ -1,6 +1,7 @@
 //! The run directory (INTERFACE.md): `scenario.toml` as resolved, `summary.json`,
-//! `histograms.hlog`, `timeline.json` (with the log, the run's saved data), `junit.xml` (one test
-//! case per threshold), `summary.md` (for a CI job summary) and `index.html`. [`read`] loads the saved data back; [`rerender`] draws the
+//! `histograms.hlog`, `timeline.json` (with the log, the run's saved data), `junit.xml` (a test
+//! case per threshold, probe, delivery and abort), `server.json` (the target's Metrics API through
+//! the run, when it has one), `summary.md` (for a CI job summary) and `index.html`. [`read`] loads the saved data back; [`rerender`] draws the
 //! page again from it and [`merge`] adds shard runs into one, exactly (HdrHistograms add without
 //! loss). Nothing here holds a secret: the target URL is redacted before it reaches the summary.
 
@@ -10,8 +11,9 @@ use std::time::{Duration, SystemTime};
 use fleetbench_metrics::summary::{RunFacts, TargetFacts};
 use fleetbench_metrics::{Aggregate, Summary};
 
+use fleetbench_metrics::server::ServerSeries;
+
 use crate::LoadShape;
-use crate::svg::escape;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -29,6 +31,7 @@ pub fn write(
     summary: &Summary,
     agg: &Aggregate,
     load: &LoadShape,
+    server: Option<&ServerSeries>,
     started: SystemTime,
 ) -> Result<()> {
     let file = |name: &str| dir.join(name);
@@ -60,8 +63,15 @@ pub fn write(
         std::fs::write(file("timeline.json"), json + "\n"),
         at("timeline.json"),
     )?;
+    if let Some(series) = server {
+        let json = context(serde_json::to_string(series), at("server.json"))?;
+        context(
+            std::fs::write(file("server.json"), json + "\n"),
+            at("server.json"),
+        )?;
+    }
     context(
-        std::fs::write(file("junit.xml"), junit(summary)),
+        std::fs::write(file("junit.xml"), crate::junit::junit(summary)),
         at("junit.xml"),
     )?;
     context(
@@ -69,7 +79,10 @@ pub fn write(
         at("summary.md"),
     )?;
     context(
-        std::fs::write(file("index.html"), crate::html(summary, agg, load)),
+        std::fs::write(
+            file("index.html"),
+            crate::html_with(summary, agg, load, server, None),
+        ),
         at("index.html"),
     )?;
     Ok(())
@@ -80,6 +93,8 @@ pub struct Saved {
     pub summary: Summary,
     pub agg: Aggregate,
     pub load: LoadShape,
+    /// `server.json`, when the target had a Metrics API.
+    pub server: Option<ServerSeries>,
     pub scenario_toml: String,
     /// The interval log's start time.
     pub started: SystemTime,
@@ -110,6 +125,11 @@ pub fn read(dir: &Path) -> Result<Saved> {
         fleetbench_metrics::hlog::read(&bytes(dir, "histograms.hlog")?, &timeline)?;
     let scenario_toml =
         String::from_utf8_lossy(&bytes(dir, "scenario.toml").unwrap_or_default()).into_owned();
+    let server = if dir.join("server.json").exists() {
+        Some(json(dir, "server.json")?)
+    } else {
+        None
+    };
     Ok(Saved {
         summary,
         agg,
@@ -118,6 +138,7 @@ pub fn read(dir: &Path) -> Result<Saved> {
             points: timeline.load_points,
             gauges: timeline.gauges,
         },
+        server,
         scenario_toml,
         started: SystemTime::UNIX_EPOCH + started,
     })
@@ -130,7 +151,13 @@ fn draw(
     baseline: Option<&crate::compare::Comparison>,
 ) -> Result<PathBuf> {
     let page = dir.join("index.html");
-    let html = crate::html_with(&saved.summary, &saved.agg, &saved.load, baseline);
+    let html = crate::html_with(
+        &saved.summary,
+        &saved.agg,
+        &saved.load,
+        saved.server.as_ref(),
+        baseline,
+    );
     context(std::fs::write(&page, html), || {
         format!("writing {}", page.display())
     })?;
@@ -354,6 +381,14 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Summary> {
             .iter()
             .map(|s| s.summary.duration_s)
             .fold(0.0, f64::max),
+        // Shards start their load together (--start-at): the earliest start, the longest phase.
+        load_phase: saved
+            .iter()
+            .filter_map(|s| s.summary.load_phase.clone())
+            .reduce(|a, b| fleetbench_metrics::summary::LoadPhase {
+                started_at: a.started_at.min(b.started_at),
+                duration_s: a.duration_s.max(b.duration_s),
+            }),
         target: TargetFacts {
             kind: first.summary.target.kind.clone(),
             url: first.summary.target.url.clone(),
@@ -383,7 +418,9 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Summary> {
     context(std::fs::create_dir_all(out), || {
         format!("creating {}", out.display())
     })?;
-    write(out, &toml, &summary, &agg, &load, started)?;
+    // Every shard scraped the same project: the first shard's series stand for the run.
+    let server = saved.iter().find_map(|s| s.server.as_ref());
+    write(out, &toml, &summary, &agg, &load, server, started)?;
     Ok(summary)
 }
 
@@ -405,34 +442,4 @@ fn attach_shards(summary: &mut Summary, saved: &[Saved]) {
             summary.probes.insert(key, p.clone());
         }
     }
-}
-
-/// One test case per threshold.
-pub fn junit(s: &Summary) -> String {
-    let failures = s.thresholds.iter().filter(|t| !t.pass).count();
-    let mut x = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites tests=\"{n}\" failures=\"{failures}\">\n  <testsuite name=\"fleetbench.{}\" tests=\"{n}\" failures=\"{failures}\" time=\"{:.3}\">\n",
-        escape(&s.scenario),
-        s.duration_s,
-        n = s.thresholds.len()
-    );
-    for t in &s.thresholds {
-        x.push_str(&format!(
-            "    <testcase classname=\"{}\" name=\"{}\">",
-            escape(&t.operation),
-            escape(&t.expr)
-        ));
-        if !t.pass {
-            let observed = t
-                .observed
-                .map_or("no samples".into(), |v| format!("{v:.3}"));
-            x.push_str(&format!(
-                "<failure message=\"observed {}\"/>",
-                escape(&observed)
-            ));
-        }
-        x.push_str("</testcase>\n");
-    }
-    x.push_str("  </testsuite>\n</testsuites>\n");
-    x
 }

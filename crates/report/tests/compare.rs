@@ -117,7 +117,7 @@ fn the_comparison_is_kept_beside_the_run_and_shown_in_its_page() {
     let (bd, rd) = (tmp.path().join("base"), tmp.path().join("run"));
     for (dir, s, a) in [(&bd, &b, &bagg), (&rd, &r, &ragg)] {
         std::fs::create_dir_all(dir).unwrap();
-        write(dir, "", s, a, &load, SystemTime::UNIX_EPOCH).unwrap();
+        write(dir, "", s, a, &load, None, SystemTime::UNIX_EPOCH).unwrap();
     }
     let c = compare_dirs(&bd, &rd, Tolerance::default()).unwrap();
     assert_eq!(c.regressions().count(), 3);

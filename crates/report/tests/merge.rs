@@ -74,6 +74,19 @@ fn merged_shards_equal_one_run_over_the_same_samples() {
         points: vec![(0.0, 0.0), (1.0, 10.0), (30.0, 10.0)],
         gauges: vec![(0.0, 0.0, 0.0), (1.0, 10.0, 2.0), (2.0, 10.0, 3.0)],
     };
+    // The Metrics API as the shards scraped it (each saw the same project).
+    let server = fleetbench_metrics::server::ServerSeries {
+        source: "https://abc.supabase.co".into(),
+        interval_s: 5.0,
+        scrapes: [0.0, 5.0, 10.0]
+            .iter()
+            .map(|t| fleetbench_metrics::server::Scrape {
+                t: *t,
+                values: [("pg_stat_database_xact_commit_total".to_string(), t * 100.0)].into(),
+            })
+            .collect(),
+        failed: 0,
+    };
     let mut dirs = Vec::new();
     for (k, agg) in shards.iter().enumerate() {
         let dir = tmp.path().join(format!("shard-{k}"));
@@ -84,6 +97,7 @@ fn merged_shards_equal_one_run_over_the_same_samples() {
             &summary(agg, &format!("s{k}")),
             agg,
             &load,
+            Some(&server),
             started,
         )
         .unwrap();
@@ -112,6 +126,9 @@ fn merged_shards_equal_one_run_over_the_same_samples() {
     // The merged directory is a run directory: it reads back to the one-run aggregate, window by
     // window, and draws the same page again; the planned load is the shards' sum.
     let back = read(&out).unwrap();
+    assert_eq!(back.server.as_ref(), Some(&server));
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(page.contains("<h2>Server</h2>") && page.contains("Transactions"));
     for (name, op) in &one.operations {
         let b = &back.agg.operations[name];
         assert_eq!(b.total.latency, op.total.latency);
@@ -149,6 +166,7 @@ fn shards_that_cannot_merge_are_refused_with_the_reason() {
             &summary(&agg, "x"),
             &agg,
             &load,
+            None,
             SystemTime::UNIX_EPOCH,
         )
         .unwrap();

@@ -205,27 +205,34 @@ fn the_spectrum_runs_from_the_minimum_to_the_maximum() {
 }
 
 #[test]
-fn junit_is_well_formed_with_one_case_per_threshold() {
-    let (s, _) = run();
-    let xml = fleetbench_report::rundir::junit(&s);
+fn junit_has_a_case_per_threshold_and_probe_with_times_and_typed_failures() {
+    let (mut s, _) = run();
+    s.probes.insert(
+        "rls".into(),
+        fleetbench_metrics::summary::ProbeReport {
+            title: "Row-level security".into(),
+            verdict: "fail".into(),
+            findings: vec!["agent 3 read agent 4's rows".into()],
+            ..Default::default()
+        },
+    );
+    let xml = fleetbench_report::junit::junit(&s);
     let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
     let root = doc.root_element();
     assert_eq!(root.tag_name().name(), "testsuites");
-    let suites: Vec<_> = root
+    let suite = root
         .children()
-        .filter(|n| n.has_tag_name("testsuite"))
-        .collect();
-    assert_eq!(suites.len(), 1);
-    let cases: Vec<_> = suites[0]
+        .find(|n| n.has_tag_name("testsuite"))
+        .unwrap();
+    assert_eq!(suite.attribute("timestamp"), Some("2026-11-26T07:00:00"));
+    assert_eq!(suite.attribute("time"), Some("20.000"));
+    let cases: Vec<_> = suite
         .children()
         .filter(|n| n.has_tag_name("testcase"))
         .collect();
-    assert_eq!(cases.len(), s.thresholds.len());
-    let failed = s.thresholds.iter().filter(|t| !t.pass).count();
-    assert_eq!(
-        root.attribute("tests"),
-        Some(s.thresholds.len().to_string().as_str())
-    );
+    // Each threshold, the probe, and the abort case.
+    assert_eq!(cases.len(), s.thresholds.len() + 2);
+    let failed = s.thresholds.iter().filter(|t| !t.pass).count() + 1;
     assert_eq!(
         root.attribute("failures"),
         Some(failed.to_string().as_str())
@@ -233,14 +240,23 @@ fn junit_is_well_formed_with_one_case_per_threshold() {
     for (case, t) in cases.iter().zip(&s.thresholds) {
         // Expressions with `<` survive escaping intact.
         assert_eq!(case.attribute("name"), Some(t.expr.as_str()));
-        assert_eq!(case.attribute("classname"), Some(t.operation.as_str()));
-        assert_eq!(
-            case.children().any(|n| n.has_tag_name("failure")),
-            !t.pass,
-            "{}",
-            t.expr
-        );
+        let class = format!("thresholds.{}", t.operation);
+        assert_eq!(case.attribute("classname"), Some(class.as_str()));
+        let failure = case.children().find(|n| n.has_tag_name("failure"));
+        assert_eq!(failure.is_some(), !t.pass, "{}", t.expr);
+        if let Some(f) = failure {
+            assert_eq!(f.attribute("type"), Some("threshold"));
+            let message = f.attribute("message").unwrap();
+            assert!(message.contains(&t.observed_text()), "{message}");
+        }
     }
+    let rls = cases
+        .iter()
+        .find(|c| c.attribute("name") == Some("rls"))
+        .unwrap();
+    let failure = rls.children().find(|n| n.has_tag_name("failure")).unwrap();
+    assert_eq!(failure.attribute("type"), Some("probe"));
+    assert!(failure.attribute("message").unwrap().contains("agent 3"));
 }
 
 #[test]

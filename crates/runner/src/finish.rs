@@ -85,13 +85,15 @@ pub async fn clean(endpoints: &Endpoints, run_id: &str) -> Cleanup {
     }
 }
 
-/// The summary of a run that lasted `duration`: the aggregate judged against `thresholds`, with the
-/// probes' reports attached.
+/// The summary of a run that lasted `duration` (its load phase `load`, µs on the run's clock, if it
+/// had a fleet): the aggregate judged against `thresholds`, with the probes' reports attached.
+#[allow(clippy::too_many_arguments)]
 pub fn summary<P>(
     spec: &RunSpec<P>,
     scenario: &str,
     agg: &Aggregate,
     duration: Duration,
+    load: Option<std::ops::Range<u64>>,
     (interrupted, aborted): (bool, Option<String>),
     thresholds: &[Threshold],
     probes: Vec<(String, ProbeOutcome)>,
@@ -103,6 +105,10 @@ pub fn summary<P>(
             scenario: scenario.to_string(),
             started_at: spec.clock.started_at().to_rfc3339(),
             duration_s: duration.as_secs_f64(),
+            load_phase: load.map(|us| fleetbench_metrics::summary::LoadPhase {
+                started_at: spec.clock.wall(us.start).to_rfc3339(),
+                duration_s: (us.end - us.start) as f64 / 1e6,
+            }),
             target: spec.endpoints.summary_target(),
             interrupted,
             aborted,
@@ -141,8 +147,17 @@ pub fn write_dir<P>(
     summary: &Summary,
     agg: &Aggregate,
     shape: &fleetbench_report::LoadShape,
+    server: Option<&fleetbench_metrics::server::ServerSeries>,
     started: SystemTime,
 ) -> Result<(), RunError> {
-    fleetbench_report::rundir::write(&spec.out, &spec.resolved_toml, summary, agg, shape, started)
-        .map_err(RunError::RunDir)
+    fleetbench_report::rundir::write(
+        &spec.out,
+        &spec.resolved_toml,
+        summary,
+        agg,
+        shape,
+        server,
+        started,
+    )
+    .map_err(RunError::RunDir)
 }

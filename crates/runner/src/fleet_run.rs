@@ -57,6 +57,9 @@ pub async fn run(
          /token bucket (hosted: 150 per 5 min, burst 30); FLEETBENCH_IP_FORWARDING=on with the secret \
          key gives each agent its own"
     });
+    let (server_done, server_stop) = watch::channel(false);
+    let server = start_server_metrics(&spec, server_stop.clone());
+    let (final_summary, export) = start_export(&spec, &progress, server_stop, say);
     let probes = start_probes(&spec, &target, &progress, &stop, say);
     let stop_after = stop.clone();
     let collectors = start_collectors(&spec, &target, &progress, &stop);
@@ -93,11 +96,26 @@ pub async fn run(
             Err(e) => say(&format!("run: a real collector failed: {e}")),
         }
     }
+    let _ = server_done.send(true);
+    let server = match server {
+        Some(task) => match task.await {
+            Ok(Ok(series)) => Some(series),
+            Ok(Err(why)) => {
+                say(&format!(
+                    "run: server metrics: none ({why}); the report has no Server section"
+                ));
+                None
+            }
+            Err(_) => None,
+        },
+        None => None,
+    };
     let mut summary = finish::summary(
         &spec,
         &plan.name,
         &outcome.aggregate,
         Duration::from_micros(outcome.clock.now_us()),
+        Some(outcome.load_start_us..outcome.load_end_us),
         // A signal after the load (while the probes ran) interrupts the run too.
         (
             outcome.interrupted || *stop_after.borrow(),
@@ -111,11 +129,25 @@ pub async fn run(
         index: plan.shard.0,
         count: plan.shard.1,
     });
+    if let Some(task) = export {
+        let _ = final_summary.send(summary.clone());
+        if let Ok(pushed) = task.await {
+            say(&match pushed.last_error {
+                None => format!("run: remote write: {} pushes", pushed.accepted),
+                Some(e) => format!(
+                    "run: remote write: {} of {} pushes failed (last: {e})",
+                    pushed.failed,
+                    pushed.failed + pushed.accepted
+                ),
+            });
+        }
+    }
     finish::write_dir(
         &spec,
         &summary,
         &outcome.aggregate,
         &load_shape(plan, &outcome),
+        server.as_ref(),
         started_wall,
     )?;
     let cleanup = match (plan.cleanup, plan.shard.1 > 1) {
@@ -152,6 +184,55 @@ fn delivery(plan: &Plan, outcome: &RunOutcome) -> fleetbench_metrics::summary::D
         shortfall: Vec::new(),
     }
     .judge((!outcome.interrupted).then_some(outcome.provision_failure.as_deref()))
+}
+
+/// The live export to `[output] prometheus_remote_write`, until `done`, then the summary sent on
+/// the returned channel; none when the scenario has no URL.
+#[allow(clippy::type_complexity)]
+fn start_export(
+    spec: &RunSpec<Plan>,
+    progress: &Arc<Progress>,
+    done: watch::Receiver<bool>,
+    say: &(dyn Fn(&str) + Sync),
+) -> (
+    tokio::sync::oneshot::Sender<fleetbench_metrics::Summary>,
+    Option<JoinHandle<crate::remote_write::Pushed>>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let Some(url) = &spec.plan.prometheus_remote_write else {
+        return (tx, None);
+    };
+    let rw = match crate::remote_write::RemoteWrite::new(url, &spec.run_id, &spec.plan.name) {
+        Ok(rw) => rw,
+        Err(e) => {
+            say(&format!("run: remote write: cannot start ({e})"));
+            return (tx, None);
+        }
+    };
+    let task = tokio::spawn(crate::remote_write::export(
+        rw,
+        progress.clone(),
+        Arc::new(spec.plan.clone()),
+        spec.clock,
+        done,
+        rx,
+    ));
+    (tx, Some(task))
+}
+
+/// The target's Metrics API scraped every `[output] server_metrics` until `done`; none when the
+/// scenario turned it off or the client cannot be built.
+fn start_server_metrics(
+    spec: &RunSpec<Plan>,
+    done: watch::Receiver<bool>,
+) -> Option<JoinHandle<Result<fleetbench_metrics::server::ServerSeries, String>>> {
+    let every = spec.plan.server_metrics?;
+    let config = &spec.endpoints.config;
+    let api = crate::server::MetricsApi::new(&config.api_url, &config.service_key).ok()?;
+    let source = crate::redact(&config.api_url);
+    Some(tokio::spawn(crate::server::scrape_until(
+        api, source, spec.clock, every, done,
+    )))
 }
 
 /// The probes of `[probes.*]`, spawned on the run's clock; none when no section is set.

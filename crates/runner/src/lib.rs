@@ -10,6 +10,8 @@
 //! - [`platform`]: the project's Auth configuration from the Management API (limits, token lifetime,
 //!   IP address forwarding).
 //! - [`preflight`]: what the project's `/token` limit allows a plan, before anything is sent.
+//! - [`remote_write`]: the run's live series to Prometheus remote-write.
+//! - [`server`]: the target's Metrics API scraped through the run (`server.json`).
 //! - [`finish`]: the summary from the aggregate and the probes' reports, the run directory, cleanup.
 //! - [`step`]: one step of a capacity search: the scenario held at a level, judged, with what the
 //!   local stack's resources did.
@@ -20,6 +22,8 @@ pub mod fleet_run;
 pub mod platform;
 pub mod preflight;
 pub mod probe_run;
+pub mod remote_write;
+pub mod server;
 pub mod step;
 
 use std::path::PathBuf;

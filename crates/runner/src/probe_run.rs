@@ -65,6 +65,7 @@ pub async fn probe(
         &format!("probe-{name}"),
         &aggregate,
         Duration::from_micros(spec.clock.now_us()),
+        None,
         (*stop.borrow(), None),
         &[],
         vec![(name.to_string(), o)],
@@ -74,7 +75,7 @@ pub async fn probe(
         points: Vec::new(),
         gauges: Vec::new(),
     };
-    finish::write_dir(&spec, &summary, &aggregate, &shape, started)?;
+    finish::write_dir(&spec, &summary, &aggregate, &shape, None, started)?;
     let cleanup = if keep {
         Cleanup::Kept
     } else {

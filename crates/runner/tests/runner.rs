@@ -123,14 +123,18 @@ async fn a_run_writes_its_directory_and_counts_what_the_sink_saw() {
         inserts.count
     );
     assert_eq!(finished.cleanup, Cleanup::NoSqlAccess);
-    // The run said one thing: which Auth mode it is in (no forwarding: one shared bucket).
+    // The run said which Auth mode it is in (no forwarding: one shared bucket), that the sink has
+    // no Metrics API (no Server section, no server.json), and that it cleans up.
     let said = said.lock().unwrap();
     assert!(
-        said.len() == 1
+        said.len() == 3
             && said[0].starts_with("run: Auth:")
-            && said[0].contains("this machine's address"),
+            && said[0].contains("this machine's address")
+            && said[1].starts_with("run: server metrics: none (")
+            && said[2] == "run: removing the run's users and rows",
         "{said:?}"
     );
+    assert!(!dir.path().join("server.json").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

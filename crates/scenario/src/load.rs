@@ -277,6 +277,25 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         Some(w) => e.duration(w, "output.window"),
         None => Duration::from_secs(1),
     };
+    let server_metrics = match &s.output.server_metrics {
+        Some(v) if v.get_ref() == "off" => None,
+        Some(v) => Some(e.duration(v, "output.server_metrics")).filter(|d| !d.is_zero()),
+        None => Some(Duration::from_secs(5)),
+    };
+    let prometheus_remote_write = s.output.prometheus_remote_write.as_ref().and_then(|u| {
+        let url = u.get_ref();
+        if url.starts_with("http://") || url.starts_with("https://") {
+            Some(url.clone())
+        } else {
+            e.at(
+                u.span(),
+                format!(
+                    "output.prometheus_remote_write: {url:?} is not an http:// or https:// URL"
+                ),
+            );
+            None
+        }
+    });
     if !e.list.is_empty() {
         return Err(ScenarioError(e.list));
     }
@@ -305,6 +324,8 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         token_rate_limit: s.target.token_rate_limit.as_ref().map(|v| *v.get_ref()),
         delivery,
         window,
+        server_metrics,
+        prometheus_remote_write,
         probes,
         custom_profiles,
         replay,

@@ -258,4 +258,11 @@ pub struct Output {
     /// Width of the time windows of the interval histograms.
     #[serde(default)]
     pub window: Option<Spanned<String>>,
+    /// How often the target's Metrics API is scraped through the run (`"5s"` by default), or
+    /// `"off"`.
+    #[serde(default)]
+    pub server_metrics: Option<Spanned<String>>,
+    /// A Prometheus remote-write URL the run's live series go to, once a second.
+    #[serde(default)]
+    pub prometheus_remote_write: Option<Spanned<String>>,
 }

@@ -63,6 +63,11 @@ pub struct Plan {
     /// The least share of planned agents that must run, the most share of uploads dropped.
     pub delivery: DeliveryPlan,
     pub window: Duration,
+    /// `[output] server_metrics`: how often the target's Metrics API is scraped (`None`: off).
+    pub server_metrics: Option<Duration>,
+    /// `[output] prometheus_remote_write`: where the live series go (every operation is then
+    /// aggregated live as well).
+    pub prometheus_remote_write: Option<String>,
     pub probes: crate::probes::ProbesPlan,
     /// Profiles from `[fleet] profile_files`, by name.
     pub custom_profiles: Vec<crate::profile::DeviceProfile>,
@@ -239,6 +244,8 @@ mod tests {
             token_rate_limit: None,
             delivery: DeliveryPlan::default(),
             window: Duration::from_secs(1),
+            server_metrics: None,
+            prometheus_remote_write: None,
             probes: Default::default(),
             custom_profiles: vec![],
             replay: None,

@@ -29,6 +29,29 @@ impl Metric {
             Metric::Percentile(_) | Metric::Avg | Metric::Min | Metric::Max | Metric::Med
         )
     }
+
+    /// `value`, in this metric's unit, as a reader reads it: `7.64 ms`, `0.12 %`, `54.2/s`, `1234`.
+    pub fn show(self, value: f64) -> String {
+        match self {
+            _ if self.is_latency() => crate::threshold::show_ms(value),
+            Metric::ErrorRate | Metric::Loss => format!("{:.3} %", value * 100.0),
+            Metric::Rate => format!("{value:.1}/s"),
+            _ => format!("{value:.0}"),
+        }
+    }
+}
+
+/// Milliseconds with a unit that keeps three significant digits: `850 µs`, `7.64 ms`, `2.35 s`.
+pub fn show_ms(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.0} µs", ms * 1000.0)
+    } else if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{:.2} s", ms / 1000.0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -180,6 +203,12 @@ mod tests {
         );
         assert_eq!(Threshold::parse("x", "loss == 0").unwrap().cmp, Cmp::Eq);
         assert_eq!(Threshold::parse("x", "rate >= 50/s").unwrap().value, 50.0);
+        assert_eq!(Metric::Percentile(99.0).show(7.639), "7.64 ms");
+        assert_eq!(Metric::Max.show(0.85), "850 µs");
+        assert_eq!(Metric::Avg.show(2345.0), "2.35 s");
+        assert_eq!(Metric::ErrorRate.show(0.0012), "0.120 %");
+        assert_eq!(Metric::Rate.show(54.25), "54.2/s");
+        assert_eq!(Metric::Count.show(1234.0), "1234");
         for bad in [
             "p(99) 250",
             "p(101) < 1s",

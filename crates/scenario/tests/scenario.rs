@@ -252,7 +252,17 @@ fn thresholds_take_k6_object_form_with_abort_on_fail() {
     assert!(!plan.thresholds[0].abort_on_fail);
     assert!(plan.thresholds[1].abort_on_fail);
     assert_eq!(plan.thresholds[1].delay_abort_eval, Duration::from_secs(30));
+    // k6's spellings of the same keys.
+    let k6 = GOOD.to_string()
+        + "[thresholds]\n\"rest.insert_metrics\" = [{ threshold = \"error_rate < 5%\", abortOnFail = true, delayAbortEval = \"20s\" }]\n";
+    let plan = load_str(&k6, "k6.toml", &[]).unwrap().1;
+    assert!(plan.thresholds[0].abort_on_fail);
+    assert_eq!(plan.thresholds[0].delay_abort_eval, Duration::from_secs(20));
     for (bad, what) in [
+        (
+            "{ threshold = \"p(99) < 1s\", abort_on_fail = true, abortOnFail = false }",
+            "the same setting",
+        ),
         (
             "{ threshold = \"p(99) < 1s\", abort = true }",
             "unknown key \"abort\"",

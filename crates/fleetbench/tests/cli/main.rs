@@ -22,13 +22,19 @@
 //!   agents (refused sign-ins) fails unless `[delivery]` accepts it.
 //! - [`stack_faults`]: the gateway, PgBouncer and Postgres killed under a running fleet and probe.
 //! - [`signals`]: SIGINT/SIGTERM write the whole run directory; a second signal exits at once.
+//! - [`export`]: the live series through Prometheus remote-write into a real Prometheus, equal to
+//!   the summary at the end; the Grafana dashboard's queries against it.
+//! - [`formats`]: junit.xml (junitparser), histograms.hlog (HdrHistogram's Python decoder), the
+//!   man page (groff), bash completions, the terminal table, `--json`, `--quiet`, `NO_COLOR`.
 //! - [`deploy`]: the Kubernetes manifests and the staging workflow, parsed.
 
 mod calendar;
 mod capacity;
 mod collect;
 mod deploy;
+mod export;
 mod faults;
+mod formats;
 #[cfg(feature = "goose")]
 mod goose;
 mod hosted;
@@ -192,6 +198,43 @@ fn complete_run_dir(dir: &Path, what: &str) -> serde_json::Value {
         );
     }
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+/// The run scraped its target's Metrics API through the run (`server.json`, at least a scrape
+/// at the start and one at the end) and its report has the Server section; the transactions the
+/// database counted over the run cover at least the inserts the run saw succeed (each insert is a
+/// transaction of its own, through the Data API or the pooler).
+fn server_section(dir: &Path, summary: &serde_json::Value) {
+    let server: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("server.json")).unwrap()).unwrap();
+    let scrapes = server["scrapes"].as_array().unwrap();
+    assert!(scrapes.len() >= 2, "{server}");
+    let commits = |s: &serde_json::Value| {
+        s["values"]["pg_stat_database_xact_commit_total"]
+            .as_f64()
+            .unwrap()
+    };
+    let committed = commits(scrapes.last().unwrap()) - commits(&scrapes[0]);
+    let inserted: u64 = ["rest.insert_metrics", "pooler.insert_metrics"]
+        .iter()
+        .map(|op| {
+            let o = &summary["operations"][op];
+            o["count"].as_u64().unwrap_or(0) - o["errors"].as_u64().unwrap_or(0)
+        })
+        .sum();
+    assert!(
+        inserted > 0 && committed >= inserted as f64,
+        "{committed} commits over the run, {inserted} inserts"
+    );
+    let page = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    for panel in [
+        "<h2>Server</h2>",
+        "Database connections",
+        "Transactions",
+        "Pooler clients",
+    ] {
+        assert!(page.contains(panel), "{panel}");
+    }
 }
 
 /// Removes the instance even when the test fails half-way.

@@ -168,6 +168,10 @@ async fn stack_up_migrate_schedule_env_down() {
         "--set",
         "workload.collectors=1",
     ]);
+    // Live into a real Prometheus as well.
+    let prom = super::export::prometheus().await;
+    let write_url = format!("{}/api/v1/write", prom.url);
+    args.extend(["--prometheus-remote-write", &write_url]);
     let printed = ok(fleetbench(&dir, &args));
     assert_eq!(
         printed.trim(),
@@ -178,6 +182,8 @@ async fn stack_up_migrate_schedule_env_down() {
             .unwrap();
     assert_eq!(summary["verdict"], "pass", "{summary}");
     assert_eq!(summary["target"]["kind"], "local");
+    server_section(&out_dir, &summary);
+    super::export::exported(&prom, &summary).await;
     // The run's facts name the build and the machine (checked against /proc and git).
     let env = &summary["environment"];
     let head = Command::new("git")

@@ -189,10 +189,20 @@ async fn claims_and_fleet_scale_against_the_hosted_double() {
         .await
         .unwrap();
 
-    // The new keys only, each agent its own forwarded address: not one 429.
+    // The new keys only, each agent its own forwarded address: not one 429. The Server section
+    // from the double's Metrics API, and the live series into a real Prometheus.
     let new_keys = with(&env, &LEGACY, &[("FLEETBENCH_IP_FORWARDING", "on")]);
     let before = server_429s(&env).await;
-    let s = claims(&dir, &new_keys, "claims-new-keys", &[]);
+    let prom = super::export::prometheus().await;
+    let write_url = format!("{}/api/v1/write", prom.url);
+    let s = claims(
+        &dir,
+        &new_keys,
+        "claims-new-keys",
+        &["--prometheus-remote-write", &write_url],
+    );
+    server_section(&dir.join("claims-new-keys"), &s);
+    super::export::exported(&prom, &s).await;
     assert_eq!(
         server_429s(&env).await,
         before,

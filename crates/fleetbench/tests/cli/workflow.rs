@@ -595,6 +595,9 @@ fn pod(
         .env("PATH", path)
         .output()
         .unwrap();
+    if !out.status.success() {
+        eprintln!("[pod] {}", String::from_utf8_lossy(&out.stderr));
+    }
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -644,10 +647,15 @@ async fn kubernetes(dir: &Path, env: &BTreeMap<String, String>, db: &tokio_postg
         };
         secret.insert(k, v);
     }
-    secret.insert(
-        "FLEETBENCH_CA_FILE".into(),
-        env["FLEETBENCH_CA_FILE"].clone(),
-    );
+    // What staging's pods would not need: the double's CA, and where its Management API is
+    // (hosted's is api.supabase.com, and its project ref is in its host name).
+    for key in [
+        "FLEETBENCH_CA_FILE",
+        "FLEETBENCH_MANAGEMENT_API",
+        "SUPABASE_PROJECT_REF",
+    ] {
+        secret.insert(key.into(), env[key].clone());
+    }
     let results = dir.join("k8s-results");
     std::fs::create_dir_all(&results).unwrap();
     let n = spec["completions"].as_i64().unwrap();

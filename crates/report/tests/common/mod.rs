@@ -9,6 +9,7 @@ pub fn facts(run_id: &str, scenario: &str, duration_s: f64) -> RunFacts {
         scenario: scenario.into(),
         started_at: "2026-11-26T07:00:00+00:00".into(),
         duration_s,
+        load_phase: None,
         target: TargetFacts {
             kind: "local".into(),
             url: "http://127.0.0.1:1".into(),

@@ -127,6 +127,37 @@ pub(super) fn batch(e: &mut Errors, w: &model::Workload) -> (Duration, Duration,
     (sample, upload, batch_rows)
 }
 
+/// k6's spellings of the object form's keys, accepted beside ours.
+const K6_KEYS: [&str; 2] = ["abortOnFail", "delayAbortEval"];
+
+/// A key of a threshold's table under our name or k6's (not both).
+fn either<'a>(t: &'a toml::Table, ours: &str, k6: &str) -> Result<Option<&'a toml::Value>, String> {
+    match (t.get(ours), t.get(k6)) {
+        (Some(_), Some(_)) => Err(format!(
+            "{ours} and {k6} are the same setting (k6 spells it {k6}): give one"
+        )),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// `abort_on_fail` and `delay_abort_eval` of a threshold's table (or k6's `abortOnFail` and
+/// `delayAbortEval`).
+fn abort_keys(t: &toml::Table) -> Result<(bool, Duration), String> {
+    let abort = match either(t, "abort_on_fail", "abortOnFail")? {
+        None => false,
+        Some(toml::Value::Boolean(b)) => *b,
+        Some(_) => return Err("abort_on_fail must be true or false".into()),
+    };
+    let delay = match either(t, "delay_abort_eval", "delayAbortEval")?
+        .map(|v| v.as_str().map(humantime::parse_duration))
+    {
+        None => Duration::ZERO,
+        Some(Some(Ok(d))) => d,
+        Some(_) => return Err("delay_abort_eval must be a duration like \"10s\"".into()),
+    };
+    Ok((abort, delay))
+}
+
 /// Every threshold of `[thresholds]`, k6's string or object form, each located when wrong.
 pub(super) fn thresholds(e: &mut Errors, s: &Scenario) -> Vec<Threshold> {
     let mut thresholds = Vec::new();
@@ -146,10 +177,12 @@ pub(super) fn thresholds(e: &mut Errors, s: &Scenario) -> Vec<Threshold> {
             let (expr, abort, delay) = match entry.get_ref() {
                 toml::Value::String(s) => (s.clone(), false, Duration::ZERO),
                 toml::Value::Table(t) => {
-                    if let Some(k) = t.keys().find(|k| {
-                        !["threshold", "abort_on_fail", "delay_abort_eval"].contains(&k.as_str())
-                    }) {
-                        e.at(entry.span(), format!("unknown key {k:?} in a threshold: expected threshold, abort_on_fail, delay_abort_eval"));
+                    let keys = ["threshold", "abort_on_fail", "delay_abort_eval"];
+                    if let Some(k) = t
+                        .keys()
+                        .find(|k| !keys.contains(&k.as_str()) && !K6_KEYS.contains(&k.as_str()))
+                    {
+                        e.at(entry.span(), format!("unknown key {k:?} in a threshold: expected threshold, abort_on_fail (k6: abortOnFail), delay_abort_eval (k6: delayAbortEval)"));
                         continue;
                     }
                     let Some(expr) = t.get("threshold").and_then(|v| v.as_str()) else {
@@ -159,25 +192,10 @@ pub(super) fn thresholds(e: &mut Errors, s: &Scenario) -> Vec<Threshold> {
                         );
                         continue;
                     };
-                    let abort = match t.get("abort_on_fail") {
-                        None => false,
-                        Some(toml::Value::Boolean(b)) => *b,
-                        Some(_) => {
-                            e.at(entry.span(), "abort_on_fail must be true or false");
-                            continue;
-                        }
-                    };
-                    let delay = match t
-                        .get("delay_abort_eval")
-                        .map(|v| v.as_str().map(humantime::parse_duration))
-                    {
-                        None => Duration::ZERO,
-                        Some(Some(Ok(d))) => d,
-                        Some(_) => {
-                            e.at(
-                                entry.span(),
-                                "delay_abort_eval must be a duration like \"10s\"",
-                            );
+                    let (abort, delay) = match abort_keys(t) {
+                        Ok(found) => found,
+                        Err(msg) => {
+                            e.at(entry.span(), msg);
                             continue;
                         }
                     };

@@ -1,0 +1,292 @@
+//! `server.json`: what the target's Metrics API said through the run (Supabase's Prometheus-format
+//! `/customer/v1/privileged/metrics`), scraped every few seconds on the run's clock, and the panels
+//! the report draws from it beside the client's latency: database connections against their
+//! limit, transactions per second, cache hit ratio, CPU, memory, disk and WAL, Realtime's
+//! replication slot lag, pooler clients against their limit.
+//!
+//! Only the series the panels read are kept (hosted serves hundreds), keyed `name{label="v",…}`
+//! with the labels sorted and the project's own (`supabase_project_ref`, `service_type`) left out.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The series names the panels read.
+pub const SERIES: [&str; 17] = [
+    "connection_stats_connection_count",
+    "max_connections_connection_count",
+    "pg_stat_database_xact_commit_total",
+    "pg_stat_database_xact_rollback_total",
+    "pg_stat_database_blks_hit_total",
+    "pg_stat_database_blks_read_total",
+    "node_cpu_seconds_total",
+    "node_memory_MemTotal_bytes",
+    "node_memory_MemAvailable_bytes",
+    "node_disk_read_bytes_total",
+    "node_disk_written_bytes_total",
+    "pg_wal_size_mb",
+    "replication_slots_max_lag_bytes",
+    "pgbouncer_pools_client_active_connections",
+    "pgbouncer_pools_client_waiting_connections",
+    "pgbouncer_config_max_client_connections",
+    "pg_database_size_bytes",
+];
+
+/// One scrape: seconds on the run's clock, and series → value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Scrape {
+    pub t: f64,
+    pub values: BTreeMap<String, f64>,
+}
+
+/// The run's scrapes of the Metrics API.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServerSeries {
+    /// Where from: scheme, host and port (no credentials).
+    pub source: String,
+    pub interval_s: f64,
+    pub scrapes: Vec<Scrape>,
+    /// Scrapes that failed (timeouts, 5xx) after the first succeeded.
+    pub failed: u64,
+}
+
+/// One panel: a title, its unit, named lines of (seconds, value), and a limit line if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panel {
+    pub title: &'static str,
+    pub unit: &'static str,
+    pub lines: Vec<(String, Vec<(f64, f64)>)>,
+    pub limit: Option<(String, Vec<(f64, f64)>)>,
+}
+
+/// The sum of every series of metric `name` (whatever its labels) in `s`, if it has any.
+pub fn total(s: &Scrape, name: &str) -> Option<f64> {
+    let mut found = None;
+    for (key, v) in &s.values {
+        let metric = key.split('{').next().unwrap_or(key);
+        if metric == name {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+/// The sum of the series of `name` whose labels include `label` (`mode="transaction"`).
+pub fn total_where(s: &Scrape, name: &str, label: &str) -> Option<f64> {
+    let mut found = None;
+    for (key, v) in &s.values {
+        if key.split('{').next() == Some(name) && key.contains(label) {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+impl ServerSeries {
+    /// Gauge `f` at each scrape where it has a value.
+    fn gauge(&self, f: impl Fn(&Scrape) -> Option<f64>) -> Vec<(f64, f64)> {
+        self.scrapes
+            .iter()
+            .filter_map(|s| f(s).map(|v| (s.t, v)))
+            .collect()
+    }
+
+    /// The per-second rate of counter `f` between consecutive scrapes (at the later one's time).
+    fn rate(&self, f: impl Fn(&Scrape) -> Option<f64>) -> Vec<(f64, f64)> {
+        self.scrapes
+            .windows(2)
+            .filter_map(|w| {
+                let (a, b) = (f(&w[0])?, f(&w[1])?);
+                let dt = w[1].t - w[0].t;
+                // A counter that went down was reset: no rate across it.
+                (dt > 0.0 && b >= a).then(|| (w[1].t, (b - a) / dt))
+            })
+            .collect()
+    }
+
+    /// The share of block reads served from the cache between consecutive scrapes, in %.
+    fn cache_hits(&self) -> Vec<(f64, f64)> {
+        let hit = self.rate(|s| total(s, "pg_stat_database_blks_hit_total"));
+        let read = self.rate(|s| total(s, "pg_stat_database_blks_read_total"));
+        hit.iter()
+            .zip(&read)
+            .filter(|((_, h), (_, r))| h + r > 0.0)
+            .map(|((t, h), (_, r))| (*t, 100.0 * h / (h + r)))
+            .collect()
+    }
+
+    /// The panels the report draws; those with no data are left out.
+    pub fn panels(&self) -> Vec<Panel> {
+        let mib = |name: &'static str| move |s: &Scrape| total(s, name).map(|v| v / 1048576.0);
+        let line = |name: &str, points: Vec<(f64, f64)>| (name.to_string(), points);
+        let pooler = |mode: &'static str| {
+            move |s: &Scrape| {
+                let label = format!("mode=\"{mode}\"");
+                Some(
+                    total_where(s, "pgbouncer_pools_client_active_connections", &label)?
+                        + total_where(s, "pgbouncer_pools_client_waiting_connections", &label)
+                            .unwrap_or(0.0),
+                )
+            }
+        };
+        let panels = vec![
+            Panel {
+                title: "Database connections",
+                unit: "connections",
+                lines: vec![line(
+                    "open",
+                    self.gauge(|s| total(s, "connection_stats_connection_count")),
+                )],
+                limit: Some(line(
+                    "max_connections",
+                    self.gauge(|s| total(s, "max_connections_connection_count")),
+                )),
+            },
+            Panel {
+                title: "Transactions",
+                unit: "per second",
+                lines: vec![line(
+                    "commits + rollbacks",
+                    self.rate(|s| {
+                        Some(
+                            total(s, "pg_stat_database_xact_commit_total")?
+                                + total(s, "pg_stat_database_xact_rollback_total").unwrap_or(0.0),
+                        )
+                    }),
+                )],
+                limit: None,
+            },
+            Panel {
+                title: "Cache hit ratio",
+                unit: "%",
+                lines: vec![line("blocks from the cache", self.cache_hits())],
+                limit: None,
+            },
+            Panel {
+                title: "CPU",
+                unit: "cores busy",
+                lines: vec![line(
+                    "database",
+                    self.rate(|s| total(s, "node_cpu_seconds_total")),
+                )],
+                limit: None,
+            },
+            Panel {
+                title: "Memory",
+                unit: "MiB",
+                lines: vec![line(
+                    "used",
+                    self.gauge(|s| {
+                        Some(
+                            (total(s, "node_memory_MemTotal_bytes")?
+                                - total(s, "node_memory_MemAvailable_bytes")?)
+                                / 1048576.0,
+                        )
+                    }),
+                )],
+                limit: Some(line("total", self.gauge(mib("node_memory_MemTotal_bytes")))),
+            },
+            Panel {
+                title: "Disk and WAL",
+                unit: "MiB/s (WAL: MiB)",
+                lines: vec![
+                    line("read", self.rate(mib("node_disk_read_bytes_total"))),
+                    line("written", self.rate(mib("node_disk_written_bytes_total"))),
+                    line("WAL size", self.gauge(|s| total(s, "pg_wal_size_mb"))),
+                ],
+                limit: None,
+            },
+            Panel {
+                title: "Replication slot lag (Realtime)",
+                unit: "MiB",
+                lines: vec![line(
+                    "max lag",
+                    self.gauge(mib("replication_slots_max_lag_bytes")),
+                )],
+                limit: None,
+            },
+            Panel {
+                title: "Pooler clients",
+                unit: "connections",
+                lines: vec![
+                    line("transaction mode", self.gauge(pooler("transaction"))),
+                    line("session mode", self.gauge(pooler("session"))),
+                ],
+                limit: Some(line(
+                    "max client connections",
+                    self.gauge(|s| {
+                        total_where(
+                            s,
+                            "pgbouncer_config_max_client_connections",
+                            "mode=\"transaction\"",
+                        )
+                        .or_else(|| total(s, "pgbouncer_config_max_client_connections"))
+                    }),
+                )),
+            },
+        ];
+        panels
+            .into_iter()
+            .map(|mut p| {
+                p.lines.retain(|(_, pts)| !pts.is_empty());
+                p.limit = p.limit.filter(|(_, pts)| !pts.is_empty());
+                p
+            })
+            .filter(|p| !p.lines.is_empty())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(t: f64, pairs: &[(&str, f64)]) -> Scrape {
+        Scrape {
+            t,
+            values: pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn rates_ratios_and_gauges_from_scrapes() {
+        let s = ServerSeries {
+            source: "https://x".into(),
+            interval_s: 5.0,
+            scrapes: vec![
+                scrape(
+                    0.0,
+                    &[
+                        ("pg_stat_database_xact_commit_total", 100.0),
+                        ("pg_stat_database_xact_rollback_total", 0.0),
+                        ("pg_stat_database_blks_hit_total", 900.0),
+                        ("pg_stat_database_blks_read_total", 100.0),
+                        ("connection_stats_connection_count{usename=\"a\"}", 3.0),
+                        ("connection_stats_connection_count{usename=\"b\"}", 4.0),
+                    ],
+                ),
+                scrape(
+                    5.0,
+                    &[
+                        ("pg_stat_database_xact_commit_total", 600.0),
+                        ("pg_stat_database_xact_rollback_total", 50.0),
+                        ("pg_stat_database_blks_hit_total", 1_890.0),
+                        ("pg_stat_database_blks_read_total", 110.0),
+                        ("connection_stats_connection_count{usename=\"a\"}", 5.0),
+                    ],
+                ),
+            ],
+            failed: 0,
+        };
+        let panels = s.panels();
+        let get = |title: &str| panels.iter().find(|p| p.title == title).unwrap();
+        assert_eq!(get("Transactions").lines[0].1, vec![(5.0, 110.0)]);
+        assert_eq!(get("Cache hit ratio").lines[0].1, vec![(5.0, 99.0)]);
+        assert_eq!(
+            get("Database connections").lines[0].1,
+            vec![(0.0, 7.0), (5.0, 5.0)]
+        );
+        // No CPU series: no CPU panel.
+        assert!(panels.iter().all(|p| p.title != "CPU"));
+    }
+}

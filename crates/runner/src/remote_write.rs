@@ -1,0 +1,273 @@
+//! The run, live, as Prometheus remote-write (`[output] prometheus_remote_write`, `--prometheus-
+//! remote-write URL`): once a second through the run, then once more at its end with the summary's
+//! own figures, so that what a dashboard shows last equals `summary.json`. Every series carries the
+//! labels `run_id` and `scenario`; per operation (`operation`):
+//!
+//! - `fleetbench_requests_total` and `fleetbench_errors_total{kind}`: counts so far;
+//! - `fleetbench_latency_ms{from="intended"|"send", quantile="0.5"|"0.95"|"0.99"|"1"}`: the
+//!   percentiles so far, from the intended start and from the send;
+//!
+//! and for the run: `fleetbench_active_agents`, `fleetbench_in_flight`, `fleetbench_planned_load`
+//! (the level the scenario asks for now: agents, or uploads per second) and
+//! `fleetbench_load_phase` (1 while the load runs). The wire format (protobuf, snappy) is
+//! `prometheus-reqwest-remote-write`'s; failed pushes are counted, never fatal.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fleetbench_fleet::{Clock, Progress};
+use fleetbench_metrics::Aggregate;
+use fleetbench_metrics::Summary;
+use fleetbench_scenario::Plan;
+use prometheus_reqwest_remote_write::{LABEL_NAME, Label, Sample, TimeSeries, WriteRequest};
+use tokio::sync::watch;
+
+/// Every series name the export writes (the Grafana dashboard's queries must name these).
+pub const NAMES: [&str; 7] = [
+    "fleetbench_requests_total",
+    "fleetbench_errors_total",
+    "fleetbench_latency_ms",
+    "fleetbench_active_agents",
+    "fleetbench_in_flight",
+    "fleetbench_planned_load",
+    "fleetbench_load_phase",
+];
+
+const QUANTILES: [(&str, f64); 4] = [("0.5", 0.50), ("0.95", 0.95), ("0.99", 0.99), ("1", 1.0)];
+
+/// Where the series go, and the labels every one carries.
+pub struct RemoteWrite {
+    http: reqwest::Client,
+    url: String,
+    run_id: String,
+    scenario: String,
+}
+
+/// What the export did: pushes accepted and refused, and why the last was.
+#[derive(Debug, Default)]
+pub struct Pushed {
+    pub accepted: u64,
+    pub failed: u64,
+    pub last_error: Option<String>,
+}
+
+/// One series' name and labels (beyond `run_id` and `scenario`), and its value.
+type Point = (&'static str, Vec<(&'static str, String)>, f64);
+
+impl RemoteWrite {
+    pub fn new(url: &str, run_id: &str, scenario: &str) -> Result<RemoteWrite, String> {
+        let roots = fleetbench_tls::reqwest_roots().map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder()
+            .tls_certs_merge(roots)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(RemoteWrite {
+            http,
+            url: url.to_string(),
+            run_id: run_id.to_string(),
+            scenario: scenario.to_string(),
+        })
+    }
+
+    /// Sends `points`, stamped `at`.
+    async fn push(&self, points: Vec<Point>, at: SystemTime, pushed: &mut Pushed) {
+        let ms = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let timeseries = points
+            .into_iter()
+            .map(|(name, labels, value)| self.series(name, labels, value, ms))
+            .collect();
+        let request = WriteRequest { timeseries }.sorted();
+        let sent = match request.build_http_request(self.http.clone(), &self.url, "fleetbench") {
+            Ok(r) => self
+                .http
+                .execute(r)
+                .await
+                .map_err(|e| e.without_url().to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match sent {
+            Ok(r) if r.status().is_success() => pushed.accepted += 1,
+            Ok(r) => {
+                pushed.failed += 1;
+                pushed.last_error = Some(format!("{} answered {}", self.url, r.status()));
+            }
+            Err(e) => {
+                pushed.failed += 1;
+                pushed.last_error = Some(e);
+            }
+        }
+    }
+
+    fn series(
+        &self,
+        name: &str,
+        labels: Vec<(&'static str, String)>,
+        value: f64,
+        ms: i64,
+    ) -> TimeSeries {
+        let mut all = vec![
+            Label {
+                name: LABEL_NAME.into(),
+                value: name.into(),
+            },
+            Label {
+                name: "run_id".into(),
+                value: self.run_id.clone(),
+            },
+            Label {
+                name: "scenario".into(),
+                value: self.scenario.clone(),
+            },
+        ];
+        all.extend(labels.into_iter().map(|(n, v)| Label {
+            name: n.into(),
+            value: v,
+        }));
+        TimeSeries {
+            labels: all,
+            samples: vec![Sample {
+                value,
+                timestamp: ms,
+            }],
+        }
+    }
+}
+
+/// The per-operation series of `agg` (counts, errors by kind, percentiles so far).
+fn operations(agg: &Aggregate) -> Vec<Point> {
+    let mut points = Vec::new();
+    for (name, op) in &agg.operations {
+        let c = &op.total;
+        let op_label = || vec![("operation", name.clone())];
+        points.push(("fleetbench_requests_total", op_label(), c.count as f64));
+        for (kind, n) in &c.errors_by_kind {
+            let mut l = op_label();
+            l.push(("kind", kind.clone()));
+            points.push(("fleetbench_errors_total", l, *n as f64));
+        }
+        if c.count == 0 {
+            continue;
+        }
+        for (from, h) in [("intended", &c.latency), ("send", &c.service)] {
+            for (q, at) in QUANTILES {
+                let mut l = op_label();
+                l.push(("from", from.to_string()));
+                l.push(("quantile", q.to_string()));
+                let us = if at >= 1.0 {
+                    h.max()
+                } else {
+                    h.value_at_quantile(at)
+                };
+                points.push(("fleetbench_latency_ms", l, us as f64 / 1000.0));
+            }
+        }
+    }
+    points
+}
+
+/// The run's own series now.
+fn gauges(
+    progress: &Progress,
+    plan: &Plan,
+    clock: Clock,
+    load_start_us: Option<u64>,
+) -> Vec<Point> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let planned = load_start_us.map_or(0.0, |start| {
+        plan.active_at(Duration::from_micros(clock.now_us().saturating_sub(start)))
+    });
+    vec![
+        (
+            "fleetbench_active_agents",
+            vec![],
+            progress.active.load(Relaxed) as f64,
+        ),
+        (
+            "fleetbench_in_flight",
+            vec![],
+            progress.in_flight.load(Relaxed) as f64,
+        ),
+        ("fleetbench_planned_load", vec![], planned),
+        (
+            "fleetbench_load_phase",
+            vec![],
+            (progress.load_started.load(Relaxed) == 1) as u8 as f64,
+        ),
+    ]
+}
+
+/// Pushes once a second until `stop`, then the final figures: `summary`'s, when `final_summary`
+/// resolves (the run's end).
+pub async fn export(
+    rw: RemoteWrite,
+    progress: Arc<Progress>,
+    plan: Arc<Plan>,
+    clock: Clock,
+    mut stop: watch::Receiver<bool>,
+    final_summary: tokio::sync::oneshot::Receiver<Summary>,
+) -> Pushed {
+    let mut pushed = Pushed::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut load_start_us = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        if load_start_us.is_none()
+            && progress
+                .load_started
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        {
+            load_start_us = Some(clock.now_us());
+        }
+        let mut points = gauges(&progress, &plan, clock, load_start_us);
+        if let Some(live) = progress.live.get() {
+            points.extend(operations(&live.snapshot()));
+        }
+        rw.push(points, SystemTime::now(), &mut pushed).await;
+    }
+    if let Ok(summary) = final_summary.await {
+        let mut points = gauges(&progress, &plan, clock, None);
+        points.extend(from_summary(&summary));
+        rw.push(points, SystemTime::now(), &mut pushed).await;
+    }
+    pushed
+}
+
+/// The summary's figures as the same series: counts, errors by kind, percentiles exactly as
+/// `summary.json` has them.
+fn from_summary(s: &Summary) -> Vec<Point> {
+    let mut points = Vec::new();
+    for (name, op) in &s.operations {
+        let op_label = || vec![("operation", name.clone())];
+        points.push(("fleetbench_requests_total", op_label(), op.count as f64));
+        for (kind, n) in &op.errors_by_kind {
+            let mut l = op_label();
+            l.push(("kind", kind.clone()));
+            points.push(("fleetbench_errors_total", l, *n as f64));
+        }
+        if op.count == 0 {
+            continue;
+        }
+        for (from, p) in [("intended", &op.latency_ms), ("send", &op.service_ms)] {
+            for (q, v) in [
+                ("0.5", p.p50),
+                ("0.95", p.p95),
+                ("0.99", p.p99),
+                ("1", p.max),
+            ] {
+                let mut l = op_label();
+                l.push(("from", from.to_string()));
+                l.push(("quantile", q.to_string()));
+                points.push(("fleetbench_latency_ms", l, v));
+            }
+        }
+    }
+    points
+}

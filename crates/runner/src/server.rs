@@ -1,0 +1,151 @@
+//! The server's side of a run: the target's Metrics API (`<api>/customer/v1/privileged/metrics`,
+//! HTTP basic auth `service_role` with the secret or service-role key, Prometheus text) scraped
+//! every `interval` on the run's clock from the start until the run ends, kept as `server.json`.
+//! A target without one (401, 404, not Prometheus text at the first scrape) is said once and not
+//! asked again; the run goes on without a Server section.
+
+use std::time::Duration;
+
+use fleetbench_fleet::Clock;
+use fleetbench_metrics::server::{SERIES, Scrape, ServerSeries};
+use tokio::sync::watch;
+
+/// The Metrics API of the project at `api_url`, read with `service_key`.
+pub struct MetricsApi {
+    http: reqwest::Client,
+    url: String,
+    service_key: String,
+}
+
+impl MetricsApi {
+    pub fn new(api_url: &str, service_key: &str) -> Result<MetricsApi, String> {
+        let roots = fleetbench_tls::reqwest_roots().map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder()
+            .tls_certs_merge(roots)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(MetricsApi {
+            http,
+            url: format!(
+                "{}/customer/v1/privileged/metrics",
+                api_url.trim_end_matches('/')
+            ),
+            service_key: service_key.to_string(),
+        })
+    }
+
+    /// One scrape: the kept series (see [`SERIES`]) and their values.
+    pub async fn scrape(&self, t: f64) -> Result<Scrape, String> {
+        let response = self
+            .http
+            .get(&self.url)
+            .basic_auth("service_role", Some(&self.service_key))
+            .send()
+            .await
+            .map_err(|e| format!("GET the Metrics API: {}", e.without_url()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("the Metrics API answered {status}"));
+        }
+        let text = response
+            .text()
+            .await
+            .map_err(|e| format!("reading the Metrics API: {}", e.without_url()))?;
+        parse(&text, t)
+    }
+}
+
+/// The kept series of a Prometheus text exposition.
+pub fn parse(text: &str, t: f64) -> Result<Scrape, String> {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let parsed = prometheus_parse::Scrape::parse(lines)
+        .map_err(|e| format!("the Metrics API's answer is not Prometheus text: {e}"))?;
+    let mut values = std::collections::BTreeMap::new();
+    for s in parsed.samples {
+        if !SERIES.contains(&s.metric.as_str()) {
+            continue;
+        }
+        let value = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => continue,
+        };
+        let mut labels: Vec<String> = s
+            .labels
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "supabase_project_ref" | "service_type"))
+            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .collect();
+        labels.sort();
+        let key = if labels.is_empty() {
+            s.metric.clone()
+        } else {
+            format!("{}{{{}}}", s.metric, labels.join(","))
+        };
+        *values.entry(key).or_insert(0.0) += value;
+    }
+    if values.is_empty() {
+        return Err("the Metrics API's answer holds none of the series fleetbench reads".into());
+    }
+    Ok(Scrape { t, values })
+}
+
+/// Scrapes `api` every `every` from now until `stop`, on `clock`; why not, when the first scrape
+/// finds no Metrics API.
+pub async fn scrape_until(
+    api: MetricsApi,
+    source: String,
+    clock: Clock,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Result<ServerSeries, String> {
+    let mut series = ServerSeries {
+        source,
+        interval_s: every.as_secs_f64(),
+        ..ServerSeries::default()
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        let t = clock.now_us() as f64 / 1e6;
+        match api.scrape(t).await {
+            Ok(s) => series.scrapes.push(s),
+            Err(e) if series.scrapes.is_empty() => return Err(e),
+            Err(_) => series.failed += 1,
+        }
+    }
+    // One last scrape at the end, so that the rates cover the whole run.
+    let t = clock.now_us() as f64 / 1e6;
+    match api.scrape(t).await {
+        Ok(s) => series.scrapes.push(s),
+        Err(_) => series.failed += 1,
+    }
+    Ok(series)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_panels_series_are_kept_without_the_project_labels() {
+        let text = "# TYPE pg_stat_database_xact_commit_total counter\n\
+            pg_stat_database_xact_commit_total{supabase_project_ref=\"abc\",service_type=\"postgresql\"} 42\n\
+            connection_stats_connection_count{usename=\"postgres\",service_type=\"postgresql\"} 3\n\
+            connection_stats_connection_count{usename=\"authenticator\",service_type=\"postgresql\"} 4\n\
+            go_goroutines 12\n";
+        let s = super::parse(text, 1.5).unwrap();
+        assert_eq!(s.t, 1.5);
+        assert_eq!(s.values["pg_stat_database_xact_commit_total"], 42.0);
+        assert_eq!(
+            s.values["connection_stats_connection_count{usename=\"postgres\"}"],
+            3.0
+        );
+        assert_eq!(s.values.len(), 3);
+        assert!(super::parse("go_goroutines 1\n", 0.0).is_err());
+    }
+}
