@@ -47,6 +47,12 @@ pub struct Report {
     /// The resource that saturated where the SLO broke, or why none is named.
     pub binding: String,
     pub confidence: String,
+    /// The target's compute size and where it was read (`Micro (Management API)`), or why it is
+    /// unknown; the model starts from it.
+    #[serde(default)]
+    pub target_size: String,
+    /// One estimate per compute size; empty when the target's size is unknown (nothing is
+    /// extrapolated from the load generator's machine).
     pub model: Vec<Estimate>,
 }
 
@@ -67,9 +73,17 @@ pub fn binding(out: &SearchOutcome) -> String {
             .filter(|r| r.1 >= 0.8)
             .max_by(|a, b| a.1.total_cmp(&b.1))
     });
+    // Cores and other small quantities keep their decimals.
+    let show = |x: f64| {
+        if x < 10.0 {
+            format!("{x:.2}")
+        } else {
+            format!("{x:.0}")
+        }
+    };
     match saturated {
-        Some((n, _, v, l)) if l > 0.0 => format!("{n}: {v:.0} of {l:.0} at {at}"),
-        Some((n, _, v, _)) => format!("{n}: {v:.0} at {at}"),
+        Some((n, _, v, l)) if l > 0.0 => format!("{n}: {} of {} at {at}", show(v), show(l)),
+        Some((n, _, v, _)) => format!("{n}: {} at {at}", show(v)),
         None => format!(
             "no visible resource was near its limit at {at}; the SLO broke on {} (the target's own throughput)",
             out.broke_first.as_deref().unwrap_or("latency")
@@ -77,16 +91,17 @@ pub fn binding(out: &SearchOutcome) -> String {
     }
 }
 
-/// Agents per compute size from the knee (`knee_agents`, measured on `cores` CPU cores, or on the
-/// size named `measured_size`): scaled by CPU cores, capped by the pooler's client limit for the
-/// share of agents on the pooler path.
-pub fn model(
-    knee_agents: Option<f64>,
-    plan: &Plan,
-    measured_size: Option<&str>,
-    cores: f64,
-) -> Vec<Estimate> {
-    let Some(k) = knee_agents else {
+/// Agents per compute size from the knee (`knee_agents`, measured on the target's compute size
+/// `measured_size`): scaled by the sizes' CPU cores, capped by the pooler's client limit for the
+/// share of agents on the pooler path. Empty when the target's size is unknown or not one of
+/// [`SIZES`]: nothing is extrapolated from a size that was not measured.
+pub fn model(knee_agents: Option<f64>, plan: &Plan, measured_size: Option<&str>) -> Vec<Estimate> {
+    let (Some(k), Some(measured)) = (knee_agents, measured_size) else {
+        return Vec::new();
+    };
+    let Some(&(measured_name, measured_cores, _, _)) =
+        SIZES.iter().find(|s| s.0.eq_ignore_ascii_case(measured))
+    else {
         return Vec::new();
     };
     let pooler_share = plan
@@ -97,8 +112,8 @@ pub fn model(
     SIZES
         .iter()
         .map(|(name, size_cores, _db, clients)| {
-            let measured = measured_size.is_some_and(|m| m.eq_ignore_ascii_case(name));
-            let cpu = if measured { k } else { k * size_cores / cores };
+            let measured = *name == measured_name;
+            let cpu = k * size_cores / measured_cores;
             // An agent on the pooler path holds a pooled client connection of its own.
             let pooled = if pooler_share > 0.0 {
                 f64::from(*clients) / pooler_share
@@ -107,14 +122,12 @@ pub fn model(
             };
             let (agents, binds) = if pooled < cpu {
                 (pooled, format!("pooler max clients ({clients})"))
+            } else if measured {
+                (cpu, "the measured knee".into())
             } else {
                 (
                     cpu,
-                    if measured {
-                        "the measured knee".into()
-                    } else {
-                        format!("CPU ({size_cores} cores vs {cores} measured)")
-                    },
+                    format!("CPU ({size_cores} cores vs {measured_name}'s {measured_cores})"),
                 )
             };
             Estimate {
@@ -125,4 +138,64 @@ pub fn model(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        fleetbench_scenario::load_str(
+            "name = \"m\"\n[fleet]\nagents = 10\n[[load.stages]]\nduration = \"1s\"\nagents = 10\n[workload]\nsample_interval = \"1s\"\nupload_interval = \"10s\"\ningest = { rest = 1.0 }\n",
+            "m.toml",
+            &[],
+        )
+        .unwrap()
+        .1
+    }
+
+    #[test]
+    fn the_binding_resource_is_the_one_nearest_its_limit_where_the_slo_broke() {
+        let step = |level: f64, cpu: f64| crate::search::Step {
+            level,
+            resources: vec![
+                ("load generator CPU %".into(), 40.0, Some(100.0)),
+                (
+                    "database CPU (cores busy, of the compute size's 1)".into(),
+                    cpu,
+                    Some(1.0),
+                ),
+                ("database connections".into(), 20.0, Some(60.0)),
+            ],
+            ..Default::default()
+        };
+        let mut out = crate::search::SearchOutcome {
+            steps: vec![step(10.0, 0.4), step(20.0, 0.93)],
+            knee: Some(10.0),
+            broke_at: Some(20.0),
+            ..Default::default()
+        };
+        assert_eq!(
+            binding(&out),
+            "database CPU (cores busy, of the compute size's 1): 0.93 of 1.00 at 20"
+        );
+        out.steps[1] = step(20.0, 0.5);
+        assert!(binding(&out).starts_with("no visible resource was near its limit at 20"));
+    }
+
+    #[test]
+    fn the_model_starts_from_the_target_s_size_or_says_nothing() {
+        let p = plan();
+        assert!(model(Some(100.0), &p, None).is_empty());
+        assert!(model(Some(100.0), &p, Some("Huge")).is_empty());
+        let m = model(Some(100.0), &p, Some("micro"));
+        let row = |s: &str| m.iter().find(|e| e.size == s).unwrap();
+        assert_eq!(
+            (row("Micro").agents, row("Micro").basis.as_str()),
+            (100.0, "measured")
+        );
+        assert_eq!(row("XL").agents, 400.0);
+        assert_eq!(row("XL").binds, "CPU (4 cores vs Micro's 1)");
+        assert_eq!(row("XL").basis, "extrapolated");
+    }
 }

@@ -1,8 +1,9 @@
 //! `fleetbench capacity SCENARIO --slo EXPR`: the scenario held at one level per step (agents, or
 //! uploads per second for `arrival_rate`), warm-up excluded, searched for the largest level that
 //! holds the SLO (`fleetbench_capacity`), each step run by `fleetbench_runner::step` with what the
-//! local stack's resources did; which limit binds; and a capacity model per Supabase compute size,
-//! each estimate marked measured or extrapolated. Writes `capacity.json` and `index.html` (drawn by
+//! target's resources did (its Metrics API, else the local stack's processes); which limit binds;
+//! and a capacity model per Supabase compute size from the target's own size (`--compute-size` or
+//! the Management API), each estimate marked measured or extrapolated. Writes `capacity.json` and `index.html` (drawn by
 //! `fleetbench_report`). Here: the arguments checked, the search started, and what is printed.
 
 use std::path::PathBuf;
@@ -116,6 +117,14 @@ pub fn capacity(a: Args) -> Result<(), CommandError> {
         whole,
     };
     let runtime = tokio::runtime::Runtime::new()?;
+    let size = target_size(&a, &resolved, &runtime);
+    eprintln!("capacity: the target's compute size: {}", size.said);
+    let cores = size.name.as_deref().and_then(|n| {
+        capacity::SIZES
+            .iter()
+            .find(|s| s.0.eq_ignore_ascii_case(n))
+            .map(|s| s.1)
+    });
     let outcome = runtime.block_on(async {
         let stop = crate::signals::stop_on_signal("capacity: stopping after this step")?;
         let target = Arc::new(
@@ -132,7 +141,7 @@ pub fn capacity(a: Args) -> Result<(), CommandError> {
             target,
             resolved: &resolved,
             slo: &slo,
-            watch: tokio::sync::Mutex::new(step::Watch::new(&resolved)),
+            watch: tokio::sync::Mutex::new(step::Watch::new(&resolved, cores)),
             warmup: a.warmup,
             hold: a.hold,
             stop,
@@ -148,7 +157,7 @@ pub fn capacity(a: Args) -> Result<(), CommandError> {
         anyhow::Ok(capacity::search(&settings, measure).await)
     })?;
 
-    let report = report(&a, &base, &slo, unit, &resolved, outcome);
+    let report = report(&a, &base, &slo, unit, &resolved, &size, outcome);
     std::fs::write(
         out.join("capacity.json"),
         serde_json::to_string_pretty(&report).expect("serialises"),
@@ -170,6 +179,52 @@ pub fn capacity(a: Args) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// The target's compute size, and how it is known.
+struct TargetSize {
+    name: Option<String>,
+    said: String,
+}
+
+/// `--compute-size`, else the Management API's (with `SUPABASE_ACCESS_TOKEN`); never the load
+/// generator's machine: unknown, the model per size is left out and the report says why.
+fn target_size(a: &Args, resolved: &Endpoints, runtime: &tokio::runtime::Runtime) -> TargetSize {
+    if let Some(n) = &a.compute_size {
+        return TargetSize {
+            name: Some(n.clone()),
+            said: format!("{n} (--compute-size)"),
+        };
+    }
+    let unknown = |why: String| TargetSize {
+        name: None,
+        said: format!("unknown ({why}): no model per compute size is extrapolated"),
+    };
+    let Some(token) = target::env(&["SUPABASE_ACCESS_TOKEN"]) else {
+        return unknown(
+            "give --compute-size, or SUPABASE_ACCESS_TOKEN to read it from the Management API"
+                .into(),
+        );
+    };
+    let explicit = target::env(&["SUPABASE_PROJECT_REF"]);
+    let Some(project_ref) =
+        fleetbench_runner::platform::project_ref(&resolved.config.api_url, explicit.as_deref())
+    else {
+        return unknown("SUPABASE_PROJECT_REF is not set and the URL names no project".into());
+    };
+    let api = target::env(&["FLEETBENCH_MANAGEMENT_API"])
+        .unwrap_or_else(|| fleetbench_runner::platform::HOSTED_API.into());
+    match runtime.block_on(fleetbench_runner::platform::compute_size(
+        &api,
+        &project_ref,
+        token.trim(),
+    )) {
+        Ok(n) => TargetSize {
+            said: format!("{n} (Management API)"),
+            name: Some(n),
+        },
+        Err(e) => unknown(format!("the Management API: {e}")),
+    }
+}
+
 /// `capacity.json`: what the search found, with the knee in uploads/s and agents, a confidence
 /// note from the repeated knee, the binding limit and the model per compute size.
 fn report(
@@ -178,6 +233,7 @@ fn report(
     slo: &[fleetbench_scenario::Threshold],
     unit: &str,
     resolved: &Endpoints,
+    size: &TargetSize,
     outcome: capacity::SearchOutcome,
 ) -> Report {
     let knee_uploads = outcome.knee.map(|k| offered(base, k));
@@ -207,12 +263,8 @@ fn report(
         knee_uploads_per_s: knee_uploads,
         knee_agents,
         confidence,
-        model: capacity::model(
-            knee_agents,
-            base,
-            a.compute_size.as_deref(),
-            std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
-        ),
+        target_size: size.said.clone(),
+        model: capacity::model(knee_agents, base, size.name.as_deref()),
         outcome,
     }
 }

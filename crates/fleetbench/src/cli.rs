@@ -218,7 +218,8 @@ pub enum Command {
         /// The whole search stops, keeping what it found, after this.
         #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = humantime::parse_duration)]
         time_limit: std::time::Duration,
-        /// The target's compute size (Micro, Small, …): its row of the model is then measured.
+        /// The target's compute size (Micro, Small, …; default: the Management API's with
+        /// SUPABASE_ACCESS_TOKEN): the model per size starts from it; unknown, there is no model.
         #[arg(long)]
         compute_size: Option<String>,
         #[arg(long, value_name = "DIR")]

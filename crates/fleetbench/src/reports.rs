@@ -44,6 +44,17 @@ pub fn compare(
                 .map_or("n/a".into(), |r| format!("{:+.1} %", r * 100.0))
         );
     }
+    for ch in &c.server {
+        eprintln!(
+            "compare: server {}: {:.3} -> {:.3} {} ({})",
+            ch.figure,
+            ch.baseline,
+            ch.run,
+            ch.unit,
+            ch.relative
+                .map_or("n/a".into(), |r| format!("{:+.1} %", r * 100.0))
+        );
+    }
     let n = c.regressions().count();
     eprintln!(
         "compare: {n} regression(s) of {} figures; {} written",

@@ -127,6 +127,7 @@ fn platform_access(state: &fleetbench_stack::StackState) -> Option<management::A
         (fleetbench_stack::Profile::Hosted, Some(token), Some(r)) => Some(management::Access {
             token: token.clone(),
             project_ref: r.clone(),
+            compute: state.compute.as_ref().map(|c| c.name.clone()),
         }),
         _ => None,
     }

@@ -30,6 +30,9 @@ pub struct Access {
     /// The personal access token (`sbp_…`).
     pub token: String,
     pub project_ref: String,
+    /// The compute size the stack applies (`Micro`, `XL`, …); none: Nano, hosted's size without
+    /// a compute add-on.
+    pub compute: Option<String>,
 }
 
 struct ManagementState {
@@ -37,13 +40,14 @@ struct ManagementState {
     auth: Arc<AuthState>,
 }
 
-/// `/v1/projects/{ref}/config/auth`.
+/// `/v1/projects/{ref}/config/auth` and `/v1/projects/{ref}/billing/addons`.
 pub fn routes(access: Access, auth: Arc<AuthState>) -> Router {
     Router::new()
         .route(
             "/v1/projects/{project_ref}/config/auth",
             get(read).patch(update),
         )
+        .route("/v1/projects/{project_ref}/billing/addons", get(addons))
         .with_state(Arc::new(ManagementState { access, auth }))
 }
 
@@ -66,6 +70,29 @@ fn authorised(s: &ManagementState, headers: &HeaderMap, project_ref: &str) -> Op
             format!("Project {project_ref} not found"),
         )
     })
+}
+
+/// The project's add-ons as hosted lists them: the compute size as the `compute_instance` add-on
+/// (variant `ci_<size>`: `ci_micro`, `ci_2xlarge`, …); none selected on Nano.
+async fn addons(
+    State(s): State<Arc<ManagementState>>,
+    Path(project_ref): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = authorised(&s, &headers, &project_ref) {
+        return refused;
+    }
+    let selected: Vec<Value> = s
+        .access
+        .compute
+        .iter()
+        .filter(|c| !c.eq_ignore_ascii_case("nano"))
+        .map(|c| {
+            let id = format!("ci_{}", c.to_ascii_lowercase().replace("xl", "xlarge"));
+            json!({ "type": "compute_instance", "variant": { "id": id, "name": c } })
+        })
+        .collect();
+    Json(json!({ "selected_addons": selected, "available_addons": [] })).into_response()
 }
 
 /// Calls per `period_s` of a bucket refilling at `rate` (the config's whole numbers).

@@ -48,6 +48,20 @@ pub struct ServerSeries {
     pub scrapes: Vec<Scrape>,
     /// Scrapes that failed (timeouts, 5xx) after the first succeeded.
     pub failed: u64,
+    /// The statements that took the most database time during the run (`pg_stat_statements`
+    /// before and after it, through the session URL), most first; empty without one.
+    #[serde(default)]
+    pub statements: Vec<Statement>,
+}
+
+/// One statement's share of the run, from `pg_stat_statements`' counters' growth over it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Statement {
+    /// The normalised text (`$1` for constants), cut to 300 characters.
+    pub query: String,
+    pub calls: u64,
+    pub total_ms: f64,
+    pub rows: u64,
 }
 
 /// One panel: a title, its unit, named lines of (seconds, value), and a limit line if any.
@@ -237,6 +251,28 @@ impl ServerSeries {
     }
 }
 
+impl ServerSeries {
+    /// One figure per line of each panel over the whole run: its mean and its peak, named
+    /// `<panel>: <line> mean|max` with the panel's unit (what `compare` sets side by side).
+    pub fn figures(&self) -> Vec<(String, String, f64)> {
+        let mut out = Vec::new();
+        for p in self.panels() {
+            for (line, points) in &p.lines {
+                let n = points.len() as f64;
+                let mean = points.iter().map(|x| x.1).sum::<f64>() / n;
+                let max = points.iter().map(|x| x.1).fold(f64::MIN, f64::max);
+                out.push((
+                    format!("{}: {line} mean", p.title),
+                    p.unit.to_string(),
+                    mean,
+                ));
+                out.push((format!("{}: {line} max", p.title), p.unit.to_string(), max));
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +313,7 @@ mod tests {
                 ),
             ],
             failed: 0,
+            statements: Vec::new(),
         };
         let panels = s.panels();
         let get = |title: &str| panels.iter().find(|p| p.title == title).unwrap();

@@ -52,6 +52,7 @@ pub fn html(r: &Report) -> String {
         steps
             .iter()
             .map(|s| (s.offered_per_s, f(s)))
+            .filter(|p| p.1.is_finite())
             .collect::<Vec<_>>()
     };
     o.push_str(
@@ -82,7 +83,7 @@ pub fn html(r: &Report) -> String {
     );
     o.push_str(
         &Chart {
-            title: "latency against offered load",
+            title: "latency against offered load (log scale: the steps below the knee stay readable)",
             y_label: "ms",
             x: XAxis::Value(" /s"),
             series: vec![
@@ -101,13 +102,17 @@ pub fn html(r: &Report) -> String {
                     right: false,
                 },
             ],
-            log_y: false,
+            log_y: true,
             x_range: None,
         }
         .render(),
     );
+    o.push_str(&format!(
+        "<h2>Capacity model by compute size</h2><p>The target's compute size: {}.</p>",
+        escape(&r.target_size)
+    ));
     if !r.model.is_empty() {
-        o.push_str("<h2>Capacity model by compute size</h2><p>From the measured knee and the limits Supabase publishes per compute size (database connections, pooler clients); extrapolated rows scale the knee by CPU cores and are capped by the pooler's client limit for agents on the pooler path.</p><table><tr><th>compute</th><th>agents</th><th>basis</th><th>binding limit</th></tr>");
+        o.push_str("<p>From the knee measured on the target's size and the limits Supabase publishes per compute size (database connections, pooler clients); extrapolated rows scale the knee by the sizes' CPU cores and are capped by the pooler's client limit for agents on the pooler path.</p><table><tr><th>compute</th><th>agents</th><th>basis</th><th>binding limit</th></tr>");
         for e in &r.model {
             o.push_str(&format!(
                 "<tr><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td></tr>",

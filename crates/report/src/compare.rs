@@ -3,6 +3,8 @@
 //! baseline. A latency percentile regresses when it is both `tolerance` (relative) and `min_delta_ms`
 //! (absolute) worse, so sub-millisecond jitter is not a regression; the error rate when it rises by
 //! more than `error_tolerance` (percentage points); the rate when it falls by more than `tolerance`.
+//! When both runs scraped their target's Metrics API, the server's figures (each panel line's mean
+//! and peak) are set side by side too, for reading the latency changes against.
 
 use fleetbench_metrics::Summary;
 use serde::{Deserialize, Serialize};
@@ -50,6 +52,41 @@ pub struct Comparison {
     /// Operations in only one of the two runs.
     pub only_in_baseline: Vec<String>,
     pub only_in_run: Vec<String>,
+    /// What the target's server did in each run (both had a Metrics API): informational, never a
+    /// regression by itself.
+    #[serde(default)]
+    pub server: Vec<ServerChange>,
+}
+
+/// One server-side figure of both runs (a panel line's mean or peak).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerChange {
+    pub figure: String,
+    pub unit: String,
+    pub baseline: f64,
+    pub run: f64,
+    pub relative: Option<f64>,
+}
+
+/// The server-side figures both runs have, baseline beside run.
+pub fn server_changes(
+    base: &fleetbench_metrics::server::ServerSeries,
+    run: &fleetbench_metrics::server::ServerSeries,
+) -> Vec<ServerChange> {
+    let before = base.figures();
+    run.figures()
+        .into_iter()
+        .filter_map(|(figure, unit, r)| {
+            let (_, _, b) = before.iter().find(|x| x.0 == figure)?;
+            Some(ServerChange {
+                relative: (*b != 0.0).then(|| (r - b) / b.abs()),
+                figure,
+                unit,
+                baseline: *b,
+                run: r,
+            })
+        })
+        .collect()
 }
 
 impl Comparison {
@@ -127,5 +164,6 @@ pub fn compare(base: &Summary, run: &Summary, tol: Tolerance) -> Comparison {
             .filter(|k| !base.operations.contains_key(*k))
             .cloned()
             .collect(),
+        server: Vec::new(),
     }
 }

@@ -217,6 +217,22 @@ fn comparison(o: &mut String, c: &compare::Comparison) {
         );
     }
     o.push_str("</table></div>\n");
+    if !c.server.is_empty() {
+        o.push_str("<h3>The server, baseline and run</h3>\n<div class=\"scroll\"><table><tr><th>figure</th><th>unit</th><th>baseline</th><th>run</th><th>change</th></tr>\n");
+        for ch in &c.server {
+            let _ = writeln!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
+                escape(&ch.figure),
+                escape(&ch.unit),
+                ch.baseline,
+                ch.run,
+                ch.relative
+                    .map_or("n/a".into(), |r| format!("{:+.1} %", r * 100.0)),
+            );
+        }
+        o.push_str("</table></div>\n");
+    }
     for (what, ops) in [
         ("only in the baseline", &c.only_in_baseline),
         ("only in this run", &c.only_in_run),
@@ -289,18 +305,24 @@ fn time_range(
 /// The Server section: one panel per quantity the Metrics API gave, on the load charts' time axis.
 fn server_charts(o: &mut String, server: &ServerSeries, xs: Option<(f64, f64)>) {
     let panels = server.panels();
-    let _ = writeln!(
-        o,
-        "<h2>Server</h2>\n<p>The target's Metrics API ({}), scraped every {:.0} s: {} scrapes{}.</p>\n<div class=\"ops\">",
-        escape(&server.source),
-        server.interval_s,
-        server.scrapes.len(),
-        if server.failed > 0 {
-            format!(", {} failed", server.failed)
-        } else {
-            String::new()
-        }
-    );
+    o.push_str("<h2>Server</h2>\n");
+    if server.scrapes.is_empty() {
+        o.push_str("<p>The target has no Metrics API: its statements only.</p>\n");
+    } else {
+        let _ = writeln!(
+            o,
+            "<p>The target's Metrics API ({}), scraped every {:.0} s: {} scrapes{}.</p>",
+            escape(&server.source),
+            server.interval_s,
+            server.scrapes.len(),
+            if server.failed > 0 {
+                format!(", {} failed", server.failed)
+            } else {
+                String::new()
+            }
+        );
+    }
+    o.push_str("<div class=\"ops\">\n");
     for p in panels {
         let mut series: Vec<Series> = p
             .lines
@@ -338,6 +360,27 @@ fn server_charts(o: &mut String, server: &ServerSeries, xs: Option<(f64, f64)>) 
         o.push_str("</section>\n");
     }
     o.push_str("</div>\n");
+    statements(o, server);
+}
+
+/// The statements that took the most database time during the run.
+fn statements(o: &mut String, server: &ServerSeries) {
+    if server.statements.is_empty() {
+        return;
+    }
+    o.push_str("<h3>Statements that took the most time during the run (pg_stat_statements)</h3>\n<div class=\"scroll\"><table><tr><th>statement</th><th>calls</th><th>total ms</th><th>mean ms</th><th>rows</th></tr>\n");
+    for st in &server.statements {
+        let _ = writeln!(
+            o,
+            "<tr><td class=\"l\"><code>{}</code></td><td>{}</td><td>{:.1}</td><td>{:.3}</td><td>{}</td></tr>",
+            escape(&st.query),
+            st.calls,
+            st.total_ms,
+            st.total_ms / st.calls.max(1) as f64,
+            st.rows
+        );
+    }
+    o.push_str("</table></div>\n");
 }
 
 fn load_charts(o: &mut String, agg: &Aggregate, load: &LoadShape, xs: Option<(f64, f64)>) {

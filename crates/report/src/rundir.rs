@@ -185,7 +185,13 @@ pub fn compare_dirs(
 ) -> Result<crate::compare::Comparison> {
     let baseline: Summary = json(base, "summary.json")?;
     let saved = read(run)?;
-    let c = crate::compare::compare(&baseline, &saved.summary, tol);
+    let mut c = crate::compare::compare(&baseline, &saved.summary, tol);
+    if base.join("server.json").exists()
+        && let Some(now) = &saved.server
+    {
+        let before: ServerSeries = json(base, "server.json")?;
+        c.server = crate::compare::server_changes(&before, now);
+    }
     let out = context(serde_json::to_string_pretty(&c), || "compare.json".into())?;
     context(std::fs::write(run.join("compare.json"), out + "\n"), || {
         format!("writing {}", run.join("compare.json").display())

@@ -115,16 +115,42 @@ fn the_comparison_is_kept_beside_the_run_and_shown_in_its_page() {
     let (b, bagg) = run("base-run", 10_000, 0, 0);
     let (r, ragg) = run("new-run", 10_000, 50_000, 0);
     let (bd, rd) = (tmp.path().join("base"), tmp.path().join("run"));
-    for (dir, s, a) in [(&bd, &b, &bagg), (&rd, &r, &ragg)] {
+    // The server: 100 transactions a second in the baseline, 250 in the run.
+    let server = |per_s: f64| fleetbench_metrics::server::ServerSeries {
+        source: "https://abc.supabase.co".into(),
+        interval_s: 5.0,
+        scrapes: (0..4)
+            .map(|i| fleetbench_metrics::server::Scrape {
+                t: f64::from(i) * 5.0,
+                values: [(
+                    "pg_stat_database_xact_commit_total".to_string(),
+                    f64::from(i) * 5.0 * per_s,
+                )]
+                .into(),
+            })
+            .collect(),
+        failed: 0,
+        statements: Vec::new(),
+    };
+    let (bs, rs) = (server(100.0), server(250.0));
+    for (dir, s, a, sv) in [(&bd, &b, &bagg, &bs), (&rd, &r, &ragg, &rs)] {
         std::fs::create_dir_all(dir).unwrap();
-        write(dir, "", s, a, &load, None, SystemTime::UNIX_EPOCH).unwrap();
+        write(dir, "", s, a, &load, Some(sv), SystemTime::UNIX_EPOCH).unwrap();
     }
     let c = compare_dirs(&bd, &rd, Tolerance::default()).unwrap();
     assert_eq!(c.regressions().count(), 3);
+    let mean = c
+        .server
+        .iter()
+        .find(|x| x.figure == "Transactions: commits + rollbacks mean")
+        .unwrap();
+    assert_eq!((mean.baseline, mean.run), (100.0, 250.0));
+    assert_eq!(mean.relative, Some(1.5));
     let page = std::fs::read_to_string(rd.join("index.html")).unwrap();
     assert!(
         page.contains("Compared with baseline base-run") && page.matches("REGRESSED").count() == 3
     );
+    assert!(page.contains("The server, baseline and run") && page.contains("+150.0 %"));
     // A re-render keeps the comparison.
     fleetbench_report::rundir::rerender(&rd).unwrap();
     assert_eq!(

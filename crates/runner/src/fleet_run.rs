@@ -57,6 +57,7 @@ pub async fn run(
          /token bucket (hosted: 150 per 5 min, burst 30); FLEETBENCH_IP_FORWARDING=on with the secret \
          key gives each agent its own"
     });
+    let statements_before = statements(&spec, say).await;
     let (server_done, server_stop) = watch::channel(false);
     let server = start_server_metrics(&spec, server_stop.clone());
     let (final_summary, export) = start_export(&spec, &progress, server_stop, say);
@@ -110,6 +111,7 @@ pub async fn run(
         },
         None => None,
     };
+    let server = with_statements(&spec, server, statements_before, say).await;
     let mut summary = finish::summary(
         &spec,
         &plan.name,
@@ -184,6 +186,51 @@ fn delivery(plan: &Plan, outcome: &RunOutcome) -> fleetbench_metrics::summary::D
         shortfall: Vec::new(),
     }
     .judge((!outcome.interrupted).then_some(outcome.provision_failure.as_deref()))
+}
+
+/// `pg_stat_statements`' counters now, through the run's SQL access (none without it, or when the
+/// target has no such view: said once).
+async fn statements(
+    spec: &RunSpec<Plan>,
+    say: &(dyn Fn(&str) + Sync),
+) -> Option<crate::server::Counters> {
+    let url = spec.endpoints.admin_db_url.as_ref()?;
+    match crate::server::statement_counters(url).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            say(&format!("run: no statement statistics ({e})"));
+            None
+        }
+    }
+}
+
+/// The server's series with the statements that took the most time during the run (`before` the
+/// counters at its start); a series of statements alone when the target had no Metrics API.
+async fn with_statements(
+    spec: &RunSpec<Plan>,
+    server: Option<fleetbench_metrics::server::ServerSeries>,
+    before: Option<crate::server::Counters>,
+    say: &(dyn Fn(&str) + Sync),
+) -> Option<fleetbench_metrics::server::ServerSeries> {
+    let top = match before {
+        Some(b) => statements(spec, say)
+            .await
+            .map(|after| crate::server::top_during(&b, &after, 10))
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    match server {
+        Some(mut s) => {
+            s.statements = top;
+            Some(s)
+        }
+        None if !top.is_empty() => Some(fleetbench_metrics::server::ServerSeries {
+            source: crate::redact(&spec.endpoints.config.api_url),
+            statements: top,
+            ..Default::default()
+        }),
+        None => None,
+    }
 }
 
 /// The live export to `[output] prometheus_remote_write`, until `done`, then the summary sent on

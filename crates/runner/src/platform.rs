@@ -1,7 +1,8 @@
 //! What the Management API says about the target project's Auth, read before a run plans its
 //! sign-ins: `GET <api>/v1/projects/{ref}/config/auth` with a personal access token
 //! (`SUPABASE_ACCESS_TOKEN`). The run takes its `/token` limit, the access-token lifetime and
-//! whether IP address forwarding is on from here instead of assuming the hosted defaults.
+//! whether IP address forwarding is on from here instead of assuming the hosted defaults; and its
+//! compute size (`/v1/projects/{ref}/billing/addons`), from which `capacity` models the target.
 
 use serde::Deserialize;
 
@@ -30,10 +31,16 @@ pub fn project_ref(api_url: &str, explicit: Option<&str>) -> Option<String> {
     host.strip_suffix(".supabase.co").map(str::to_string)
 }
 
-/// Reads the project's Auth configuration; the error says what failed without the token.
-pub async fn auth_config(api: &str, project_ref: &str, token: &str) -> Result<AuthConfig, String> {
+/// `GET <api>/v1/projects/{ref}<path>` with the token, as JSON `T`; the error says what failed
+/// without the token.
+async fn get<T: serde::de::DeserializeOwned>(
+    api: &str,
+    project_ref: &str,
+    path: &str,
+    token: &str,
+) -> Result<T, String> {
     let url = format!(
-        "{}/v1/projects/{project_ref}/config/auth",
+        "{}/v1/projects/{project_ref}{path}",
         api.trim_end_matches('/')
     );
     let roots = fleetbench_tls::reqwest_roots().map_err(|e| e.to_string())?;
@@ -47,7 +54,7 @@ pub async fn auth_config(api: &str, project_ref: &str, token: &str) -> Result<Au
         .bearer_auth(token)
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|e| format!("GET {url}: {}", e.without_url()))?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
@@ -57,13 +64,74 @@ pub async fn auth_config(api: &str, project_ref: &str, token: &str) -> Result<Au
         ));
     }
     response
-        .json::<AuthConfig>()
+        .json::<T>()
         .await
-        .map_err(|e| format!("GET {url}: not the Auth configuration's JSON: {e}"))
+        .map_err(|e| format!("GET {url}: not the JSON expected: {e}"))
+}
+
+/// Reads the project's Auth configuration.
+pub async fn auth_config(api: &str, project_ref: &str, token: &str) -> Result<AuthConfig, String> {
+    get(api, project_ref, "/config/auth", token).await
+}
+
+#[derive(Deserialize)]
+struct Addons {
+    selected_addons: Vec<Addon>,
+}
+
+#[derive(Deserialize)]
+struct Addon {
+    #[serde(rename = "type")]
+    kind: String,
+    variant: Variant,
+}
+
+#[derive(Deserialize)]
+struct Variant {
+    id: String,
+}
+
+/// The project's compute size as Supabase's compute docs name it (`Micro`, `XL`, `2XL`, …), from
+/// its billing add-ons (`GET /v1/projects/{ref}/billing/addons`: the `compute_instance` add-on's
+/// variant `ci_<size>`; none is Nano).
+pub async fn compute_size(api: &str, project_ref: &str, token: &str) -> Result<String, String> {
+    let addons: Addons = get(api, project_ref, "/billing/addons", token).await?;
+    Ok(addons
+        .selected_addons
+        .iter()
+        .find(|a| a.kind == "compute_instance")
+        .map_or("Nano".to_string(), |a| size_name(&a.variant.id)))
+}
+
+/// `ci_2xlarge` → `2XL`, `ci_micro` → `Micro`.
+fn size_name(variant: &str) -> String {
+    let size = variant.strip_prefix("ci_").unwrap_or(variant);
+    match size.strip_suffix("xlarge") {
+        Some(n) => format!("{}XL", n.to_ascii_uppercase()),
+        None => {
+            let mut c = size.chars();
+            c.next().map_or(String::new(), |f| {
+                f.to_ascii_uppercase().to_string() + c.as_str()
+            })
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn compute_variants_read_as_the_docs_name_sizes() {
+        for (variant, size) in [
+            ("ci_micro", "Micro"),
+            ("ci_xlarge", "XL"),
+            ("ci_2xlarge", "2XL"),
+            ("ci_16xlarge", "16XL"),
+            ("ci_large", "Large"),
+        ] {
+            assert_eq!(super::size_name(variant), size);
+        }
+    }
+
     #[test]
     fn the_ref_is_explicit_or_the_hosted_host_s_first_label() {
         let r = super::project_ref;

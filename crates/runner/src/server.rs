@@ -2,12 +2,14 @@
 //! HTTP basic auth `service_role` with the secret or service-role key, Prometheus text) scraped
 //! every `interval` on the run's clock from the start until the run ends, kept as `server.json`.
 //! A target without one (401, 404, not Prometheus text at the first scrape) is said once and not
-//! asked again; the run goes on without a Server section.
+//! asked again; the run goes on without a Server section. With SQL access (the session URL),
+//! `pg_stat_statements` is read before and after the run for the statements that took the most
+//! database time during it.
 
 use std::time::Duration;
 
 use fleetbench_fleet::Clock;
-use fleetbench_metrics::server::{SERIES, Scrape, ServerSeries};
+use fleetbench_metrics::server::{SERIES, Scrape, ServerSeries, Statement};
 use tokio::sync::watch;
 
 /// The Metrics API of the project at `api_url`, read with `service_key`.
@@ -129,8 +131,100 @@ pub async fn scrape_until(
     Ok(series)
 }
 
+/// `pg_stat_statements`' counters at one moment: (userid, dbid, queryid, toplevel) → (query,
+/// calls, total ms, rows).
+pub type Counters = std::collections::BTreeMap<String, (String, u64, f64, u64)>;
+
+/// Reads `pg_stat_statements` (the `extensions` schema as on Supabase, else the search path's)
+/// through `db_url` with the simple protocol (no named statement, whatever the pooler).
+pub async fn statement_counters(db_url: &str) -> Result<Counters, String> {
+    let db = fleetbench_tls::pg::connect(db_url)
+        .await
+        .map_err(|e| format!("connecting: {e}"))?;
+    let columns = "userid::text || '/' || dbid::text || '/' || coalesce(queryid::text, '') || '/' || toplevel::text, \
+         left(query, 300), calls, total_exec_time, rows";
+    let mut last = String::new();
+    for view in ["extensions.pg_stat_statements", "pg_stat_statements"] {
+        match db
+            .simple_query(&format!("select {columns} from {view}"))
+            .await
+        {
+            Ok(messages) => return Ok(counters(&messages)),
+            Err(e) => {
+                last = e
+                    .as_db_error()
+                    .map_or(e.to_string(), |d| d.message().to_string())
+            }
+        }
+    }
+    Err(format!("pg_stat_statements: {last}"))
+}
+
+fn counters(messages: &[tokio_postgres::SimpleQueryMessage]) -> Counters {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some((
+                r.get(0)?.to_string(),
+                (
+                    r.get(1).unwrap_or_default().to_string(),
+                    r.get(2)?.parse().ok()?,
+                    r.get(3)?.parse().ok()?,
+                    r.get(4)?.parse().ok()?,
+                ),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The `n` statements whose total time grew most from `before` to `after` (a statement new in
+/// `after` grew from nothing; one whose counters went down was reset and is left out).
+pub fn top_during(before: &Counters, after: &Counters, n: usize) -> Vec<Statement> {
+    let mut grown: Vec<Statement> = after
+        .iter()
+        .filter_map(|(key, (query, calls, ms, rows))| {
+            let (c0, ms0, r0) = before
+                .get(key)
+                .map_or((0, 0.0, 0), |(_, c, m, r)| (*c, *m, *r));
+            (*calls > c0 && *ms >= ms0).then(|| Statement {
+                query: query.clone(),
+                calls: calls - c0,
+                total_ms: ms - ms0,
+                rows: rows.saturating_sub(r0),
+            })
+        })
+        .collect();
+    grown.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+    grown.truncate(n);
+    grown
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_top_statements_are_those_that_grew_most() {
+        let c = |rows: &[(&str, u64, f64)]| -> super::Counters {
+            rows.iter()
+                .map(|(k, calls, ms)| (k.to_string(), (format!("q{k}"), *calls, *ms, *calls)))
+                .collect()
+        };
+        let before = c(&[("a", 10, 100.0), ("b", 5, 900.0), ("r", 50, 500.0)]);
+        let after = c(&[
+            ("a", 30, 400.0),
+            ("b", 6, 950.0),
+            ("n", 3, 120.0),
+            ("r", 2, 1.0),
+        ]);
+        let top = super::top_during(&before, &after, 2);
+        assert_eq!(
+            top.iter()
+                .map(|s| (s.query.as_str(), s.calls, s.total_ms))
+                .collect::<Vec<_>>(),
+            vec![("qa", 20, 300.0), ("qn", 3, 120.0)]
+        );
+    }
+
     #[test]
     fn only_the_panels_series_are_kept_without_the_project_labels() {
         let text = "# TYPE pg_stat_database_xact_commit_total counter\n\

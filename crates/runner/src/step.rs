@@ -1,7 +1,9 @@
 //! One step of `fleetbench capacity`: the scenario held at one level, judged on what it measured
-//! after its warm-up, with what the local stack's resources did meanwhile (CPU of the machine and
-//! of the stack's processes, Postgres connections against `max_connections`, PgBouncer's waiting
-//! clients); its users and rows removed after. The search over steps is `fleetbench_capacity`'s.
+//! after its warm-up, with what the resources did meanwhile: the target's, from its Metrics API
+//! when it has one (database CPU against its compute size's cores, connections against
+//! `max_connections`, pooler clients against their limit), else the local stack's (CPU of its
+//! processes, Postgres connections, PgBouncer's waiting clients), and the load generator's CPU; its
+//! users and rows removed after. The search over steps is `fleetbench_capacity`'s.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +11,8 @@ use std::time::Duration;
 use fleetbench_capacity::{self as capacity, Step};
 use fleetbench_fleet::{Progress, Target};
 use fleetbench_scenario::{LoadModel, Plan};
+
+use fleetbench_metrics::server::{Scrape, total, total_where};
 
 use crate::Endpoints;
 
@@ -34,16 +38,24 @@ pub fn offered(plan: &Plan, level: f64) -> f64 {
     }
 }
 
-/// What the local stack's resources did during a step.
+/// What the resources did during a step: the target's own through its Metrics API (database CPU
+/// against the cores of its compute size, connections against `max_connections`, pooler clients
+/// against their limit, over the held part of the step), and without one the local stack's
+/// processes and consoles; the load generator's CPU always.
 pub struct Watch {
     sys: sysinfo::System,
     resolved_kind: String,
     admin: Option<String>,
     pooler_console: Option<String>,
+    /// The target's Metrics API, while it answers.
+    metrics: Option<Arc<crate::server::MetricsApi>>,
+    /// The target's CPU cores (its compute size's), when known.
+    target_cores: Option<f64>,
 }
 
 impl Watch {
-    pub fn new(resolved: &Endpoints) -> Watch {
+    /// A watch on `resolved`, whose compute size has `target_cores` cores if known.
+    pub fn new(resolved: &Endpoints, target_cores: Option<f64>) -> Watch {
         let mut sys = sysinfo::System::new();
         sys.refresh_cpu_usage();
         // PgBouncer's console is the pooler's own `pgbouncer` database (local stack only).
@@ -56,12 +68,58 @@ impl Watch {
                     .map(|u| u.replace("/postgres?", "/pgbouncer?"))
             })
             .flatten();
+        let metrics =
+            crate::server::MetricsApi::new(&resolved.config.api_url, &resolved.config.service_key)
+                .ok()
+                .map(Arc::new);
         Watch {
             sys,
             resolved_kind: resolved.config.kind.clone(),
             admin: resolved.admin_db_url.clone(),
             pooler_console,
+            metrics,
+            target_cores,
         }
+    }
+
+    /// The target's resources over the held part of a step, from two scrapes of its Metrics API
+    /// (`None` when it has none: it is not asked again).
+    fn target_resources(
+        &mut self,
+        scrapes: Option<(Scrape, Scrape)>,
+    ) -> Option<Vec<(String, f64, Option<f64>)>> {
+        let Some((a, b)) = scrapes else {
+            self.metrics = None;
+            return None;
+        };
+        let cpu = |s: &Scrape| total(s, "node_cpu_seconds_total");
+        let mut out = Vec::new();
+        if let (Some(x), Some(y)) = (cpu(&a), cpu(&b))
+            && b.t > a.t
+        {
+            let name = match self.target_cores {
+                Some(c) => format!("database CPU (cores busy, of the compute size's {c})"),
+                None => "database CPU (cores busy; the compute size is unknown)".into(),
+            };
+            out.push((name, (y - x) / (b.t - a.t), self.target_cores));
+        }
+        if let Some(open) = total(&b, "connection_stats_connection_count") {
+            let max = total(&b, "max_connections_connection_count");
+            out.push(("database connections".into(), open, max));
+        }
+        let tx = "mode=\"transaction\"";
+        if let Some(active) = total_where(&b, "pgbouncer_pools_client_active_connections", tx) {
+            let waiting =
+                total_where(&b, "pgbouncer_pools_client_waiting_connections", tx).unwrap_or(0.0);
+            let max = total_where(&b, "pgbouncer_config_max_client_connections", tx);
+            out.push((
+                "pooler clients (transaction mode)".into(),
+                active + waiting,
+                max,
+            ));
+            out.push(("pooler clients waiting".into(), waiting, None));
+        }
+        Some(out)
     }
 
     fn begin(&mut self) {
@@ -70,16 +128,24 @@ impl Watch {
             .refresh_processes(sysinfo::ProcessesToUpdate::All, true);
     }
 
-    async fn end(&mut self) -> Vec<(String, f64, Option<f64>)> {
+    async fn end(&mut self, scrapes: Option<(Scrape, Scrape)>) -> Vec<(String, f64, Option<f64>)> {
         self.sys.refresh_cpu_usage();
         self.sys
             .refresh_processes(sysinfo::ProcessesToUpdate::All, true);
         let cores = self.sys.cpus().len().max(1) as f64;
+        let generator = if self.resolved_kind == "local" {
+            "machine CPU % (load generator and local stack)"
+        } else {
+            "load generator CPU %"
+        };
         let mut out = vec![(
-            "machine CPU %".to_string(),
+            generator.to_string(),
             f64::from(self.sys.global_cpu_usage()),
             Some(100.0),
         )];
+        let target = self.target_resources(scrapes);
+        let from_metrics = target.is_some();
+        out.extend(target.into_iter().flatten());
         if self.resolved_kind == "local" {
             let me = std::process::id();
             let stack: f64 = self
@@ -101,7 +167,7 @@ impl Watch {
                 Some(100.0),
             ));
         }
-        if let Some(url) = &self.admin
+        if let Some(url) = self.admin.as_ref().filter(|_| !from_metrics)
             && let Ok(db) = fleetbench_probes::connect(url).await
             && let Ok(rows) = db
                 .query_typed(
@@ -113,7 +179,7 @@ impl Watch {
         {
             out.push(("Postgres connections".into(), row.get(0), Some(row.get(1))));
         }
-        if let Some(url) = &self.pooler_console
+        if let Some(url) = self.pooler_console.as_ref().filter(|_| !from_metrics)
             && let Ok(db) = fleetbench_tls::pg::connect(url).await
             && let Ok(msgs) = db.simple_query("SHOW POOLS").await
         {
@@ -159,8 +225,13 @@ pub async fn measure(ctx: &StepContext<'_>, level: f64) -> Step {
     }
     let run_id = uuid::Uuid::new_v4().to_string();
     let t0 = std::time::Instant::now();
-    ctx.watch.lock().await.begin();
-    // Throughput: uploads completed (without error) while the level is held, by the clock.
+    let metrics = {
+        let mut watch = ctx.watch.lock().await;
+        watch.begin();
+        watch.metrics.clone()
+    };
+    // Throughput: uploads completed (without error) while the level is held, by the clock; and
+    // the target's Metrics API at the hold's start and end.
     let progress = Arc::new(Progress::default());
     let counted = {
         let (p, mut phase, (warmup, hold)) = (
@@ -171,6 +242,17 @@ pub async fn measure(ctx: &StepContext<'_>, level: f64) -> Step {
         tokio::spawn(async move {
             let _ = phase.wait_for(|x| *x >= 1).await;
             tokio::time::sleep(warmup).await;
+            let scrape = |at: &std::time::Instant| {
+                let (api, t) = (metrics.clone(), at.elapsed().as_secs_f64());
+                async move {
+                    match api {
+                        Some(api) => api.scrape(t).await.ok(),
+                        None => None,
+                    }
+                }
+            };
+            let zero = std::time::Instant::now();
+            let first = scrape(&zero).await;
             let done = || {
                 p.uploads
                     .load(std::sync::atomic::Ordering::Relaxed)
@@ -178,9 +260,12 @@ pub async fn measure(ctx: &StepContext<'_>, level: f64) -> Step {
             };
             let before = done();
             tokio::time::sleep(hold).await;
-            (done() - before.min(done())) as f64 / hold.as_secs_f64()
+            let rate = (done() - before.min(done())) as f64 / hold.as_secs_f64();
+            let last = scrape(&zero).await;
+            (rate, first.zip(last))
         })
     };
+    let progress_began = progress.clone();
     let result = fleetbench_fleet::run(
         plan.clone(),
         ctx.target.clone(),
@@ -189,7 +274,16 @@ pub async fn measure(ctx: &StepContext<'_>, level: f64) -> Step {
         ctx.stop.clone(),
     )
     .await;
-    step.resources = ctx.watch.lock().await.end().await;
+    let progress_began = &progress_began.load_started;
+    // The hold's count and scrapes, once its timer is done (nothing when the load never began).
+    let began = progress_began.load(std::sync::atomic::Ordering::Relaxed) >= 1;
+    let (rate, scrapes) = if began {
+        counted.await.unwrap_or((0.0, None))
+    } else {
+        counted.abort();
+        (0.0, None)
+    };
+    step.resources = ctx.watch.lock().await.end(scrapes).await;
     step.seconds = t0.elapsed().as_secs_f64();
     match result {
         Ok(o) => {
@@ -200,7 +294,7 @@ pub async fn measure(ctx: &StepContext<'_>, level: f64) -> Step {
                 .saturating_sub(from) as f64
                 / 1e6)
                 .max(1e-3);
-            step.achieved_per_s = counted.await.unwrap_or(0.0);
+            step.achieved_per_s = rate;
             (step.dropped, step.late) = (o.aggregate.dropped, o.aggregate.late);
             capacity::judge(&mut step, &o.aggregate, from, held_s, ctx.slo);
         }

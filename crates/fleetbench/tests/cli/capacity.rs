@@ -74,6 +74,15 @@ async fn capacity_finds_the_knee_of_a_saturating_sink() {
     let page = std::fs::read_to_string(out_dir.join("index.html")).unwrap();
     assert_eq!(page.matches("<svg").count(), 2);
     assert!(page.contains("Capacity model by compute size"));
+    // The sink's compute size is unknown: no model is extrapolated from this machine's cores.
+    assert!(report["model"].as_array().unwrap().is_empty(), "{report}");
+    assert!(
+        report["target_size"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown ("),
+        "{report}"
+    );
     // `compare` understands capacity runs: a baseline that sustained more is a regression.
     let base = dir.path().join("base");
     std::fs::create_dir_all(&base).unwrap();

@@ -296,3 +296,54 @@ fn man_page_completions_and_version() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Every run directory committed under `reports/benchmarks/` (one with an `index.html`) holds its
+/// saved data, and `fleetbench report` draws the same page from it again.
+#[test]
+fn committed_benchmark_runs_redraw_as_they_were() {
+    let root = workspace_root().join("reports/benchmarks");
+    let mut redrawn = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.join("index.html").is_file() || !dir.join("summary.json").is_file() {
+            continue;
+        }
+        for saved in ["histograms.hlog", "timeline.json", "scenario.toml"] {
+            assert!(
+                dir.join(saved).is_file(),
+                "{}: a run directory without {saved} cannot be redrawn",
+                dir.display()
+            );
+        }
+        let copy = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            if f.is_file() {
+                std::fs::copy(&f, copy.path().join(f.file_name().unwrap())).unwrap();
+            }
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_fleetbench"))
+            .arg("report")
+            .arg(copy.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let page = |d: &Path| std::fs::read_to_string(d.join("index.html")).unwrap();
+        assert!(
+            page(copy.path()) == page(&dir),
+            "{}: the page drawn again differs from the committed one",
+            dir.display()
+        );
+        redrawn += 1;
+    }
+    assert!(
+        redrawn >= 1,
+        "no committed run directory under {}",
+        root.display()
+    );
+}

@@ -472,6 +472,8 @@ async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
     assert_eq!(run_owns(&db, run_id).await, (0, 0));
     drop(db);
 
+    capacity_from_the_platform(&dir, &remote);
+
     // GoTrue's limits: a burst of 30 `/token` calls per client IP, then 429 (the bucket refills
     // one call per 2 s, far slower than these arrive).
     let http = trusting(&env);
@@ -592,4 +594,78 @@ fn tunnel(
     t.upstream_bytes += up;
     t.open -= 1;
     state.1.notify_all();
+}
+
+/// `capacity` against the double: the compute size from the Management API (Micro, the hosted
+/// default), each step's resources from the Metrics API with the limits it reports, the model
+/// from Micro's row, and the binding resource named from those resources.
+fn capacity_from_the_platform(dir: &Path, remote: &BTreeMap<String, String>) {
+    let out_dir = dir.join("capacity");
+    let out = fleetbench_with(
+        dir,
+        remote,
+        &[
+            "capacity",
+            "scenarios/smoke.toml",
+            "--slo",
+            "rest.insert_metrics: p(99) < 2s",
+            "--start",
+            "4",
+            "--max",
+            "8",
+            "--warmup",
+            "1s",
+            "--hold",
+            "3s",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the target's compute size: Micro (Management API)"),
+        "{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("capacity.json")).unwrap())
+            .unwrap();
+    let model = report["model"].as_array().unwrap();
+    let micro = model.iter().find(|e| e["size"] == "Micro").unwrap();
+    assert_eq!(micro["basis"], "measured", "{report}");
+    let xl = model.iter().find(|e| e["size"] == "XL").unwrap();
+    assert_eq!(xl["binds"], "CPU (4 cores vs Micro's 1)", "{report}");
+    for step in report["outcome"]["steps"].as_array().unwrap() {
+        let resources: BTreeMap<String, (f64, Option<f64>)> = step["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r[0].as_str().unwrap().to_string(),
+                    (r[1].as_f64().unwrap(), r[2].as_f64()),
+                )
+            })
+            .collect();
+        // Micro's limits, as the Metrics API reports them.
+        assert_eq!(resources["database connections"].1, Some(60.0), "{step}");
+        assert_eq!(
+            resources["pooler clients (transaction mode)"].1,
+            Some(200.0),
+            "{step}"
+        );
+        let cpu = &resources["database CPU (cores busy, of the compute size's 1)"];
+        assert!(cpu.0 > 0.0 && cpu.1 == Some(1.0), "{step}");
+        assert!(resources.contains_key("load generator CPU %"), "{step}");
+    }
+    // The binding limit is named from those resources (or said to be none of them).
+    let binding = report["binding"].as_str().unwrap();
+    assert!(
+        binding.starts_with("none: every level")
+            || binding.starts_with("no visible resource")
+            || ["database", "pooler", "load generator"]
+                .iter()
+                .any(|r| binding.starts_with(r)),
+        "{binding}"
+    );
 }

@@ -417,10 +417,11 @@ async fn stack_up_migrate_schedule_env_down() {
             .iter()
             .map(|r| r[0].as_str().unwrap())
             .collect();
+        // The local stack's Metrics API gives the target's side; the processes' CPU beside it.
         for want in [
-            "machine CPU %",
+            "machine CPU % (load generator and local stack)",
             "local stack CPU % (of all cores)",
-            "Postgres connections",
+            "database connections",
             "pooler clients waiting",
         ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
