@@ -20,6 +20,17 @@ pub fn exports(env: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A hosted double of this test's own, with the migrations applied: its instance and `stack env`.
+pub fn hosted(prefix: &str, extra: &[&str]) -> (Instance, BTreeMap<String, String>) {
+    let instance = Instance::new(prefix);
+    let mut up = vec!["stack", "up", "--profile", "hosted", "--ip-forwarding"];
+    up.extend(extra);
+    ok(fleetbench(&instance.0, &up));
+    ok(fleetbench(&instance.0, &["migrate"]));
+    let env = exports(&ok(fleetbench(&instance.0, &["stack", "env"])));
+    (instance, env)
+}
+
 /// `fleetbench ARGS` with `env` set, as a CI job against a remote project runs it.
 pub fn fleetbench_with(instance: &Path, env: &BTreeMap<String, String>, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fleetbench"))
@@ -350,14 +361,8 @@ fn pooler_probe_meets_micro(dir: &Path, env: &BTreeMap<String, String>) {
 
 #[tokio::test]
 async fn hosted_profile_serves_tls_and_fleetbench_runs_through_it() {
-    let instance = Instance::new("fleetbench-test-hosted-");
+    let (instance, env) = hosted("fleetbench-test-hosted-", &[]);
     let dir = instance.0.clone();
-    ok(fleetbench(
-        &dir,
-        &["stack", "up", "--profile", "hosted", "--ip-forwarding"],
-    ));
-    ok(fleetbench(&dir, &["migrate"]));
-    let env = exports(&ok(fleetbench(&dir, &["stack", "env"])));
     let ca = PathBuf::from(&env["FLEETBENCH_CA_FILE"]);
     assert!(
         ca.starts_with(workspace_root().join(".fleetbench")),

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::hosted::{exports, fleetbench_with, trusting};
+use super::hosted::{fleetbench_with, hosted, trusting};
 use super::*;
 
 const LEGACY: [&str; 3] = [
@@ -26,17 +26,6 @@ const LEGACY: [&str; 3] = [
     "SUPABASE_JWT_SECRET",
 ];
 const NEW_KEYS: [&str; 2] = ["SUPABASE_PUBLISHABLE_KEY", "SUPABASE_SECRET_KEY"];
-
-/// A hosted double of this test's own, with the migrations applied: its instance and `stack env`.
-fn hosted(prefix: &str, extra: &[&str]) -> (Instance, BTreeMap<String, String>) {
-    let instance = Instance::new(prefix);
-    let mut up = vec!["stack", "up", "--profile", "hosted", "--ip-forwarding"];
-    up.extend(extra);
-    ok(fleetbench(&instance.0, &up));
-    ok(fleetbench(&instance.0, &["migrate"]));
-    let env = exports(&ok(fleetbench(&instance.0, &["stack", "env"])));
-    (instance, env)
-}
 
 /// `env` without `names`, with `add`.
 fn with(

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use yaml_rust2::Yaml;
 
-use super::hosted::exports;
+use super::hosted::hosted;
 use super::*;
 
 /// Names to values for `${{ … }}`: `inputs.*`, `vars.*`, `secrets.*`, `matrix.*`,
@@ -413,14 +413,8 @@ fn counts(summary: &Value) -> Vec<(String, Value, Value)> {
 /// threshold fails the merge job (cleanup still runs); a lost shard makes the merge refuse.
 #[tokio::test]
 async fn the_workflow_and_the_manifests_run_against_the_hosted_double() {
-    let instance = Instance::new("fleetbench-test-workflow-");
+    let (instance, env) = hosted("fleetbench-test-workflow-", &[]);
     let dir = instance.0.clone();
-    ok(fleetbench(
-        &dir,
-        &["stack", "up", "--profile", "hosted", "--ip-forwarding"],
-    ));
-    ok(fleetbench(&dir, &["migrate"]));
-    let env = exports(&ok(fleetbench(&dir, &["stack", "env"])));
     let db = fleetbench_tls::pg::connect(&env["SUPABASE_DB_SESSION_URL"])
         .await
         .unwrap();
