@@ -85,6 +85,28 @@ pub fn total(s: &Scrape, name: &str) -> Option<f64> {
     found
 }
 
+/// CPU seconds spent busy (every `node_cpu_seconds_total` mode but `idle`), over all CPUs.
+pub fn busy_cpu(s: &Scrape) -> Option<f64> {
+    let mut found = None;
+    for (key, v) in &s.values {
+        if key.split('{').next() == Some("node_cpu_seconds_total") && !key.contains("mode=\"idle\"")
+        {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+/// The host's CPUs as node_exporter counts them (one `mode="idle"` series per CPU), if it does.
+pub fn cpus(s: &Scrape) -> Option<f64> {
+    let n = s
+        .values
+        .keys()
+        .filter(|k| k.starts_with("node_cpu_seconds_total{") && k.contains("mode=\"idle\""))
+        .count();
+    (n > 0).then_some(n as f64)
+}
+
 /// The sum of the series of `name` whose labels include `label` (`mode="transaction"`).
 pub fn total_where(s: &Scrape, name: &str, label: &str) -> Option<f64> {
     let mut found = None;
@@ -179,10 +201,7 @@ impl ServerSeries {
             Panel {
                 title: "CPU",
                 unit: "cores busy",
-                lines: vec![line(
-                    "database",
-                    self.rate(|s| total(s, "node_cpu_seconds_total")),
-                )],
+                lines: vec![line("database", self.rate(busy_cpu))],
                 limit: None,
             },
             Panel {
@@ -325,5 +344,24 @@ mod tests {
         );
         // No CPU series: no CPU panel.
         assert!(panels.iter().all(|p| p.title != "CPU"));
+        // node_exporter's idle time is not load: two CPUs, 3 busy seconds over 5 s.
+        let cpu = |t: f64, user: f64, idle: f64| {
+            scrape(
+                t,
+                &[
+                    ("node_cpu_seconds_total{cpu=\"0\",mode=\"user\"}", user),
+                    ("node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"}", idle),
+                    ("node_cpu_seconds_total{cpu=\"1\",mode=\"idle\"}", idle),
+                ],
+            )
+        };
+        let host = ServerSeries {
+            scrapes: vec![cpu(0.0, 10.0, 100.0), cpu(5.0, 13.0, 103.5)],
+            ..Default::default()
+        };
+        let panels = host.panels();
+        let cpu_panel = panels.iter().find(|p| p.title == "CPU").unwrap();
+        assert_eq!(cpu_panel.lines[0].1, vec![(5.0, 0.6)]);
+        assert_eq!(cpus(&host.scrapes[0]), Some(2.0));
     }
 }

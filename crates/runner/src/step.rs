@@ -12,7 +12,7 @@ use fleetbench_capacity::{self as capacity, Step};
 use fleetbench_fleet::{Progress, Target};
 use fleetbench_scenario::{LoadModel, Plan};
 
-use fleetbench_metrics::server::{Scrape, total, total_where};
+use fleetbench_metrics::server::{Scrape, busy_cpu, cpus, total, total_where};
 
 use crate::Endpoints;
 
@@ -92,16 +92,23 @@ impl Watch {
             self.metrics = None;
             return None;
         };
-        let cpu = |s: &Scrape| total(s, "node_cpu_seconds_total");
         let mut out = Vec::new();
-        if let (Some(x), Some(y)) = (cpu(&a), cpu(&b))
+        if let (Some(x), Some(y)) = (busy_cpu(&a), busy_cpu(&b))
             && b.t > a.t
         {
-            let name = match self.target_cores {
-                Some(c) => format!("database CPU (cores busy, of the compute size's {c})"),
-                None => "database CPU (cores busy; the compute size is unknown)".into(),
+            // The host's CPUs as its Metrics API counts them, else the compute size's.
+            let (name, cores) = match (cpus(&b), self.target_cores) {
+                (Some(n), _) => (format!("database CPU (cores busy, of its {n})"), Some(n)),
+                (None, Some(c)) => (
+                    format!("database CPU (cores busy, of the compute size's {c})"),
+                    Some(c),
+                ),
+                (None, None) => (
+                    "database CPU (cores busy; the compute size is unknown)".into(),
+                    None,
+                ),
             };
-            out.push((name, (y - x) / (b.t - a.t), self.target_cores));
+            out.push((name, (y - x) / (b.t - a.t), cores));
         }
         if let Some(open) = total(&b, "connection_stats_connection_count") {
             let max = total(&b, "max_connections_connection_count");
