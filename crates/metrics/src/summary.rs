@@ -202,7 +202,8 @@ impl Delivery {
     }
 }
 
-fn operation(c: &Counts, duration_s: f64) -> OperationSummary {
+/// An operation's figures from its counts, its rate over `duration_s`.
+pub fn operation(c: &Counts, duration_s: f64) -> OperationSummary {
     OperationSummary {
         count: c.count,
         errors: c.errors,

@@ -38,25 +38,7 @@ pub async fn run(
     );
     let started_wall = SystemTime::now();
     let clock = spec.clock;
-    if plan.shard.1 > 1 {
-        say(&format!(
-            "run: shard {}/{} of run {}: agents {} + k·{}; the load starts at {}",
-            plan.shard.0,
-            plan.shard.1,
-            spec.run_id,
-            plan.shard.0,
-            plan.shard.1,
-            clock.started_at().to_rfc3339()
-        ));
-    }
-    say(if spec.endpoints.config.forward_ip {
-        "run: Auth: IP address forwarding on: each agent signs in and refreshes as its own address \
-         (198.18.0.0/15) with the secret key, so each has its own /token bucket"
-    } else {
-        "run: Auth: every sign-in and refresh comes from this machine's address and shares its \
-         /token bucket (hosted: 150 per 5 min, burst 30); FLEETBENCH_IP_FORWARDING=on with the secret \
-         key gives each agent its own"
-    });
+    say_mode(&spec, say);
     let statements_before = statements(&spec, say).await;
     let (server_done, server_stop) = watch::channel(false);
     let server = start_server_metrics(&spec, server_stop.clone());
@@ -84,33 +66,9 @@ pub async fn run(
     for (_, o) in &probe_outcomes {
         outcome.aggregate.merge(&o.aggregate);
     }
-    for c in collectors {
-        match c.await {
-            Ok(Ok(pushed)) => {
-                say(&format!(
-                    "run: real collector: {} samples, {} rows written in {} uploads",
-                    pushed.samples, pushed.rows_written, pushed.uploads
-                ));
-                pushed.timings.iter().for_each(|s| outcome.aggregate.add(s));
-            }
-            Ok(Err(e)) => say(&format!("run: a real collector could not start: {e}")),
-            Err(e) => say(&format!("run: a real collector failed: {e}")),
-        }
-    }
+    join_collectors(collectors, &mut outcome.aggregate, say).await;
     let _ = server_done.send(true);
-    let server = match server {
-        Some(task) => match task.await {
-            Ok(Ok(series)) => Some(series),
-            Ok(Err(why)) => {
-                say(&format!(
-                    "run: server metrics: none ({why}); the report has no Server section"
-                ));
-                None
-            }
-            Err(_) => None,
-        },
-        None => None,
-    };
+    let server = join_server(server, say).await;
     let server = with_statements(&spec, server, statements_before, say).await;
     let mut summary = finish::summary(
         &spec,
@@ -131,19 +89,7 @@ pub async fn run(
         index: plan.shard.0,
         count: plan.shard.1,
     });
-    if let Some(task) = export {
-        let _ = final_summary.send(summary.clone());
-        if let Ok(pushed) = task.await {
-            say(&match pushed.last_error {
-                None => format!("run: remote write: {} pushes", pushed.accepted),
-                Some(e) => format!(
-                    "run: remote write: {} of {} pushes failed (last: {e})",
-                    pushed.failed,
-                    pushed.failed + pushed.accepted
-                ),
-            });
-        }
-    }
+    finish_export(export, final_summary, &summary, say).await;
     finish::write_dir(
         &spec,
         &summary,
@@ -165,6 +111,92 @@ pub async fn run(
         fleet: Some(outcome),
         cleanup,
     })
+}
+
+/// Which shard this is and which Auth mode the run is in, and why.
+fn say_mode(spec: &RunSpec<Plan>, say: &(dyn Fn(&str) + Sync)) {
+    if spec.plan.shard.1 > 1 {
+        say(&format!(
+            "run: shard {}/{} of run {}: agents {} + k·{}; the load starts at {}",
+            spec.plan.shard.0,
+            spec.plan.shard.1,
+            spec.run_id,
+            spec.plan.shard.0,
+            spec.plan.shard.1,
+            spec.clock.started_at().to_rfc3339()
+        ));
+    }
+    say(if spec.endpoints.config.forward_ip {
+        "run: Auth: IP address forwarding on: each agent signs in and refreshes as its own address \
+         (198.18.0.0/15) with the secret key, so each has its own /token bucket"
+    } else {
+        "run: Auth: every sign-in and refresh comes from this machine's address and shares its \
+         /token bucket (hosted: 150 per 5 min, burst 30); FLEETBENCH_IP_FORWARDING=on with the secret \
+         key gives each agent its own"
+    });
+}
+
+/// The real collectors' samples into `agg`, each collector's account said.
+async fn join_collectors(
+    collectors: Vec<
+        JoinHandle<Result<fleetbench_fleet::collectors::Pushed, fleetbench_fleet::target::Failure>>,
+    >,
+    agg: &mut fleetbench_metrics::Aggregate,
+    say: &(dyn Fn(&str) + Sync),
+) {
+    for c in collectors {
+        match c.await {
+            Ok(Ok(pushed)) => {
+                say(&format!(
+                    "run: real collector: {} samples, {} rows written in {} uploads",
+                    pushed.samples, pushed.rows_written, pushed.uploads
+                ));
+                pushed.timings.iter().for_each(|s| agg.add(s));
+            }
+            Ok(Err(e)) => say(&format!("run: a real collector could not start: {e}")),
+            Err(e) => say(&format!("run: a real collector failed: {e}")),
+        }
+    }
+}
+
+/// The server's series once the scraper has stopped; none (said) when the target had no Metrics
+/// API.
+async fn join_server(
+    task: Option<JoinHandle<Result<fleetbench_metrics::server::ServerSeries, String>>>,
+    say: &(dyn Fn(&str) + Sync),
+) -> Option<fleetbench_metrics::server::ServerSeries> {
+    match task?.await {
+        Ok(Ok(series)) => Some(series),
+        Ok(Err(why)) => {
+            say(&format!(
+                "run: server metrics: none ({why}); the report has no Server section"
+            ));
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// The summary to the live export for its last push, and what the export did, said.
+async fn finish_export(
+    export: Option<JoinHandle<crate::remote_write::Pushed>>,
+    final_summary: tokio::sync::oneshot::Sender<fleetbench_metrics::Summary>,
+    summary: &fleetbench_metrics::Summary,
+    say: &(dyn Fn(&str) + Sync),
+) {
+    if let Some(task) = export {
+        let _ = final_summary.send(summary.clone());
+        if let Ok(pushed) = task.await {
+            say(&match pushed.last_error {
+                None => format!("run: remote write: {} pushes", pushed.accepted),
+                Some(e) => format!(
+                    "run: remote write: {} of {} pushes failed (last: {e})",
+                    pushed.failed,
+                    pushed.failed + pushed.accepted
+                ),
+            });
+        }
+    }
 }
 
 /// What the fleet delivered of `plan`, judged against `[delivery]` (from the fleet's own samples,

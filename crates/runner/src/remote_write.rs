@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fleetbench_fleet::{Clock, Progress};
-use fleetbench_metrics::Aggregate;
 use fleetbench_metrics::Summary;
+use fleetbench_metrics::summary::OperationSummary;
 use fleetbench_scenario::Plan;
 use prometheus_reqwest_remote_write::{LABEL_NAME, Label, Sample, TimeSeries, WriteRequest};
 use tokio::sync::watch;
@@ -32,8 +32,6 @@ pub const NAMES: [&str; 7] = [
     "fleetbench_planned_load",
     "fleetbench_load_phase",
 ];
-
-const QUANTILES: [(&str, f64); 4] = [("0.5", 0.50), ("0.95", 0.95), ("0.99", 0.99), ("1", 1.0)];
 
 /// Where the series go, and the labels every one carries.
 pub struct RemoteWrite {
@@ -136,38 +134,6 @@ impl RemoteWrite {
     }
 }
 
-/// The per-operation series of `agg` (counts, errors by kind, percentiles so far).
-fn operations(agg: &Aggregate) -> Vec<Point> {
-    let mut points = Vec::new();
-    for (name, op) in &agg.operations {
-        let c = &op.total;
-        let op_label = || vec![("operation", name.clone())];
-        points.push(("fleetbench_requests_total", op_label(), c.count as f64));
-        for (kind, n) in &c.errors_by_kind {
-            let mut l = op_label();
-            l.push(("kind", kind.clone()));
-            points.push(("fleetbench_errors_total", l, *n as f64));
-        }
-        if c.count == 0 {
-            continue;
-        }
-        for (from, h) in [("intended", &c.latency), ("send", &c.service)] {
-            for (q, at) in QUANTILES {
-                let mut l = op_label();
-                l.push(("from", from.to_string()));
-                l.push(("quantile", q.to_string()));
-                let us = if at >= 1.0 {
-                    h.max()
-                } else {
-                    h.value_at_quantile(at)
-                };
-                points.push(("fleetbench_latency_ms", l, us as f64 / 1000.0));
-            }
-        }
-    }
-    points
-}
-
 /// The run's own series now.
 fn gauges(
     progress: &Progress,
@@ -228,23 +194,28 @@ pub async fn export(
         }
         let mut points = gauges(&progress, &plan, clock, load_start_us);
         if let Some(live) = progress.live.get() {
-            points.extend(operations(&live.snapshot()));
+            let agg = live.snapshot();
+            let ops = agg.operations.iter().map(|(name, op)| {
+                let figures = fleetbench_metrics::summary::operation(&op.total, 0.0);
+                (name.clone(), figures)
+            });
+            points.extend(operations(ops));
         }
         rw.push(points, SystemTime::now(), &mut pushed).await;
     }
     if let Ok(summary) = final_summary.await {
         let mut points = gauges(&progress, &plan, clock, None);
-        points.extend(from_summary(&summary));
+        points.extend(operations(summary.operations.into_iter()));
         rw.push(points, SystemTime::now(), &mut pushed).await;
     }
     pushed
 }
 
-/// The summary's figures as the same series: counts, errors by kind, percentiles exactly as
-/// `summary.json` has them.
-fn from_summary(s: &Summary) -> Vec<Point> {
+/// Each operation's series: counts, errors by kind and percentiles, from its figures as
+/// `summary.json` has them (live: from the aggregate so far, computed the same way).
+fn operations(ops: impl Iterator<Item = (String, OperationSummary)>) -> Vec<Point> {
     let mut points = Vec::new();
-    for (name, op) in &s.operations {
+    for (name, op) in ops {
         let op_label = || vec![("operation", name.clone())];
         points.push(("fleetbench_requests_total", op_label(), op.count as f64));
         for (kind, n) in &op.errors_by_kind {
