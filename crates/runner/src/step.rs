@@ -140,16 +140,22 @@ impl Watch {
         self.sys
             .refresh_processes(sysinfo::ProcessesToUpdate::All, true);
         let cores = self.sys.cpus().len().max(1) as f64;
+        // Locally the machine carries both; against a remote target the generator is this process
+        // (of all this machine's cores), whatever else the machine runs.
         let generator = if self.resolved_kind == "local" {
-            "machine CPU % (load generator and local stack)"
+            (
+                "machine CPU % (load generator and local stack)",
+                f64::from(self.sys.global_cpu_usage()),
+            )
         } else {
-            "load generator CPU %"
+            let me = sysinfo::Pid::from_u32(std::process::id());
+            let own = self
+                .sys
+                .process(me)
+                .map_or(0.0, |p| f64::from(p.cpu_usage()));
+            ("load generator CPU % (of all cores)", own / cores)
         };
-        let mut out = vec![(
-            generator.to_string(),
-            f64::from(self.sys.global_cpu_usage()),
-            Some(100.0),
-        )];
+        let mut out = vec![(generator.0.to_string(), generator.1, Some(100.0))];
         let target = self.target_resources(scrapes);
         let from_metrics = target.is_some();
         out.extend(target.into_iter().flatten());

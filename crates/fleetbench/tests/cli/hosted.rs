@@ -603,7 +603,7 @@ fn tunnel(
 
 /// `capacity` against the double: the compute size from the Management API (Micro, the hosted
 /// default), each step's resources from the Metrics API with the limits it reports, the model
-/// from Micro's row, and the binding resource named from those resources.
+/// from Micro's row; and past Micro's CPU, the binding resource named from the Metrics API.
 fn capacity_from_the_platform(dir: &Path, remote: &BTreeMap<String, String>) {
     let out_dir = dir.join("capacity");
     let out = fleetbench_with(
@@ -661,16 +661,55 @@ fn capacity_from_the_platform(dir: &Path, remote: &BTreeMap<String, String>) {
         );
         let cpu = &resources["database CPU (cores busy, of the compute size's 1)"];
         assert!(cpu.0 > 0.0 && cpu.1 == Some(1.0), "{step}");
-        assert!(resources.contains_key("load generator CPU %"), "{step}");
+        assert!(
+            resources.contains_key("load generator CPU % (of all cores)"),
+            "{step}"
+        );
     }
-    // The binding limit is named from those resources (or said to be none of them).
+    // Past Micro's CPU: 6,400 pooler inserts a second against an SLO no step holds. The step
+    // breaks with the database's CPU past its compute size's one core, and the binding limit is
+    // named from the Metrics API's series.
+    let scenario = dir.join("cpu-bound.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"cpu-bound\"\n[fleet]\nagents = 100\n[load]\nmodel = \"arrival_rate\"\ngrace = \"2s\"\n\
+         [[load.stages]]\nduration = \"5s\"\nrate = \"6400/s\"\n[workload]\nsample_interval = \"1s\"\n\
+         upload_interval = \"1s\"\ningest = { pooler = 1.0 }\n",
+    )
+    .unwrap();
+    let out_dir = dir.join("capacity-cpu");
+    let out = fleetbench_with(
+        dir,
+        remote,
+        &[
+            "capacity",
+            scenario.to_str().unwrap(),
+            "--slo",
+            "pooler.insert_metrics: p(99) < 1ms",
+            "--start",
+            "6400",
+            "--max",
+            "6400",
+            "--warmup",
+            "2s",
+            "--hold",
+            "4s",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(99),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("capacity.json")).unwrap())
+            .unwrap();
     let binding = report["binding"].as_str().unwrap();
     assert!(
-        binding.starts_with("none: every level")
-            || binding.starts_with("no visible resource")
-            || ["database", "pooler", "load generator"]
-                .iter()
-                .any(|r| binding.starts_with(r)),
+        binding.starts_with("database CPU (cores busy, of the compute size's 1): "),
         "{binding}"
     );
 }
