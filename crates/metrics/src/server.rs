@@ -1,7 +1,7 @@
 //! `server.json`: what the target's Metrics API said through the run (Supabase's Prometheus-format
 //! `/customer/v1/privileged/metrics`), scraped every few seconds on the run's clock, and the panels
-//! the report draws from it beside the client's latency: database connections against their
-//! limit, transactions per second, cache hit ratio, CPU, memory, disk and WAL, Realtime's
+//! the report draws from it beside the client's latency: database connections (in all and by
+//! role) against their limit, transactions per second, cache hit ratio, CPU, memory, disk and WAL, Realtime's
 //! replication slot lag, pooler clients against their limit.
 //!
 //! Only the series the panels read are kept (hosted serves hundreds), keyed `name{label="v",…}`
@@ -140,6 +140,28 @@ impl ServerSeries {
             .collect()
     }
 
+    /// Open connections per role (the Metrics API counts them by `username`), one
+    /// line each, when there are several roles.
+    fn by_role(&self) -> Vec<(String, Vec<(f64, f64)>)> {
+        let mut keys: Vec<&String> = self
+            .scrapes
+            .iter()
+            .flat_map(|s| s.values.keys())
+            .filter(|k| k.starts_with("connection_stats_connection_count{"))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        if keys.len() < 2 {
+            return Vec::new();
+        }
+        keys.into_iter()
+            .map(|k| {
+                let role = k.split('"').nth(1).unwrap_or(k.as_str()).to_string();
+                (role, self.gauge(|s| s.values.get(k).copied()))
+            })
+            .collect()
+    }
+
     /// The share of block reads served from the cache between consecutive scrapes, in %.
     fn cache_hits(&self) -> Vec<(f64, f64)> {
         let hit = self.rate(|s| total(s, "pg_stat_database_blks_hit_total"));
@@ -169,10 +191,12 @@ impl ServerSeries {
             Panel {
                 title: "Database connections",
                 unit: "connections",
-                lines: vec![line(
+                lines: std::iter::once(line(
                     "open",
                     self.gauge(|s| total(s, "connection_stats_connection_count")),
-                )],
+                ))
+                .chain(self.by_role())
+                .collect(),
                 limit: Some(line(
                     "max_connections",
                     self.gauge(|s| total(s, "max_connections_connection_count")),
@@ -342,6 +366,12 @@ mod tests {
             get("Database connections").lines[0].1,
             vec![(0.0, 7.0), (5.0, 5.0)]
         );
+        // And by role: b's line ends where its series does.
+        let roles: Vec<(&str, usize)> = get("Database connections").lines[1..]
+            .iter()
+            .map(|(n, pts)| (n.as_str(), pts.len()))
+            .collect();
+        assert_eq!(roles, vec![("a", 2), ("b", 1)]);
         // No CPU series: no CPU panel.
         assert!(panels.iter().all(|p| p.title != "CPU"));
         // node_exporter's idle time is not load: two CPUs, 3 busy seconds over 5 s.
