@@ -24,6 +24,7 @@
 //! - [`signals`]: SIGINT/SIGTERM write the whole run directory; a second signal exits at once.
 //! - [`export`]: the live series through Prometheus remote-write into a real Prometheus, equal to
 //!   the summary at the end; the Grafana dashboard's queries against it.
+//! - [`proxy`]: an HTTP CONNECT proxy of the tests' own (the hosted run goes through it).
 //! - [`formats`]: junit.xml (junitparser), histograms.hlog (HdrHistogram's Python decoder), the
 //!   man page (groff), bash completions, the terminal table, `--json`, `--quiet`, `NO_COLOR`.
 //! - [`deploy`]: the Kubernetes manifests and the staging workflow, parsed.
@@ -40,6 +41,7 @@ mod goose;
 mod hosted;
 mod lint;
 mod platform;
+mod proxy;
 mod safety;
 mod signals;
 mod stack;
