@@ -243,12 +243,7 @@ fn man_page_completions_and_version() {
         String::from_utf8(o.stdout).unwrap()
     };
     // --version names the commit this checkout is at.
-    let head = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(workspace_root())
-        .output()
-        .unwrap();
-    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    let head = head_commit();
     let version = run(&["--version"]);
     assert!(version.contains(&head), "{version} vs {head}");
 

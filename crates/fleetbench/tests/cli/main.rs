@@ -239,6 +239,16 @@ fn server_section(dir: &Path, summary: &serde_json::Value) {
     }
 }
 
+/// The commit this checkout is at, as fleetbench's build names it (12 hex digits).
+fn head_commit() -> String {
+    let out = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(workspace_root())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Removes the instance even when the test fails half-way.
 struct Instance(PathBuf);
 

@@ -186,12 +186,7 @@ async fn stack_up_migrate_schedule_env_down() {
     super::export::exported(&prom, &summary).await;
     // The run's facts name the build and the machine (checked against /proc and git).
     let env = &summary["environment"];
-    let head = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(workspace_root())
-        .output()
-        .unwrap();
-    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    let head = head_commit();
     assert!(
         env["git_commit"].as_str().unwrap().starts_with(&head),
         "{env}"
