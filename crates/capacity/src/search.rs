@@ -105,10 +105,10 @@ pub fn steady(agg: &Aggregate, operation: &str, from_us: u64) -> Option<Counts> 
     let op = agg.operations.get(operation)?;
     let first = from_us.div_ceil(agg.window_us);
     let mut total: Option<Counts> = None;
-    for (_, c) in op.windows.range(first..) {
+    for (_, c) in op.windows_from(first) {
         match &mut total {
-            None => total = Some(c.clone()),
-            Some(t) => t.merge(c),
+            None => total = Some(c.into_owned()),
+            Some(t) => t.merge(&c),
         }
     }
     total

@@ -4,42 +4,52 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetbench_metrics::Aggregate;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use fleetbench_metrics::aggregate::Counts;
 use fleetbench_scenario::Plan;
 use tokio::sync::watch;
 
 use crate::Clock;
 
-/// Operations aggregated across workers as samples arrive (a lock per sample of those operations
-/// only), for what reads the run while it goes: the `abort_on_fail` evaluation, and the live export.
+/// Operations' totals across workers as samples arrive, for what reads the run while it goes:
+/// the `abort_on_fail` evaluation, and the live export. Only totals are kept (no time windows, so
+/// its memory does not grow with the run's length), and the workers' lock guards only what came
+/// since the last read: a reader takes that away in one swap and adds it to its totals outside the
+/// workers' lock, so a reader never holds the workers up for longer than the swap.
 #[derive(Debug)]
 pub struct Live {
     /// The operations watched; `None`: every one (the run is exported live).
     operations: Option<Vec<String>>,
-    agg: std::sync::Mutex<Aggregate>,
+    /// What the workers added since the last read.
+    fresh: Mutex<Totals>,
+    /// Everything read so far (only readers take this lock).
+    seen: Mutex<Totals>,
 }
 
+/// Operation → its counts.
+pub type Totals = BTreeMap<String, Counts>;
+
 impl Live {
-    /// The live aggregate `plan` needs: every operation when it is exported live, else those its
+    /// The live totals `plan` needs: every operation when it is exported live, else those its
     /// `abort_on_fail` thresholds watch; none when nothing reads the run live.
-    pub(crate) fn for_plan(plan: &Plan, window_us: u64) -> Option<Live> {
+    pub(crate) fn for_plan(plan: &Plan) -> Option<Live> {
         let operations: Vec<String> = plan
             .thresholds
             .iter()
             .filter(|t| t.abort_on_fail)
             .map(|t| t.operation.clone())
             .collect();
-        let agg = std::sync::Mutex::new(Aggregate::new(window_us));
+        let live = |operations| Live {
+            operations,
+            fresh: Mutex::default(),
+            seen: Mutex::default(),
+        };
         if plan.prometheus_remote_write.is_some() {
-            return Some(Live {
-                operations: None,
-                agg,
-            });
+            return Some(live(None));
         }
-        (!operations.is_empty()).then_some(Live {
-            operations: Some(operations),
-            agg,
-        })
+        (!operations.is_empty()).then(|| live(Some(operations)))
     }
 
     pub(crate) fn add(&self, s: &fleetbench_metrics::Sample) {
@@ -47,14 +57,29 @@ impl Live {
             .operations
             .as_ref()
             .is_none_or(|ops| ops.iter().any(|o| o == s.operation));
-        if watched {
-            self.agg.lock().expect("live aggregate").add(s);
+        if !watched {
+            return;
         }
+        let mut fresh = self.fresh.lock().expect("live totals");
+        if !fresh.contains_key(s.operation) {
+            fresh.insert(s.operation.to_string(), Counts::default());
+        }
+        fresh.get_mut(s.operation).expect("inserted above").add(s);
     }
 
-    /// What has been measured so far.
-    pub fn snapshot(&self) -> Aggregate {
-        self.agg.lock().expect("live aggregate").clone()
+    /// What has been measured so far, each operation's totals (held until the guard drops).
+    pub fn totals(&self) -> MutexGuard<'_, Totals> {
+        let mut seen = self.seen.lock().expect("live totals");
+        let fresh = std::mem::take(&mut *self.fresh.lock().expect("live totals"));
+        for (name, c) in fresh {
+            match seen.get_mut(&name) {
+                Some(mine) => mine.merge(&c),
+                None => {
+                    seen.insert(name, c);
+                }
+            }
+        }
+        seen
     }
 }
 
@@ -72,17 +97,17 @@ pub(crate) async fn watch_aborts(
     loop {
         tick.tick().await;
         let elapsed = Duration::from_micros(clock.now_us().saturating_sub(load_start));
-        let agg = live.snapshot();
+        let totals = live.totals();
         for t in plan
             .thresholds
             .iter()
             .filter(|t| t.abort_on_fail && elapsed >= t.delay_abort_eval)
         {
-            let Some(op) = agg.operations.get(&t.operation) else {
+            let Some(op) = totals.get(&t.operation) else {
                 continue;
             };
             let observed =
-                fleetbench_metrics::summary::observe_counts(t, &op.total, elapsed.as_secs_f64());
+                fleetbench_metrics::summary::observe_counts(t, op, elapsed.as_secs_f64());
             if let Some(v) = observed.filter(|v| !t.cmp.holds(*v, t.value)) {
                 let _ = stop.send(true);
                 return Some(format!(

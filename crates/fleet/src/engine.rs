@@ -197,7 +197,7 @@ pub async fn run_at(
     let (stop_tx, stop) = watch::channel(*outer_stop.borrow());
     let stop_tx = Arc::new(stop_tx);
     let forward = tokio::spawn(forward_stop(outer_stop.clone(), stop_tx.clone()));
-    let live = Live::for_plan(&plan, window_us).map(Arc::new);
+    let live = Live::for_plan(&plan).map(Arc::new);
     if let Some(l) = &live {
         let _ = progress.live.set(l.clone());
     }

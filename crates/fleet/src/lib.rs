@@ -39,22 +39,47 @@ pub use progress::Progress;
 pub use provision::EngineError;
 pub use target::{Target, TargetConfig};
 
-/// Removes everything run `run_id` wrote (its users and their rows) through `fleetbench.cleanup_run`;
-/// returns (table, rows deleted).
+/// Rows one cleanup transaction removes at most: a batch commits in well under a second, so a
+/// stop signal loses at most one batch's work, and the next cleanup finishes the job.
+pub const CLEANUP_BATCH: i32 = 10_000;
+
+/// Removes everything run `run_id` wrote (its users and their rows) through
+/// `fleetbench.cleanup_run_batch`, at most `batch` rows per transaction, children before parents
+/// and the users last; `on_batch(table, rows removed from it so far)` hears each batch. Returns
+/// (table, rows deleted) for every table that had rows. A second call after an interrupted one
+/// removes what is left.
 pub async fn cleanup(
     db_url: &str,
     run_id: &str,
+    batch: i32,
+    on_batch: &mut (dyn FnMut(&str, i64) + Send),
 ) -> Result<Vec<(String, i64)>, fleetbench_tls::pg::PgError> {
     let pg = fleetbench_tls::pg::PgConnect::parse(db_url)?;
     let (client, conn) = pg.config.connect(pg.tls).await?;
     let driver = tokio::spawn(conn);
-    let rows = client
-        .query_typed(
-            "select table_name, rows_deleted from fleetbench.cleanup_run($1)",
-            &[(&run_id, tokio_postgres::types::Type::TEXT)],
-        )
-        .await?;
+    let mut deleted: Vec<(String, i64)> = Vec::new();
+    loop {
+        let rows = client
+            .query_typed(
+                "select table_name, rows_deleted from fleetbench.cleanup_run_batch($1, $2)",
+                &[
+                    (&run_id, tokio_postgres::types::Type::TEXT),
+                    (&batch, tokio_postgres::types::Type::INT4),
+                ],
+            )
+            .await?;
+        let Some(row) = rows.first() else { break };
+        let (table, n): (String, i64) = (row.get(0), row.get(1));
+        match deleted.last_mut() {
+            Some((t, sum)) if *t == table => *sum += n,
+            _ => deleted.push((table.clone(), n)),
+        }
+        on_batch(&table, deleted.last().map_or(n, |d| d.1));
+        if n == 0 {
+            break;
+        }
+    }
     drop(client);
     let _ = driver.await;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(deleted)
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::{CommandError, EXIT_REGRESSIONS, EXIT_THRESHOLDS};
+use crate::{CommandError, EXIT_REGRESSIONS};
 
 fn invalid(e: String) -> CommandError {
     CommandError::invalid(anyhow::anyhow!(e))
@@ -70,7 +70,8 @@ pub fn compare(
     })
 }
 
-/// Exit 99 when the merged run crosses its thresholds, as a run would.
+/// Exit 99 when the merged run fails, as a run would: thresholds crossed over every shard's
+/// samples, or a shard that failed on its own (a probe, its delivery, a signal, an abort).
 pub fn merge(shards: &[PathBuf], out: &Path) -> Result<(), CommandError> {
     let summary = fleetbench_report::rundir::merge(shards, out).map_err(invalid)?;
     if !crate::terminal::output().quiet {
@@ -80,11 +81,5 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<(), CommandError> {
             .for_each(|l| eprintln!("{l}"));
     }
     crate::terminal::result(out)?;
-    if summary.passed() {
-        return Ok(());
-    }
-    Err(CommandError {
-        code: EXIT_THRESHOLDS,
-        error: anyhow::anyhow!("the merged run crossed its thresholds"),
-    })
+    crate::run::verdict(&summary)
 }

@@ -50,15 +50,42 @@ pub fn validate(files: &[PathBuf], overrides: &[String]) -> Result<(), CommandEr
     }
 }
 
+/// `fleetbench cleanup --run-id ID`: the run's users and rows removed in batches, each its own
+/// transaction, with progress on stderr; after an interrupted cleanup, the same command finishes
+/// the job.
 pub fn cleanup(run_id: &str) -> Result<(), CommandError> {
+    if run_id.trim().is_empty() {
+        return Err(CommandError::invalid(anyhow::anyhow!(
+            "--run-id is empty: name the run whose users and rows to remove"
+        )));
+    }
     let resolved = target::resolve(false)?;
     let db = resolved
         .admin_db_url
         .context("cleanup needs SQL access: set SUPABASE_DB_SESSION_URL or SUPABASE_DB_URL")?;
     let rt = tokio::runtime::Runtime::new()?;
+    let mut last = std::time::Instant::now();
+    let mut progress = |table: &str, n: i64| {
+        if last.elapsed() >= std::time::Duration::from_secs(2) {
+            last = std::time::Instant::now();
+            eprintln!("cleanup: {table}: {n} rows removed so far");
+        }
+    };
     let deleted = rt
-        .block_on(fleetbench_fleet::cleanup(&db, run_id))
-        .map_err(|e| anyhow::anyhow!("cleanup_run: {e}"))?;
+        .block_on(fleetbench_fleet::cleanup(
+            &db,
+            run_id,
+            fleetbench_fleet::CLEANUP_BATCH,
+            &mut progress,
+        ))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cleanup_run_batch: {e}; what was removed stays removed: run the same command again to finish"
+            )
+        })?;
+    if deleted.is_empty() {
+        println!("run {run_id}: nothing left to remove");
+    }
     for (table, n) in deleted {
         println!("{table}: {n} rows deleted");
     }
@@ -262,6 +289,14 @@ pub fn run(
             )));
         }
         plan.shard = shard;
+        if !plan.probes.names().is_empty() && plan.probes.shard >= shard.1 {
+            return Err(CommandError::invalid(anyhow::anyhow!(
+                "[probes] shard = {} but the run has {} shards (0 to {}): the probes would run nowhere",
+                plan.probes.shard,
+                shard.1,
+                shard.1 - 1
+            )));
+        }
     }
     if let Some(at) = sharding.start_at {
         let late = chrono::Utc::now() - at;
@@ -400,7 +435,7 @@ fn print_fleet(outcome: &fleetbench_fleet::RunOutcome) {
 
 /// Exit 0 when the run passed; 99 with what failed (thresholds, probes, an abort, less delivered
 /// than planned) otherwise.
-fn verdict(summary: &fleetbench_metrics::Summary) -> Result<(), CommandError> {
+pub(crate) fn verdict(summary: &fleetbench_metrics::Summary) -> Result<(), CommandError> {
     if summary.passed() {
         return Ok(());
     }
@@ -425,6 +460,7 @@ fn verdict(summary: &fleetbench_metrics::Summary) -> Result<(), CommandError> {
     if let Some(r) = &summary.aborted {
         reasons.push(format!("the run was aborted: {r}"));
     }
+    reasons.extend(summary.shards_failed.iter().cloned());
     Err(CommandError {
         code: EXIT_THRESHOLDS,
         error: anyhow::anyhow!("{}", reasons.join("; ")),

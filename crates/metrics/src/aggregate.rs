@@ -2,6 +2,7 @@
 //! microseconds, 3 significant digits, up to one hour), counters, errors by kind, and the same per
 //! time window (by intended start) for the over-time charts and the interval log.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
@@ -54,7 +55,7 @@ impl Counts {
 }
 
 impl Counts {
-    fn add(&mut self, s: &Sample) {
+    pub fn add(&mut self, s: &Sample) {
         self.latency
             .saturating_record(s.latency_us().clamp(1, MAX_US));
         self.service
@@ -85,11 +86,88 @@ impl Counts {
 #[derive(Debug, Clone, Default)]
 pub struct Operation {
     pub total: Counts,
-    /// Window index (intended start / window) → that window's counts.
-    pub windows: BTreeMap<u64, Counts>,
-    /// Closed windows, packed ([`Aggregate::pack_before`]); [`Aggregate::unpack`] puts them back
-    /// in `windows`, where every reader looks.
-    pub packed: BTreeMap<u64, Packed>,
+    /// Window index (intended start / window) → that window's counts, for the windows still
+    /// filling; read every window through [`Operation::windows`].
+    open: BTreeMap<u64, Counts>,
+    /// Closed windows, packed ([`Aggregate::pack_before`]).
+    packed: BTreeMap<u64, Packed>,
+}
+
+impl Operation {
+    /// Every window in order, open or packed; a packed one is unpacked when the iterator reaches
+    /// it and dropped when the caller moves on, so reading a run of any length holds one window's
+    /// histograms at a time.
+    pub fn windows(&self) -> impl Iterator<Item = (u64, Cow<'_, Counts>)> + '_ {
+        self.windows_from(0)
+    }
+
+    /// [`Operation::windows`] from window index `first` on.
+    pub fn windows_from(&self, first: u64) -> impl Iterator<Item = (u64, Cow<'_, Counts>)> + '_ {
+        let mut open = self.open.range(first..).peekable();
+        let mut packed = self.packed.range(first..).peekable();
+        std::iter::from_fn(move || {
+            let take_open = match (open.peek(), packed.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((a, _)), Some((b, _))) => a <= b,
+            };
+            Some(if take_open {
+                let (w, c) = open.next()?;
+                (*w, Cow::Borrowed(c))
+            } else {
+                let (w, p) = packed.next()?;
+                (*w, Cow::Owned(p.unpack()))
+            })
+        })
+    }
+
+    /// The indices of every window, in order (nothing unpacked).
+    pub fn window_indices(&self) -> impl Iterator<Item = u64> + '_ {
+        let mut all: Vec<u64> = self
+            .open
+            .keys()
+            .chain(self.packed.keys())
+            .copied()
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all.into_iter()
+    }
+
+    /// Window `w`'s counts, if it has any.
+    pub fn window(&self, w: u64) -> Option<Cow<'_, Counts>> {
+        if let Some(c) = self.open.get(&w) {
+            return Some(Cow::Borrowed(c));
+        }
+        self.packed.get(&w).map(|p| Cow::Owned(p.unpack()))
+    }
+
+    /// How many windows it holds, and how many of those are packed.
+    pub fn window_count(&self) -> (usize, usize) {
+        (self.open.len() + self.packed.len(), self.packed.len())
+    }
+
+    /// Adds `c` into window `w`: into the open window, or into the packed one (unpacked, added,
+    /// packed again), or as a new packed window.
+    fn merge_window(&mut self, w: u64, c: &Counts) {
+        if let Some(open) = self.open.get_mut(&w) {
+            open.merge(c);
+            return;
+        }
+        let mut mine = self
+            .packed
+            .remove(&w)
+            .map_or_else(|| Counts::with(window_histogram), |p| p.unpack());
+        mine.merge(c);
+        self.packed.insert(w, Packed::pack(mine));
+    }
+
+    /// Sets window `w` (packed) from its histograms and counters (a saved run read back).
+    pub(crate) fn put_window(&mut self, w: u64, c: Counts) {
+        self.open.remove(&w);
+        self.packed.insert(w, Packed::pack(c));
+    }
 }
 
 /// A closed window with its histograms serialised (HdrHistogram V2 + DEFLATE): some hundred bytes
@@ -107,7 +185,7 @@ pub struct Packed {
 }
 
 impl Packed {
-    fn pack(c: Counts) -> Packed {
+    pub(crate) fn pack(c: Counts) -> Packed {
         let bytes = |h: &Histogram<u64>| {
             let mut out = Vec::new();
             hdrhistogram::serialization::Serializer::serialize(
@@ -129,7 +207,7 @@ impl Packed {
         }
     }
 
-    fn unpack(self) -> Counts {
+    fn unpack(&self) -> Counts {
         let histogram = |b: &[u8]| -> Histogram<u64> {
             hdrhistogram::serialization::Deserializer::new()
                 .deserialize(&mut &b[..])
@@ -142,7 +220,7 @@ impl Packed {
             errors: self.errors,
             rows: self.rows,
             bytes: self.bytes,
-            errors_by_kind: self.errors_by_kind,
+            errors_by_kind: self.errors_by_kind.clone(),
         }
     }
 }
@@ -185,12 +263,12 @@ impl Aggregate {
         let w = s.intended_us / self.window_us;
         // Packed windows are looked at only when a window is not live: a late sample of a packed
         // one (a retry timed from before an outage) reopens it.
-        op.windows
+        op.open
             .entry(w)
             .or_insert_with(|| {
                 op.packed
                     .remove(&w)
-                    .map_or_else(|| Counts::with(window_histogram), Packed::unpack)
+                    .map_or_else(|| Counts::with(window_histogram), |p| p.unpack())
             })
             .add(s);
     }
@@ -198,46 +276,38 @@ impl Aggregate {
     /// Packs every window before window index `window` (those still filling stay as they are).
     pub fn pack_before(&mut self, window: u64) {
         for op in self.operations.values_mut() {
-            let open = op.windows.split_off(&window);
-            let closed = std::mem::replace(&mut op.windows, open);
+            let open = op.open.split_off(&window);
+            let closed = std::mem::replace(&mut op.open, open);
             op.packed
                 .extend(closed.into_iter().map(|(w, c)| (w, Packed::pack(c))));
         }
     }
 
-    /// Puts every packed window back where readers look (`windows`).
-    pub fn unpack(&mut self) {
-        for op in self.operations.values_mut() {
-            let packed = std::mem::take(&mut op.packed);
-            op.windows
-                .extend(packed.into_iter().map(|(w, p)| (w, p.unpack())));
-        }
+    /// Packs every window: what a finished run keeps.
+    pub fn pack_all(&mut self) {
+        self.pack_before(u64::MAX);
     }
 
-    /// Adds `other` in: the result is what one aggregate fed both sample streams would hold.
+    /// Adds `other` in: the result is what one aggregate fed both sample streams would hold. The
+    /// windows stay packed: each of `other`'s is added into its twin one at a time, so merging
+    /// never holds more than one window's histograms unpacked beside the packed ones.
     pub fn merge(&mut self, other: &Aggregate) {
         assert_eq!(
             self.window_us, other.window_us,
             "aggregates of different windows"
         );
-        self.unpack();
         for (name, op) in &other.operations {
             let mine = self.operations.entry(name.clone()).or_default();
             mine.total.merge(&op.total);
-            let theirs = op
-                .packed
-                .iter()
-                .map(|(w, p)| (*w, std::borrow::Cow::Owned(p.clone().unpack())))
-                .chain(
-                    op.windows
-                        .iter()
-                        .map(|(w, c)| (*w, std::borrow::Cow::Borrowed(c))),
-                );
-            for (w, c) in theirs {
-                mine.windows
-                    .entry(w)
-                    .or_insert_with(|| Counts::with(window_histogram))
-                    .merge(&c);
+            for (w, p) in &op.packed {
+                if mine.open.contains_key(w) || mine.packed.contains_key(w) {
+                    mine.merge_window(*w, &p.unpack());
+                } else {
+                    mine.packed.insert(*w, p.clone());
+                }
+            }
+            for (w, c) in &op.open {
+                mine.merge_window(*w, c);
             }
         }
         self.late += other.late;
@@ -295,10 +365,12 @@ mod tests {
                 (op.total.count, op.total.errors, op.total.rows),
                 (m.total.count, m.total.errors, m.total.rows)
             );
-            assert_eq!(op.windows.len(), m.windows.len());
-            for (w, c) in &op.windows {
-                assert_eq!(c.latency, m.windows[w].latency);
+            assert_eq!(op.window_count().0, m.window_count().0);
+            for (w, c) in op.windows() {
+                assert_eq!(c.latency, m.window(w).unwrap().latency);
             }
+            // Merged windows stay packed: a merged run holds no window unpacked.
+            assert_eq!(m.window_count().1, m.window_count().0);
         }
         // Against the sorted truth: the p99 of the latencies is within HdrHistogram's 0.1 %.
         let mut lat: Vec<u64> = samples
@@ -331,36 +403,44 @@ mod tests {
         }
         let mut packed = live.clone();
         packed.pack_before(8);
-        assert_eq!(packed.operations["op"].packed.len(), 8);
-        assert_eq!(packed.operations["op"].windows.len(), 2);
+        assert_eq!(packed.operations["op"].window_count(), (10, 8));
         // A late sample for a packed window reopens it.
         live.add(&sample("op", 3_500_000, 9_000_000, 9_000_500, false));
         packed.add(&sample("op", 3_500_000, 9_000_000, 9_000_500, false));
-        assert!(packed.operations["op"].windows.contains_key(&3));
-        // Merged into an empty aggregate, the packed one equals the live one window for window.
+        assert_eq!(packed.operations["op"].window_count(), (10, 7));
+        // Merged into an empty aggregate (and into one holding the same windows), the packed one
+        // equals the live one window for window.
         let mut a = Aggregate::new(1_000_000);
+        a.merge(&packed);
         a.merge(&packed);
         let mut b = Aggregate::new(1_000_000);
         b.merge(&live);
+        b.merge(&live);
         let (a, b) = (&a.operations["op"], &b.operations["op"]);
-        assert!(a.packed.is_empty());
-        assert_eq!(a.windows.len(), b.windows.len());
-        for (w, c) in &b.windows {
-            let d = &a.windows[w];
+        assert_eq!(a.window_count(), (10, 10));
+        let a_windows: Vec<(u64, Counts)> = a.windows().map(|(w, c)| (w, c.into_owned())).collect();
+        let b_windows: Vec<(u64, Counts)> = b.windows().map(|(w, c)| (w, c.into_owned())).collect();
+        assert_eq!(a_windows.len(), b_windows.len());
+        for ((w, c), (v, d)) in b_windows.iter().zip(&a_windows) {
+            assert_eq!(w, v, "windows in order");
             assert_eq!(
                 (d.count, d.errors, d.rows, d.bytes),
                 (c.count, c.errors, c.rows, c.bytes)
             );
+            assert_eq!(d.count, 2 * live.operations["op"].window(*w).unwrap().count);
             assert_eq!(d.errors_by_kind, c.errors_by_kind);
             assert_eq!(d.latency, c.latency, "window {w}");
             assert_eq!(d.service, c.service, "window {w}");
         }
-        // Unpacked in place, too.
-        packed.unpack();
-        assert_eq!(packed.operations["op"].windows.len(), 10);
+        // Open and packed windows read in order, from any window on.
+        let from: Vec<u64> = packed.operations["op"]
+            .windows_from(3)
+            .map(|(w, _)| w)
+            .collect();
+        assert_eq!(from, (3..10).collect::<Vec<_>>());
         assert_eq!(
-            packed.operations["op"].windows[&2].latency,
-            live.operations["op"].windows[&2].latency
+            packed.operations["op"].window(2).unwrap().latency,
+            live.operations["op"].window(2).unwrap().latency
         );
     }
 }

@@ -51,14 +51,6 @@ fn intervals(out: &mut impl Write, agg: &Aggregate, started: SystemTime) -> std:
         .begin_log_with(out, &mut serializer)
         .map_err(std::io::Error::other)?;
     let window = Duration::from_micros(agg.window_us);
-    // Interval logs are ordered by start time: windows outer, operations inner.
-    let mut windows: Vec<u64> = agg
-        .operations
-        .values()
-        .flat_map(|op| op.windows.keys().copied())
-        .collect();
-    windows.sort_unstable();
-    windows.dedup();
     let tag = |name: String| {
         Tag::new(&name)
             .map(|_| name.clone())
@@ -71,25 +63,32 @@ fn intervals(out: &mut impl Write, agg: &Aggregate, started: SystemTime) -> std:
                 .write_histogram(h, start, span, Tag::new(&name))
                 .map_err(|e| std::io::Error::other(format!("{e:?}")))
         };
-    for w in windows {
-        for (name, op) in &agg.operations {
-            if let Some(c) = op.windows.get(&w) {
-                put(&c.latency, window * (w as u32), window, name.clone())?;
-                put(
-                    &c.service,
-                    window * (w as u32),
-                    window,
-                    format!("{name}/service"),
-                )?;
+    // Interval logs are ordered by start time: windows outer, operations inner. Each operation's
+    // windows are read in order, one unpacked at a time.
+    let mut each: Vec<_> = agg
+        .operations
+        .iter()
+        .map(|(name, op)| (name, op.windows().peekable()))
+        .collect();
+    let mut last = None;
+    while let Some(w) = each
+        .iter_mut()
+        .filter_map(|(_, it)| it.peek().map(|(w, _)| *w))
+        .min()
+    {
+        last = Some(w);
+        let start = window_start(window, w)?;
+        for (name, it) in &mut each {
+            if let Some((_, c)) = it.next_if(|(v, _)| *v == w) {
+                put(&c.latency, start, window, (*name).clone())?;
+                put(&c.service, start, window, format!("{name}/service"))?;
             }
         }
     }
-    let last = agg
-        .operations
-        .values()
-        .flat_map(|op| op.windows.keys().copied())
-        .max()
-        .map_or(window, |w| window * (w as u32 + 1));
+    let last = match last {
+        Some(w) => window_start(window, w + 1)?,
+        None => window,
+    };
     for (name, op) in &agg.operations {
         put(
             &op.total.latency,
@@ -105,6 +104,14 @@ fn intervals(out: &mut impl Write, agg: &Aggregate, started: SystemTime) -> std:
         )?;
     }
     Ok(())
+}
+
+/// Where window `w` starts on the run's clock.
+fn window_start(window: Duration, w: u64) -> std::io::Result<Duration> {
+    u32::try_from(w)
+        .ok()
+        .and_then(|w| window.checked_mul(w))
+        .ok_or_else(|| std::io::Error::other(format!("window {w} is beyond any run's length")))
 }
 
 /// One window's counters, as `timeline.json` keeps them.
@@ -156,10 +163,9 @@ impl Timeline {
                 .iter()
                 .map(|(name, op)| {
                     let windows = op
-                        .windows
-                        .iter()
+                        .windows()
                         .map(|(w, c)| WindowCounts {
-                            window: *w,
+                            window: w,
                             count: c.count,
                             errors: c.errors,
                             rows: c.rows,
@@ -174,15 +180,27 @@ impl Timeline {
     }
 }
 
+/// The longest run a saved log may describe (windows beyond it are a crafted or broken file).
+pub const MAX_RUN: Duration = Duration::from_secs(31 * 24 * 3600);
+
 /// Rebuilds the run's aggregate from its interval log and timeline; with the log's start time
-/// (since the Unix epoch).
+/// (since the Unix epoch). Each window is packed as soon as both its histograms are read, so a
+/// log of any length is held packed. The files are untrusted input (CI artifacts): every
+/// histogram is decoded within the bounds fleetbench writes, every window within [`MAX_RUN`].
 pub fn read(hlog: &[u8], timeline: &Timeline) -> Result<(Aggregate, Duration), String> {
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    if timeline.window_us == 0 || timeline.window_us > crate::aggregate::MAX_US {
+        return Err(format!(
+            "timeline.json: window_us {} is not a window fleetbench writes (1 µs to 1 h)",
+            timeline.window_us
+        ));
+    }
     let mut agg = Aggregate::new(timeline.window_us);
     agg.late = timeline.late;
     agg.dropped = timeline.dropped;
     agg.abandoned = timeline.abandoned;
-    let mut deserializer = hdrhistogram::serialization::Deserializer::new();
+    let mut counters = Counters::of(timeline)?;
+    let mut halves: std::collections::HashMap<(String, u64), Half> = Default::default();
     let window_s = timeline.window_us as f64 / 1e6;
     let mut started = Duration::ZERO;
     for entry in IntervalLogIterator::new(hlog) {
@@ -198,38 +216,39 @@ pub fn read(hlog: &[u8], timeline: &Timeline) -> Result<(Aggregate, Duration), S
             .tag()
             .map(|t| t.as_str().to_string())
             .ok_or("histograms.hlog: an interval without a tag")?;
-        let bytes = base64::Engine::decode(
-            &base64::engine::general_purpose::STANDARD,
-            h.encoded_histogram(),
-        )
-        .map_err(|e| format!("histograms.hlog: {e}"))?;
-        let hist: hdrhistogram::Histogram<u64> = deserializer
-            .deserialize(&mut &bytes[..])
-            .map_err(|e| format!("histograms.hlog: {e:?}"))?;
+        let hist =
+            decode(h.encoded_histogram()).map_err(|e| format!("histograms.hlog: {tag}: {e}"))?;
         let (name, kind) = match tag.split_once('/') {
             Some((n, k)) => (n.to_string(), k),
             None => (tag.clone(), ""),
         };
-        let op = agg.operations.entry(name).or_default();
-        let w = (h.start_timestamp().as_secs_f64() / window_s).round() as u64;
+        let at = h.start_timestamp();
+        if at > MAX_RUN {
+            return Err(format!(
+                "histograms.hlog: {tag}: an interval at {} s, beyond any run ({} days at most)",
+                at.as_secs(),
+                MAX_RUN.as_secs() / 86_400
+            ));
+        }
+        let w = (at.as_secs_f64() / window_s).round() as u64;
+        let op = agg.operations.entry(name.clone()).or_default();
         match kind {
             "total" => op.total.latency = hist,
             "service/total" => op.total.service = hist,
-            "" => {
-                op.windows
-                    .entry(w)
-                    .or_insert_with(|| {
-                        crate::aggregate::Counts::with(crate::aggregate::window_histogram)
-                    })
-                    .latency = hist
-            }
-            "service" => {
-                op.windows
-                    .entry(w)
-                    .or_insert_with(|| {
-                        crate::aggregate::Counts::with(crate::aggregate::window_histogram)
-                    })
-                    .service = hist
+            "" | "service" => {
+                let half = halves.entry((name.clone(), w)).or_default();
+                let slot = if kind.is_empty() {
+                    &mut half.latency
+                } else {
+                    &mut half.service
+                };
+                if slot.replace(hist).is_some() {
+                    return Err(format!("histograms.hlog: {tag} window {w} appears twice"));
+                }
+                if let Some(c) = half.complete() {
+                    halves.remove(&(name.clone(), w));
+                    op.put_window(w, counters.take(&name, w, c)?);
+                }
             }
             other => {
                 return Err(format!(
@@ -238,27 +257,159 @@ pub fn read(hlog: &[u8], timeline: &Timeline) -> Result<(Aggregate, Duration), S
             }
         }
     }
+    if let Some(((name, w), _)) = halves.iter().next() {
+        return Err(format!(
+            "histograms.hlog: {name} window {w} has one of its two histograms (latency and service)"
+        ));
+    }
+    counters.all_taken()?;
+    totals(&mut agg, timeline)?;
+    Ok((agg, started))
+}
+
+/// A window's two histograms as the log gives them, one line each.
+#[derive(Default)]
+struct Half {
+    latency: Option<hdrhistogram::Histogram<u64>>,
+    service: Option<hdrhistogram::Histogram<u64>>,
+}
+
+impl Half {
+    /// The window's counts once both histograms are in (the counters filled in later).
+    fn complete(&mut self) -> Option<crate::aggregate::Counts> {
+        if self.latency.is_none() || self.service.is_none() {
+            return None;
+        }
+        let mut c =
+            crate::aggregate::Counts::with(|| hdrhistogram::Histogram::new(1).expect("1 digit"));
+        c.latency = self.latency.take()?;
+        c.service = self.service.take()?;
+        Some(c)
+    }
+}
+
+/// `timeline.json`'s window counters, by operation and window, taken as the log's windows come.
+struct Counters(std::collections::HashMap<(String, u64), WindowCounts>);
+
+impl Counters {
+    fn of(timeline: &Timeline) -> Result<Counters, String> {
+        let mut map = std::collections::HashMap::new();
+        for (name, (windows, _)) in &timeline.operations {
+            for wc in windows {
+                if map.insert((name.clone(), wc.window), wc.clone()).is_some() {
+                    return Err(format!(
+                        "timeline.json: {name} window {} appears twice",
+                        wc.window
+                    ));
+                }
+            }
+        }
+        Ok(Counters(map))
+    }
+
+    fn take(
+        &mut self,
+        name: &str,
+        w: u64,
+        mut c: crate::aggregate::Counts,
+    ) -> Result<crate::aggregate::Counts, String> {
+        let wc = self
+            .0
+            .remove(&(name.to_string(), w))
+            .ok_or_else(|| format!("histograms.hlog: {name} window {w} is not in timeline.json"))?;
+        (c.count, c.errors, c.rows, c.bytes) = (wc.count, wc.errors, wc.rows, wc.bytes);
+        c.errors_by_kind = wc.errors_by_kind;
+        Ok(c)
+    }
+
+    fn all_taken(&self) -> Result<(), String> {
+        match self.0.keys().next() {
+            None => Ok(()),
+            Some((name, w)) => Err(format!(
+                "timeline.json: {name} window {w} is not in histograms.hlog"
+            )),
+        }
+    }
+}
+
+/// Each operation's total counters: the sum of its windows' (checked, never overflowing).
+fn totals(agg: &mut Aggregate, timeline: &Timeline) -> Result<(), String> {
     for (name, (windows, by_kind)) in &timeline.operations {
         let op = agg.operations.get_mut(name).ok_or_else(|| {
             format!("timeline.json names {name:?}, which histograms.hlog does not hold")
         })?;
+        let overflow = || format!("timeline.json: {name}'s counters overflow");
         for wc in windows {
-            let c = op.windows.get_mut(&wc.window).ok_or_else(|| {
-                format!(
-                    "timeline.json: {name} window {} is not in histograms.hlog",
-                    wc.window
-                )
-            })?;
-            (c.count, c.errors, c.rows, c.bytes) = (wc.count, wc.errors, wc.rows, wc.bytes);
-            c.errors_by_kind = wc.errors_by_kind.clone();
-            op.total.count += wc.count;
-            op.total.errors += wc.errors;
-            op.total.rows += wc.rows;
-            op.total.bytes += wc.bytes;
+            let t = &mut op.total;
+            t.count = t.count.checked_add(wc.count).ok_or_else(overflow)?;
+            t.errors = t.errors.checked_add(wc.errors).ok_or_else(overflow)?;
+            t.rows = t.rows.checked_add(wc.rows).ok_or_else(overflow)?;
+            t.bytes = t.bytes.checked_add(wc.bytes).ok_or_else(overflow)?;
         }
         op.total.errors_by_kind = by_kind.clone();
     }
-    Ok((agg, started))
+    Ok(())
+}
+
+/// The V2 compressed magic cookie, and the uncompressed one inside it (each with the word size
+/// bits HdrHistogram's writers set).
+const V2_DEFLATE_COOKIE: u32 = 0x1c84_9304 | 0x10;
+const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
+/// An uncompressed V2 histogram's header: cookie, payload length, normalising offset, digits,
+/// lowest, highest, integer-to-double ratio.
+const V2_HEADER: usize = 40;
+
+/// One interval's histogram, decoded only if it is of the shape fleetbench writes: at most as
+/// large as fleetbench's histograms inflate to (HdrHistogram's decoder sizes its buffer from the
+/// header's payload length, so a lying length would have it allocate gigabytes), with the bounds
+/// of [`crate::aggregate::histogram`] (a histogram beyond them cannot be added to the run's).
+fn decode(base64_text: &str) -> Result<hdrhistogram::Histogram<u64>, String> {
+    use std::io::Read;
+    let reference = crate::aggregate::histogram();
+    // Each count is at most 9 bytes of LEB128.
+    let limit = V2_HEADER + reference.distinct_values() * 9;
+    if base64_text.len() > limit * 2 {
+        return Err(format!(
+            "{} bytes of base64, more than any histogram fleetbench writes",
+            base64_text.len()
+        ));
+    }
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, base64_text)
+        .map_err(|e| e.to_string())?;
+    let word = |b: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    if word(&bytes, 0) != Some(V2_DEFLATE_COOKIE) {
+        return Err("not an HdrHistogram V2 compressed histogram".into());
+    }
+    let mut inner = Vec::new();
+    flate2::read::ZlibDecoder::new(bytes.get(8..).unwrap_or_default())
+        .take(limit as u64 + 1)
+        .read_to_end(&mut inner)
+        .map_err(|e| format!("its compressed payload: {e}"))?;
+    if inner.len() > limit {
+        return Err("it inflates beyond any histogram fleetbench writes".into());
+    }
+    let claimed = word(&inner, 4).map(|n| n as usize);
+    if word(&inner, 0) != Some(V2_COOKIE) || claimed != Some(inner.len().saturating_sub(V2_HEADER))
+    {
+        return Err("its payload length does not match its payload".into());
+    }
+    let h: hdrhistogram::Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut &inner[..])
+        .map_err(|e| e.to_string())?;
+    if h.low() != reference.low() || h.high() != reference.high() || !(2..=3).contains(&h.sigfig())
+    {
+        return Err(format!(
+            "bounds {}..{} µs at {} digits, not fleetbench's {}..{} at 2 or 3",
+            h.low(),
+            h.high(),
+            h.sigfig(),
+            reference.low(),
+            reference.high()
+        ));
+    }
+    Ok(h)
 }
 
 #[cfg(test)]
@@ -318,7 +469,8 @@ mod tests {
                     deserializer.deserialize(&mut &bytes[..]).unwrap();
                 let w = (h.start_timestamp().as_secs_f64()).round() as u64;
                 assert_eq!(
-                    hist, agg.operations[&tag].windows[&w].latency,
+                    hist,
+                    agg.operations[&tag].window(w).unwrap().latency,
                     "{tag} window {w}"
                 );
                 seen += 1;
@@ -339,12 +491,110 @@ mod tests {
                 (b.total.count, b.total.rows, b.total.bytes),
                 (op.total.count, op.total.rows, op.total.bytes)
             );
-            assert_eq!(b.windows.len(), op.windows.len());
-            for (w, c) in &op.windows {
-                assert_eq!(b.windows[w].latency, c.latency);
-                assert_eq!(b.windows[w].service, c.service);
-                assert_eq!(b.windows[w].count, c.count);
+            assert_eq!(b.window_count(), (op.window_count().0, op.window_count().0));
+            for (w, c) in op.windows() {
+                let d = b.window(w).unwrap();
+                assert_eq!(d.latency, c.latency);
+                assert_eq!(d.service, c.service);
+                assert_eq!(d.count, c.count);
             }
         }
+    }
+
+    /// A log and timeline of one operation over `windows` windows.
+    fn saved(windows: u64) -> (Vec<u8>, Timeline) {
+        let mut agg = Aggregate::new(1_000_000);
+        for i in 0..windows * 10 {
+            agg.add(&Sample {
+                operation: "op",
+                intended_us: i * 100_000,
+                sent_us: i * 100_000,
+                done_us: i * 100_000 + 900 + i,
+                outcome: Outcome::Ok,
+                rows: 1,
+                bytes: 1,
+            });
+        }
+        let mut buf = Vec::new();
+        write(&mut buf, &agg, SystemTime::UNIX_EPOCH).unwrap();
+        (buf, Timeline::of(&agg))
+    }
+
+    /// The log's interval lines, with `edit` applied to the `n`-th one's encoded histogram.
+    fn edit_histogram(log: &[u8], n: usize, edit: impl Fn(Vec<u8>) -> Vec<u8>) -> Vec<u8> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let text = String::from_utf8(log.to_vec()).unwrap();
+        let mut seen = 0;
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with('#') || l.starts_with('"') || !l.contains(',') {
+                    return l.to_string();
+                }
+                seen += 1;
+                if seen != n {
+                    return l.to_string();
+                }
+                let (head, enc) = l.rsplit_once(',').unwrap();
+                format!("{head},{}", b64.encode(edit(b64.decode(enc).unwrap())))
+            })
+            .collect();
+        (lines.join("\n") + "\n").into_bytes()
+    }
+
+    #[test]
+    fn crafted_logs_are_refused_in_bounded_memory_and_never_panic() {
+        let (log, timeline) = saved(3);
+        assert!(read(&log, &timeline).is_ok());
+        // A payload length that lies (4 GiB), inside the compressed histogram.
+        let lying = edit_histogram(&log, 1, |b| {
+            let mut inner = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&b[8..]), &mut inner)
+                .unwrap();
+            inner[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+            let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut z, &inner).unwrap();
+            let z = z.finish().unwrap();
+            let mut out = b[..4].to_vec();
+            out.extend((z.len() as u32).to_be_bytes());
+            out.extend(z);
+            out
+        });
+        let e = read(&lying, &timeline).unwrap_err();
+        assert!(e.contains("payload length"), "{e}");
+        // A histogram beyond fleetbench's bounds (highest trackable 2^40).
+        let wide = edit_histogram(&log, 1, |_| {
+            let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 1 << 40, 2).unwrap();
+            h.record(1 << 39).unwrap();
+            let mut out = Vec::new();
+            hdrhistogram::serialization::Serializer::serialize(
+                &mut hdrhistogram::serialization::V2DeflateSerializer::new(),
+                &h,
+                &mut out,
+            )
+            .unwrap();
+            out
+        });
+        let e = read(&wide, &timeline).unwrap_err();
+        assert!(e.contains("bounds"), "{e}");
+        // A window 2^53 s after the start.
+        let text = String::from_utf8(log.clone()).unwrap();
+        let far = text.replacen("Tag=op,1.000,", "Tag=op,9007199254740992.000,", 1);
+        assert_ne!(far, text);
+        let e = read(far.as_bytes(), &timeline).unwrap_err();
+        assert!(e.contains("beyond any run"), "{e}");
+        // Garbage, and a truncated log: errors, not panics.
+        assert!(read(&log[..log.len() / 2], &timeline).is_err());
+        assert!(
+            read(
+                &edit_histogram(&log, 2, |b| b[..b.len() / 2].to_vec()),
+                &timeline
+            )
+            .is_err()
+        );
+        let mut zero = timeline.clone();
+        zero.window_us = 0;
+        assert!(read(&log, &zero).is_err());
     }
 }

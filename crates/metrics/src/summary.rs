@@ -113,6 +113,10 @@ pub struct Summary {
     /// merged one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
+    /// A merged run: each way one of its shards failed on its own (a probe, its delivery, a stop
+    /// signal, an abort), naming the shard; the verdict is then `fail`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards_failed: Vec<String>,
 }
 
 /// The load phase of a run: its start (RFC 3339) and length.
@@ -376,11 +380,20 @@ impl Summary {
             probes: BTreeMap::new(),
             delivery: None,
             shard: None,
+            shards_failed: Vec::new(),
         }
     }
 
     pub fn passed(&self) -> bool {
         self.verdict == "pass"
+    }
+
+    /// Records how the shards of a merged run failed on their own; any failure fails the run.
+    pub fn attach_shard_failures(&mut self, failures: Vec<String>) {
+        if !failures.is_empty() {
+            self.verdict = "fail".into();
+        }
+        self.shards_failed = failures;
     }
 
     /// Records what the fleet delivered; a shortfall fails the run.

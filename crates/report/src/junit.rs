@@ -128,6 +128,17 @@ fn cases(s: &Summary) -> Vec<Case> {
             },
         });
     }
+    if !s.shards_failed.is_empty() {
+        cases.push(Case {
+            class: "shards".into(),
+            name: "every shard ran whole".into(),
+            time_s: s.duration_s,
+            outcome: Outcome::Failed {
+                kind: "shard",
+                message: s.shards_failed.join("; "),
+            },
+        });
+    }
     cases.push(Case {
         class: "abort_on_fail".into(),
         name: "the run was not aborted".into(),

@@ -29,6 +29,12 @@ pub fn markdown(s: &Summary) -> String {
     if let Some(reason) = &s.aborted {
         let _ = writeln!(out, "Aborted: {}\n", cell(reason));
     }
+    for failed in &s.shards_failed {
+        let _ = writeln!(out, "- **Shard failed:** {}", cell(failed));
+    }
+    if !s.shards_failed.is_empty() {
+        out.push('\n');
+    }
     if let Some(d) = &s.delivery {
         for short in &d.shortfall {
             let _ = writeln!(out, "- **Short of the plan:** {}", cell(short));

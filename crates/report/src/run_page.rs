@@ -37,14 +37,6 @@ fn spectrum(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     out
 }
 
-fn latency_of(c: &fleetbench_metrics::aggregate::Counts) -> &Histogram<u64> {
-    &c.latency
-}
-
-fn service_of(c: &fleetbench_metrics::aggregate::Counts) -> &Histogram<u64> {
-    &c.service
-}
-
 /// The page.
 pub fn html(s: &Summary, agg: &Aggregate, load: &LoadShape) -> String {
     html_with(s, agg, load, None, None)
@@ -154,6 +146,13 @@ fn header(o: &mut String, s: &Summary) {
             o,
             "<p><strong>Aborted:</strong> {} crossed during the run (<code>abort_on_fail</code>).</p>",
             escape(reason)
+        );
+    }
+    for failed in &s.shards_failed {
+        let _ = writeln!(
+            o,
+            "<p><strong>Shard failed:</strong> {}</p>",
+            escape(failed)
         );
     }
     delivery(o, s);
@@ -288,7 +287,7 @@ fn time_range(
     let windows = agg
         .operations
         .values()
-        .flat_map(|op| op.windows.keys().map(|w| *w as f64 * window_s));
+        .flat_map(|op| op.window_indices().map(|w| w as f64 * window_s));
     let planned = load.points.iter().map(|p| p.0);
     let gauges = load.gauges.iter().map(|g| g.0);
     let scrapes = server
@@ -388,13 +387,14 @@ fn load_charts(o: &mut String, agg: &Aggregate, load: &LoadShape, xs: Option<(f6
     // Throughput and errors over time, and the load the scenario asked for.
     o.push_str("<h2>Load</h2>\n");
     let mut rate = Vec::new();
-    let mut errors: Vec<(f64, f64)> = Vec::new();
+    // Window index → errors in it, over every operation.
+    let mut errors: std::collections::BTreeMap<u64, u64> = Default::default();
     for (i, (name, op)) in agg.operations.iter().enumerate() {
-        let pts: Vec<(f64, f64)> = op
-            .windows
-            .iter()
-            .map(|(w, c)| (*w as f64 * window_s, c.count as f64 / window_s))
-            .collect();
+        let mut pts: Vec<(f64, f64)> = Vec::new();
+        for (w, c) in op.windows() {
+            pts.push((w as f64 * window_s, c.count as f64 / window_s));
+            *errors.entry(w).or_default() += c.errors;
+        }
         rate.push(Series {
             name: name.clone(),
             points: pts,
@@ -402,18 +402,13 @@ fn load_charts(o: &mut String, agg: &Aggregate, load: &LoadShape, xs: Option<(f6
             dashed: false,
             right: false,
         });
-        for (w, c) in &op.windows {
-            let x = *w as f64 * window_s;
-            match errors.iter_mut().find(|p| p.0 == x) {
-                Some(p) => p.1 += c.errors as f64 / window_s,
-                None => errors.push((x, c.errors as f64 / window_s)),
-            }
-        }
     }
-    errors.sort_by(|a, b| a.0.total_cmp(&b.0));
     rate.push(Series {
         name: "errors".into(),
-        points: errors,
+        points: errors
+            .into_iter()
+            .map(|(w, n)| (w as f64 * window_s, n as f64 / window_s))
+            .collect(),
         color: "#111111",
         dashed: true,
         right: false,
@@ -490,15 +485,20 @@ fn latency_charts(o: &mut String, agg: &Aggregate) {
     o.push_str("<h2>Latency by operation</h2>\n<div class=\"ops\">\n");
     for (name, op) in &agg.operations {
         let _ = writeln!(o, "<section><h3>{}</h3>", escape(name));
-        let q = |f: fn(&fleetbench_metrics::aggregate::Counts) -> &Histogram<u64>,
-                 p: f64|
-         -> Vec<(f64, f64)> {
-            op.windows
-                .iter()
-                .filter(|(_, c)| c.count > 0)
-                .map(|(w, c)| (*w as f64 * window_s, ms(f(c).value_at_quantile(p))))
-                .collect()
-        };
+        // One pass over the windows (each unpacked once): p50, p90, p99 and service p99.
+        let mut over_time: [Vec<(f64, f64)>; 4] = Default::default();
+        for (w, c) in op.windows().filter(|(_, c)| c.count > 0) {
+            let x = w as f64 * window_s;
+            for (points, (h, p)) in over_time.iter_mut().zip([
+                (&c.latency, 0.5),
+                (&c.latency, 0.9),
+                (&c.latency, 0.99),
+                (&c.service, 0.99),
+            ]) {
+                points.push((x, ms(h.value_at_quantile(p))));
+            }
+        }
+        let [p50, p90, p99, service_p99] = over_time;
         o.push_str(
             &Chart {
                 title: "Percentiles over time (ms)",
@@ -509,28 +509,28 @@ fn latency_charts(o: &mut String, agg: &Aggregate) {
                 series: vec![
                     Series {
                         name: "p50".into(),
-                        points: q(latency_of, 0.5),
+                        points: p50,
                         color: COLORS[0],
                         dashed: false,
                         right: false,
                     },
                     Series {
                         name: "p90".into(),
-                        points: q(latency_of, 0.9),
+                        points: p90,
                         color: COLORS[2],
                         dashed: false,
                         right: false,
                     },
                     Series {
                         name: "p99".into(),
-                        points: q(latency_of, 0.99),
+                        points: p99,
                         color: COLORS[1],
                         dashed: false,
                         right: false,
                     },
                     Series {
                         name: "service p99".into(),
-                        points: q(service_of, 0.99),
+                        points: service_p99,
                         color: COLORS[3],
                         dashed: true,
                         right: false,

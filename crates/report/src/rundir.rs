@@ -24,7 +24,9 @@ fn context<T, E: std::fmt::Display>(
     r.map_err(|e| format!("{}: {e}", what()))
 }
 
-/// Writes every file of the run directory `dir`.
+/// Writes every file of the run directory `dir`. Each file is written under a temporary name and
+/// renamed into place, `summary.json` last: a reader (or a CI step after a kill) sees each file
+/// whole or not at all, and a `summary.json` only beside the files it describes.
 pub fn write(
     dir: &Path,
     resolved_toml: &str,
@@ -34,58 +36,59 @@ pub fn write(
     server: Option<&ServerSeries>,
     started: SystemTime,
 ) -> Result<()> {
-    let file = |name: &str| dir.join(name);
-    let at = |name: &'static str| move || format!("writing {}", dir.join(name).display());
-    context(
-        std::fs::write(file("scenario.toml"), resolved_toml),
-        at("scenario.toml"),
-    )?;
-    let json = context(serde_json::to_string_pretty(summary), at("summary.json"))?;
-    context(
-        std::fs::write(file("summary.json"), json + "\n"),
-        at("summary.json"),
-    )?;
+    put(dir, "scenario.toml", resolved_toml.as_bytes())?;
     let mut hlog = Vec::new();
     context(
         fleetbench_metrics::hlog::write(&mut hlog, agg, started),
-        at("histograms.hlog"),
+        || format!("writing {}", dir.join("histograms.hlog").display()),
     )?;
-    context(
-        std::fs::write(file("histograms.hlog"), hlog),
-        at("histograms.hlog"),
-    )?;
+    put(dir, "histograms.hlog", &hlog)?;
+    drop(hlog);
     let mut timeline = fleetbench_metrics::hlog::Timeline::of(agg);
     timeline.load_unit = load.unit.clone();
     timeline.load_points = load.points.clone();
     timeline.gauges = load.gauges.clone();
-    let json = context(serde_json::to_string(&timeline), at("timeline.json"))?;
-    context(
-        std::fs::write(file("timeline.json"), json + "\n"),
-        at("timeline.json"),
+    put(
+        dir,
+        "timeline.json",
+        &json_line(&timeline, dir, "timeline.json")?,
     )?;
     if let Some(series) = server {
-        let json = context(serde_json::to_string(series), at("server.json"))?;
-        context(
-            std::fs::write(file("server.json"), json + "\n"),
-            at("server.json"),
-        )?;
+        put(dir, "server.json", &json_line(series, dir, "server.json")?)?;
     }
-    context(
-        std::fs::write(file("junit.xml"), crate::junit::junit(summary)),
-        at("junit.xml"),
+    put(dir, "junit.xml", crate::junit::junit(summary).as_bytes())?;
+    put(
+        dir,
+        "summary.md",
+        crate::markdown::markdown(summary).as_bytes(),
     )?;
-    context(
-        std::fs::write(file("summary.md"), crate::markdown::markdown(summary)),
-        at("summary.md"),
-    )?;
-    context(
-        std::fs::write(
-            file("index.html"),
-            crate::html_with(summary, agg, load, server, None),
-        ),
-        at("index.html"),
-    )?;
-    Ok(())
+    let page = crate::html_with(summary, agg, load, server, None);
+    put(dir, "index.html", page.as_bytes())?;
+    let pretty = context(serde_json::to_string_pretty(summary), || {
+        format!("writing {}", dir.join("summary.json").display())
+    })?;
+    put(dir, "summary.json", (pretty + "\n").as_bytes())
+}
+
+/// `value` as one line of JSON.
+fn json_line<T: serde::Serialize>(value: &T, dir: &Path, name: &str) -> Result<Vec<u8>> {
+    let mut out = context(serde_json::to_vec(value), || {
+        format!("writing {}", dir.join(name).display())
+    })?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// Writes `dir/name` whole: to a temporary name beside it, then renamed over it (a rename within
+/// a directory is atomic).
+fn put(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let (tmp, path) = (dir.join(format!(".{name}.tmp")), dir.join(name));
+    context(std::fs::write(&tmp, bytes), || {
+        format!("writing {}", tmp.display())
+    })?;
+    context(std::fs::rename(&tmp, &path), || {
+        format!("renaming {} to {}", tmp.display(), path.display())
+    })
 }
 
 /// A run directory's saved data.
@@ -150,7 +153,6 @@ fn draw(
     saved: &Saved,
     baseline: Option<&crate::compare::Comparison>,
 ) -> Result<PathBuf> {
-    let page = dir.join("index.html");
     let html = crate::html_with(
         &saved.summary,
         &saved.agg,
@@ -158,10 +160,8 @@ fn draw(
         saved.server.as_ref(),
         baseline,
     );
-    context(std::fs::write(&page, html), || {
-        format!("writing {}", page.display())
-    })?;
-    Ok(page)
+    put(dir, "index.html", html.as_bytes())?;
+    Ok(dir.join("index.html"))
 }
 
 /// `fleetbench report RUN_DIR`: index.html again, from the run's saved data alone (with its
@@ -254,34 +254,37 @@ fn add_loads(loads: &[&LoadShape]) -> LoadShape {
 /// Shard runs (`--shard I/N`) merge only as a whole run: one run id, each shard of its count
 /// exactly once; the error names the foreign, repeated or missing shard. Runs that are not shards
 /// merge as they are.
-fn check_shards(saved: &[Saved], dirs: &[PathBuf]) -> Result<()> {
-    let Some((first, first_dir)) = saved
-        .iter()
-        .zip(dirs)
-        .find(|(s, _)| s.summary.shard.is_some())
+fn check_shards(summaries: &[Summary], dirs: &[PathBuf]) -> Result<()> {
+    let Some((first, first_dir)) = summaries.iter().zip(dirs).find(|(s, _)| s.shard.is_some())
     else {
         return Ok(());
     };
-    let (run, count) = (
-        &first.summary.run_id,
-        first.summary.shard.map_or(0, |s| s.count),
-    );
+    let (run, count) = (&first.run_id, first.shard.map_or(0, |s| s.count));
+    // Every shard's directory is given once: a count beyond the directories given is a missing
+    // shard (or a crafted file), said without listing billions.
+    if count as usize > summaries.len() {
+        return Err(format!(
+            "run {run}: {count} shards (from {}), but {} run directories given: merge every shard's run directory",
+            first_dir.display(),
+            summaries.len()
+        ));
+    }
     let mut seen: Vec<Option<&PathBuf>> = vec![None; count as usize];
-    for (s, dir) in saved.iter().zip(dirs) {
-        let Some(shard) = s.summary.shard else {
+    for (s, dir) in summaries.iter().zip(dirs) {
+        let Some(shard) = s.shard else {
             return Err(format!(
                 "{}: a whole run, but {} is a shard of run {run}: only the shards of one run merge",
                 dir.display(),
                 first_dir.display()
             ));
         };
-        if &s.summary.run_id != run || shard.count != count || shard.index >= count {
+        if &s.run_id != run || shard.count != count || shard.index >= count {
             return Err(format!(
                 "{}: shard {}/{} of run {}, foreign to run {run} ({count} shards, from {})",
                 dir.display(),
                 shard.index,
                 shard.count,
-                s.summary.run_id,
+                s.run_id,
                 first_dir.display()
             ));
         }
@@ -304,109 +307,103 @@ fn check_shards(saved: &[Saved], dirs: &[PathBuf]) -> Result<()> {
     Err(format!(
         "run {run}: shard {} missing ({} of {count} given): merge every shard's run directory",
         missing.join(", "),
-        saved.len()
+        summaries.len()
     ))
+}
+
+/// Why shard `b` (in `dir`) cannot merge with the first shard `a`: another scenario, another
+/// build, a start a window or more apart (windows align by each shard's start).
+fn check_alike(a: &Summary, b: &Summary, dir: &Path, window_us: u64) -> Result<()> {
+    if a.scenario != b.scenario {
+        return Err(format!(
+            "{}: a shard of scenario {:?}, but the first shard ran {:?}: only shards of one scenario merge",
+            dir.display(),
+            b.scenario,
+            a.scenario
+        ));
+    }
+    if a.environment.fleetbench_version != b.environment.fleetbench_version
+        || a.environment.git_commit != b.environment.git_commit
+    {
+        return Err(format!(
+            "{}: made by fleetbench {} ({}), but the first shard by {} ({}): shards must come from one build",
+            dir.display(),
+            b.environment.fleetbench_version,
+            b.environment.git_commit,
+            a.environment.fleetbench_version,
+            a.environment.git_commit
+        ));
+    }
+    let start = |s: &Summary| {
+        chrono::DateTime::parse_from_rfc3339(&s.started_at).map_or(0, |t| t.timestamp_micros())
+    };
+    // Slightly different clocks, under a window, are absorbed.
+    let apart = (start(b) - start(a)).unsigned_abs();
+    if apart >= window_us {
+        return Err(format!(
+            "{}: started {:.3} s apart from the first shard (windows are {:.3} s): run shards with the same --start-at",
+            dir.display(),
+            apart as f64 / 1e6,
+            window_us as f64 / 1e6
+        ));
+    }
+    Ok(())
+}
+
+/// A shard's run directory once its aggregate has been added in: what the merged run still needs.
+struct Merged {
+    summary: Summary,
+    load: LoadShape,
+    started: SystemTime,
 }
 
 /// `fleetbench merge SHARD_DIR... --out DIR`: one run from shard runs that ran side by side
 /// (windows aligned by each shard's start). Histograms add exactly, so the merged percentiles are
-/// those of one run over all the shards' samples; thresholds are the first shard's, evaluated again.
+/// those of one run over all the shards' samples; thresholds are the first shard's, evaluated again;
+/// a shard that failed on its own (a probe, its delivery, a signal, an abort) fails the merged run.
+/// The shards are read one at a time and their windows stay packed, so merging holds one shard's
+/// files and the merged windows, whatever the number of shards or the length of the run.
 pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Summary> {
-    let saved: Vec<Saved> = shards.iter().map(|d| read(d)).collect::<Result<_>>()?;
-    check_shards(&saved, shards)?;
-    let first = saved
-        .first()
-        .ok_or("merge needs at least one shard run directory")?;
-    let mut agg = Aggregate::new(first.agg.window_us);
-    let start = |s: &Saved| {
-        chrono::DateTime::parse_from_rfc3339(&s.summary.started_at)
-            .map_or(0, |t| t.timestamp_micros())
-    };
-    for (s, dir) in saved.iter().zip(shards) {
-        let (a, b) = (&first.summary, &s.summary);
-        if a.scenario != b.scenario {
-            return Err(format!(
-                "{}: a shard of scenario {:?}, but the first shard ran {:?}: only shards of one scenario merge",
-                dir.display(),
-                b.scenario,
-                a.scenario
-            ));
+    let summaries: Vec<Summary> = shards
+        .iter()
+        .map(|d| json(d, "summary.json"))
+        .collect::<Result<_>>()?;
+    check_shards(&summaries, shards)?;
+    drop(summaries);
+    let mut agg: Option<Aggregate> = None;
+    let mut first: Option<(Summary, String, Option<ServerSeries>)> = None;
+    let mut merged: Vec<Merged> = Vec::new();
+    for dir in shards {
+        let saved = read(dir)?;
+        let window_us = saved.agg.window_us;
+        let agg = agg.get_or_insert_with(|| Aggregate::new(window_us));
+        if let Some((a, ..)) = &first {
+            check_alike(a, &saved.summary, dir, agg.window_us)?;
         }
-        if a.environment.fleetbench_version != b.environment.fleetbench_version
-            || a.environment.git_commit != b.environment.git_commit
-        {
-            return Err(format!(
-                "{}: made by fleetbench {} ({}), but the first shard by {} ({}): shards must come from one build",
-                dir.display(),
-                b.environment.fleetbench_version,
-                b.environment.git_commit,
-                a.environment.fleetbench_version,
-                a.environment.git_commit
-            ));
-        }
-        // Windows align by each shard's start: starts a window or more apart would misalign them
-        // (slightly different clocks, under a window, are absorbed).
-        let apart = (start(s) - start(first)).unsigned_abs();
-        if apart >= first.agg.window_us {
-            return Err(format!(
-                "{}: started {:.3} s apart from the first shard (windows are {:.3} s): run shards with the same --start-at",
-                dir.display(),
-                apart as f64 / 1e6,
-                first.agg.window_us as f64 / 1e6
-            ));
-        }
-        if s.agg.window_us != agg.window_us {
+        if saved.agg.window_us != agg.window_us {
             return Err(format!(
                 "{}: windows of {} µs, but the first shard's are {} µs; merge runs with the same output.window",
                 dir.display(),
-                s.agg.window_us,
+                saved.agg.window_us,
                 agg.window_us
             ));
         }
-        agg.merge(&s.agg);
+        agg.merge(&saved.agg);
+        if first.is_none() {
+            first = Some((saved.summary.clone(), saved.scenario_toml, saved.server));
+        }
+        merged.push(Merged {
+            summary: saved.summary,
+            load: saved.load,
+            started: saved.started,
+        });
     }
-    let thresholds = first
-        .summary
-        .thresholds
-        .iter()
-        .map(|t| fleetbench_scenario::Threshold::parse(&t.operation, &t.expr))
-        .collect::<Result<Vec<_>>>()?;
-    let facts = RunFacts {
-        run_id: {
-            let mut ids: Vec<&str> = saved.iter().map(|s| s.summary.run_id.as_str()).collect();
-            ids.dedup();
-            ids.join("+")
-        },
-        scenario: first.summary.scenario.clone(),
-        started_at: saved
-            .iter()
-            .map(|s| s.summary.started_at.clone())
-            .min()
-            .unwrap_or_default(),
-        duration_s: saved
-            .iter()
-            .map(|s| s.summary.duration_s)
-            .fold(0.0, f64::max),
-        // Shards start their load together (--start-at): the earliest start, the longest phase.
-        load_phase: saved
-            .iter()
-            .filter_map(|s| s.summary.load_phase.clone())
-            .reduce(|a, b| fleetbench_metrics::summary::LoadPhase {
-                started_at: a.started_at.min(b.started_at),
-                duration_s: a.duration_s.max(b.duration_s),
-            }),
-        target: TargetFacts {
-            kind: first.summary.target.kind.clone(),
-            url: first.summary.target.url.clone(),
-        },
-        interrupted: saved.iter().any(|s| s.summary.interrupted),
-        aborted: saved.iter().find_map(|s| s.summary.aborted.clone()),
-        environment: first.summary.environment.clone(),
+    let (Some(agg), Some((first, scenario_toml, server))) = (agg, first) else {
+        return Err("merge needs at least one shard run directory".into());
     };
-    let mut summary = Summary::new(&agg, facts, &thresholds);
-    attach_shards(&mut summary, &saved);
-    let load = add_loads(&saved.iter().map(|s| &s.load).collect::<Vec<_>>());
-    let started = saved
+    let mut summary = merged_summary(&agg, &first, &merged)?;
+    let load = add_loads(&merged.iter().map(|s| &s.load).collect::<Vec<_>>());
+    let started = merged
         .iter()
         .map(|s| s.started)
         .min()
@@ -419,27 +416,68 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Summary> {
             .map(|d| d.display().to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        first.scenario_toml
+        scenario_toml
     );
+    summary.attach_shard_failures(shard_failures(&merged, shards));
     context(std::fs::create_dir_all(out), || {
         format!("creating {}", out.display())
     })?;
     // Every shard scraped the same project: the first shard's series stand for the run.
-    let server = saved.iter().find_map(|s| s.server.as_ref());
-    write(out, &toml, &summary, &agg, &load, server, started)?;
+    write(out, &toml, &summary, &agg, &load, server.as_ref(), started)?;
+    Ok(summary)
+}
+
+/// The merged run's summary: the shards' facts put together, the first shard's thresholds judged
+/// again on the merged aggregate, deliveries added up, probes attached.
+fn merged_summary(agg: &Aggregate, first: &Summary, merged: &[Merged]) -> Result<Summary> {
+    let thresholds = first
+        .thresholds
+        .iter()
+        .map(|t| fleetbench_scenario::Threshold::parse(&t.operation, &t.expr))
+        .collect::<Result<Vec<_>>>()?;
+    let all = || merged.iter().map(|m| &m.summary);
+    let facts = RunFacts {
+        run_id: {
+            let mut ids: Vec<&str> = all().map(|s| s.run_id.as_str()).collect();
+            ids.dedup();
+            ids.join("+")
+        },
+        scenario: first.scenario.clone(),
+        started_at: all()
+            .map(|s| s.started_at.clone())
+            .min()
+            .unwrap_or_default(),
+        duration_s: all().map(|s| s.duration_s).fold(0.0, f64::max),
+        // Shards start their load together (--start-at): the earliest start, the longest phase.
+        load_phase: all().filter_map(|s| s.load_phase.clone()).reduce(|a, b| {
+            fleetbench_metrics::summary::LoadPhase {
+                started_at: a.started_at.min(b.started_at),
+                duration_s: a.duration_s.max(b.duration_s),
+            }
+        }),
+        target: TargetFacts {
+            kind: first.target.kind.clone(),
+            url: first.target.url.clone(),
+        },
+        interrupted: all().any(|s| s.interrupted),
+        aborted: all().find_map(|s| s.aborted.clone()),
+        environment: first.environment.clone(),
+    };
+    let mut summary = Summary::new(agg, facts, &thresholds);
+    attach_shards(&mut summary, merged);
     Ok(summary)
 }
 
 /// What each shard ran beside the fleet, into the merged summary: the deliveries added up and
-/// judged as one plan; the probes' results (they ran once per shard), named by shard when they clash.
-fn attach_shards(summary: &mut Summary, saved: &[Saved]) {
-    let deliveries = saved.iter().filter_map(|s| s.summary.delivery.as_ref());
+/// judged as one plan; the probes' results (they run on one shard), named by shard when they clash.
+fn attach_shards(summary: &mut Summary, merged: &[Merged]) {
+    let deliveries = merged.iter().filter_map(|m| m.summary.delivery.as_ref());
     let interrupted = summary.interrupted;
     if let Some(d) = fleetbench_metrics::summary::Delivery::merged(deliveries, interrupted) {
         summary.attach_delivery(d);
     }
-    for (k, s) in saved.iter().enumerate() {
-        for (name, p) in &s.summary.probes {
+    for (k, m) in merged.iter().enumerate() {
+        for (name, p) in &m.summary.probes {
             let key = if summary.probes.contains_key(name) {
                 format!("{name} (shard {k})")
             } else {
@@ -448,4 +486,32 @@ fn attach_shards(summary: &mut Summary, saved: &[Saved]) {
             summary.probes.insert(key, p.clone());
         }
     }
+}
+
+/// Each way a shard failed on its own, naming the shard (`shard I/N`, or its directory for a run
+/// that was not a shard): a failed probe, its delivery short of the plan, a stop signal, an abort.
+/// A shard's crossed thresholds are not among them: the merged run judges its thresholds again
+/// over every shard's samples.
+fn shard_failures(merged: &[Merged], dirs: &[PathBuf]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (m, dir) in merged.iter().zip(dirs) {
+        let s = &m.summary;
+        let who = match s.shard {
+            Some(sh) => format!("shard {}/{} ({})", sh.index, sh.count, dir.display()),
+            None => dir.display().to_string(),
+        };
+        for (name, p) in s.probes.iter().filter(|(_, p)| p.verdict == "fail") {
+            out.push(format!("{who}: probe {name} failed: {}", p.title));
+        }
+        for short in s.delivery.iter().flat_map(|d| &d.shortfall) {
+            out.push(format!("{who}: delivered less than planned: {short}"));
+        }
+        if s.interrupted {
+            out.push(format!("{who}: stopped by a signal before its end"));
+        }
+        if let Some(why) = &s.aborted {
+            out.push(format!("{who}: aborted: {why}"));
+        }
+    }
+    out
 }

@@ -133,9 +133,10 @@ fn merged_shards_equal_one_run_over_the_same_samples() {
     for (name, op) in &one.operations {
         let b = &back.agg.operations[name];
         assert_eq!(b.total.latency, op.total.latency);
-        for (w, c) in &op.windows {
-            assert_eq!(b.windows[w].latency, c.latency, "{name} window {w}");
-            assert_eq!(b.windows[w].count, c.count);
+        for (w, c) in op.windows() {
+            let d = b.window(w).unwrap();
+            assert_eq!(d.latency, c.latency, "{name} window {w}");
+            assert_eq!(d.count, c.count);
         }
     }
     assert_eq!(

@@ -13,8 +13,8 @@ use crate::{Endpoints, RunError, RunSpec};
 /// What became of the run's users and rows.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cleanup {
-    /// Removed: this many users, and their rows.
-    Done { users: i64 },
+    /// Removed: this many users, and this many rows in all (the users' included).
+    Done { users: i64, rows: i64 },
     /// Kept on purpose (`output.cleanup = false`, `probe --keep`).
     Kept,
     /// One shard of a sharded run: cleanup waits for the end of the whole run.
@@ -33,7 +33,9 @@ impl Cleanup {
     pub fn describe(&self, who: &str, run_id: &str) -> String {
         let finish = format!("`fleetbench cleanup --run-id {run_id}`");
         match self {
-            Cleanup::Done { users } => format!("{who}: cleaned up {users} users and their rows"),
+            Cleanup::Done { users, rows } => {
+                format!("{who}: cleaned up {users} users and their rows ({rows} rows in all)")
+            }
             Cleanup::Kept => format!("{who}: kept its users and rows; {finish} removes them"),
             Cleanup::LeftToShards => format!(
                 "{who}: a shard leaves cleanup to the end of the whole run: {finish} once every shard has ended"
@@ -53,13 +55,15 @@ impl Cleanup {
 /// directory is already written, and a stopped run ends within 2 s of the signal.
 pub const CLEANUP_AFTER_STOP: Duration = Duration::from_secs(1);
 
-/// [`clean`], given at most [`CLEANUP_AFTER_STOP`] after a stop signal; then left, and said.
+/// [`clean`], given at most [`CLEANUP_AFTER_STOP`] after a stop signal; then left, and said
+/// (every batch already committed stays removed).
 pub async fn clean_until(
     endpoints: &Endpoints,
     run_id: &str,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    say: &(dyn Fn(&str) + Sync),
 ) -> Cleanup {
-    let cleaning = clean(endpoints, run_id);
+    let cleaning = clean_saying(endpoints, run_id, say);
     tokio::pin!(cleaning);
     tokio::select! {
         c = &mut cleaning => c,
@@ -69,17 +73,40 @@ pub async fn clean_until(
     }
 }
 
-/// Removes the users and rows tagged with `run_id`.
+/// Removes the users and rows tagged with `run_id`, quietly.
 pub async fn clean(endpoints: &Endpoints, run_id: &str) -> Cleanup {
+    clean_saying(endpoints, run_id, &|_| {}).await
+}
+
+/// How often a long cleanup says how far it is.
+const CLEANUP_PROGRESS: Duration = Duration::from_secs(5);
+
+/// Removes the users and rows tagged with `run_id` in batches
+/// ([`fleetbench_fleet::CLEANUP_BATCH`] rows a transaction), saying every few seconds how many
+/// rows of which table are gone.
+pub async fn clean_saying(
+    endpoints: &Endpoints,
+    run_id: &str,
+    say: &(dyn Fn(&str) + Sync),
+) -> Cleanup {
     let Some(db) = &endpoints.admin_db_url else {
         return Cleanup::NoSqlAccess;
     };
-    match fleetbench_fleet::cleanup(db, run_id).await {
+    let mut last = std::time::Instant::now();
+    let mut progress = |table: &str, n: i64| {
+        if last.elapsed() >= CLEANUP_PROGRESS {
+            last = std::time::Instant::now();
+            say(&format!("cleanup: {table}: {n} rows removed so far"));
+        }
+    };
+    let batch = fleetbench_fleet::CLEANUP_BATCH;
+    match fleetbench_fleet::cleanup(db, run_id, batch, &mut progress).await {
         Ok(deleted) => Cleanup::Done {
             users: deleted
                 .iter()
                 .find(|(t, _)| t == "auth.users")
                 .map_or(0, |d| d.1),
+            rows: deleted.iter().map(|d| d.1).sum(),
         },
         Err(e) => Cleanup::Failed(e.to_string()),
     }

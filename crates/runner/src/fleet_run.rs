@@ -46,7 +46,7 @@ pub async fn run(
     let probes = start_probes(&spec, &target, &progress, &stop, say);
     let stop_after = stop.clone();
     let collectors = start_collectors(&spec, &target, &progress, &stop);
-    let mut outcome = fleetbench_fleet::run_at(
+    let mut outcome = match fleetbench_fleet::run_at(
         clock,
         plan.clone(),
         target,
@@ -54,7 +54,16 @@ pub async fn run(
         progress,
         stop,
     )
-    .await?;
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // Provisioning began: whatever it created is removed (or the command to do so said).
+            let cleanup = clean_up(&spec, stop_after, say).await;
+            say(&cleanup.describe("run", &spec.run_id));
+            return Err(e.into());
+        }
+    };
     let delivery = delivery(plan, &outcome);
     let probe_outcomes = match probes {
         Some(task) => {
@@ -90,27 +99,41 @@ pub async fn run(
         count: plan.shard.1,
     });
     finish_export(export, final_summary, &summary, say).await;
-    finish::write_dir(
+    let written = finish::write_dir(
         &spec,
         &summary,
         &outcome.aggregate,
         &load_shape(plan, &outcome),
         server.as_ref(),
         started_wall,
-    )?;
-    let cleanup = match (plan.cleanup, plan.shard.1 > 1) {
-        (false, _) => Cleanup::Kept,
-        (true, true) => Cleanup::LeftToShards,
-        (true, false) => {
-            say("run: removing the run's users and rows");
-            finish::clean_until(&spec.endpoints, &spec.run_id, stop_after).await
-        }
-    };
+    );
+    let cleanup = clean_up(&spec, stop_after, say).await;
+    if let Err(e) = written {
+        say(&cleanup.describe("run", &spec.run_id));
+        return Err(e);
+    }
     Ok(Finished {
         summary,
         fleet: Some(outcome),
         cleanup,
     })
+}
+
+/// The cleanup the scenario asks for, on every way out of a run once provisioning began: a
+/// shard leaves it to the end of the whole run.
+async fn clean_up(
+    spec: &RunSpec<Plan>,
+    stop: watch::Receiver<bool>,
+    say: &(dyn Fn(&str) + Sync),
+) -> Cleanup {
+    match (spec.plan.cleanup, spec.plan.shard.1 > 1) {
+        (false, _) => Cleanup::Kept,
+        (true, true) => Cleanup::LeftToShards,
+        (true, false) => {
+            say("run: removing the run's users and rows");
+            finish::clean_until(&spec.endpoints, &spec.run_id, stop, say).await
+        }
+    }
 }
 
 /// Which shard this is and which Auth mode the run is in, and why.
@@ -281,7 +304,12 @@ fn start_export(
     let Some(url) = &spec.plan.prometheus_remote_write else {
         return (tx, None);
     };
-    let rw = match crate::remote_write::RemoteWrite::new(url, &spec.run_id, &spec.plan.name) {
+    let rw = match crate::remote_write::RemoteWrite::new(
+        url,
+        &spec.run_id,
+        &spec.plan.name,
+        spec.plan.shard.0,
+    ) {
         Ok(rw) => rw,
         Err(e) => {
             say(&format!("run: remote write: cannot start ({e})"));
@@ -324,6 +352,14 @@ fn start_probes(
 ) -> Option<JoinHandle<Vec<(String, ProbeOutcome)>>> {
     let names = spec.plan.probes.names();
     if names.is_empty() {
+        return None;
+    }
+    if !spec.plan.probes.on_shard(spec.plan.shard) {
+        say(&format!(
+            "run: probes ({}) run once per run, on shard {}: none on this shard",
+            names.join(", "),
+            spec.plan.probes.shard
+        ));
         return None;
     }
     say(&format!(

@@ -79,7 +79,7 @@ pub async fn probe(
     let cleanup = if keep {
         Cleanup::Kept
     } else {
-        finish::clean_until(&spec.endpoints, &spec.run_id, stop).await
+        finish::clean_until(&spec.endpoints, &spec.run_id, stop, &|_| {}).await
     };
     Ok(Finished {
         summary,

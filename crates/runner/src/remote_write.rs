@@ -1,7 +1,9 @@
 //! The run, live, as Prometheus remote-write (`[output] prometheus_remote_write`, `--prometheus-
 //! remote-write URL`): once a second through the run, then once more at its end with the summary's
 //! own figures, so that what a dashboard shows last equals `summary.json`. Every series carries the
-//! labels `run_id` and `scenario`; per operation (`operation`):
+//! labels `run_id`, `scenario`, `shard` (the shard's index, `0` for a whole run) and `instance`
+//! (this machine's host name), so that the shards of one run write distinct series, which a
+//! dashboard sums; per operation (`operation`):
 //!
 //! - `fleetbench_requests_total` and `fleetbench_errors_total{kind}`: counts so far;
 //! - `fleetbench_latency_ms{from="intended"|"send", quantile="0.5"|"0.95"|"0.99"|"1"}`: the
@@ -39,6 +41,8 @@ pub struct RemoteWrite {
     url: String,
     run_id: String,
     scenario: String,
+    shard: String,
+    instance: String,
 }
 
 /// What the export did: pushes accepted and refused, and why the last was.
@@ -53,7 +57,8 @@ pub struct Pushed {
 type Point = (&'static str, Vec<(&'static str, String)>, f64);
 
 impl RemoteWrite {
-    pub fn new(url: &str, run_id: &str, scenario: &str) -> Result<RemoteWrite, String> {
+    /// Series for `run_id`'s scenario `scenario`, written by shard `shard` of the run.
+    pub fn new(url: &str, run_id: &str, scenario: &str, shard: u32) -> Result<RemoteWrite, String> {
         let roots = fleetbench_tls::reqwest_roots().map_err(|e| e.to_string())?;
         let http = reqwest::Client::builder()
             .tls_certs_merge(roots)
@@ -65,6 +70,8 @@ impl RemoteWrite {
             url: url.to_string(),
             run_id: run_id.to_string(),
             scenario: scenario.to_string(),
+            shard: shard.to_string(),
+            instance: sysinfo::System::host_name().unwrap_or_else(|| "unknown".into()),
         })
     }
 
@@ -118,6 +125,14 @@ impl RemoteWrite {
             Label {
                 name: "scenario".into(),
                 value: self.scenario.clone(),
+            },
+            Label {
+                name: "shard".into(),
+                value: self.shard.clone(),
+            },
+            Label {
+                name: "instance".into(),
+                value: self.instance.clone(),
             },
         ];
         all.extend(labels.into_iter().map(|(n, v)| Label {
@@ -194,9 +209,9 @@ pub async fn export(
         }
         let mut points = gauges(&progress, &plan, clock, load_start_us);
         if let Some(live) = progress.live.get() {
-            let agg = live.snapshot();
-            let ops = agg.operations.iter().map(|(name, op)| {
-                let figures = fleetbench_metrics::summary::operation(&op.total, 0.0);
+            let totals = live.totals();
+            let ops = totals.iter().map(|(name, c)| {
+                let figures = fleetbench_metrics::summary::operation(c, 0.0);
                 (name.clone(), figures)
             });
             points.extend(operations(ops));

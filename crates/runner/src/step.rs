@@ -314,7 +314,9 @@ pub async fn measure(ctx: &StepContext<'_>, level: f64) -> Step {
         Err(e) => step.degraded = Some(format!("the step could not run: {e}")),
     }
     if let Some(db) = &ctx.resolved.admin_db_url {
-        let _ = fleetbench_fleet::cleanup(db, &run_id).await;
+        let _ =
+            fleetbench_fleet::cleanup(db, &run_id, fleetbench_fleet::CLEANUP_BATCH, &mut |_, _| {})
+                .await;
     }
     step
 }

@@ -465,6 +465,7 @@ fn probes(e: &mut Errors, p: &crate::probes::Probes) -> crate::probes::ProbesPla
         }),
     });
     ProbesPlan {
+        shard: p.shard.unwrap_or(0),
         realtime,
         rag,
         partitions,

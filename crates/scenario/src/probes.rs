@@ -13,6 +13,9 @@ pub const PROBES: &[&str] = &["realtime", "rag", "partitions", "pooler", "webhoo
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Probes {
+    /// The shard of a sharded run (`--shard I/N`) that runs the probes: one shard only, so that
+    /// no two shards create the same probe users, tables or connection storms (default 0).
+    pub shard: Option<u32>,
     pub realtime: Option<RealtimeProbe>,
     pub rag: Option<RagProbe>,
     pub partitions: Option<PartitionsProbe>,
@@ -160,6 +163,8 @@ pub struct RlsProbe {}
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ProbesPlan {
+    /// `[probes] shard`: the shard of a sharded run that runs them.
+    pub shard: u32,
     pub realtime: Option<RealtimePlan>,
     pub rag: Option<RagPlan>,
     pub partitions: Option<PartitionsPlan>,
@@ -169,6 +174,11 @@ pub struct ProbesPlan {
 }
 
 impl ProbesPlan {
+    /// Whether shard `index` of `count` runs the probes (a whole run always does).
+    pub fn on_shard(&self, (index, count): (u32, u32)) -> bool {
+        count <= 1 || index == self.shard
+    }
+
     /// The names of the probes that run.
     pub fn names(&self) -> Vec<&'static str> {
         let on = [

@@ -80,7 +80,12 @@ async fn a_fleet_across_a_months_end_lands_every_row_in_its_month() {
         before > 0 && after > 0,
         "rows on both sides of {midnight}: {before} before, {after} after"
     );
-    fleetbench_fleet::cleanup(&stack().direct_db_url(), &run_id)
-        .await
-        .unwrap();
+    fleetbench_fleet::cleanup(
+        &stack().direct_db_url(),
+        &run_id,
+        fleetbench_fleet::CLEANUP_BATCH,
+        &mut |_, _| {},
+    )
+    .await
+    .unwrap();
 }

@@ -50,10 +50,10 @@ upload_interval = "2s"
         }
     };
     let start = out.load_start_us as f64 / 1e6;
-    for (w, c) in &ops.windows {
+    for (w, c) in ops.windows() {
         let (a, b) = (
-            (*w as f64 - start).max(0.0),
-            (*w as f64 + 1.0 - start).min(8.0),
+            (w as f64 - start).max(0.0),
+            (w as f64 + 1.0 - start).min(8.0),
         );
         if b <= a {
             continue;
@@ -233,13 +233,13 @@ fn steady_windows(
     op: &str,
     most: usize,
 ) -> (fleetbench_metrics::aggregate::Counts, usize) {
-    let windows = &out.aggregate.operations[op].windows;
-    let keys: Vec<u64> = windows.keys().copied().collect();
+    let windows = &out.aggregate.operations[op];
+    let keys: Vec<u64> = windows.window_indices().collect();
     let inner = &keys[2..keys.len() - 2];
     let inner = &inner[..inner.len().min(most)];
     let mut merged = fleetbench_metrics::aggregate::Counts::default();
     for k in inner {
-        let c = &windows[k];
+        let c = windows.window(*k).unwrap();
         merged.latency.add(&c.latency).unwrap();
         merged.service.add(&c.service).unwrap();
         merged.count += c.count;
@@ -257,10 +257,10 @@ async fn pacing_holds_the_arrival_rate() {
     };
     let (out, sink) = against_sink(model, &["load.stages.1.duration=\"8s\""]).await;
     // 50 agents every 100 ms: 500 uploads in every 1 s window of the hold.
-    let windows = &out.aggregate.operations["rest.insert_metrics"].windows;
-    let keys: Vec<u64> = windows.keys().copied().collect();
+    let windows = &out.aggregate.operations["rest.insert_metrics"];
+    let keys: Vec<u64> = windows.window_indices().collect();
     for k in &keys[1..keys.len() - 1] {
-        let n = windows[k].count as f64;
+        let n = windows.window(*k).unwrap().count as f64;
         assert!((n - 500.0).abs() <= 5.0, "window {k}: {n} uploads, not 500");
     }
     assert_eq!(out.aggregate.late, 0);

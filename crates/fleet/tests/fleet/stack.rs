@@ -32,13 +32,24 @@ async fn rows_written_equal_rows_stored_on_both_paths() {
     }
     assert_eq!(op(&out, "auth.admin_create_user").count, 8);
     assert_eq!(op(&out, "rest.create_device").count, 8);
-    let deleted = fleetbench_fleet::cleanup(&stack().direct_db_url(), &run_id)
-        .await
-        .unwrap();
+    // In batches of at most 7 rows, each its own transaction: every row counted once.
+    let rows_before = stored(&run_id).await;
+    let mut batches = Vec::new();
+    let deleted = fleetbench_fleet::cleanup(&stack().direct_db_url(), &run_id, 7, &mut |t, n| {
+        batches.push((t.to_string(), n))
+    })
+    .await
+    .unwrap();
     assert!(
         deleted.contains(&("auth.users".to_string(), 8)),
         "{deleted:?}"
     );
+    let metrics = deleted
+        .iter()
+        .find(|d| d.0 == "system_metrics")
+        .map_or(0, |d| d.1);
+    assert_eq!(metrics, rows_before, "{deleted:?}");
+    assert!(batches.len() as i64 >= rows_before / 7, "{batches:?}");
     assert_eq!(stored(&run_id).await, 0);
 }
 
@@ -185,20 +196,28 @@ async fn an_expired_access_token_signs_in_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosted_rate_limits_are_backed_off_until_every_agent_is_in() {
     let _shared = QUIET.read().await;
-    // GoTrue's burst of 30 per client; a faster refill than hosted (5/s) keeps the test short.
-    let g = limited_gateway(1500, false);
+    // GoTrue's burst of 30 per client refilling 2 a second (hosted: 0.5), emptied by the test
+    // itself before the fleet starts: the test makes its 429 happen instead of hoping the machine
+    // is fast enough to outrun the refill. 24 agents then need 12 s of refill; they all sign in
+    // at once (provisioning concurrency 24), so some are refused, whatever the machine's speed.
+    let g = limited_gateway(600, false);
+    let drained = drain_token_bucket(&g).await;
+    assert!(
+        drained <= 31,
+        "the bucket held {drained} sign-ins, more than GoTrue's 30"
+    );
     let (out, _) = run(
         plan(&[
-            "fleet.agents=40",
-            "load.stages.0.agents=40",
-            "load.stages.1.agents=40",
-            "fleet.provision_concurrency=40",
+            "fleet.agents=24",
+            "load.stages.0.agents=24",
+            "load.stages.1.agents=24",
+            "fleet.provision_concurrency=24",
             "load.stages.1.duration=\"1s\"",
         ]),
         target(&g),
     )
     .await;
-    assert_eq!(out.agents, 40, "every agent got in");
+    assert_eq!(out.agents, 24, "every agent got in");
     let password = op(&out, "auth.password");
     assert!(
         password
@@ -212,9 +231,25 @@ async fn hosted_rate_limits_are_backed_off_until_every_agent_is_in() {
     );
     assert_eq!(
         password.count - password.errors,
-        40,
+        24,
         "one successful sign-in per agent"
     );
+}
+
+/// Signs in with a wrong password from this machine's address until GoTrue's `/token` bucket
+/// answers 429: the number of calls it took.
+async fn drain_token_bucket(gateway: &str) -> u32 {
+    let t = target(gateway);
+    for n in 1..=200 {
+        match t
+            .sign_in_from("nobody@fleetbench.load.test", "wrong", None)
+            .await
+        {
+            Err(e) if e.kind() == "http_429" => return n,
+            _ => {}
+        }
+    }
+    panic!("200 sign-ins and no 429: the gateway has no /token limit");
 }
 
 /// The same 40 agents against a bucket that never refills while the test runs (1 per 5 min, burst
@@ -418,9 +453,8 @@ async fn backlog_survives_an_outage_and_is_flushed() {
         "the backlog was flushed whole; errors {:?}, windows {:?}",
         rest.errors_by_kind,
         out.aggregate.operations["rest.insert_metrics"]
-            .windows
-            .iter()
-            .map(|(w, c)| (*w, c.count, c.errors))
+            .windows()
+            .map(|(w, c)| (w, c.count, c.errors))
             .collect::<Vec<_>>()
     );
     assert!(

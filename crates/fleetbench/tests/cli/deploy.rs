@@ -61,3 +61,43 @@ fn the_image_and_the_apply_commands_keep_what_they_must() {
         yaml_rust2::YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{manifest}: {e}"));
     }
 }
+
+/// `deploy/ci/k8s-wait`, the documented wait for the shards' Job, returns on whichever of
+/// complete or failed comes first, with its own exit code; never waits out the timeout for a Job
+/// that failed. No Kubernetes runs here: `kubectl` is a stand-in whose `wait` for one condition
+/// answers after a moment and for the other never within the test.
+#[test]
+fn the_documented_wait_returns_on_complete_or_failed() {
+    let docs = std::fs::read_to_string(workspace_root().join("docs/sharding.md")).unwrap();
+    assert!(docs.contains("deploy/ci/k8s-wait fleetbench-shards-$RUN_ID"));
+    assert!(!docs.contains("kubectl wait --for=condition=complete"));
+    for (seen, code) in [("complete", 0), ("failed", 1), ("neither", 2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let kubectl = dir.path().join("kubectl");
+        std::fs::write(
+            &kubectl,
+            format!(
+                "#!/usr/bin/env bash\n[ \"$1 $3 $4\" = 'wait --timeout=5h job/fleetbench-shards-r' ] || exit 3\n\
+                 case \"$2\" in --for=condition={seen}) exit 0 ;; esac\n\
+                 [ {seen} = neither ] && exit 1\nexec sleep 600\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &kubectl,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let out = Command::new(workspace_root().join("deploy/ci/k8s-wait"))
+            .args(["fleetbench-shards-r", "5h"])
+            .env("KUBECTL", &kubectl)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{seen}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -136,6 +136,17 @@ async fn the_live_series_reach_prometheus_and_end_equal_to_the_summary() {
     // The last values are the summary's.
     let count = one(p, &format!("fleetbench_requests_total{{{sel}}}")).await;
     assert_eq!(count, s["count"].as_f64().unwrap());
+    // Shard-safe: every series names its shard (0, a whole run) and the machine that wrote it.
+    let (labels, _) = &query(p, &format!("fleetbench_requests_total{{{sel}}}")).await[0];
+    assert_eq!(
+        labels.get("shard").map(String::as_str),
+        Some("0"),
+        "{labels:?}"
+    );
+    assert!(
+        labels.get("instance").is_some_and(|i| !i.is_empty()),
+        "{labels:?}"
+    );
     let errors = s["errors_by_kind"].as_object().unwrap();
     assert!(
         errors.get("http_503").is_some_and(|n| n.as_u64() > Some(0)),

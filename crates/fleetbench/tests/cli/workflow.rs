@@ -161,7 +161,7 @@ impl Workflow {
     /// Every job in order: their results by name.
     fn run(&self) -> BTreeMap<String, JobResult> {
         let mut done: BTreeMap<String, JobResult> = BTreeMap::new();
-        for name in ["prepare", "build", "shard", "merge"] {
+        for name in ["build", "prepare", "shard", "merge"] {
             let job = &self.doc["jobs"][name];
             assert!(!job.is_badvalue(), "no job {name}");
             let mut ctx = self.base.clone();
@@ -501,7 +501,7 @@ async fn the_workflow_and_the_manifests_run_against_the_hosted_double() {
     let strict = smoke.replace("p(99) < 2s", "p(99) < 1us");
     std::fs::write(wf.workspace.join("scenarios/strict.toml"), strict).unwrap();
     let mut wf = wf;
-    wf.machine = machine;
+    wf.machine = machine.clone();
     wf.base
         .insert("inputs.scenario".into(), "scenarios/strict.toml".into());
     let run = wf.run();
@@ -520,12 +520,71 @@ async fn the_workflow_and_the_manifests_run_against_the_hosted_double() {
         (0, 0)
     );
 
+    failed_probe_on_one_shard(&base, &machine, &smoke, &db).await;
     kubernetes(&dir, &env, &db).await;
     drop(db);
     ok(fleetbench(&dir, &["stack", "down"]));
 }
 
 /// `envsubst VARS < manifest`, parsed.
+/// RLS switched off on `system_metrics` and the RLS probe in the scenario: the probe runs on shard
+/// 0 alone (no two shards create its users), fails there, and that shard exits 0 as its 99 is
+/// judged on the merge; the merge fails naming shard 0, in summary.json, the job summary and
+/// JUnit, though every threshold holds; cleanup still runs.
+async fn failed_probe_on_one_shard(
+    base: &Context,
+    machine: &[(String, String)],
+    smoke: &str,
+    db: &tokio_postgres::Client,
+) {
+    let leaky = tempfile::tempdir().unwrap();
+    let mut wf = Workflow::new(leaky.path(), base.clone());
+    let scenario = format!("{smoke}\n[probes.rls]\n");
+    std::fs::write(wf.workspace.join("scenarios/leaky.toml"), scenario).unwrap();
+    wf.machine = machine.to_vec();
+    wf.base
+        .insert("inputs.scenario".into(), "scenarios/leaky.toml".into());
+    let rls = |on: &str| format!("alter table public.system_metrics {on} row level security");
+    db.batch_execute(&rls("disable")).await.unwrap();
+    let run = wf.run();
+    db.batch_execute(&rls("enable")).await.unwrap();
+    assert!(
+        run["shard"].ok && !run["merge"].ok,
+        "{}",
+        run["merge"].summary
+    );
+    let summary = merged(&run, leaky.path());
+    assert_eq!(summary["verdict"], "fail");
+    assert!(
+        summary["thresholds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["pass"] == true),
+        "{summary}"
+    );
+    let failed: Vec<&str> = summary["shards_failed"]
+        .as_array()
+        .expect("shards_failed")
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].starts_with("shard 0/2") && failed[0].contains("probe rls failed"),
+        "{failed:?}"
+    );
+    let probes: Vec<&String> = summary["probes"].as_object().unwrap().keys().collect();
+    assert_eq!(probes, ["rls"], "the probe ran on one shard only");
+    assert!(run["merge"].summary.contains("**Shard failed:** shard 0/2"));
+    let junit = std::fs::read_to_string(leaky.path().join("artifacts/report/junit.xml")).unwrap();
+    assert!(junit.contains("every shard ran whole") && junit.contains("type=\"shard\""));
+    assert_eq!(
+        run_owns(db, run["prepare"].outputs["run_id"].clone()).await,
+        (0, 0)
+    );
+}
+
 fn manifest(path: &str, vars: &str, values: &[(&str, &str)]) -> Yaml {
     let out = Command::new("envsubst")
         .arg(vars)
@@ -673,5 +732,10 @@ async fn kubernetes(dir: &Path, env: &BTreeMap<String, String>, db: &tokio_postg
     let (code, stdout) = pod(&merge["spec"]["template"]["spec"], &[], &secret, &results);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("## fleetbench `smoke`: PASS"), "{stdout}");
+    // The run's files are in its own directory on the volume.
+    for shard in ["shard-0", "shard-1", "merged"] {
+        let summary = results.join(&run_id).join(shard).join("summary.json");
+        assert!(summary.exists(), "{}", summary.display());
+    }
     assert_eq!(run_owns(db, run_id).await, (0, 0));
 }
