@@ -16,7 +16,7 @@ Then SHARDS shards of the longest run side by side (`--shard I/N`, one run id, o
 
 Usage: python3 benches/long_run.py [--agents 200] [--seconds 30,60,120] [--window 20ms]
                                    [--shards 8] [--out DIR]
-(needs `cargo build --release -p fleetbench`)
+(needs `cargo build --release -p fleetbench`; FLEETBENCH_BIN names another build)
 """
 
 import argparse
@@ -31,7 +31,7 @@ import time
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "fleetbench")
+BIN = os.environ.get("FLEETBENCH_BIN", os.path.join(ROOT, "target", "release", "fleetbench"))
 
 
 def kib(pid, field):

@@ -50,6 +50,9 @@ pub struct RunOutcome {
     /// Rows dropped from full backlogs, and rows still unsent when the run ended.
     pub rows_dropped: u64,
     pub rows_unsent: u64,
+    /// Rows of uploads still in flight when the drain after the load ended (written or not: the
+    /// answer never came). Sampled = written + unsent + dropped + abandoned.
+    pub rows_abandoned: u64,
     pub interrupted: bool,
     /// The `abort_on_fail` threshold that stopped the run, with what it observed.
     pub aborted: Option<String>,
@@ -271,6 +274,7 @@ pub async fn run_at(
         rows_sampled: 0,
         rows_dropped: 0,
         rows_unsent: 0,
+        rows_abandoned: 0,
         interrupted: *outer_stop.borrow(),
     };
     for h in handles {
@@ -282,6 +286,7 @@ pub async fn run_at(
         outcome.rows_sampled += stats.rows_sampled;
         outcome.rows_dropped += stats.rows_dropped;
         outcome.rows_unsent += stats.rows_unsent;
+        outcome.rows_abandoned += stats.rows_abandoned;
     }
     outcome.load_end_us = clock.now_us();
     outcome.interrupted |= *outer_stop.borrow();

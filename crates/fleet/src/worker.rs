@@ -32,6 +32,11 @@ pub(crate) struct Stats {
     pub(crate) rows_sampled: u64,
     pub(crate) rows_dropped: u64,
     pub(crate) rows_unsent: u64,
+    /// Rows of uploads still in flight when the drain ended (their fate is unknown: the target
+    /// may have written them or not).
+    pub(crate) rows_abandoned: u64,
+    /// Agent index → rows of its upload in flight.
+    pub(crate) rows_out: HashMap<u32, u64>,
 }
 
 pub(crate) struct Worker {
@@ -227,6 +232,7 @@ impl Worker {
                 Ok(None) => break,
                 Err(_) => {
                     self.agg.abandoned += sh.inflight.len() as u64;
+                    self.stats.rows_abandoned += self.stats.rows_out.values().sum::<u64>();
                     sh.inflight.clear();
                     break;
                 }
@@ -336,6 +342,9 @@ impl Worker {
     ) {
         if let Some(upload) = self.ready(a, now) {
             self.progress.in_flight.fetch_add(1, Relaxed);
+            self.stats
+                .rows_out
+                .insert(upload.index, upload.rows.len() as u64);
             let target = self.target.clone();
             let clock = self.clock;
             inflight.push(Box::pin(async move { upload.run(&target, &clock).await }));
@@ -428,6 +437,7 @@ impl Worker {
         slot: usize,
     ) -> bool {
         self.progress.in_flight.fetch_sub(1, Relaxed);
+        self.stats.rows_out.remove(&attempt.index);
         for s in &attempt.samples {
             self.agg.add(s);
             if let Some(live) = &self.live {

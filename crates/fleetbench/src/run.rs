@@ -416,11 +416,12 @@ fn print_fleet(outcome: &fleetbench_fleet::RunOutcome) {
     let written: u64 = outcome.rows_written.values().sum();
     let agg = &outcome.aggregate;
     terminal::say(&format!(
-        "run: {} agents; rows sampled {}, written {written}, unsent {}, dropped {}; uploads {} late, {} dropped, {} abandoned in flight",
+        "run: {} agents; rows sampled {}, written {written}, unsent {}, dropped {}, abandoned {}; uploads {} late, {} dropped, {} abandoned in flight",
         outcome.agents,
         outcome.rows_sampled,
         outcome.rows_unsent,
         outcome.rows_dropped,
+        outcome.rows_abandoned,
         agg.late,
         agg.dropped,
         agg.abandoned

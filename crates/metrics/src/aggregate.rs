@@ -283,6 +283,22 @@ impl Aggregate {
         }
     }
 
+    /// Adds samples that come in time order (a collector's timings at the end of a run), packing
+    /// each window once the samples have moved past it, so that adding hours of them never holds
+    /// more than a window or two unpacked; everything is packed at the end.
+    pub fn add_in_order<'a>(&mut self, samples: impl IntoIterator<Item = &'a Sample>) {
+        let mut packed_to = 0;
+        for s in samples {
+            let w = s.intended_us / self.window_us;
+            if w >= packed_to + 2 {
+                packed_to = w - 1;
+                self.pack_before(packed_to);
+            }
+            self.add(s);
+        }
+        self.pack_all();
+    }
+
     /// Packs every window: what a finished run keeps.
     pub fn pack_all(&mut self) {
         self.pack_before(u64::MAX);

@@ -566,14 +566,6 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutc
     let (tx, mut rx) = mpsc::unbounded_channel();
     let dash = connect(ctx, &users, &tx, &mut agg).await;
 
-    ctx.started().await;
-    let tally = std::sync::Arc::new(std::sync::Mutex::new(Refreshes::default()));
-    let refresher = tokio::spawn(refresh_tokens(
-        ctx.target.clone(),
-        users.clone(),
-        dash.token_routes(),
-        tally.clone(),
-    ));
     let live: Vec<usize> = (0..users.len())
         .filter(|&i| dash.controls[i].is_some())
         .collect();
@@ -582,6 +574,17 @@ pub async fn run(ctx: &Context, plan: &RealtimePlan) -> anyhow::Result<ProbeOutc
         "no dashboard could subscribe: {:?}",
         dash.refused
     );
+    // Tokens are kept fresh from the moment the channels are open: the fleet's provisioning (the
+    // wait for the load phase) can outlast a short token, and the server closes a channel whose
+    // token has expired.
+    let tally = std::sync::Arc::new(std::sync::Mutex::new(Refreshes::default()));
+    let refresher = tokio::spawn(refresh_tokens(
+        ctx.target.clone(),
+        users.clone(),
+        dash.token_routes(),
+        tally.clone(),
+    ));
+    ctx.started().await;
     let Injected {
         mut ledger,
         failed_injections,

@@ -181,3 +181,73 @@ fn shards_that_cannot_merge_are_refused_with_the_reason() {
         .unwrap();
     assert!(err.contains("summary.json"), "{err}");
 }
+
+/// Shards of one run where each failed on its own (an interruption, a failed probe, a delivery
+/// short of the plan) and every threshold holds: the merged run fails, naming each shard and why,
+/// in summary.json, JUnit and summary.md; a shard count of four billion is refused at once.
+#[test]
+fn a_shard_that_failed_on_its_own_fails_the_merged_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let load = LoadShape {
+        unit: "active agents".into(),
+        points: vec![],
+        gauges: vec![],
+    };
+    let all = samples();
+    let mut dirs = Vec::new();
+    for k in 0..3u32 {
+        let mut agg = Aggregate::new(1_000_000);
+        all.iter()
+            .skip(k as usize)
+            .step_by(3)
+            .for_each(|s| agg.add(s));
+        let mut s = summary(&agg, "run");
+        s.thresholds.clear();
+        s.shard = Some(fleetbench_metrics::summary::Shard { index: k, count: 3 });
+        match k {
+            0 => {
+                let probe: fleetbench_metrics::summary::ProbeReport =
+                    serde_json::from_value(serde_json::json!({
+                        "title": "Row-level security", "claim": "each user sees only their own data",
+                        "verdict": "fail", "figures": [], "findings": ["a leak"]
+                    }))
+                    .unwrap();
+                s.probes.insert("rls".into(), probe);
+            }
+            1 => s.interrupted = true,
+            _ => {}
+        }
+        let dir = tmp.path().join(format!("shard-{k}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        write(&dir, "", &s, &agg, &load, None, SystemTime::UNIX_EPOCH).unwrap();
+        dirs.push(dir);
+    }
+    let out = tmp.path().join("merged");
+    let merged = merge(&dirs, &out).unwrap();
+    assert_eq!(merged.verdict, "fail");
+    assert_eq!(merged.shards_failed.len(), 2, "{:?}", merged.shards_failed);
+    assert!(
+        merged.shards_failed[0].starts_with("shard 0/3")
+            && merged.shards_failed[0].contains("probe rls failed")
+    );
+    assert!(
+        merged.shards_failed[1].starts_with("shard 1/3")
+            && merged.shards_failed[1].contains("signal")
+    );
+    let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    assert!(junit.contains("type=\"shard\""), "{junit}");
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        md.contains("FAIL") && md.contains("**Shard failed:** shard 1/3"),
+        "{md}"
+    );
+    let back: Summary =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(back.shards_failed, merged.shards_failed);
+    // A crafted shard count: refused with the reason, in no time and no memory.
+    let path = dirs[0].join("summary.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\"count\": 3", "\"count\": 4000000000")).unwrap();
+    let err = merge(&dirs, &out).err().unwrap();
+    assert!(err.contains("4000000000 shards"), "{err}");
+}

@@ -174,7 +174,7 @@ async fn join_collectors(
                     "run: real collector: {} samples, {} rows written in {} uploads",
                     pushed.samples, pushed.rows_written, pushed.uploads
                 ));
-                pushed.timings.iter().for_each(|s| agg.add(s));
+                agg.add_in_order(&pushed.timings);
             }
             Ok(Err(e)) => say(&format!("run: a real collector could not start: {e}")),
             Err(e) => say(&format!("run: a real collector failed: {e}")),

@@ -72,15 +72,15 @@ async fn survive_with(
     let summary = complete_run_dir(&out_dir, fault);
     assert_eq!(summary["interrupted"], false);
     // Nothing lost, nothing twice: every sampled row reached the sink once or is still held.
-    let (sampled, written, unsent, dropped) = rows_account(&stderr);
+    let (sampled, written, unsent, dropped, abandoned) = rows_account(&stderr);
     assert_eq!(written as u64, sink.rows.load(Relaxed), "{fault}: {stderr}");
     assert_eq!(
         summary["operations"]["rest.insert_metrics"]["rows"],
         written
     );
     assert_eq!(
-        (written + unsent, dropped),
-        (sampled, 0),
+        (written + unsent, dropped, abandoned),
+        (sampled, 0, 0),
         "{fault}: {stderr}"
     );
     // The agents came back: inserts were taken after the fault ended.

@@ -160,8 +160,8 @@ async fn sink(latency: &str) -> (String, std::sync::Arc<fleetbench_sink::Sink>) 
     sink_on("127.0.0.1", latency, None, &[]).await
 }
 
-/// The run's account of its rows on stderr: (sampled, written, unsent, dropped).
-fn rows_account(stderr: &str) -> (i64, i64, i64, i64) {
+/// The run's account of its rows on stderr: (sampled, written, unsent, dropped, abandoned).
+fn rows_account(stderr: &str) -> (i64, i64, i64, i64, i64) {
     let line = stderr
         .lines()
         .find(|l| l.contains("rows sampled"))
@@ -181,6 +181,7 @@ fn rows_account(stderr: &str) -> (i64, i64, i64, i64) {
         figure("written"),
         figure("unsent"),
         figure(", dropped"),
+        figure(", abandoned"),
     )
 }
 

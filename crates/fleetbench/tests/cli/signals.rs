@@ -138,6 +138,32 @@ async fn sigint_and_sigterm_write_the_whole_run_directory_within_two_seconds() {
     }
 }
 
+/// SIGINT while every upload waits on a sink that answers inserts a minute later: the drain gives
+/// them a second, then leaves them; their rows are counted as abandoned, so every sampled row is
+/// still accounted for (sampled = written + unsent + dropped + abandoned).
+#[tokio::test]
+async fn rows_of_uploads_left_in_flight_at_a_signal_are_counted() {
+    let (url, sink) = sink_on("127.0.0.1", "1ms", None, &["slow:60s@0s..10m".into()]).await;
+    let run = start(&url);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sink.faulted.load(Relaxed) < 30 {
+        assert!(std::time::Instant::now() < deadline, "no uploads in flight");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (took, status) = interrupt(run.child).await;
+    let stderr = std::fs::read_to_string(&run.stderr).unwrap();
+    assert!(took < Duration::from_secs(2), "took {took:?}\n{stderr}");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let (sampled, written, unsent, dropped, abandoned) = rows_account(&stderr);
+    assert_eq!(written, 0, "{stderr}");
+    assert!(abandoned >= 30, "{stderr}");
+    assert_eq!(sampled, written + unsent + dropped + abandoned, "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.out_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert!(summary["abandoned"].as_u64() >= Some(30), "{summary}");
+}
+
 /// A signal while the fleet is still being provisioned (one agent at a time, 300 ms a call): the
 /// run stops provisioning, runs no load at all, and writes its directory within 2 s.
 #[tokio::test]

@@ -156,8 +156,12 @@ cleanup = false
     // Nothing lost: every sampled row is in the database or still held by its agent; an upload
     // whose answer was lost with the gateway may have landed before its retry, so the database's
     // distinct rows lie between what was acknowledged and that plus what is still held.
-    let (sampled, written, unsent, dropped) = rows_account(&stderr);
-    assert_eq!((written + unsent, dropped), (sampled, 0), "{stderr}");
+    let (sampled, written, unsent, dropped, abandoned) = rows_account(&stderr);
+    assert_eq!(
+        (written + unsent, dropped, abandoned),
+        (sampled, 0, 0),
+        "{stderr}"
+    );
     let in_db = agent_rows(&db_url).await.unwrap();
     assert!(
         (written..=written + unsent).contains(&in_db),

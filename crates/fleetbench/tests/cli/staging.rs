@@ -334,6 +334,11 @@ async fn sixty_second_tokens_for_five_minutes() {
     assert_eq!(figure("alerts delivered once"), 29.0);
     // Three dashboards, each refreshing every 30 s over the probe's ~300 s.
     assert!(figure("tokens refreshed") >= 3.0 * 8.0, "{summary}");
+    // Not one channel was closed by the server for an expired token: no socket had to rejoin.
+    let rejoins = summary["operations"]["realtime.rejoin"]["count"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(rejoins, 0, "{}", summary["probes"]["realtime"]);
     ok(fleetbench(&dir, &["stack", "down"]));
 }
 
