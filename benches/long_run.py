@@ -6,7 +6,7 @@ writing of the run directory, for runs of growing length, with and without live 
 Hours are compressed with tiny windows: at `--window 20ms`, 120 s of load make 6,000 windows per
 operation, what 100 minutes make at the default 1 s. Each `fleetbench run` runs against
 `fleetbench sink` on 127.0.0.1 and is sampled from /proc every 50 ms: VmRSS, and the kernel's own
-high-water mark VmHWM (which catches a peak between two samples). A sample is "load" while the
+peak resident set at its exit (wait4's ru_maxrss, which catches a peak between two samples). A sample is "load" while the
 run's load phase lasts (its start and length from summary.json, on the wall clock the samples
 share) and "after" once it has ended: the merge of the workers' windows, the probes' and
 collectors' samples, and the run directory. The figure the issue asks for is after / load.
@@ -15,7 +15,8 @@ Then SHARDS shards of the longest run side by side (`--shard I/N`, one run id, o
 `fleetbench merge` of them sampled the same way, beside the merge of one shard alone.
 
 Usage: python3 benches/long_run.py [--agents 200] [--seconds 30,60,120] [--window 20ms]
-                                   [--shards 8] [--out DIR]
+                                   [--shards 8] [--no-export] [--out DIR]
+The real soak: --seconds 3600 --window 1s --shards 1 --no-export.
 (needs `cargo build --release -p fleetbench`; FLEETBENCH_BIN names another build)
 """
 
@@ -44,21 +45,28 @@ def kib(pid, field):
 
 
 def sampled(argv, env):
-    """Runs argv, sampling its memory every 50 ms: (exit code, stderr, samples, last VmHWM KiB)."""
+    """Runs argv, sampling its memory every 50 ms: (exit code, stderr, samples, peak KiB). The peak
+    is the kernel's own account of the child's largest resident set (wait4's ru_maxrss), which a
+    sample can miss when the process ends between two."""
     p = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    err = []
-    reader = threading.Thread(target=lambda: err.extend(p.stderr), daemon=True)
-    reader.start()
-    samples, hwm = [], 0
-    while p.poll() is None:
-        rss, high = kib(p.pid, "VmRSS"), kib(p.pid, "VmHWM")
+    err, out = [], []
+    readers = [threading.Thread(target=lambda: err.extend(p.stderr), daemon=True),
+               threading.Thread(target=lambda: out.extend(p.stdout), daemon=True)]
+    for r in readers:
+        r.start()
+    samples = []
+    while True:
+        pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+        if pid == p.pid:
+            p.returncode = os.waitstatus_to_exitcode(status)
+            break
+        rss = kib(p.pid, "VmRSS")
         if rss:
             samples.append((time.time(), rss))
-            hwm = max(hwm, high or 0)
         time.sleep(0.05)
-    p.stdout.read()
-    reader.join(timeout=5)
-    return p.returncode, "".join(err), samples, hwm
+    for r in readers:
+        r.join(timeout=5)
+    return p.returncode, "".join(err), samples, usage.ru_maxrss
 
 
 def scenario(path, agents, seconds, window):
@@ -83,6 +91,11 @@ window = "{window}"
 """)
 
 
+def window_s(spec):
+    """`20ms` or `1s` in seconds."""
+    return float(spec[:-2]) / 1000 if spec.endswith("ms") else float(spec.rstrip("s"))
+
+
 def wall(rfc3339):
     return datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
@@ -100,12 +113,12 @@ def one_run(env, work, agents, seconds, window, extra, label):
     ops = summary["operations"]["rest.insert_metrics"]
     return {
         "label": label, "seconds": seconds, "window": window, "agents": agents, "exit": code,
-        "windows_per_operation": round(seconds / (float(window.rstrip("ms")) / 1000)),
+        "windows_per_operation": round(seconds / window_s(window)),
         "load_peak_mib": round(max(load) / 1024, 1), "load_last_mib": round(load[-1] / 1024, 1),
         "after_load_peak_mib": round(max(after or [0]) / 1024, 1),
-        "vm_hwm_mib": round(hwm / 1024, 1),
+        "peak_mib": round(hwm / 1024, 1),
         "after_over_load": round(max(after or [0]) / max(load), 2),
-        "hwm_over_load": round(hwm / max(load), 2),
+        "peak_over_load": round(hwm / max(load), 2),
         "uploads": ops["count"], "late": summary["late"], "dropped": summary["dropped"],
         "p99_ms": ops["latency_ms"]["p99"], "samples": len(samples), "stderr_tail": err[-2000:],
     }, out
@@ -129,16 +142,17 @@ def shards(env, work, agents, seconds, window, n):
             raise SystemExit(f"shard {out} exited {p.returncode}: {err[-2000:]}")
         dirs.append(out)
     rows = []
-    for label, given in [("merge of 1 shard", dirs[:1]), (f"merge of {n} shards", dirs)]:
-        out = os.path.join(work, label.replace(" ", "-"))
-        code, err, samples, hwm = sampled([BIN, "merge", *given, "--out", out, "--quiet"], env)
-        if label.startswith("merge of 1"):
+    # The peer: one shard's directory read and drawn again (`report`), beside the merge of all.
+    for label, argv in [("report of 1 shard", ["report", dirs[0]]),
+                        (f"merge of {n} shards", ["merge", *dirs, "--out", os.path.join(work, "merged")])]:
+        code, err, samples, hwm = sampled([BIN, *argv, "--quiet"], env)
+        if label.startswith("report"):
             summary = {}
         else:
-            summary = json.load(open(os.path.join(out, "summary.json")))
+            summary = json.load(open(os.path.join(work, "merged", "summary.json")))
         rows.append({
-            "label": label, "exit": code, "peak_mib": round(max(r for _, r in samples) / 1024, 1),
-            "vm_hwm_mib": round(hwm / 1024, 1), "seconds": round(samples[-1][0] - samples[0][0], 2),
+            "label": label, "exit": code, "peak_mib": round(hwm / 1024, 1),
+            "seconds": round(samples[-1][0] - samples[0][0], 2) if samples else 0.0,
             "uploads": summary.get("operations", {}).get("rest.insert_metrics", {}).get("count"),
             "stderr_tail": err[-1000:],
         })
@@ -153,6 +167,8 @@ def main():
     ap.add_argument("--seconds", default="30,60,120")
     ap.add_argument("--window", default="20ms")
     ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--no-export", action="store_true", help="skip the run with live export")
+    ap.add_argument("--shards-only", action="store_true", help="only the shards and their merge")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     sink = subprocess.Popen([BIN, "sink", "--latency", "uniform:1ms..5ms"], stdout=subprocess.PIPE,
@@ -167,15 +183,17 @@ def main():
     results = {"runs": [], "merge": []}
     try:
         with tempfile.TemporaryDirectory() as work:
-            for s in lengths:
+            for s in ([] if args.shards_only else lengths):
                 r, _ = one_run(env, work, args.agents, s, args.window, [], f"run-{s}s")
                 results["runs"].append(r)
                 print({k: v for k, v in r.items() if k != "stderr_tail"}, flush=True)
-            closed = ["--prometheus-remote-write", "http://127.0.0.1:9/api/v1/write"]
-            r, _ = one_run(env, work, args.agents, lengths[-1], args.window, closed, f"export-{lengths[-1]}s")
-            results["runs"].append(r)
-            print({k: v for k, v in r.items() if k != "stderr_tail"}, flush=True)
-            results["merge"] = shards(env, work, args.agents, lengths[-1], args.window, args.shards)
+            if not (args.no_export or args.shards_only):
+                closed = ["--prometheus-remote-write", "http://127.0.0.1:9/api/v1/write"]
+                r, _ = one_run(env, work, args.agents, lengths[-1], args.window, closed, f"export-{lengths[-1]}s")
+                results["runs"].append(r)
+                print({k: v for k, v in r.items() if k != "stderr_tail"}, flush=True)
+            if args.shards > 1:
+                results["merge"] = shards(env, work, args.agents, lengths[-1], args.window, args.shards)
             for m in results["merge"]:
                 print({k: v for k, v in m.items() if k != "stderr_tail"}, flush=True)
     finally:

@@ -11,6 +11,7 @@ language plpgsql security definer set search_path = '' as $$
 declare
     v_users uuid[];
     v_count bigint;
+    v_step record;
 begin
     if coalesce(p_run_id, '') = '' then
         raise exception 'run id must not be empty' using errcode = '22023';
@@ -23,36 +24,31 @@ begin
     if cardinality(v_users) = 0 then
         return;
     end if;
-
-    delete from public.alerts where id in (
-        select id from public.alerts where user_id = any (v_users) limit p_limit);
-    get diagnostics v_count = row_count;
-    if v_count > 0 then table_name := 'alerts'; rows_deleted := v_count; return next; return; end if;
-
-    delete from public.memories where id in (
-        select id from public.memories where user_id = any (v_users) limit p_limit);
-    get diagnostics v_count = row_count;
-    if v_count > 0 then table_name := 'memories'; rows_deleted := v_count; return next; return; end if;
-
-    -- The primary key (id, ts) finds each row in its partition.
-    delete from public.system_metrics where (id, ts) in (
-        select id, ts from public.system_metrics where user_id = any (v_users) limit p_limit);
-    get diagnostics v_count = row_count;
-    if v_count > 0 then table_name := 'system_metrics'; rows_deleted := v_count; return next; return; end if;
-
-    delete from public.devices where id in (
-        select id from public.devices where user_id = any (v_users) limit p_limit);
-    get diagnostics v_count = row_count;
-    if v_count > 0 then table_name := 'devices'; rows_deleted := v_count; return next; return; end if;
-
-    delete from public.profiles where user_id in (
-        select user_id from public.profiles where user_id = any (v_users) limit p_limit);
-    get diagnostics v_count = row_count;
-    if v_count > 0 then table_name := 'profiles'; rows_deleted := v_count; return next; return; end if;
-
-    delete from auth.users where id in (select unnest(v_users) limit p_limit);
-    get diagnostics v_count = row_count;
-    table_name := 'auth.users'; rows_deleted := v_count; return next;
+    -- Children before parents, the users last; each row found by its key (system_metrics' key
+    -- (id, ts) finds the row in its partition).
+    for v_step in
+        select * from (values
+            (1, 'alerts', 'public.alerts', 'id', 'user_id'),
+            (2, 'memories', 'public.memories', 'id', 'user_id'),
+            (3, 'system_metrics', 'public.system_metrics', 'id, ts', 'user_id'),
+            (4, 'devices', 'public.devices', 'id', 'user_id'),
+            (5, 'profiles', 'public.profiles', 'user_id', 'user_id'),
+            (6, 'auth.users', 'auth.users', 'id', 'id')
+        ) as steps (ord, name, tbl, key, owner)
+        order by ord
+    loop
+        execute format(
+            'delete from %1$s where (%2$s) in (select %2$s from %1$s where %3$s = any ($1) limit $2)',
+            v_step.tbl, v_step.key, v_step.owner)
+        using v_users, p_limit;
+        get diagnostics v_count = row_count;
+        if v_count > 0 then
+            table_name := v_step.name;
+            rows_deleted := v_count;
+            return next;
+            return;
+        end if;
+    end loop;
 end
 $$;
 revoke all on function fleetbench.cleanup_run_batch(text, integer) from public;

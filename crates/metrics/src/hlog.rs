@@ -187,7 +187,10 @@ pub const MAX_RUN: Duration = Duration::from_secs(31 * 24 * 3600);
 /// (since the Unix epoch). Each window is packed as soon as both its histograms are read, so a
 /// log of any length is held packed. The files are untrusted input (CI artifacts): every
 /// histogram is decoded within the bounds fleetbench writes, every window within [`MAX_RUN`].
-pub fn read(hlog: &[u8], timeline: &Timeline) -> Result<(Aggregate, Duration), String> {
+pub fn read(
+    hlog: impl std::io::BufRead,
+    timeline: &Timeline,
+) -> Result<(Aggregate, Duration), String> {
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
     if timeline.window_us == 0 || timeline.window_us > crate::aggregate::MAX_US {
         return Err(format!(
@@ -199,19 +202,51 @@ pub fn read(hlog: &[u8], timeline: &Timeline) -> Result<(Aggregate, Duration), S
     agg.late = timeline.late;
     agg.dropped = timeline.dropped;
     agg.abandoned = timeline.abandoned;
-    let mut counters = Counters::of(timeline)?;
-    let mut halves: std::collections::HashMap<(String, u64), Half> = Default::default();
-    let window_s = timeline.window_us as f64 / 1e6;
+    let mut log = LogReader {
+        agg,
+        counters: Counters::of(timeline)?,
+        halves: Default::default(),
+        window_s: timeline.window_us as f64 / 1e6,
+    };
     let mut started = Duration::ZERO;
-    for entry in IntervalLogIterator::new(hlog) {
-        let h = match entry.map_err(|e| format!("histograms.hlog: {e:?}"))? {
-            LogEntry::Interval(h) => h,
-            LogEntry::StartTime(t) => {
-                started = t;
-                continue;
+    // Line by line: HdrHistogram's parser keeps no state between lines (it reports timestamps
+    // as written), so a log of any length is never held whole.
+    for line in hlog.split(b'\n') {
+        let mut line = line.map_err(|e| format!("histograms.hlog: {e}"))?;
+        line.push(b'\n');
+        for entry in IntervalLogIterator::new(&line) {
+            match entry.map_err(|e| format!("histograms.hlog: {e:?}"))? {
+                LogEntry::Interval(h) => log.take(&h)?,
+                LogEntry::StartTime(t) => started = t,
+                _ => {}
             }
-            _ => continue,
-        };
+        }
+    }
+    if let Some(((name, w), _)) = log.halves.iter().next() {
+        return Err(format!(
+            "histograms.hlog: {name} window {w} has one of its two histograms (latency and service)"
+        ));
+    }
+    log.counters.all_taken()?;
+    totals(&mut log.agg, timeline)?;
+    Ok((log.agg, started))
+}
+
+/// The aggregate a log is read into, and what is still waiting for its other half.
+struct LogReader {
+    agg: Aggregate,
+    counters: Counters,
+    halves: std::collections::HashMap<(String, u64), Half>,
+    window_s: f64,
+}
+
+impl LogReader {
+    /// One interval of the log into the aggregate: a total, or half of a window (packed once
+    /// both halves are in).
+    fn take(
+        &mut self,
+        h: &hdrhistogram::serialization::interval_log::IntervalLogHistogram,
+    ) -> Result<(), String> {
         let tag = h
             .tag()
             .map(|t| t.as_str().to_string())
@@ -230,13 +265,13 @@ pub fn read(hlog: &[u8], timeline: &Timeline) -> Result<(Aggregate, Duration), S
                 MAX_RUN.as_secs() / 86_400
             ));
         }
-        let w = (at.as_secs_f64() / window_s).round() as u64;
-        let op = agg.operations.entry(name.clone()).or_default();
+        let w = (at.as_secs_f64() / self.window_s).round() as u64;
+        let op = self.agg.operations.entry(name.clone()).or_default();
         match kind {
             "total" => op.total.latency = hist,
             "service/total" => op.total.service = hist,
             "" | "service" => {
-                let half = halves.entry((name.clone(), w)).or_default();
+                let half = self.halves.entry((name.clone(), w)).or_default();
                 let slot = if kind.is_empty() {
                     &mut half.latency
                 } else {
@@ -246,8 +281,8 @@ pub fn read(hlog: &[u8], timeline: &Timeline) -> Result<(Aggregate, Duration), S
                     return Err(format!("histograms.hlog: {tag} window {w} appears twice"));
                 }
                 if let Some(c) = half.complete() {
-                    halves.remove(&(name.clone(), w));
-                    op.put_window(w, counters.take(&name, w, c)?);
+                    self.halves.remove(&(name.clone(), w));
+                    op.put_window(w, self.counters.take(&name, w, c)?);
                 }
             }
             other => {
@@ -256,15 +291,8 @@ pub fn read(hlog: &[u8], timeline: &Timeline) -> Result<(Aggregate, Duration), S
                 ));
             }
         }
+        Ok(())
     }
-    if let Some(((name, w), _)) = halves.iter().next() {
-        return Err(format!(
-            "histograms.hlog: {name} window {w} has one of its two histograms (latency and service)"
-        ));
-    }
-    counters.all_taken()?;
-    totals(&mut agg, timeline)?;
-    Ok((agg, started))
 }
 
 /// A window's two histograms as the log gives them, one line each.
@@ -480,7 +508,7 @@ mod tests {
         // Log and timeline rebuild the aggregate exactly: totals, windows, counters.
         let timeline = Timeline::of(&agg);
         let json = serde_json::to_string(&timeline).unwrap();
-        let (back, started) = read(&buf, &serde_json::from_str(&json).unwrap()).unwrap();
+        let (back, started) = read(buf.as_slice(), &serde_json::from_str(&json).unwrap()).unwrap();
         assert_eq!(started, Duration::from_secs(1_800_000_000));
         assert_eq!(back.operations.len(), agg.operations.len());
         for (name, op) in &agg.operations {
@@ -546,7 +574,7 @@ mod tests {
     #[test]
     fn crafted_logs_are_refused_in_bounded_memory_and_never_panic() {
         let (log, timeline) = saved(3);
-        assert!(read(&log, &timeline).is_ok());
+        assert!(read(log.as_slice(), &timeline).is_ok());
         // A payload length that lies (4 GiB), inside the compressed histogram.
         let lying = edit_histogram(&log, 1, |b| {
             let mut inner = Vec::new();
@@ -561,7 +589,7 @@ mod tests {
             out.extend(z);
             out
         });
-        let e = read(&lying, &timeline).unwrap_err();
+        let e = read(lying.as_slice(), &timeline).unwrap_err();
         assert!(e.contains("payload length"), "{e}");
         // A histogram beyond fleetbench's bounds (highest trackable 2^40).
         let wide = edit_histogram(&log, 1, |_| {
@@ -576,7 +604,7 @@ mod tests {
             .unwrap();
             out
         });
-        let e = read(&wide, &timeline).unwrap_err();
+        let e = read(wide.as_slice(), &timeline).unwrap_err();
         assert!(e.contains("bounds"), "{e}");
         // A window 2^53 s after the start.
         let text = String::from_utf8(log.clone()).unwrap();
@@ -588,13 +616,13 @@ mod tests {
         assert!(read(&log[..log.len() / 2], &timeline).is_err());
         assert!(
             read(
-                &edit_histogram(&log, 2, |b| b[..b.len() / 2].to_vec()),
+                edit_histogram(&log, 2, |b| b[..b.len() / 2].to_vec()).as_slice(),
                 &timeline
             )
             .is_err()
         );
         let mut zero = timeline.clone();
         zero.window_us = 0;
-        assert!(read(&log, &zero).is_err());
+        assert!(read(log.as_slice(), &zero).is_err());
     }
 }

@@ -124,8 +124,15 @@ fn json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<T> {
 pub fn read(dir: &Path) -> Result<Saved> {
     let summary: Summary = json(dir, "summary.json")?;
     let timeline: fleetbench_metrics::hlog::Timeline = json(dir, "timeline.json")?;
-    let (agg, started) =
-        fleetbench_metrics::hlog::read(&bytes(dir, "histograms.hlog")?, &timeline)?;
+    // The interval log is read as it streams in, never held whole.
+    let path = dir.join("histograms.hlog");
+    let file = std::fs::File::open(&path).map_err(|e| {
+        format!(
+            "{}: {e}; a run directory holds summary.json, timeline.json and histograms.hlog",
+            path.display()
+        )
+    })?;
+    let (agg, started) = fleetbench_metrics::hlog::read(std::io::BufReader::new(file), &timeline)?;
     let scenario_toml =
         String::from_utf8_lossy(&bytes(dir, "scenario.toml").unwrap_or_default()).into_owned();
     let server = if dir.join("server.json").exists() {

@@ -88,7 +88,11 @@ fn open(file: &Path, screenshot: Option<&Path>) -> (String, String, Vec<String>)
                 .next()
                 .unwrap_or("")
                 .to_string();
-            log.lock().unwrap().push(line);
+            // Chromium opens spare connections to its proxy ahead of need and may close one
+            // unused: a connection that sends no request line asked for nothing.
+            if !line.is_empty() {
+                log.lock().unwrap().push(line);
+            }
         }
     });
     let mut args = vec![

@@ -244,6 +244,22 @@ fn a_shard_that_failed_on_its_own_fails_the_merged_run() {
     let back: Summary =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(back.shards_failed, merged.shards_failed);
+    // Written whole under temporary names and renamed, summary.json last: none is left over, and
+    // no file was put in place after the summary.
+    let modified = |name: &str| {
+        std::fs::metadata(out.join(name))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(!name.starts_with('.'), "{name} left over");
+        assert!(
+            modified(&name) <= modified("summary.json"),
+            "{name} after summary.json"
+        );
+    }
     // A crafted shard count: refused with the reason, in no time and no memory.
     let path = dirs[0].join("summary.json");
     let text = std::fs::read_to_string(&path).unwrap();

@@ -80,12 +80,5 @@ async fn a_fleet_across_a_months_end_lands_every_row_in_its_month() {
         before > 0 && after > 0,
         "rows on both sides of {midnight}: {before} before, {after} after"
     );
-    fleetbench_fleet::cleanup(
-        &stack().direct_db_url(),
-        &run_id,
-        fleetbench_fleet::CLEANUP_BATCH,
-        &mut |_, _| {},
-    )
-    .await
-    .unwrap();
+    clean_up(&run_id).await;
 }

@@ -122,6 +122,18 @@ pub async fn run(plan: fleetbench_scenario::Plan, target: Arc<Target>) -> (RunOu
     (out, run_id)
 }
 
+/// Removes run `run_id`'s users and rows from the stack: (table, rows deleted).
+pub async fn clean_up(run_id: &str) -> Vec<(String, i64)> {
+    fleetbench_fleet::cleanup(
+        &stack().direct_db_url(),
+        run_id,
+        fleetbench_fleet::CLEANUP_BATCH,
+        &mut |_, _| {},
+    )
+    .await
+    .unwrap()
+}
+
 pub async fn db() -> tokio_postgres::Client {
     let (c, conn) = tokio_postgres::connect(&stack().direct_db_url(), tokio_postgres::NoTls)
         .await

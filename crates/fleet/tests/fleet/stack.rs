@@ -473,3 +473,60 @@ async fn backlog_survives_an_outage_and_is_flushed() {
         "intended-start max {lat} µs vs service p99 {svc} µs"
     );
 }
+
+/// A million rows of one run, as hours of uploads leave them, removed in batches: a cleanup
+/// stopped after three batches keeps what it removed (each batch is its own transaction), and a
+/// second cleanup removes exactly what is left, down to nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_row_cleanup_is_batched_and_resumable() {
+    let _shared = QUIET.read().await;
+    let g = gateway(|_| {});
+    let (_, run_id) = run(
+        plan(&[
+            "fleet.agents=2",
+            "load.stages.0.agents=2",
+            "load.stages.1.agents=2",
+            "load.stages.1.duration=\"1s\"",
+        ]),
+        target(&g),
+    )
+    .await;
+    let db = db().await;
+    db.execute(
+        "insert into public.system_metrics (device_id, user_id, ts, cpu_pct) \
+         select d.id, d.user_id, now() + (s % 1000) * interval '1 millisecond', 1 \
+         from generate_series(1, 500000) s, public.devices d join auth.users u on u.id = d.user_id \
+         where u.raw_app_meta_data ->> 'fleetbench_run_id' = $1",
+        &[&run_id],
+    )
+    .await
+    .unwrap();
+    let before = stored(&run_id).await;
+    assert!(before >= 1_000_000, "{before} rows");
+    // A cleanup stopped after three batches: what it committed, batch by batch, is what
+    // `cleanup` itself calls in its loop.
+    for _ in 0..3 {
+        db.execute(
+            "select * from fleetbench.cleanup_run_batch($1, $2)",
+            &[&run_id, &fleetbench_fleet::CLEANUP_BATCH],
+        )
+        .await
+        .unwrap();
+    }
+    let left = stored(&run_id).await;
+    assert!(
+        left < before && left > 0,
+        "{left} of {before} rows left after the stopped cleanup"
+    );
+    let deleted = clean_up(&run_id).await;
+    let metrics = deleted
+        .iter()
+        .find(|d| d.0 == "system_metrics")
+        .map_or(0, |d| d.1);
+    assert_eq!(metrics, left, "{deleted:?}");
+    assert!(
+        deleted.contains(&("auth.users".to_string(), 2)),
+        "{deleted:?}"
+    );
+    assert_eq!(stored(&run_id).await, 0);
+}

@@ -247,3 +247,40 @@ async fn a_run_short_of_its_agents_fails_unless_its_scenario_accepts_it() {
     assert_eq!(summary["delivery"]["agents_ran"], AGENTS - refused);
     assert_eq!(summary["delivery"]["shortfall"], serde_json::json!([]));
 }
+
+/// A run that fails once provisioning began (every sign-in refused, so no agent got in): it ends
+/// with exit 1 and, having no SQL access to clean up with, spells out the exact command that
+/// removes the users it created.
+#[tokio::test]
+async fn a_run_that_fails_after_provisioning_spells_out_its_cleanup() {
+    let (url, sink) = sink_on(
+        "127.0.0.1",
+        "2ms",
+        None,
+        &["signin_refused:1@0s..10m".into()],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("refused.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"refused\"\n[fleet]\nagents = 3\n[[load.stages]]\nduration = \"0s\"\nagents = 3\n\
+         [[load.stages]]\nduration = \"2s\"\nagents = 3\n[workload]\nsample_interval = \"100ms\"\n\
+         upload_interval = \"500ms\"\ningest = { rest = 1.0 }\n",
+    )
+    .unwrap();
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let (code, stderr) = run_remote(
+        &scenario,
+        &dir.path().join("run"),
+        &["--run-id", &run_id],
+        &url,
+    )
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(sink.faulted.load(Relaxed) >= 3, "{stderr}");
+    assert!(
+        stderr.contains(&format!("`fleetbench cleanup --run-id {run_id}`")),
+        "{stderr}"
+    );
+}
