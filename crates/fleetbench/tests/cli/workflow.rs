@@ -119,6 +119,8 @@ struct Workflow {
     base: Context,
     /// A shard artifact to lose before the merge job (its upload failed).
     lose: Option<String>,
+    /// A shard whose run fails: its job sees a host allowlist that refuses the target.
+    fail_shard: Option<u64>,
     /// The runner machine's own environment (a self-hosted runner trusting the double's CA).
     machine: Vec<(String, String)>,
 }
@@ -154,6 +156,7 @@ impl Workflow {
             artifacts: work.join("artifacts"),
             base,
             lose: None,
+            fail_shard: None,
             machine: Vec::new(),
         }
     }
@@ -208,6 +211,12 @@ impl Workflow {
                 .map(|i| {
                     let mut ctx = ctx.clone();
                     ctx.insert("matrix.index".into(), i.to_string());
+                    if self.fail_shard == Some(*i) {
+                        ctx.insert(
+                            "vars.FLEETBENCH_ALLOW_HOSTS".into(),
+                            "nowhere.invalid".into(),
+                        );
+                    }
                     s.spawn(move || self.job(job, &ctx))
                 })
                 .collect();
@@ -489,6 +498,34 @@ async fn the_workflow_and_the_manifests_run_against_the_hosted_double() {
         "{}",
         run["merge"].summary
     );
+    assert_eq!(
+        run_owns(&db, run["prepare"].outputs["run_id"].clone()).await,
+        (0, 0)
+    );
+
+    // A shard whose run fails (its allowlist refuses the target: exit 2, nothing sent): the
+    // shard job fails, the merge refuses the run naming that shard's directory, cleanup runs.
+    let failed = tempfile::tempdir().unwrap();
+    let mut wf = Workflow::new(failed.path(), base.clone());
+    wf.machine = machine.clone();
+    wf.fail_shard = Some(1);
+    let run = wf.run();
+    assert!(
+        !run["shard"].ok && !run["merge"].ok,
+        "{}",
+        run["merge"].summary
+    );
+    assert!(
+        run["merge"].summary.contains("no merged run"),
+        "{}",
+        run["merge"].summary
+    );
+    let artifact = |k: u32| {
+        failed
+            .path()
+            .join(format!("artifacts/shard-{k}/summary.json"))
+    };
+    assert!(artifact(0).exists() && !artifact(1).exists());
     assert_eq!(
         run_owns(&db, run["prepare"].outputs["run_id"].clone()).await,
         (0, 0)
