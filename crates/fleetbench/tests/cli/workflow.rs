@@ -119,7 +119,7 @@ struct Workflow {
     base: Context,
     /// A shard artifact to lose before the merge job (its upload failed).
     lose: Option<String>,
-    /// A shard whose run fails: its job sees a host allowlist that refuses the target.
+    /// A shard whose run fails at once: its job names a scenario file that is not there.
     fail_shard: Option<u64>,
     /// The runner machine's own environment (a self-hosted runner trusting the double's CA).
     machine: Vec<(String, String)>,
@@ -213,8 +213,8 @@ impl Workflow {
                     ctx.insert("matrix.index".into(), i.to_string());
                     if self.fail_shard == Some(*i) {
                         ctx.insert(
-                            "vars.FLEETBENCH_ALLOW_HOSTS".into(),
-                            "nowhere.invalid".into(),
+                            "inputs.scenario".into(),
+                            "scenarios/not-on-this-runner.toml".into(),
                         );
                     }
                     s.spawn(move || self.job(job, &ctx))
@@ -503,8 +503,8 @@ async fn the_workflow_and_the_manifests_run_against_the_hosted_double() {
         (0, 0)
     );
 
-    // A shard whose run fails (its allowlist refuses the target: exit 2, nothing sent): the
-    // shard job fails, the merge refuses the run naming that shard's directory, cleanup runs.
+    // A shard whose run fails (its scenario file is missing: exit 2, nothing sent): the shard job
+    // fails, the merge refuses the run with that shard missing, cleanup runs.
     let failed = tempfile::tempdir().unwrap();
     let mut wf = Workflow::new(failed.path(), base.clone());
     wf.machine = machine.clone();
