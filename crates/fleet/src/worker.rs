@@ -152,20 +152,15 @@ impl Worker {
         tokio::pin!(sleep);
         let mut stop_open = !*stop.borrow();
         let mut deadline = self.end_us;
-        let mut packed_to = 0;
         loop {
             // A stop that came before the load began (while provisioning, or waiting for the
             // start) is never announced again: look, not only listen.
             if *stop.borrow() {
                 break;
             }
-            // Windows before the previous one are closed: packed, so that a long run's memory
-            // stays flat (a late sample reopens its window).
-            let window = self.clock.now_us() / self.agg.window_us;
-            if window >= packed_to + 2 {
-                packed_to = window - 1;
-                self.agg.pack_before(packed_to);
-            }
+            // Windows before the previous one are closed (packed, on disk), so that a long
+            // run's memory stays flat.
+            self.agg.moved_to(self.clock.now_us());
             // Everything that has finished, then everything that is due, without waiting.
             while let Some(Some(done)) = sh.inflight.next().now_or_never() {
                 self.complete(&mut sh, done);

@@ -54,29 +54,16 @@ pub fn validate(files: &[PathBuf], overrides: &[String]) -> Result<(), CommandEr
 /// transaction, with progress on stderr; after an interrupted cleanup, the same command finishes
 /// the job.
 pub fn cleanup(run_id: &str) -> Result<(), CommandError> {
-    if run_id.trim().is_empty() {
-        return Err(CommandError::invalid(anyhow::anyhow!(
-            "--run-id is empty: name the run whose users and rows to remove"
-        )));
-    }
     let resolved = target::resolve(false)?;
     let db = resolved
         .admin_db_url
         .context("cleanup needs SQL access: set SUPABASE_DB_SESSION_URL or SUPABASE_DB_URL")?;
     let rt = tokio::runtime::Runtime::new()?;
-    let mut last = std::time::Instant::now();
-    let mut progress = |table: &str, n: i64| {
-        if last.elapsed() >= std::time::Duration::from_secs(2) {
-            last = std::time::Instant::now();
-            eprintln!("cleanup: {table}: {n} rows removed so far");
-        }
-    };
     let deleted = rt
-        .block_on(fleetbench_fleet::cleanup(
+        .block_on(fleetbench_runner::finish::clean_tables(
             &db,
             run_id,
-            fleetbench_fleet::CLEANUP_BATCH,
-            &mut progress,
+            &|line| eprintln!("{line}"),
         ))
         .map_err(|e| {
             anyhow::anyhow!(
@@ -317,6 +304,7 @@ pub fn run(
     fleetbench_fleet::provision::load_traces(&plan)
         .map_err(|e| CommandError::invalid(anyhow::anyhow!(e)))?;
     target::check_caps(f64::from(plan.agents), plan.peak_rate(), plan.duration())?;
+    let remote_write_auth = target::remote_write_auth()?;
     // The run directory is written at the end: one that cannot be is found before the load.
     let out = out.unwrap_or_else(|| out_dir::default_out(&plan.name));
     out_dir::writable(&out)?;
@@ -354,6 +342,7 @@ pub fn run(
             .map_or_else(fleetbench_fleet::Clock::new, fleetbench_fleet::Clock::at),
         out: out.clone(),
         environment: machine::environment(),
+        remote_write_auth,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let finished = runtime.block_on(async {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 
 use crate::sample::{Outcome, Sample};
+use crate::spill::Spill;
 
 /// Highest trackable latency: one hour in microseconds (larger values are clamped and counted).
 pub const MAX_US: u64 = 3_600_000_000;
@@ -83,26 +84,80 @@ impl Counts {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Operation {
     pub total: Counts,
     /// Window index (intended start / window) → that window's counts, for the windows still
     /// filling; read every window through [`Operation::windows`].
     open: BTreeMap<u64, Counts>,
-    /// Closed windows, packed ([`Aggregate::pack_before`]).
+    /// Closed windows kept in memory, packed: those a late sample reopened after they were
+    /// spilled, those merged in, and all of them when no temporary file could be written.
     packed: BTreeMap<u64, Packed>,
+    /// This operation's own file of closed windows ([`Aggregate::pack_before`]), appended to.
+    spill: Option<Spill>,
+    /// The files of the operations merged into this one (or cloned from), read only.
+    merged: Vec<Spill>,
+    /// Why windows stay in memory: the first error creating or writing the file.
+    spill_error: Option<String>,
 }
 
+impl Clone for Operation {
+    /// The clone reads the files it shares and never appends to them (its own file is a new one).
+    fn clone(&self) -> Operation {
+        Operation {
+            total: self.total.clone(),
+            open: self.open.clone(),
+            packed: self.packed.clone(),
+            spill: None,
+            merged: self.spills().cloned().collect(),
+            spill_error: self.spill_error.clone(),
+        }
+    }
+}
+
+/// One source of windows in order: memory, or a file.
+type Windows<'a> = std::iter::Peekable<Box<dyn Iterator<Item = (u64, Cow<'a, Counts>)> + 'a>>;
+
 impl Operation {
-    /// Every window in order, open or packed; a packed one is unpacked when the iterator reaches
-    /// it and dropped when the caller moves on, so reading a run of any length holds one window's
-    /// histograms at a time.
+    /// Every window in order, open, packed or on disk, one window added up from its sources at a
+    /// time: reading a run of any length holds one window's histograms per source.
     pub fn windows(&self) -> impl Iterator<Item = (u64, Cow<'_, Counts>)> + '_ {
         self.windows_from(0)
     }
 
     /// [`Operation::windows`] from window index `first` on.
     pub fn windows_from(&self, first: u64) -> impl Iterator<Item = (u64, Cow<'_, Counts>)> + '_ {
+        let memory: Box<dyn Iterator<Item = _>> = Box::new(self.in_memory_from(first));
+        let mut sources: Vec<Windows<'_>> = std::iter::once(memory.peekable())
+            .chain(self.spills().map(|s| {
+                let it: Box<dyn Iterator<Item = _>> =
+                    Box::new(s.read_from(first).map(|(w, p)| (w, Cow::Owned(p.unpack()))));
+                it.peekable()
+            }))
+            .collect();
+        std::iter::from_fn(move || {
+            let w = sources
+                .iter_mut()
+                .filter_map(|s| s.peek().map(|(w, _)| *w))
+                .min()?;
+            let mut sum: Option<Cow<'_, Counts>> = None;
+            for source in &mut sources {
+                if let Some((_, c)) = source.next_if(|(x, _)| *x == w) {
+                    sum = Some(match sum {
+                        None => c,
+                        Some(mut acc) => {
+                            acc.to_mut().merge(&c);
+                            acc
+                        }
+                    });
+                }
+            }
+            Some((w, sum?))
+        })
+    }
+
+    /// The windows held in memory, open or packed, in order.
+    fn in_memory_from(&self, first: u64) -> impl Iterator<Item = (u64, Cow<'_, Counts>)> + '_ {
         let mut open = self.open.range(first..).peekable();
         let mut packed = self.packed.range(first..).peekable();
         std::iter::from_fn(move || {
@@ -122,6 +177,11 @@ impl Operation {
         })
     }
 
+    /// Every file this operation's windows are in.
+    fn spills(&self) -> impl Iterator<Item = &Spill> + '_ {
+        self.spill.iter().chain(&self.merged)
+    }
+
     /// The indices of every window, in order (nothing unpacked).
     pub fn window_indices(&self) -> impl Iterator<Item = u64> + '_ {
         let mut all: Vec<u64> = self
@@ -129,23 +189,60 @@ impl Operation {
             .keys()
             .chain(self.packed.keys())
             .copied()
+            .chain(self.spills().flat_map(|s| s.read_from(0).map(|(w, _)| w)))
             .collect();
         all.sort_unstable();
         all.dedup();
         all.into_iter()
     }
 
-    /// Window `w`'s counts, if it has any.
-    pub fn window(&self, w: u64) -> Option<Cow<'_, Counts>> {
-        if let Some(c) = self.open.get(&w) {
-            return Some(Cow::Borrowed(c));
-        }
-        self.packed.get(&w).map(|p| Cow::Owned(p.unpack()))
+    /// The last window with anything in it (nothing read but each file's last index).
+    pub fn last_window(&self) -> Option<u64> {
+        let open = self.open.keys().next_back();
+        let packed = self.packed.keys().next_back();
+        let spilled = self.spills().filter_map(|s| s.last.as_ref());
+        open.into_iter().chain(packed).chain(spilled).max().copied()
     }
 
-    /// How many windows it holds, and how many of those are packed.
+    /// Window `w`'s counts, if it has any.
+    pub fn window(&self, w: u64) -> Option<Cow<'_, Counts>> {
+        self.windows_from(w)
+            .next()
+            .filter(|(x, _)| *x == w)
+            .map(|(_, c)| c)
+    }
+
+    /// How many windows it holds, and how many of those are closed (packed or on disk).
     pub fn window_count(&self) -> (usize, usize) {
-        (self.open.len() + self.packed.len(), self.packed.len())
+        let all = self.window_indices().count();
+        (all, all - self.open.len())
+    }
+
+    /// Why closed windows are held in memory rather than on disk, if they are.
+    pub fn spill_error(&self) -> Option<&str> {
+        self.spill_error.as_deref()
+    }
+
+    /// Puts closed window `w` away: appended to this operation's file when it comes after every
+    /// window there (a late sample's window, reopened after it went to disk, does not), otherwise
+    /// kept packed in memory. A file that cannot be created or written keeps the windows in memory
+    /// from then on, and says why in [`Operation::spill_error`].
+    fn close(&mut self, w: u64, p: Packed) {
+        if self.spill_error.is_none() {
+            if self.spill.is_none() {
+                match Spill::create() {
+                    Ok(s) => self.spill = Some(s),
+                    Err(e) => self.spill_error = Some(format!("no temporary file: {e}")),
+                }
+            }
+            if let Some(spill) = self.spill.as_mut().filter(|s| s.takes(w)) {
+                match spill.append(w, &p) {
+                    Ok(()) => return,
+                    Err(e) => self.spill_error = Some(format!("temporary file: {e}")),
+                }
+            }
+        }
+        self.packed.insert(w, p);
     }
 
     /// Adds `c` into window `w`: into the open window, or into the packed one (unpacked, added,
@@ -163,10 +260,11 @@ impl Operation {
         self.packed.insert(w, Packed::pack(mine));
     }
 
-    /// Sets window `w` (packed) from its histograms and counters (a saved run read back).
+    /// Sets window `w` (closed) from its histograms and counters (a saved run read back, in
+    /// window order).
     pub(crate) fn put_window(&mut self, w: u64, c: Counts) {
         self.open.remove(&w);
-        self.packed.insert(w, Packed::pack(c));
+        self.close(w, Packed::pack(c));
     }
 }
 
@@ -175,13 +273,13 @@ impl Operation {
 /// operation and worker: unpacked, a 4-hour run would hold gigabytes of them.
 #[derive(Debug, Clone)]
 pub struct Packed {
-    latency: Vec<u8>,
-    service: Vec<u8>,
-    count: u64,
-    errors: u64,
-    rows: u64,
-    bytes: u64,
-    errors_by_kind: BTreeMap<String, u64>,
+    pub(crate) latency: Vec<u8>,
+    pub(crate) service: Vec<u8>,
+    pub(crate) count: u64,
+    pub(crate) errors: u64,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
+    pub(crate) errors_by_kind: BTreeMap<String, u64>,
 }
 
 impl Packed {
@@ -207,7 +305,7 @@ impl Packed {
         }
     }
 
-    fn unpack(&self) -> Counts {
+    pub(crate) fn unpack(&self) -> Counts {
         let histogram = |b: &[u8]| -> Histogram<u64> {
             hdrhistogram::serialization::Deserializer::new()
                 .deserialize(&mut &b[..])
@@ -236,6 +334,8 @@ pub struct Aggregate {
     pub late: u64,
     pub dropped: u64,
     pub abandoned: u64,
+    /// Windows before this index are closed ([`Aggregate::moved_to`]).
+    closed_to: u64,
 }
 
 impl Aggregate {
@@ -246,6 +346,7 @@ impl Aggregate {
             late: 0,
             dropped: 0,
             abandoned: 0,
+            closed_to: 0,
         }
     }
 
@@ -273,27 +374,34 @@ impl Aggregate {
             .add(s);
     }
 
-    /// Packs every window before window index `window` (those still filling stay as they are).
+    /// Closes every window before window index `window` (those still filling stay as they are):
+    /// packed and, in order, written to disk ([`Operation::close`]).
     pub fn pack_before(&mut self, window: u64) {
         for op in self.operations.values_mut() {
             let open = op.open.split_off(&window);
             let closed = std::mem::replace(&mut op.open, open);
-            op.packed
-                .extend(closed.into_iter().map(|(w, c)| (w, Packed::pack(c))));
+            for (w, c) in closed {
+                op.close(w, Packed::pack(c));
+            }
         }
     }
 
-    /// Adds samples that come in time order (a collector's timings at the end of a run), packing
-    /// each window once the samples have moved past it, so that adding hours of them never holds
-    /// more than a window or two unpacked; everything is packed at the end.
+    /// Time (a clock, or samples in order) has reached `t_us`: every window before the previous
+    /// one is closed ([`Aggregate::pack_before`]), once per window passed, so that a run of any
+    /// length holds a window or two open. A late sample reopens its window.
+    pub fn moved_to(&mut self, t_us: u64) {
+        let window = t_us / self.window_us;
+        if window >= self.closed_to + 2 {
+            self.closed_to = window - 1;
+            self.pack_before(self.closed_to);
+        }
+    }
+
+    /// Adds samples that come in time order (a collector's timings at the end of a run), closing
+    /// each window once the samples have moved past it; everything is closed at the end.
     pub fn add_in_order<'a>(&mut self, samples: impl IntoIterator<Item = &'a Sample>) {
-        let mut packed_to = 0;
         for s in samples {
-            let w = s.intended_us / self.window_us;
-            if w >= packed_to + 2 {
-                packed_to = w - 1;
-                self.pack_before(packed_to);
-            }
+            self.moved_to(s.intended_us);
             self.add(s);
         }
         self.pack_all();
@@ -324,6 +432,10 @@ impl Aggregate {
             }
             for (w, c) in &op.open {
                 mine.merge_window(*w, c);
+            }
+            mine.merged.extend(op.spills().cloned());
+            if mine.spill_error.is_none() {
+                mine.spill_error.clone_from(&op.spill_error);
             }
         }
         self.late += other.late;
@@ -408,6 +520,58 @@ mod tests {
                 .filter(|s| s.operation == "a" && s.outcome != Outcome::Ok)
                 .count() as u64
         );
+    }
+
+    #[test]
+    fn closed_windows_leave_memory_for_disk_and_read_back_the_same() {
+        let mut live = Aggregate::new(1_000);
+        let mut spilled = Aggregate::new(1_000);
+        for i in 0..20_000u64 {
+            let s = sample(
+                "op",
+                i * 50,
+                i * 50 + 3,
+                i * 50 + 3 + (i % 89) * 11,
+                i % 40 == 0,
+            );
+            live.add(&s);
+            spilled.add(&s);
+            if i % 100 == 0 {
+                spilled.pack_before(s.intended_us / 1_000);
+            }
+        }
+        spilled.pack_before(u64::MAX);
+        let op = &spilled.operations["op"];
+        assert!(op.spill_error().is_none(), "{:?}", op.spill_error());
+        assert!(
+            op.open.is_empty() && op.packed.is_empty(),
+            "every window on disk"
+        );
+        assert_eq!(op.spill.as_ref().map(|s| s.windows), Some(1_000));
+        // A clone appends to a file of its own: the original's windows are untouched by it.
+        let mut clone = spilled.clone();
+        clone.add(&sample("op", 2_000_000, 2_000_001, 2_000_002, false));
+        clone.pack_all();
+        assert_eq!(clone.operations["op"].last_window(), Some(2_000));
+        assert_eq!(op.last_window(), Some(999));
+        let expect: Vec<(u64, Counts)> = live.operations["op"]
+            .windows()
+            .map(|(w, c)| (w, c.into_owned()))
+            .collect();
+        let got: Vec<(u64, Counts)> = op.windows().map(|(w, c)| (w, c.into_owned())).collect();
+        assert_eq!(expect.len(), got.len());
+        for ((w, c), (v, d)) in expect.iter().zip(&got) {
+            assert_eq!(
+                (w, c.count, c.errors, c.rows),
+                (v, d.count, d.errors, d.rows)
+            );
+            assert_eq!(
+                (&c.latency, &c.service),
+                (&d.latency, &d.service),
+                "window {w}"
+            );
+            assert_eq!(c.errors_by_kind, d.errors_by_kind);
+        }
     }
 
     #[test]

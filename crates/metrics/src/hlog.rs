@@ -21,21 +21,52 @@ pub const LEGEND: &str =
     "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"";
 
 /// Writes the log: HdrHistogram's header (format version, comment, start and base time, max-value
-/// divisor), its legend, then the intervals.
+/// divisor), its legend, then the intervals, as they are read (the log is never held whole).
 pub fn write(out: &mut impl Write, agg: &Aggregate, started: SystemTime) -> std::io::Result<()> {
-    // The crate's writer has no legend line: the log is written to a buffer and the legend put in
-    // after the header's comment lines.
-    let mut log = Vec::new();
-    intervals(&mut log, agg, started)?;
-    let text = String::from_utf8(log).map_err(std::io::Error::other)?;
-    let header_end = text
-        .lines()
-        .take_while(|l| l.starts_with('#'))
-        .map(|l| l.len() + 1)
-        .sum::<usize>();
-    out.write_all(&text.as_bytes()[..header_end])?;
-    writeln!(out, "{LEGEND}")?;
-    out.write_all(&text.as_bytes()[header_end..])
+    let mut out = LegendAfterHeader {
+        out,
+        pending: true,
+        line_start: true,
+    };
+    intervals(&mut out, agg, started)?;
+    out.legend()
+}
+
+/// The crate's writer has no legend line: this puts it in at the first line that is not one of
+/// the header's comments.
+struct LegendAfterHeader<'a, W: Write> {
+    out: &'a mut W,
+    pending: bool,
+    line_start: bool,
+}
+
+impl<W: Write> LegendAfterHeader<'_, W> {
+    fn legend(&mut self) -> std::io::Result<()> {
+        if std::mem::take(&mut self.pending) {
+            writeln!(self.out, "{LEGEND}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for LegendAfterHeader<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let Some(first) = buf.first() else {
+            return Ok(0);
+        };
+        if self.line_start && *first != b'#' {
+            self.legend()?;
+        }
+        let n = self.out.write(buf)?;
+        if n > 0 {
+            self.line_start = buf[n - 1] == b'\n';
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 fn intervals(out: &mut impl Write, agg: &Aggregate, started: SystemTime) -> std::io::Result<()> {
@@ -149,6 +180,8 @@ pub struct Timeline {
 }
 
 impl Timeline {
+    /// The timeline of `agg`, held whole (tests and small runs; a run writes it with
+    /// [`write_timeline`]).
     pub fn of(agg: &Aggregate) -> Timeline {
         Timeline {
             window_us: agg.window_us,
@@ -162,21 +195,73 @@ impl Timeline {
                 .operations
                 .iter()
                 .map(|(name, op)| {
-                    let windows = op
-                        .windows()
-                        .map(|(w, c)| WindowCounts {
-                            window: w,
-                            count: c.count,
-                            errors: c.errors,
-                            rows: c.rows,
-                            bytes: c.bytes,
-                            errors_by_kind: c.errors_by_kind.clone(),
-                        })
-                        .collect();
+                    let windows = op.windows().map(|(w, c)| window_counts(w, &c)).collect();
                     (name.clone(), (windows, op.total.errors_by_kind.clone()))
                 })
                 .collect(),
         }
+    }
+}
+
+fn window_counts(window: u64, c: &crate::aggregate::Counts) -> WindowCounts {
+    WindowCounts {
+        window,
+        count: c.count,
+        errors: c.errors,
+        rows: c.rows,
+        bytes: c.bytes,
+        errors_by_kind: c.errors_by_kind.clone(),
+    }
+}
+
+/// The load shape `timeline.json` keeps beside the windows (see [`Timeline`]'s fields).
+pub struct LoadFields<'a> {
+    pub load_unit: &'a str,
+    pub load_points: &'a [(f64, f64)],
+    pub gauges: &'a [(f64, f64, f64)],
+}
+
+/// Writes `timeline.json` for `agg` as one line, each operation's windows as they are read (what
+/// [`Timeline::of`] with the load fields set would serialise, without holding it).
+pub fn write_timeline(
+    out: &mut impl Write,
+    agg: &Aggregate,
+    load: LoadFields<'_>,
+) -> std::io::Result<()> {
+    use serde::ser::{SerializeStruct, Serializer};
+    let mut json = serde_json::Serializer::new(&mut *out);
+    let mut doc = json.serialize_struct("Timeline", 8)?;
+    doc.serialize_field("window_us", &agg.window_us)?;
+    doc.serialize_field("late", &agg.late)?;
+    doc.serialize_field("dropped", &agg.dropped)?;
+    doc.serialize_field("abandoned", &agg.abandoned)?;
+    doc.serialize_field("load_unit", load.load_unit)?;
+    doc.serialize_field("load_points", load.load_points)?;
+    doc.serialize_field("gauges", load.gauges)?;
+    doc.serialize_field("operations", &Streamed(agg))?;
+    doc.end()?;
+    out.write_all(b"\n")
+}
+
+/// The operations of an aggregate serialised as `Timeline::operations` is, windows streamed.
+struct Streamed<'a>(&'a Aggregate);
+
+impl serde::Serialize for Streamed<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(
+            self.0
+                .operations
+                .iter()
+                .map(|(name, op)| (name, (WindowsOf(op), &op.total.errors_by_kind))),
+        )
+    }
+}
+
+struct WindowsOf<'a>(&'a crate::aggregate::Operation);
+
+impl serde::Serialize for WindowsOf<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.windows().map(|(w, c)| window_counts(w, &c)))
     }
 }
 
@@ -527,6 +612,52 @@ mod tests {
                 assert_eq!(d.count, c.count);
             }
         }
+    }
+
+    #[test]
+    fn the_streamed_timeline_is_the_whole_one_serialised() {
+        let mut agg = Aggregate::new(1_000);
+        for i in 0..5_000u64 {
+            agg.moved_to(i * 300);
+            agg.add(&Sample {
+                operation: if i % 3 == 0 {
+                    "auth.refresh"
+                } else {
+                    "rest.insert"
+                },
+                intended_us: i * 300,
+                sent_us: i * 300 + 2,
+                done_us: i * 300 + 900 + i % 17,
+                outcome: if i % 29 == 0 {
+                    Outcome::Error(format!("http_{}", 500 + i % 3))
+                } else {
+                    Outcome::Ok
+                },
+                rows: i % 4,
+                bytes: 10 + i % 5,
+            });
+        }
+        agg.late = 3;
+        agg.dropped = 2;
+        agg.abandoned = 1;
+        let mut whole = Timeline::of(&agg);
+        whole.load_unit = "agents".into();
+        whole.load_points = vec![(0.0, 0.0), (1.5, 40.0)];
+        whole.gauges = vec![(0.5, 10.0, 2.0), (1.0, 40.0, 7.0)];
+        let mut expected = serde_json::to_vec(&whole).unwrap();
+        expected.push(b'\n');
+        let mut streamed = Vec::new();
+        let load = LoadFields {
+            load_unit: &whole.load_unit,
+            load_points: &whole.load_points,
+            gauges: &whole.gauges,
+        };
+        write_timeline(&mut streamed, &agg, load).unwrap();
+        assert_eq!(
+            String::from_utf8(streamed).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+        assert_eq!(whole.operations["rest.insert"].0.len(), 1_500);
     }
 
     /// A log and timeline of one operation over `windows` windows.

@@ -11,6 +11,7 @@
 //! - [`aggregate`]: per-operation histograms, counters and time windows; `add`, `merge`, `finish`.
 //! - [`summary`]: `summary.json`'s shape, and threshold evaluation against it.
 //! - [`hlog`]: the HdrHistogram V2 interval log (`histograms.hlog`).
+//! - `spill`: closed windows in a temporary file per operation, so that memory stays flat.
 //! - [`server`]: the target's Metrics API through the run (`server.json`) and the panels drawn
 //!   from it.
 
@@ -18,6 +19,7 @@ pub mod aggregate;
 pub mod hlog;
 pub mod sample;
 pub mod server;
+mod spill;
 pub mod summary;
 
 pub use aggregate::Aggregate;

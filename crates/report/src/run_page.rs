@@ -2,8 +2,10 @@
 //! and facts, thresholds, the comparison with a baseline, operations, load over time, latency by
 //! operation, the server's metrics (when the target had a Metrics API), probes, and errors by kind.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
+use fleetbench_metrics::aggregate::{Counts, Operation};
 use fleetbench_metrics::server::ServerSeries;
 use fleetbench_metrics::{Aggregate, Summary};
 use hdrhistogram::Histogram;
@@ -115,7 +117,7 @@ fn header(o: &mut String, s: &Summary) {
         "<h1>{name} <span class=\"verdict {verdict}\">{v}</span></h1>\n\
 <p class=\"facts\">run {run} · started {started} · {dur:.1} s · target {kind} {url}{interrupted}{env}</p>\n",
         name = escape(&s.scenario),
-        v = s.verdict.to_uppercase(),
+        v = escape(&s.verdict.to_uppercase()),
         run = escape(&s.run_id),
         started = escape(&s.started_at),
         dur = s.duration_s,
@@ -287,7 +289,7 @@ fn time_range(
     let windows = agg
         .operations
         .values()
-        .flat_map(|op| op.window_indices().map(|w| w as f64 * window_s));
+        .filter_map(|op| op.last_window().map(|w| w as f64 * window_s));
     let planned = load.points.iter().map(|p| p.0);
     let gauges = load.gauges.iter().map(|g| g.0);
     let scrapes = server
@@ -384,15 +386,23 @@ fn statements(o: &mut String, server: &ServerSeries) {
 
 fn load_charts(o: &mut String, agg: &Aggregate, load: &LoadShape, xs: Option<(f64, f64)>) {
     let window_s = agg.window_us as f64 / 1e6;
+    let k = windows_per_point(agg);
+    let point_s = window_s * k as f64;
     // Throughput and errors over time, and the load the scenario asked for.
     o.push_str("<h2>Load</h2>\n");
+    if k > 1 {
+        let _ = writeln!(
+            o,
+            "<p>Each point of the charts over time is {k} windows ({point_s:.3} s) added up.</p>"
+        );
+    }
     let mut rate = Vec::new();
-    // Window index → errors in it, over every operation.
+    // Point (first window) → errors in it, over every operation.
     let mut errors: std::collections::BTreeMap<u64, u64> = Default::default();
     for (i, (name, op)) in agg.operations.iter().enumerate() {
         let mut pts: Vec<(f64, f64)> = Vec::new();
-        for (w, c) in op.windows() {
-            pts.push((w as f64 * window_s, c.count as f64 / window_s));
+        for (w, c) in points(op, k) {
+            pts.push((w as f64 * window_s, c.count as f64 / point_s));
             *errors.entry(w).or_default() += c.errors;
         }
         rate.push(Series {
@@ -407,7 +417,7 @@ fn load_charts(o: &mut String, agg: &Aggregate, load: &LoadShape, xs: Option<(f6
         name: "errors".into(),
         points: errors
             .into_iter()
-            .map(|(w, n)| (w as f64 * window_s, n as f64 / window_s))
+            .map(|(w, n)| (w as f64 * window_s, n as f64 / point_s))
             .collect(),
         color: "#111111",
         dashed: true,
@@ -417,14 +427,14 @@ fn load_charts(o: &mut String, agg: &Aggregate, load: &LoadShape, xs: Option<(f6
     let mut agents = vec![
         Series {
             name: "active agents".into(),
-            points: load.gauges.iter().map(|g| (g.0, g.1)).collect(),
+            points: thinned(&load.gauges, k).map(|g| (g.0, g.1)).collect(),
             color: "#4b5563",
             dashed: false,
             right: false,
         },
         Series {
             name: "in flight (right)".into(),
-            points: load.gauges.iter().map(|g| (g.0, g.2)).collect(),
+            points: thinned(&load.gauges, k).map(|g| (g.0, g.2)).collect(),
             color: COLORS[5],
             dashed: false,
             right: true,
@@ -479,15 +489,51 @@ fn load_charts(o: &mut String, agg: &Aggregate, load: &LoadShape, xs: Option<(f6
     );
 }
 
+/// The most points a chart over time draws: a chart is about a thousand pixels wide, and a
+/// page's size (and the memory drawing it) must not grow with the run's length.
+const MAX_POINTS: u64 = 1_500;
+
+/// How many windows one point of a chart over time adds up: one, unless the run has more
+/// windows than [`MAX_POINTS`]; the same for every operation, so that their points line up.
+fn windows_per_point(agg: &Aggregate) -> u64 {
+    let windows = agg
+        .operations
+        .values()
+        .filter_map(|op| op.last_window())
+        .max()
+        .map_or(0, |w| w + 1);
+    windows.div_ceil(MAX_POINTS).max(1)
+}
+
+/// An operation's windows `k` at a time, added up (histograms merged, so a point's percentiles
+/// are its windows' together): (the first window of the point, its counts).
+fn points(op: &Operation, k: u64) -> impl Iterator<Item = (u64, Cow<'_, Counts>)> + '_ {
+    let mut windows = op.windows().peekable();
+    std::iter::from_fn(move || {
+        let (w, mut sum) = windows.next()?;
+        let point = w / k;
+        while let Some((_, c)) = windows.next_if(|(v, _)| v / k == point) {
+            sum.to_mut().merge(&c);
+        }
+        Some((point * k, sum))
+    })
+}
+
+/// Every `k`-th gauge reading (the gauges are read once a window).
+fn thinned(gauges: &[(f64, f64, f64)], k: u64) -> impl Iterator<Item = &(f64, f64, f64)> + '_ {
+    gauges.iter().step_by(k as usize)
+}
+
 /// Per operation: percentiles over time, and the whole percentile spectrum.
 fn latency_charts(o: &mut String, agg: &Aggregate) {
     let window_s = agg.window_us as f64 / 1e6;
+    let k = windows_per_point(agg);
     o.push_str("<h2>Latency by operation</h2>\n<div class=\"ops\">\n");
     for (name, op) in &agg.operations {
         let _ = writeln!(o, "<section><h3>{}</h3>", escape(name));
         // One pass over the windows (each unpacked once): p50, p90, p99 and service p99.
         let mut over_time: [Vec<(f64, f64)>; 4] = Default::default();
-        for (w, c) in op.windows().filter(|(_, c)| c.count > 0) {
+        for (w, c) in points(op, k).filter(|(_, c)| c.count > 0) {
             let x = w as f64 * window_s;
             for (points, (h, p)) in over_time.iter_mut().zip([
                 (&c.latency, 0.5),
@@ -683,5 +729,46 @@ fn errors(o: &mut String, s: &Summary) {
             );
         }
         o.push_str("</table></div>\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fleetbench_metrics::aggregate::window_histogram;
+    use fleetbench_metrics::{Aggregate, Outcome, Sample};
+
+    #[test]
+    fn a_long_run_is_drawn_in_at_most_max_points_each_the_sum_of_its_windows() {
+        let windows = 4_000u64;
+        let mut agg = Aggregate::new(1_000);
+        let latency = |i: u64| 100 + (i * 7_919) % 20_000;
+        for i in 0..windows * 5 {
+            agg.moved_to(i * 200);
+            agg.add(&Sample {
+                operation: "op",
+                intended_us: i * 200,
+                sent_us: i * 200,
+                done_us: i * 200 + latency(i),
+                outcome: Outcome::Ok,
+                rows: 1,
+                bytes: 1,
+            });
+        }
+        agg.pack_all();
+        let k = super::windows_per_point(&agg);
+        assert_eq!(k, 3, "4,000 windows in at most 1,500 points");
+        let points: Vec<_> = super::points(&agg.operations["op"], k).collect();
+        assert_eq!(points.len() as u64, windows.div_ceil(3));
+        // Each point against its own samples, recorded afresh.
+        for (first, c) in points.iter().step_by(97) {
+            let mut truth = window_histogram();
+            let samples = (first * 5..((first + 3) * 5).min(windows * 5)).map(latency);
+            samples.for_each(|l| truth.record(l).unwrap());
+            assert_eq!(c.count, truth.len(), "point at window {first}");
+            assert_eq!(
+                c.latency.value_at_quantile(0.99),
+                truth.value_at_quantile(0.99)
+            );
+        }
     }
 }

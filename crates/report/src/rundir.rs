@@ -5,6 +5,7 @@
 //! page again from it and [`merge`] adds shard runs into one, exactly (HdrHistograms add without
 //! loss). Nothing here holds a secret: the target URL is redacted before it reaches the summary.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -37,22 +38,18 @@ pub fn write(
     started: SystemTime,
 ) -> Result<()> {
     put(dir, "scenario.toml", resolved_toml.as_bytes())?;
-    let mut hlog = Vec::new();
-    context(
-        fleetbench_metrics::hlog::write(&mut hlog, agg, started),
-        || format!("writing {}", dir.join("histograms.hlog").display()),
-    )?;
-    put(dir, "histograms.hlog", &hlog)?;
-    drop(hlog);
-    let mut timeline = fleetbench_metrics::hlog::Timeline::of(agg);
-    timeline.load_unit = load.unit.clone();
-    timeline.load_points = load.points.clone();
-    timeline.gauges = load.gauges.clone();
-    put(
-        dir,
-        "timeline.json",
-        &json_line(&timeline, dir, "timeline.json")?,
-    )?;
+    // The two files that grow with the run's length are written as their windows are read.
+    put_with(dir, "histograms.hlog", |out| {
+        fleetbench_metrics::hlog::write(out, agg, started)
+    })?;
+    put_with(dir, "timeline.json", |out| {
+        let load = fleetbench_metrics::hlog::LoadFields {
+            load_unit: &load.unit,
+            load_points: &load.points,
+            gauges: &load.gauges,
+        };
+        fleetbench_metrics::hlog::write_timeline(out, agg, load)
+    })?;
     if let Some(series) = server {
         put(dir, "server.json", &json_line(series, dir, "server.json")?)?;
     }
@@ -82,10 +79,22 @@ fn json_line<T: serde::Serialize>(value: &T, dir: &Path, name: &str) -> Result<V
 /// Writes `dir/name` whole: to a temporary name beside it, then renamed over it (a rename within
 /// a directory is atomic).
 fn put(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    put_with(dir, name, |out| out.write_all(bytes))
+}
+
+/// [`put`], the contents written by `write` through a buffer.
+fn put_with(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
     let (tmp, path) = (dir.join(format!(".{name}.tmp")), dir.join(name));
-    context(std::fs::write(&tmp, bytes), || {
-        format!("writing {}", tmp.display())
-    })?;
+    let written = std::fs::File::create(&tmp).and_then(|file| {
+        let mut out = std::io::BufWriter::new(file);
+        write(&mut out)?;
+        out.into_inner().map(drop).map_err(|e| e.into_error())
+    });
+    context(written, || format!("writing {}", tmp.display()))?;
     context(std::fs::rename(&tmp, &path), || {
         format!("renaming {} to {}", tmp.display(), path.display())
     })

@@ -81,9 +81,7 @@ pub async fn clean(endpoints: &Endpoints, run_id: &str) -> Cleanup {
 /// How often a long cleanup says how far it is.
 const CLEANUP_PROGRESS: Duration = Duration::from_secs(5);
 
-/// Removes the users and rows tagged with `run_id` in batches
-/// ([`fleetbench_fleet::CLEANUP_BATCH`] rows a transaction), saying every few seconds how many
-/// rows of which table are gone.
+/// Removes the users and rows tagged with `run_id` in batches: [`clean_tables`], summed up.
 pub async fn clean_saying(
     endpoints: &Endpoints,
     run_id: &str,
@@ -92,15 +90,7 @@ pub async fn clean_saying(
     let Some(db) = &endpoints.admin_db_url else {
         return Cleanup::NoSqlAccess;
     };
-    let mut last = std::time::Instant::now();
-    let mut progress = |table: &str, n: i64| {
-        if last.elapsed() >= CLEANUP_PROGRESS {
-            last = std::time::Instant::now();
-            say(&format!("cleanup: {table}: {n} rows removed so far"));
-        }
-    };
-    let batch = fleetbench_fleet::CLEANUP_BATCH;
-    match fleetbench_fleet::cleanup(db, run_id, batch, &mut progress).await {
+    match clean_tables(db, run_id, say).await {
         Ok(deleted) => Cleanup::Done {
             users: deleted
                 .iter()
@@ -110,6 +100,24 @@ pub async fn clean_saying(
         },
         Err(e) => Cleanup::Failed(e.to_string()),
     }
+}
+
+/// Removes the users and rows tagged with `run_id` from the database at `db` in batches
+/// ([`fleetbench_fleet::CLEANUP_BATCH`] rows a transaction), saying every few seconds how many
+/// rows of which table are gone: the rows each table lost.
+pub async fn clean_tables(
+    db: &str,
+    run_id: &str,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<(String, i64)>, fleetbench_tls::pg::PgError> {
+    let mut last = std::time::Instant::now();
+    let mut progress = |table: &str, n: i64| {
+        if last.elapsed() >= CLEANUP_PROGRESS {
+            last = std::time::Instant::now();
+            say(&format!("cleanup: {table}: {n} rows removed so far"));
+        }
+    };
+    fleetbench_fleet::cleanup(db, run_id, fleetbench_fleet::CLEANUP_BATCH, &mut progress).await
 }
 
 /// The summary of a run that lasted `duration` (its load phase `load`, µs on the run's clock, if it
