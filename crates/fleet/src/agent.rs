@@ -70,12 +70,38 @@ pub fn address(index: u32) -> std::net::IpAddr {
     std::net::IpAddr::V4((base + index % ((1 << 17) - 2)).into())
 }
 
-pub fn credentials(run_id: &str, index: u32) -> (String, String) {
-    let short = &run_id[..8.min(run_id.len())];
+/// Agent `index`'s e-mail and password in run `run_id`. The e-mail names the run by a digest of
+/// its whole id (two runs whose ids share a prefix never share a user); the password is
+/// [`password`] keyed by the project's service key, so every shard of the run derives the same
+/// one and nobody who reads the run's published files can.
+pub fn credentials(service_key: &str, run_id: &str, index: u32) -> (String, String) {
     (
-        format!("agent-{index:06}-{short}@fleetbench.load.test"),
-        format!("fb-{run_id}-{index}"),
+        format!("agent-{index:06}-{}@fleetbench.load.test", run_tag(run_id)),
+        password(service_key, run_id, &format!("agent-{index}")),
     )
+}
+
+/// The run's tag in its users' e-mails: 16 hex digits of SHA-256 of its id.
+pub fn run_tag(run_id: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, run_id.as_bytes());
+    hex(&digest.as_ref()[..8])
+}
+
+/// The password of user `who` (`agent-7`, `probe-rls-0003`) in run `run_id`: HMAC-SHA-256 keyed by
+/// the service key over the run and the user, 32 hex digits. The service key is a secret no run
+/// file, log or label carries; the run id is published everywhere, so it cannot be the secret.
+pub fn password(service_key: &str, run_id: &str, who: &str) -> String {
+    use aws_lc_rs::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, service_key.as_bytes());
+    let tag = hmac::sign(
+        &key,
+        format!("fleetbench password\0{run_id}\0{who}").as_bytes(),
+    );
+    hex(&tag.as_ref()[..16])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Full-jitter exponential backoff, capped at 30 s, or the server's `Retry-After` if larger.
@@ -168,7 +194,7 @@ async fn sign_in_again(
     index: u32,
     samples: &mut Vec<Sample>,
 ) -> Result<Session, Failure> {
-    let (email, password) = credentials(run_id, index);
+    let (email, password) = credentials(&target.config.service_key, run_id, index);
     let (r, s) = Box::pin(timed(
         clock,
         "auth.password",
@@ -320,6 +346,28 @@ impl Attempt {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    /// Everything a run publishes (its id, the agents' e-mails and indices) does not give an
+    /// agent's password; shards holding the same key agree on it.
+    #[test]
+    fn passwords_need_the_key_and_ids_sharing_a_prefix_share_no_user() {
+        let run = "3f9c2a71-0d4e-4b8a-9c1e-5a6b7c8d9e0f";
+        let (email, secret) = credentials("sb_secret_one", run, 7);
+        assert_eq!(
+            (email.clone(), secret.clone()),
+            credentials("sb_secret_one", run, 7)
+        );
+        assert_ne!(secret, credentials("sb_secret_two", run, 7).1);
+        assert_ne!(secret, credentials("sb_secret_one", run, 8).1);
+        assert_eq!(secret.len(), 32);
+        assert!(secret.bytes().all(|b| b.is_ascii_hexdigit()));
+        // Nothing of the run id in it (the old `fb-<run id>-<index>` was all published facts).
+        assert!(!secret.contains("fb-") && !secret.contains(&run[..8]));
+        // Two run ids sharing their first 8 characters name different users.
+        let other = "3f9c2a71-ffff-4b8a-9c1e-5a6b7c8d9e0f";
+        assert_ne!(email, credentials("sb_secret_one", other, 7).0);
+        assert!(email.starts_with("agent-000007-") && email.len() < 64);
+    }
 
     #[test]
     fn backoff_is_capped_jittered_and_honours_retry_after() {

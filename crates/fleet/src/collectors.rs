@@ -66,7 +66,7 @@ pub async fn push(
     mut stop: watch::Receiver<bool>,
 ) -> Result<Pushed, Failure> {
     let mut out = Pushed::default();
-    let (email, password) = agent::credentials(run_id, 900_000 + index);
+    let (email, password) = agent::credentials(&target.config.service_key, run_id, 900_000 + index);
     let t0 = clock.now_us();
     let user = target.create_user(&email, &password, run_id).await?;
     let mut session = target.sign_in(&email, &password).await?;

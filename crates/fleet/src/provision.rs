@@ -221,7 +221,7 @@ async fn one(
     // Samples, not an aggregate: a few per agent, added to the run's aggregate by the caller.
     let mut samples = Vec::with_capacity(3);
     let mut rng = SmallRng::seed_from_u64(plan.seed.wrapping_add(u64::from(index)));
-    let (email, password) = crate::agent::credentials(&run_id, index);
+    let (email, password) = crate::agent::credentials(&target.config.service_key, &run_id, index);
     let machine = machine(&plan, index, &traces);
     let result = async {
         let created = with_retries(

@@ -57,8 +57,9 @@ pub enum Command {
         /// Run slice I of N: agents and arrivals k with k mod N = I (N shards together are the run).
         #[arg(long, value_name = "I/N", value_parser = parse_shard)]
         shard: Option<(u32, u32)>,
-        /// The run id every shard of one run shares (users and rows are tagged with it).
-        #[arg(long, value_name = "ID")]
+        /// The run id every shard of one run shares (users and rows are tagged with it): a UUID,
+        /// or 8 to 64 letters, digits and dashes.
+        #[arg(long, value_name = "ID", value_parser = parse_run_id)]
         run_id: Option<String>,
         /// When the load phase starts (RFC 3339), the same for every shard so that windows line up.
         #[arg(long, value_name = "TIME")]
@@ -229,7 +230,8 @@ pub enum Command {
     },
     /// Remove everything a run wrote to the target (its users and their rows).
     Cleanup {
-        #[arg(long, value_name = "ID")]
+        /// The run whose users and rows to remove (as `summary.json`'s `run_id` says).
+        #[arg(long, value_name = "ID", value_parser = parse_run_id)]
         run_id: String,
     },
 }
@@ -332,6 +334,19 @@ pub fn parse_compute(s: &str) -> Result<fleetbench_stack::state::Compute, String
 }
 
 /// `I/N` with I < N.
+/// A run id: 8 to 64 ASCII letters, digits and dashes (a UUID is one). It tags every user and row
+/// the run creates and names them in cleanup, so an empty, short or exotic one is refused.
+pub fn parse_run_id(s: &str) -> Result<String, String> {
+    let ok =
+        (8..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        return Ok(s.to_string());
+    }
+    Err(format!(
+        "{s:?} is not a run id: use 8 to 64 letters, digits and dashes, e.g. $(cat /proc/sys/kernel/random/uuid)"
+    ))
+}
+
 pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
     let (i, n) = s
         .split_once('/')

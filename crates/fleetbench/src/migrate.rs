@@ -5,26 +5,32 @@ use std::path::Path;
 use anyhow::Context;
 use fleetbench_schema::{apply, load_dir};
 
-use crate::{CommandError, local};
+use crate::{CommandError, local, target};
 
 /// The database `migrate` targets, and where the project's API is with its service-role key when
 /// known (the alerts' database webhook posts to `<api>/functions/v1/anomaly-webhook` with it).
 /// The database is the flag's, then SUPABASE_DB_SESSION_URL / SUPABASE_DB_URL when a remote
 /// project is selected, else the local stack's (started on demand) over a direct connection.
-fn target(flag: Option<String>) -> anyhow::Result<(String, Option<(String, String)>)> {
+fn database(flag: Option<String>) -> Result<(String, Option<(String, String)>), CommandError> {
     let remote_api = std::env::var("SUPABASE_URL").ok().and_then(|url| {
         let key = std::env::var("SUPABASE_SERVICE_ROLE_KEY")
             .or_else(|_| std::env::var("SUPABASE_SECRET_KEY"))
             .ok()?;
         Some((url, key))
     });
+    if let Some((url, _)) = &remote_api {
+        target::check_allowed("SUPABASE_URL", url, &[])?;
+    }
     if let Some(url) = flag {
+        target::check_db_allowed("--db-url", &url, &[])?;
         return Ok((url, remote_api));
     }
     if std::env::var_os("SUPABASE_URL").is_some() {
-        let url = std::env::var("SUPABASE_DB_SESSION_URL")
-            .or_else(|_| std::env::var("SUPABASE_DB_URL"))
+        let (name, url) = ["SUPABASE_DB_SESSION_URL", "SUPABASE_DB_URL"]
+            .into_iter()
+            .find_map(|n| Some((n, target::env(&[n])?)))
             .context("SUPABASE_URL is set, so a remote project is targeted, but neither SUPABASE_DB_SESSION_URL nor SUPABASE_DB_URL is: set one or pass --db-url")?;
+        target::check_db_allowed(name, &url, &[])?;
         return Ok((url, remote_api));
     }
     let state = local::ensure_up(None)?;
@@ -43,7 +49,7 @@ pub fn run(db_url: Option<String>, dir: &Path) -> Result<(), CommandError> {
 /// Applies the folder's migrations and returns the one-line account of what was done.
 pub fn apply_dir(db_url: Option<String>, dir: &Path) -> Result<String, CommandError> {
     let migrations = load_dir(dir).map_err(CommandError::invalid)?;
-    let (url, webhook) = target(db_url)?;
+    let (url, webhook) = database(db_url)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -51,6 +51,7 @@ pub fn probe(
         clock: fleetbench_fleet::Clock::new(),
         out: out.clone(),
         environment: machine::environment(),
+        remote_write_auth: Default::default(),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let finished = runtime.block_on(async {

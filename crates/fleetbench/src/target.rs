@@ -22,28 +22,72 @@ pub fn env(names: &[&str]) -> Option<String> {
 pub static FORCE_UNLISTED: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
-/// The host of a URL, lower case, without port or credentials.
-fn host(url: &str) -> String {
-    let authority = redact(url);
-    let authority = authority
-        .split_once("://")
-        .map_or(authority.as_str(), |(_, a)| a);
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
-    host.to_ascii_lowercase()
+/// The host an HTTP client connects to for `url`, lower case, without brackets: parsed by the
+/// parser the clients use (the `url` crate's WHATWG rules, as reqwest's), never by hand, so that
+/// what the allowlist judges is what is connected to (`https://a#@b` is `a`).
+fn host(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    let host = parsed.host_str()?;
+    Some(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
+    )
+}
+
+/// The hosts a Postgres connection string connects to, as tokio-postgres reads it (every `host`,
+/// and every `hostaddr`, which is where it actually connects when given); a Unix socket is this
+/// machine's own.
+fn db_hosts(url: &str) -> Result<Vec<String>, String> {
+    use tokio_postgres::config::Host;
+    let config: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+    let names = config.get_hosts().iter().map(|h| match h {
+        Host::Tcp(name) => name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
+        Host::Unix(_) => "localhost".to_string(),
+    });
+    let addrs = config.get_hostaddrs().iter().map(|a| a.to_string());
+    Ok(names.chain(addrs).collect())
+}
+
+/// This machine's own loopback, always allowed (other 127/8 addresses are treated as remote, so
+/// that tests can stand a "remote" project on one).
+fn loopback(host: &str) -> bool {
+    ["127.0.0.1", "localhost", "::1"].contains(&host)
 }
 
 /// A remote target must be named by an allowlist (the scenario's `[target] allow_hosts`, or
 /// FLEETBENCH_ALLOW_HOSTS, comma-separated) unless the deliberately long flag is given; this
-/// machine's own loopback (127.0.0.1, localhost, ::1) is always allowed.
-pub fn check_allowed(url: &str, scenario_allow: &[String]) -> Result<(), CommandError> {
-    let h = host(url);
-    if ["127.0.0.1", "localhost", "::1"].contains(&h.as_str()) {
-        return Ok(());
-    }
+/// machine's own loopback (127.0.0.1, localhost, ::1) is always allowed. `what` names where the
+/// URL came from.
+pub fn check_allowed(what: &str, url: &str, scenario_allow: &[String]) -> Result<(), CommandError> {
+    let host = host(url).ok_or_else(|| {
+        CommandError::invalid(anyhow::anyhow!(
+            "{what} ({}) is not a URL with a host; nothing was sent",
+            redact(url)
+        ))
+    })?;
+    judge(what, &[host], scenario_allow)
+}
+
+/// [`check_allowed`] for a Postgres connection string: every host it connects to.
+pub fn check_db_allowed(
+    what: &str,
+    url: &str,
+    scenario_allow: &[String],
+) -> Result<(), CommandError> {
+    let hosts = db_hosts(url).map_err(|e| {
+        CommandError::invalid(anyhow::anyhow!(
+            "{what} is not a Postgres connection string ({e}); nothing was sent"
+        ))
+    })?;
+    judge(what, &hosts, scenario_allow)
+}
+
+/// Every one of `hosts` is loopback or on an allowlist, or the flag says to go on anyway.
+fn judge(what: &str, hosts: &[String], scenario_allow: &[String]) -> Result<(), CommandError> {
     let from_env: Vec<String> = env(&["FLEETBENCH_ALLOW_HOSTS"])
         .map(|v| {
             v.split(',')
@@ -52,22 +96,60 @@ pub fn check_allowed(url: &str, scenario_allow: &[String]) -> Result<(), Command
                 .collect()
         })
         .unwrap_or_default();
-    if scenario_allow
-        .iter()
-        .chain(&from_env)
-        .any(|a| a.to_ascii_lowercase() == h)
-    {
+    let listed = |h: &String| {
+        loopback(h)
+            || scenario_allow
+                .iter()
+                .chain(&from_env)
+                .any(|a| a.to_ascii_lowercase() == *h)
+    };
+    let Some(h) = hosts.iter().find(|h| !listed(h)) else {
         return Ok(());
-    }
+    };
     if FORCE_UNLISTED.load(std::sync::atomic::Ordering::Relaxed) {
         eprintln!(
-            "warning: {h} is on no allowlist; running against it because --i-accept-this-target-is-not-on-the-allowlist was given"
+            "warning: {h} ({what}) is on no allowlist; running against it because --i-accept-this-target-is-not-on-the-allowlist was given"
         );
         return Ok(());
     }
     Err(CommandError::invalid(anyhow::anyhow!(
-        "SUPABASE_URL points at {h}, which no allowlist names: add it to the scenario's [target] allow_hosts or to FLEETBENCH_ALLOW_HOSTS (the staging project's host), or pass --i-accept-this-target-is-not-on-the-allowlist; nothing was sent"
+        "{what} points at {h}, which no allowlist names: add it to the scenario's [target] allow_hosts or to FLEETBENCH_ALLOW_HOSTS (the staging project's hosts), or pass --i-accept-this-target-is-not-on-the-allowlist; nothing was sent"
     )))
+}
+
+/// The live export's credentials from the environment: `FLEETBENCH_RW_USERNAME` with
+/// `FLEETBENCH_RW_PASSWORD` (basic), or `FLEETBENCH_RW_BEARER_TOKEN`, and `FLEETBENCH_RW_HTTP_HEADERS`
+/// (`Name:value,Name:value`). Errors name the variable, never its value.
+pub fn remote_write_auth() -> Result<fleetbench_runner::remote_write::Auth, CommandError> {
+    let invalid = |m: String| CommandError::invalid(anyhow::anyhow!(m));
+    let basic = match (
+        env(&["FLEETBENCH_RW_USERNAME"]),
+        env(&["FLEETBENCH_RW_PASSWORD"]),
+    ) {
+        (Some(user), Some(password)) => Some((user, password)),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "FLEETBENCH_RW_USERNAME and FLEETBENCH_RW_PASSWORD go together: set both or neither".into(),
+            ));
+        }
+    };
+    let bearer = env(&["FLEETBENCH_RW_BEARER_TOKEN"]);
+    if basic.is_some() && bearer.is_some() {
+        return Err(invalid(
+            "FLEETBENCH_RW_BEARER_TOKEN and FLEETBENCH_RW_USERNAME/PASSWORD are both set: the endpoint takes one".into(),
+        ));
+    }
+    let headers = match env(&["FLEETBENCH_RW_HTTP_HEADERS"]) {
+        Some(text) => fleetbench_runner::remote_write::Auth::parse_headers(&text)
+            .map_err(|e| invalid(format!("FLEETBENCH_RW_HTTP_HEADERS: {e}")))?,
+        None => Vec::new(),
+    };
+    Ok(fleetbench_runner::remote_write::Auth {
+        basic,
+        bearer,
+        headers,
+    })
 }
 
 /// Hard caps every run obeys, whatever its scenario says: agents, uploads per second, and the load's
@@ -158,7 +240,7 @@ fn check_key(name: &str, key: &str) -> Result<(), CommandError> {
 /// Whether `url` is a project hosted by Supabase (`<ref>.supabase.co`), whose Auth limits default
 /// to the hosted ones.
 fn supabase_hosted(url: &str) -> bool {
-    let host = host(url);
+    let host = host(url).unwrap_or_default();
     host.ends_with(".supabase.co") || host.ends_with(".supabase.in")
 }
 
@@ -205,19 +287,27 @@ fn check_forwarding_key(service_key: &str) -> Result<(), CommandError> {
 }
 
 /// A Postgres URL must parse (said without the URL: it carries a password).
+/// A plaintext-capable `sslmode` towards another machine is said, never silent.
 fn check_db_url(name: &str, url: &str) -> Result<(), CommandError> {
-    fleetbench_tls::pg::PgConnect::parse(url).map(|_| ()).map_err(|e| {
+    let pg = fleetbench_tls::pg::PgConnect::parse(url).map_err(|e| {
         CommandError::invalid(anyhow::anyhow!(
             "{name} is not a Postgres connection string ({e}): expected postgresql://USER:PASSWORD@HOST:PORT/postgres[?sslmode=verify-full&sslrootcert=FILE] (port 6543 for the transaction pooler); nothing was sent"
         ))
-    })
+    })?;
+    if pg.may_be_plaintext() {
+        eprintln!(
+            "warning: {name} asks for sslmode={:?} towards another machine: the password and the data may cross the network in plaintext; use sslmode=verify-full&sslrootcert=FILE",
+            pg.mode
+        );
+    }
+    Ok(())
 }
 
 /// [`resolve`] with the scenario's allowlist too.
 pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints, CommandError> {
     if let Some(url) = env(&["SUPABASE_URL"]) {
         check_api_url(&url)?;
-        check_allowed(&url, allow)?;
+        check_allowed("SUPABASE_URL", &url, allow)?;
         let anon = env(&["SUPABASE_ANON_KEY", "SUPABASE_PUBLISHABLE_KEY"]);
         // Forwarded addresses count only with the secret key: prefer it when forwarding is asked.
         let forward_ip = ip_forwarding()?;
@@ -238,6 +328,7 @@ pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints
         for name in ["SUPABASE_DB_URL", "SUPABASE_DB_SESSION_URL"] {
             if let Some(url) = env(&[name]) {
                 check_db_url(name, &url)?;
+                check_db_allowed(name, &url, allow)?;
             }
         }
         if needs_pooler && db_url.is_none() {
@@ -293,28 +384,70 @@ pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints
 
 #[cfg(test)]
 mod tests {
+    use super::{check_allowed, check_db_allowed, db_hosts, host};
+
     #[test]
     fn hosts_are_compared_without_port_credentials_or_case() {
         assert_eq!(
-            super::host("https://ABC.supabase.co/rest/v1"),
+            host("https://ABC.supabase.co/rest/v1").unwrap(),
             "abc.supabase.co"
         );
+        assert_eq!(host("http://[::1]:8080").unwrap(), "::1");
         assert_eq!(
-            super::host("postgres://u:p@db.x.io:6543/postgres"),
-            "db.x.io"
+            db_hosts("postgres://u:p@db.x.io:6543/postgres").unwrap(),
+            ["db.x.io"]
         );
-        assert_eq!(super::host("http://[::1]:8080"), "::1");
-        assert!(super::check_allowed("http://127.0.0.1:9/", &[]).is_ok());
+        let staging = ["staging.supabase.co".to_string()];
+        assert!(check_allowed("SUPABASE_URL", "http://127.0.0.1:9/", &[]).is_ok());
+        assert!(check_allowed("SUPABASE_URL", "https://prod.supabase.co", &staging).is_err());
+        assert!(check_allowed("SUPABASE_URL", "https://Staging.supabase.co:443", &staging).is_ok());
+    }
+
+    /// The allowlist judges the host the client connects to, whatever the text around it.
+    #[test]
+    fn the_allowlist_cannot_be_walked_around() {
+        let staging = [
+            "staging.supabase.co".to_string(),
+            "db.staging.example".to_string(),
+        ];
+        for (url, connects_to) in [
+            ("https://evil.example#@staging.supabase.co", "evil.example"),
+            ("https://evil.example?@staging.supabase.co", "evil.example"),
+            ("https://evil.example/@staging.supabase.co", "evil.example"),
+            ("https://evil.example\\@staging.supabase.co", "evil.example"),
+            ("https://staging.supabase.co@evil.example", "evil.example"),
+            (
+                "https://staging.supabase.co.evil.example",
+                "staging.supabase.co.evil.example",
+            ),
+        ] {
+            assert_eq!(host(url).as_deref(), Some(connects_to), "{url}");
+            assert!(
+                check_allowed("SUPABASE_URL", url, &staging).is_err(),
+                "{url}"
+            );
+        }
+        // Database URLs: every host and hostaddr, in both spellings tokio-postgres reads.
+        for url in [
+            "postgresql://u:p@prod.example:5432/postgres",
+            "postgresql://u:p@db.staging.example:5432,prod.example:5432/postgres",
+            "host=db.staging.example hostaddr=203.0.113.9 user=u dbname=postgres",
+            "postgresql://u:p@db.staging.example/postgres?host=prod.example",
+        ] {
+            assert!(
+                check_db_allowed("SUPABASE_DB_URL", url, &staging).is_err(),
+                "{url}"
+            );
+        }
         assert!(
-            super::check_allowed("https://prod.supabase.co", &["staging.supabase.co".into()])
-                .is_err()
-        );
-        assert!(
-            super::check_allowed(
-                "https://Staging.supabase.co:443",
-                &["staging.supabase.co".into()]
+            check_db_allowed(
+                "SUPABASE_DB_URL",
+                "postgresql://u:p@DB.staging.example:6543/postgres",
+                &staging
             )
             .is_ok()
         );
+        assert!(check_db_allowed("SUPABASE_DB_URL", "host=/run/postgresql user=u", &[]).is_ok());
+        assert!(check_db_allowed("SUPABASE_DB_URL", "postgresql://u@127.0.0.1:1/x", &[]).is_ok());
     }
 }

@@ -103,7 +103,11 @@ async fn post(
                 "{name}: a header value is not valid"
             )))
         })?;
-        value.set_sensitive(matches!(*k, "apikey" | "authorization"));
+        value.set_sensitive(
+            ["apikey", "authorization"]
+                .iter()
+                .any(|s| k.eq_ignore_ascii_case(s)),
+        );
         builder = builder.header(*k, value);
     }
     let request = GooseRequest::builder()
@@ -145,7 +149,7 @@ impl Fleet {
         user: &mut GooseUser,
         index: u32,
     ) -> Result<Session, Box<TransactionError>> {
-        let (email, password) = credentials(&self.run_id, index);
+        let (email, password) = credentials(&self.target.config.service_key, &self.run_id, index);
         let (status, body) = post(
             user,
             "auth.password",
@@ -163,7 +167,7 @@ impl Fleet {
     /// The on-start transaction: the agent's user, sign-in and device.
     pub(crate) async fn provision(&self, user: &mut GooseUser) -> TransactionResult {
         let index = u32::try_from(user.weighted_users_index).unwrap_or(u32::MAX);
-        let (email, password) = credentials(&self.run_id, index);
+        let (email, password) = credentials(&self.target.config.service_key, &self.run_id, index);
         let machine = fleetbench_fleet::provision::machine(&self.plan, index, &self.traces);
         let bearer = format!("Bearer {}", self.target.config.service_key);
         let (status, body) = post(

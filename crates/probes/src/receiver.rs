@@ -16,7 +16,9 @@ use serde_json::Value;
 pub const PATH: &str = "/fleetbench/v1/webhook-receiver";
 
 /// Deliveries kept; older ones are dropped (and counted) beyond it.
-const KEEP: usize = 100_000;
+const KEEP: usize = 10_000;
+/// The largest delivery taken (an alert is a few hundred bytes).
+const MAX_BODY: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
@@ -111,6 +113,7 @@ async fn list(
 pub fn router(r: Arc<Receiver>) -> Router {
     Router::new()
         .route(PATH, post(receive).get(list))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(r)
 }
 

@@ -120,11 +120,16 @@ impl std::fmt::Debug for User {
 
 /// `n` users for probe `probe`, eight provisioned at a time.
 pub async fn provision(ctx: &Context, probe: &str, n: u32) -> anyhow::Result<Vec<User>> {
-    let short = &ctx.run_id[..8.min(ctx.run_id.len())];
+    let tag = fleetbench_fleet::agent::run_tag(&ctx.run_id);
+    let tag = &tag;
     let mut users: Vec<(u32, User)> = futures_util::stream::iter(0..n)
         .map(|i| async move {
-            let email = format!("probe-{probe}-{i:04}-{short}@fleetbench.load.test");
-            let password = format!("fbp-{}-{probe}-{i}", ctx.run_id);
+            let email = format!("probe-{probe}-{i:04}-{tag}@fleetbench.load.test");
+            let password = fleetbench_fleet::agent::password(
+                &ctx.target.config.service_key,
+                &ctx.run_id,
+                &format!("probe-{probe}-{i}"),
+            );
             let id = ctx
                 .target
                 .create_user(&email, &password, &ctx.run_id)

@@ -16,14 +16,22 @@ use crate::inject::{self, Key};
 use crate::receiver::{self, Receiver};
 use crate::{Context, ProbeOutcome, figure, latency_figures, tally};
 
-/// Where deliveries are read: (URL, key to present).
+/// Where deliveries are read: (URL, key to present). The in-process receiver answers readers
+/// with a token of this run's own; the project's service key is presented only to the project's
+/// own host over https, or to this machine, never to any other host a scenario names.
 async fn receiver_url(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<(String, String)> {
     if let Some(addr) = plan.listen {
-        let url = receiver::serve(addr, Receiver::new(Vec::new())).await?;
-        return Ok((url, String::new()));
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let url = receiver::serve(addr, Receiver::new(vec![token.clone()])).await?;
+        return Ok((url, token));
     }
     if let Some(url) = &plan.receiver {
-        return Ok((url.clone(), ctx.target.config.service_key.clone()));
+        let key = if key_may_go_to(url, &ctx.target.config.api_url) {
+            ctx.target.config.service_key.clone()
+        } else {
+            String::new()
+        };
+        return Ok((url.clone(), key));
     }
     anyhow::ensure!(
         ctx.target.config.kind == "local",
@@ -33,6 +41,20 @@ async fn receiver_url(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<(Stri
         ctx.api(receiver::PATH),
         ctx.target.config.service_key.clone(),
     ))
+}
+
+/// Whether the service key may be presented to the receiver at `receiver`: the target's own host
+/// over https, or this machine's loopback.
+fn key_may_go_to(receiver: &str, api_url: &str) -> bool {
+    let (Ok(r), Ok(api)) = (url::Url::parse(receiver), url::Url::parse(api_url)) else {
+        return false;
+    };
+    let loopback = matches!(
+        r.host(),
+        Some(url::Host::Ipv4(ip)) if ip.is_loopback()
+    ) || matches!(r.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+        || r.host_str() == Some("localhost");
+    loopback || (r.scheme() == "https" && r.host_str().is_some() && r.host_str() == api.host_str())
 }
 
 /// `plan.alerts` thermal anomalies, one every `plan.interval`, round robin over `users`: when each
@@ -180,4 +202,26 @@ pub async fn run(ctx: &Context, plan: &WebhookPlan) -> anyhow::Result<ProbeOutco
         },
         aggregate: agg,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_service_key_goes_to_the_projects_own_host_over_https_or_to_this_machine() {
+        let api = "https://abc.supabase.co";
+        let may = |r: &str| super::key_may_go_to(r, api);
+        assert!(may("https://abc.supabase.co/functions/v1/receiver"));
+        assert!(may("http://127.0.0.1:8787/fleetbench/v1/webhook-receiver"));
+        assert!(may("http://[::1]:8787/x") && may("http://localhost:1/x"));
+        assert!(
+            !may("http://abc.supabase.co/functions/v1/receiver"),
+            "plain http"
+        );
+        assert!(!may("https://collector.example/hook"), "another host");
+        assert!(
+            !may("https://collector.example#@abc.supabase.co/"),
+            "another host, disguised"
+        );
+        assert!(!may("not a url"));
+    }
 }

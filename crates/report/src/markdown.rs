@@ -6,9 +6,16 @@ use std::fmt::Write as _;
 
 use fleetbench_metrics::Summary;
 
-/// `s` with the characters that would break a Markdown table cell escaped.
+/// `s` with the characters that would break a Markdown table cell or open an HTML tag escaped,
+/// control characters dropped (a summary is untrusted input: a CI artifact).
 fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    s.chars()
+        .filter(|c| !c.is_control() || *c == '\n')
+        .collect::<String>()
+        .replace('|', "\\|")
+        .replace('\n', " ")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The Markdown summary of a run.

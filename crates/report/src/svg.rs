@@ -44,11 +44,25 @@ const R: f64 = 16.0;
 const T: f64 = 28.0;
 const B: f64 = 36.0;
 
+/// Text for HTML, SVG and XML alike, from untrusted input (a run directory is a CI artifact):
+/// markup characters escaped, control characters dropped.
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\n' | '\t' | '\r' => out.push(c),
+            // Control characters are illegal in XML 1.0 (junit.xml would not parse) and mean
+            // nothing on a page: dropped.
+            c if c.is_control() || c == '\u{fffe}' || c == '\u{ffff}' => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// "Nice" tick values covering `lo..=hi`.

@@ -331,3 +331,41 @@ fn each_probe_that_ran_has_its_section() {
     // A probe without a title is shown by its name.
     assert!(probes.contains("<h3>rls <span class=\"verdict v-pass\">PASS</span></h3>"));
 }
+
+/// A run directory is a CI artifact: whatever its summary says reaches the page, `junit.xml` and
+/// `summary.md` as text, never as markup, and XML-illegal characters never reach `junit.xml`.
+#[test]
+fn a_crafted_summary_is_shown_as_text_everywhere() {
+    let (mut s, agg) = run();
+    let script = "<script>alert(1)</script>";
+    s.verdict = format!("fail{script}");
+    s.scenario = format!("smoke\u{1}\u{8}{script}'\"");
+    s.probes.insert(
+        "rls".into(),
+        fleetbench_metrics::summary::ProbeReport {
+            title: format!("RLS{script}"),
+            verdict: "fail".into(),
+            findings: vec![format!("server said \u{0}\u{1b}[31m{script}")],
+            ..Default::default()
+        },
+    );
+    let page = fleetbench_report::html(&s, &agg, &shape());
+    assert!(
+        !page.contains(script) && !page.contains("<script"),
+        "markup from the summary"
+    );
+    assert!(
+        !page.chars().any(|c| c.is_control() && c != '\n'),
+        "control characters"
+    );
+    let xml = fleetbench_report::junit::junit(&s);
+    let doc = roxmltree::Document::parse(&xml).expect("junit.xml parses whatever the input");
+    assert!(!xml.contains(script));
+    let texts: String = doc.descendants().filter_map(|n| n.text()).collect();
+    assert!(
+        texts.contains("server said [31m<script>"),
+        "the finding kept as text"
+    );
+    let md = fleetbench_report::markdown::markdown(&s);
+    assert!(!md.contains("<script") && !md.contains('\u{1b}'), "{md}");
+}

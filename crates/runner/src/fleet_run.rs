@@ -76,6 +76,13 @@ pub async fn run(
         outcome.aggregate.merge(&o.aggregate);
     }
     join_collectors(collectors, &mut outcome.aggregate, say).await;
+    for (name, op) in &outcome.aggregate.operations {
+        if let Some(e) = op.spill_error() {
+            say(&format!(
+                "run: {name}: closed windows were kept in memory, not on disk ({e}); set TMPDIR to a writable directory"
+            ));
+        }
+    }
     let _ = server_done.send(true);
     let server = join_server(server, say).await;
     let server = with_statements(&spec, server, statements_before, say).await;
@@ -306,6 +313,7 @@ fn start_export(
     };
     let rw = match crate::remote_write::RemoteWrite::new(
         url,
+        spec.remote_write_auth.clone(),
         &spec.run_id,
         &spec.plan.name,
         spec.plan.shard.0,

@@ -52,6 +52,8 @@ pub struct RunSpec<P> {
     pub out: PathBuf,
     /// fleetbench's version and commit, and the machine generating the load.
     pub environment: Environment,
+    /// How the live export authenticates (from the environment, never in the scenario).
+    pub remote_write_auth: remote_write::Auth,
 }
 
 /// A run that reached its end (or was stopped by a signal): its directory is written.

@@ -13,6 +13,10 @@
 //! (the level the scenario asks for now: agents, or uploads per second) and
 //! `fleetbench_load_phase` (1 while the load runs). The wire format (protobuf, snappy) is
 //! `prometheus-reqwest-remote-write`'s; failed pushes are counted, never fatal.
+//!
+//! Credentials never sit in the URL (the URL is part of the scenario, which the run directory
+//! keeps): they come from the environment as [`Auth`], and what is said about the endpoint names
+//! its scheme and host only.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -35,10 +39,79 @@ pub const NAMES: [&str; 7] = [
     "fleetbench_load_phase",
 ];
 
+/// How the export authenticates to its endpoint: HTTP basic, a bearer token, and extra headers
+/// (the environment's `FLEETBENCH_RW_USERNAME`/`FLEETBENCH_RW_PASSWORD`, `FLEETBENCH_RW_BEARER_TOKEN`
+/// and `FLEETBENCH_RW_HTTP_HEADERS`, as k6's `K6_PROMETHEUS_RW_*`). Never printed.
+#[derive(Clone, Default)]
+pub struct Auth {
+    pub basic: Option<(String, String)>,
+    pub bearer: Option<String>,
+    pub headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Auth")
+            .field("basic", &self.basic.as_ref().map(|(user, _)| user))
+            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .field("headers", &names)
+            .finish()
+    }
+}
+
+impl Auth {
+    /// `"Name:value,Name:value"` (k6's `K6_PROMETHEUS_RW_HTTP_HEADERS` form) as headers; the
+    /// error names the pair, never its value.
+    pub fn parse_headers(
+        text: &str,
+    ) -> Result<Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>, String> {
+        text.split(',')
+            .filter(|pair| !pair.trim().is_empty())
+            .enumerate()
+            .map(|(i, pair)| {
+                let (name, value) = pair
+                    .split_once(':')
+                    .ok_or_else(|| format!("pair {} has no `:` between name and value", i + 1))?;
+                let name = reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())
+                    .map_err(|_| format!("pair {} has no valid header name", i + 1))?;
+                let mut value = reqwest::header::HeaderValue::from_str(value.trim())
+                    .map_err(|_| format!("{name}'s value cannot be a header value"))?;
+                value.set_sensitive(true);
+                Ok((name, value))
+            })
+            .collect()
+    }
+
+    fn apply(&self, request: &mut reqwest::Request) {
+        use reqwest::header::{AUTHORIZATION, HeaderValue};
+        let headers = request.headers_mut();
+        let mut authorization = |v: String| {
+            if let Ok(mut v) = HeaderValue::from_str(&v) {
+                v.set_sensitive(true);
+                headers.insert(AUTHORIZATION, v);
+            }
+        };
+        if let Some((user, password)) = &self.basic {
+            use base64::Engine as _;
+            let pair =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            authorization(format!("Basic {pair}"));
+        }
+        if let Some(token) = &self.bearer {
+            authorization(format!("Bearer {token}"));
+        }
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
 /// Where the series go, and the labels every one carries.
 pub struct RemoteWrite {
     http: reqwest::Client,
     url: String,
+    auth: Auth,
     run_id: String,
     scenario: String,
     shard: String,
@@ -58,7 +131,13 @@ type Point = (&'static str, Vec<(&'static str, String)>, f64);
 
 impl RemoteWrite {
     /// Series for `run_id`'s scenario `scenario`, written by shard `shard` of the run.
-    pub fn new(url: &str, run_id: &str, scenario: &str, shard: u32) -> Result<RemoteWrite, String> {
+    pub fn new(
+        url: &str,
+        auth: Auth,
+        run_id: &str,
+        scenario: &str,
+        shard: u32,
+    ) -> Result<RemoteWrite, String> {
         let roots = fleetbench_tls::reqwest_roots().map_err(|e| e.to_string())?;
         let http = reqwest::Client::builder()
             .tls_certs_merge(roots)
@@ -68,6 +147,7 @@ impl RemoteWrite {
         Ok(RemoteWrite {
             http,
             url: url.to_string(),
+            auth,
             run_id: run_id.to_string(),
             scenario: scenario.to_string(),
             shard: shard.to_string(),
@@ -86,18 +166,24 @@ impl RemoteWrite {
             .collect();
         let request = WriteRequest { timeseries }.sorted();
         let sent = match request.build_http_request(self.http.clone(), &self.url, "fleetbench") {
-            Ok(r) => self
-                .http
-                .execute(r)
-                .await
-                .map_err(|e| e.without_url().to_string()),
+            Ok(mut r) => {
+                self.auth.apply(&mut r);
+                self.http
+                    .execute(r)
+                    .await
+                    .map_err(|e| e.without_url().to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
         match sent {
             Ok(r) if r.status().is_success() => pushed.accepted += 1,
             Ok(r) => {
                 pushed.failed += 1;
-                pushed.last_error = Some(format!("{} answered {}", self.url, r.status()));
+                pushed.last_error = Some(format!(
+                    "{} answered {}",
+                    crate::redact(&self.url),
+                    r.status()
+                ));
             }
             Err(e) => {
                 pushed.failed += 1;

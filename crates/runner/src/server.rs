@@ -135,18 +135,38 @@ pub async fn scrape_until(
 /// calls, total ms, rows).
 pub type Counters = std::collections::BTreeMap<String, (String, u64, f64, u64)>;
 
+/// The roles a run's statements execute as: PostgREST's (`authenticator` and the roles it sets),
+/// the pooler path's and the probes' (`postgres`), Auth's. A shared staging project runs other
+/// teams' SQL too; only these roles' statements, in the run's database, are read and published.
+pub const RUN_ROLES: [&str; 6] = [
+    "authenticator",
+    "anon",
+    "authenticated",
+    "service_role",
+    "postgres",
+    "supabase_auth_admin",
+];
+
 /// Reads `pg_stat_statements` (the `extensions` schema as on Supabase, else the search path's)
-/// through `db_url` with the simple protocol (no named statement, whatever the pooler).
+/// through `db_url` with the simple protocol (no named statement, whatever the pooler), for the
+/// run's database and [`RUN_ROLES`] only.
 pub async fn statement_counters(db_url: &str) -> Result<Counters, String> {
     let db = fleetbench_tls::pg::connect(db_url)
         .await
         .map_err(|e| format!("connecting: {e}"))?;
     let columns = "userid::text || '/' || dbid::text || '/' || coalesce(queryid::text, '') || '/' || toplevel::text, \
          left(query, 300), calls, total_exec_time, rows";
+    let roles = RUN_ROLES.map(|r| format!("'{r}'")).join(", ");
+    let only_the_run = format!(
+        "dbid = (select oid from pg_database where datname = current_database()) \
+         and userid in (select oid from pg_roles where rolname in ({roles}))"
+    );
     let mut last = String::new();
     for view in ["extensions.pg_stat_statements", "pg_stat_statements"] {
         match db
-            .simple_query(&format!("select {columns} from {view}"))
+            .simple_query(&format!(
+                "select {columns} from {view} where {only_the_run}"
+            ))
             .await
         {
             Ok(messages) => return Ok(counters(&messages)),

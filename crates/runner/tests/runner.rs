@@ -73,6 +73,7 @@ fn spec(
         clock: Clock::new(),
         out: out.to_path_buf(),
         environment: Default::default(),
+        remote_write_auth: Default::default(),
     }
 }
 

@@ -18,6 +18,12 @@ mod overrides;
 use checks::{batch, closed_loop, replay, stages, thresholds};
 use overrides::{RESOLVED, apply_overrides, key_path};
 
+/// The longest duration a scenario may give (a stage, an interval, a timeout): beyond it a value is
+/// a typo, and stages that add up stay far from `Duration`'s limit.
+pub const MAX_DURATION: Duration = Duration::from_secs(31 * 24 * 3600);
+/// The narrowest time window (`output.window`): each window holds two histograms per operation.
+pub const MIN_WINDOW: Duration = Duration::from_millis(10);
+
 /// One problem and where it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Located {
@@ -76,6 +82,10 @@ impl Errors<'_> {
 
     fn duration(&mut self, s: &Spanned<String>, what: &str) -> Duration {
         match humantime::parse_duration(s.get_ref()) {
+            Ok(d) if d > MAX_DURATION => {
+                self.at(s.span(), format!("{what}: {:?} is longer than 31 days, the longest duration a scenario may give", s.get_ref()));
+                Duration::ZERO
+            }
             Ok(d) => d,
             Err(e) => {
                 self.at(s.span(), format!("{what}: {:?} is not a duration ({e}); write e.g. \"500ms\", \"10s\", \"2m\"", s.get_ref()));
@@ -274,7 +284,19 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         );
     }
     let window = match &s.output.window {
-        Some(w) => e.duration(w, "output.window"),
+        Some(w) => {
+            let d = e.duration(w, "output.window");
+            if d < MIN_WINDOW && !d.is_zero() {
+                e.at(
+                    w.span(),
+                    format!(
+                        "output.window: {:?} is under 10ms, the narrowest window fleetbench keeps",
+                        w.get_ref()
+                    ),
+                );
+            }
+            d
+        }
         None => Duration::from_secs(1),
     };
     let server_metrics = match &s.output.server_metrics {
@@ -282,20 +304,11 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         Some(v) => Some(e.duration(v, "output.server_metrics")).filter(|d| !d.is_zero()),
         None => Some(Duration::from_secs(5)),
     };
-    let prometheus_remote_write = s.output.prometheus_remote_write.as_ref().and_then(|u| {
-        let url = u.get_ref();
-        if url.starts_with("http://") || url.starts_with("https://") {
-            Some(url.clone())
-        } else {
-            e.at(
-                u.span(),
-                format!(
-                    "output.prometheus_remote_write: {url:?} is not an http:// or https:// URL"
-                ),
-            );
-            None
-        }
-    });
+    let prometheus_remote_write = s
+        .output
+        .prometheus_remote_write
+        .as_ref()
+        .and_then(|u| remote_write_url(&mut e, u));
     if !e.list.is_empty() {
         return Err(ScenarioError(e.list));
     }
@@ -456,7 +469,7 @@ fn probes(e: &mut Errors, p: &crate::probes::Probes) -> crate::probes::ProbesPla
                 e.at(
                     l.span(),
                     format!(
-                        "probes.webhook.listen: {:?} is not an address like \"0.0.0.0:8787\"",
+                        "probes.webhook.listen: {:?} is not an address like \"127.0.0.1:8787\"",
                         l.get_ref()
                     ),
                 );
@@ -533,5 +546,33 @@ pub fn probe_plan(
         Ok(plan)
     } else {
         Err(ScenarioError(e.list))
+    }
+}
+
+/// `[output] prometheus_remote_write`: an http(s) URL without credentials. The scenario is kept in
+/// the run directory, a published artifact, so credentials come from the environment
+/// (`FLEETBENCH_RW_*`); a URL carrying them is refused without being repeated.
+fn remote_write_url(e: &mut Errors<'_>, u: &Spanned<String>) -> Option<String> {
+    let what = "output.prometheus_remote_write";
+    match url::Url::parse(u.get_ref()) {
+        Ok(url) if !matches!(url.scheme(), "http" | "https") || !url.has_host() => {
+            e.at(
+                u.span(),
+                format!("{what}: not an http:// or https:// URL with a host"),
+            );
+            None
+        }
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+            e.at(u.span(), format!(
+                "{what}: the URL carries credentials, which the run directory would publish: \
+                 set FLEETBENCH_RW_USERNAME and FLEETBENCH_RW_PASSWORD (or FLEETBENCH_RW_BEARER_TOKEN) instead"
+            ));
+            None
+        }
+        Ok(_) => Some(u.get_ref().clone()),
+        Err(err) => {
+            e.at(u.span(), format!("{what}: not a URL ({err})"));
+            None
+        }
     }
 }

@@ -386,3 +386,53 @@ fn delivery_shares_default_to_the_whole_plan_and_are_checked() {
         "{err}"
     );
 }
+
+/// Durations from untrusted text are bounded: two stages of 500 billion years each used to
+/// overflow `Duration` when added (a panic); a window of 1 µs was accepted.
+#[test]
+fn durations_and_windows_are_bounded() {
+    let huge = GOOD.replace(
+        "duration = \"10s\"\nagents = 10\n",
+        "duration = \"500000000000y\"\nagents = 10\n[[load.stages]]\nduration = \"500000000000y\"\nagents = 10\n",
+    );
+    let err = load_str(&huge, "huge.toml", &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("huge.toml:5:12:") && err.contains("longer than 31 days"),
+        "{err}"
+    );
+    let err = load_str(GOOD, "w.toml", &["output.window=\"1us\"".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("output.window") && err.contains("under 10ms"),
+        "{err}"
+    );
+    assert!(load_str(GOOD, "w.toml", &["output.window=\"10ms\"".into()]).is_ok());
+    assert!(load_str(GOOD, "w.toml", &["load.stages.0.duration=\"31d\"".into()]).is_ok());
+}
+
+/// The scenario is published with the run: a remote-write URL with credentials is refused, and the
+/// message does not repeat them.
+#[test]
+fn remote_write_credentials_never_sit_in_the_scenario() {
+    let with = |url: &str| {
+        load_str(
+            GOOD,
+            "rw.toml",
+            &[format!("output.prometheus_remote_write=\"{url}\"")],
+        )
+    };
+    let err = with("https://user:hunter2@prom.example/api/v1/write")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("FLEETBENCH_RW_USERNAME") && !err.contains("hunter2"),
+        "{err}"
+    );
+    let err = with("ftp://hunter2@prom.example/").unwrap_err().to_string();
+    assert!(
+        err.contains("not an http") && !err.contains("hunter2"),
+        "{err}"
+    );
+    assert!(with("https://prom.example/api/v1/write").is_ok());
+}

@@ -42,7 +42,8 @@ pub fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         why,
     };
     let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read it: {e}")))?;
-    let certs = rustls_pemfile::certs(&mut bytes.as_slice())
+    use rustls::pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| err(format!("not PEM certificates: {e}")))?;
     if certs.is_empty() {

@@ -1,10 +1,15 @@
-//! A Postgres connection string read as libpq reads its TLS settings. `sslmode` is one of
-//! `disable allow prefer require verify-ca verify-full` (default `prefer`); `sslrootcert` is a PEM
-//! file or `system` (the platform's roots, which libpq allows only with `verify-full`). Without
-//! `sslrootcert`, `verify-ca`/`verify-full` trust the platform's roots and `FLEETBENCH_CA_FILE`
-//! (libpq would look for `~/.postgresql/root.crt`); `require` with a root file checks the chain as
-//! `verify-ca` does, as libpq does. `allow` is treated as `prefer`: TLS first, plaintext only if
-//! the server offers no TLS. A mode that asks for TLS never falls back to plaintext.
+//! A Postgres connection string read as libpq reads its TLS settings, with a safer default.
+//! `sslmode` is one of `disable allow prefer require verify-ca verify-full`; without one it is
+//! `verify-full` for a remote host and `prefer` for this machine (loopback or a Unix socket), where
+//! libpq says `prefer` everywhere and so falls back to plaintext on the network without a word.
+//! `sslrootcert` is a PEM file or `system` (the platform's roots, which libpq allows only with
+//! `verify-full`). Without `sslrootcert`, `verify-full` trusts the platform's roots and
+//! `FLEETBENCH_CA_FILE`, and `verify-ca` `FLEETBENCH_CA_FILE` alone (a chain to any public root
+//! proves nothing without the name: libpq would look for `~/.postgresql/root.crt`, and fail
+//! without it); `require` with a root file checks the chain as `verify-ca` does, as libpq does.
+//! `allow` is treated as `prefer`: TLS first, plaintext only if the server offers no TLS; such a
+//! mode on a remote host is [`PgConnect::may_be_plaintext`], which callers say. A mode that asks
+//! for TLS never falls back to plaintext. `channel_binding` is tokio-postgres's, as libpq's.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -76,7 +81,11 @@ impl PgConnect {
         let (rest, mode, root) = split_tls(url)?;
         let mut config = tokio_postgres::Config::from_str(&rest)
             .map_err(|e| TlsError::Setting(format!("not a Postgres connection string: {e}")))?;
-        let mode = mode.unwrap_or(SslMode::Prefer);
+        let mode = mode.unwrap_or(if local(&config) {
+            SslMode::Prefer
+        } else {
+            SslMode::VerifyFull
+        });
         config.ssl_mode(match mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Allow | SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -95,6 +104,12 @@ impl PgConnect {
         })
     }
 
+    /// Whether this connection may go over the network in plaintext: a mode below `require`
+    /// towards a host that is not this machine.
+    pub fn may_be_plaintext(&self) -> bool {
+        self.mode < SslMode::Require && !local(&self.config)
+    }
+
     /// A connection, its driver spawned on the current runtime.
     pub async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let (client, conn) = self.config.connect(self.tls.clone()).await?;
@@ -105,6 +120,23 @@ impl PgConnect {
         });
         Ok(client)
     }
+}
+
+/// Whether every host of `config` is this machine: a Unix socket, `localhost` or a loopback
+/// address (and every `hostaddr` a loopback one).
+fn local(config: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    let hosts = config.get_hosts().iter().all(|h| match h {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    });
+    hosts && config.get_hostaddrs().iter().all(|a| a.is_loopback())
 }
 
 /// Connects to `url` with its TLS settings (see the module doc).
@@ -166,6 +198,21 @@ fn verifier(mode: SslMode, root: Option<&str>) -> Result<Arc<dyn ServerCertVerif
                 .build()
                 .map_err(|e| TlsError::Setting(format!("sslrootcert={file}: {e}")))?
         }
+        None if mode == SslMode::VerifyCa => {
+            let named = roots()?;
+            if named.is_empty() {
+                return Err(TlsError::Setting(
+                    "sslmode=verify-ca needs the roots to check against: set sslrootcert=FILE (Supabase's CA from the project's database settings) or FLEETBENCH_CA_FILE".into(),
+                ));
+            }
+            let mut store = rustls::RootCertStore::empty();
+            for cert in named {
+                store.add(cert)?;
+            }
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
+                .build()
+                .map_err(|e| TlsError::Setting(format!("FLEETBENCH_CA_FILE: {e}")))?
+        }
         None if mode >= SslMode::VerifyCa => full(roots()?)?,
         None => return Ok(Arc::new(AnyCertificate(provider()))),
     };
@@ -195,8 +242,40 @@ mod tests {
         let (rest, mode, root) = split_tls("host=h user=u sslmode=require dbname=d").unwrap();
         assert_eq!(rest, "host=h user=u dbname=d");
         assert_eq!((mode, root), (Some(SslMode::Require), None));
-        let plain = PgConnect::parse("postgres://u@h/d").unwrap();
-        assert_eq!(plain.mode, SslMode::Prefer);
+        // Without sslmode: verify-full on the network, prefer on this machine.
+        let remote = PgConnect::parse("postgres://u@db.example/d").unwrap();
+        assert_eq!(
+            (remote.mode, remote.may_be_plaintext()),
+            (SslMode::VerifyFull, false)
+        );
+        for here in [
+            "postgres://u@127.0.0.1:5432/d",
+            "postgres://u@localhost/d",
+            "host=/run/postgresql user=u",
+        ] {
+            let local = PgConnect::parse(here).unwrap();
+            assert_eq!(
+                (local.mode, local.may_be_plaintext()),
+                (SslMode::Prefer, false),
+                "{here}"
+            );
+        }
+        // A plaintext-capable mode on the network is said to be one.
+        let prefer = PgConnect::parse("postgres://u@db.example/d?sslmode=prefer").unwrap();
+        assert!(prefer.may_be_plaintext());
+        let disguised = PgConnect::parse("host=localhost hostaddr=203.0.113.9 user=u").unwrap();
+        assert_eq!(
+            disguised.mode,
+            SslMode::VerifyFull,
+            "hostaddr is where it connects"
+        );
+        // verify-ca checks against named roots only: none named is an error, not any public CA.
+        if std::env::var_os(crate::CA_FILE_VAR).is_none() {
+            let e = PgConnect::parse("postgres://u@db.example/d?sslmode=verify-ca")
+                .err()
+                .unwrap();
+            assert!(e.to_string().contains("sslrootcert"), "{e}");
+        }
     }
 
     #[test]

@@ -290,13 +290,9 @@ async fn a_collector_reading_round_trips_through_the_data_api() {
     let body =
         fleetbench_fleet::collectors::row(&reading, device, pushed.user_id.unwrap(), Utc::now());
     let ts = body["ts"].as_str().unwrap().to_string();
-    let session = target
-        .sign_in(
-            &fleetbench_fleet::agent::credentials(&run_id, 900_000).0,
-            &fleetbench_fleet::agent::credentials(&run_id, 900_000).1,
-        )
-        .await
-        .unwrap();
+    let (email, password) =
+        fleetbench_fleet::agent::credentials(&target.config.service_key, &run_id, 900_000);
+    let session = target.sign_in(&email, &password).await.unwrap();
     target
         .insert_rest(
             session.bearer(),

@@ -118,7 +118,7 @@ async fn an_expired_access_token_signs_in_again() {
     let t = target(&g);
     // The agent's own credentials, as the engine derives them from the run and its index.
     let run_id: std::sync::Arc<str> = uuid::Uuid::new_v4().to_string().into();
-    let (email, password) = fleetbench_fleet::agent::credentials(&run_id, 0);
+    let (email, password) = fleetbench_fleet::agent::credentials(&t.config.service_key, &run_id, 0);
     t.create_user(&email, &password, &run_id).await.unwrap();
     let mut session = t.sign_in(&email, &password).await.unwrap();
     let machine =
@@ -282,7 +282,7 @@ async fn forwarded_addresses_give_every_agent_its_own_auth_bucket() {
     let (out, run_id) = run(sign_in_storm(40), forwarding(true)).await;
     all_signed_in_at_once(&out, 40);
     // Without forwarding the same sign-ins share this machine's bucket: 30, then 429.
-    let (email, secret) = fleetbench_fleet::agent::credentials(&run_id, 0);
+    let (email, secret) = fleetbench_fleet::agent::credentials(&keys.secret, &run_id, 0);
     let shared = forwarding(false);
     let mut statuses = Vec::new();
     for k in 0..31 {

@@ -247,3 +247,103 @@ pub async fn exported(prom: &Prometheus, summary: &serde_json::Value) {
         assert_eq!(got, s["count"].as_f64().unwrap(), "{op}");
     }
 }
+
+/// Remote-write credentials come from the environment: every push carries them, and neither the
+/// run's output nor its directory does (the scenario, which the directory keeps, holds the URL
+/// alone). Without them the endpoint's 401 is reported with its scheme and host only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_write_credentials_come_from_the_environment_and_are_published_nowhere() {
+    use base64::Engine as _;
+    let password = format!("rw-{}", uuid::Uuid::new_v4().simple());
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("fleet:{password}"))
+    );
+    // A receiver that records each push's Authorization and refuses a wrong one.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let app = {
+        let (seen, expected) = (seen.clone(), expected.clone());
+        axum::Router::new().route(
+            "/api/v1/write",
+            axum::routing::post(move |headers: axum::http::HeaderMap| {
+                let auth = headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap_or("").to_string())
+                    .unwrap_or_default();
+                let ok = auth == expected;
+                seen.lock().unwrap().push(auth);
+                async move {
+                    if ok {
+                        axum::http::StatusCode::NO_CONTENT
+                    } else {
+                        axum::http::StatusCode::UNAUTHORIZED
+                    }
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (url, _sink) = sink("1ms").await;
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("rw.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"rw\"\n[fleet]\nagents = 2\n[[load.stages]]\nduration = \"2s\"\nagents = 2\n\
+         [workload]\nsample_interval = \"100ms\"\nupload_interval = \"500ms\"\ningest = { rest = 1.0 }\n",
+    )
+    .unwrap();
+    let run = |out: &Path, auth: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetbench"));
+        cmd.arg("run").arg(&scenario).arg("--out").arg(out);
+        cmd.args([
+            "--prometheus-remote-write",
+            &format!("{receiver}/api/v1/write"),
+        ])
+        .env("SUPABASE_URL", &url)
+        .env("SUPABASE_ANON_KEY", "anon")
+        .env("SUPABASE_SERVICE_ROLE_KEY", "service")
+        .env_remove("SUPABASE_DB_URL");
+        if auth {
+            cmd.env("FLEETBENCH_RW_USERNAME", "fleet")
+                .env("FLEETBENCH_RW_PASSWORD", &password);
+        }
+        tokio::task::block_in_place(|| cmd.output().unwrap())
+    };
+    let out = dir.path().join("with");
+    let with = run(&out, true);
+    let stderr = String::from_utf8_lossy(&with.stderr);
+    assert_eq!(with.status.code(), Some(0), "{stderr}");
+    let pushes = seen.lock().unwrap().clone();
+    assert!(
+        pushes.len() >= 2 && pushes.iter().all(|a| *a == expected),
+        "{pushes:?}"
+    );
+    assert!(
+        stderr.contains(&format!("run: remote write: {} pushes", pushes.len())),
+        "{stderr}"
+    );
+    let mut published = vec![
+        stderr.into_owned(),
+        String::from_utf8_lossy(&with.stdout).into(),
+    ];
+    for entry in std::fs::read_dir(&out).unwrap() {
+        published
+            .push(String::from_utf8_lossy(&std::fs::read(entry.unwrap().path()).unwrap()).into());
+    }
+    assert!(published.len() >= 8);
+    for text in &published {
+        assert!(
+            !text.contains(&password) && !text.contains(&expected[6..]),
+            "{text:.300}"
+        );
+    }
+    // Without the credentials: refused, said with the endpoint's scheme and host only.
+    let without = run(&dir.path().join("without"), false);
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    assert!(
+        stderr.contains(&format!("(last: {receiver} answered 401 Unauthorized)")),
+        "{stderr}"
+    );
+}

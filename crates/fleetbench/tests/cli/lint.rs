@@ -107,3 +107,132 @@ fn the_workflows_dockerfile_and_manifests_pass_real_linters() {
     assert!(ok, "{said}");
     assert_eq!(said.matches("passed for resource").count(), 4, "{said}");
 }
+
+/// What the "restricted" Pod Security Standard (kubernetes.io/docs/concepts/security/
+/// pod-security-standards, v1.30 rules) refuses in a pod template, plus the two rules of this
+/// project's own (no service-account token, a read-only root file system): one line per breach.
+fn restricted_breaches(pod: &yaml_rust2::Yaml) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut need = |ok: bool, what: &str| {
+        if !ok {
+            out.push(what.to_string());
+        }
+    };
+    for key in ["hostNetwork", "hostPID", "hostIPC"] {
+        need(pod[key].as_bool() != Some(true), key);
+    }
+    need(
+        pod["automountServiceAccountToken"].as_bool() == Some(false),
+        "automountServiceAccountToken",
+    );
+    let allowed = [
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    ];
+    for v in pod["volumes"].as_vec().into_iter().flatten() {
+        let kinds: Vec<&str> = v
+            .as_hash()
+            .unwrap()
+            .keys()
+            .filter_map(|k| k.as_str())
+            .filter(|k| *k != "name")
+            .collect();
+        need(
+            kinds.iter().all(|k| allowed.contains(k)),
+            &format!("volume type {kinds:?}"),
+        );
+    }
+    let pod_sc = &pod["securityContext"];
+    let seccomp = |sc: &yaml_rust2::Yaml| sc["seccompProfile"]["type"].as_str().map(str::to_string);
+    for c in pod["containers"].as_vec().into_iter().flatten() {
+        let sc = &c["securityContext"];
+        need(sc["privileged"].as_bool() != Some(true), "privileged");
+        need(
+            sc["allowPrivilegeEscalation"].as_bool() == Some(false),
+            "allowPrivilegeEscalation",
+        );
+        need(
+            sc["readOnlyRootFilesystem"].as_bool() == Some(true),
+            "readOnlyRootFilesystem",
+        );
+        let drops: Vec<&str> = sc["capabilities"]["drop"]
+            .as_vec()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.as_str())
+            .collect();
+        need(drops.contains(&"ALL"), "capabilities.drop ALL");
+        let adds = sc["capabilities"]["add"]
+            .as_vec()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.as_str());
+        need(
+            adds.into_iter().all(|a| a == "NET_BIND_SERVICE"),
+            "capabilities.add",
+        );
+        let non_root = sc["runAsNonRoot"]
+            .as_bool()
+            .or(pod_sc["runAsNonRoot"].as_bool());
+        need(non_root == Some(true), "runAsNonRoot");
+        need(
+            sc["runAsUser"].as_i64().or(pod_sc["runAsUser"].as_i64()) != Some(0),
+            "runAsUser 0",
+        );
+        let profile = seccomp(sc).or_else(|| seccomp(pod_sc));
+        need(
+            matches!(profile.as_deref(), Some("RuntimeDefault" | "Localhost")),
+            "seccompProfile",
+        );
+        for port in c["ports"].as_vec().into_iter().flatten() {
+            need(port["hostPort"].is_badvalue(), "hostPort");
+        }
+    }
+    out
+}
+
+#[test]
+fn the_pods_pass_the_restricted_pod_security_standard() {
+    let dir = tempfile::tempdir().unwrap();
+    let pod_of = |text: &str| {
+        let doc = yaml_rust2::YamlLoader::load_from_str(text)
+            .unwrap()
+            .remove(0);
+        doc["spec"]["template"]["spec"].clone()
+    };
+    for manifest in ["deploy/k8s/shards-job.yaml", "deploy/k8s/merge-job.yaml"] {
+        let text = std::fs::read_to_string(filled(dir.path(), manifest)).unwrap();
+        let breaches = restricted_breaches(&pod_of(&text));
+        assert!(breaches.is_empty(), "{manifest}: {breaches:?}");
+        // The check can fail: the same pod with its hardening taken out breaks it, rule by rule.
+        let loose = text
+            .replace(
+                "allowPrivilegeEscalation: false",
+                "allowPrivilegeEscalation: true",
+            )
+            .replace("type: RuntimeDefault", "type: Unconfined")
+            .replace("drop: [\"ALL\"]", "drop: []")
+            .replace(
+                "automountServiceAccountToken: false",
+                "automountServiceAccountToken: true",
+            );
+        let breaches = restricted_breaches(&pod_of(&loose));
+        for rule in [
+            "allowPrivilegeEscalation",
+            "seccompProfile",
+            "capabilities.drop ALL",
+            "automountServiceAccountToken",
+        ] {
+            assert!(
+                breaches.iter().any(|b| b == rule),
+                "{manifest}: {rule} not caught: {breaches:?}"
+            );
+        }
+    }
+}

@@ -52,6 +52,34 @@ async fn remote_targets_need_an_allowlist_and_every_run_has_hard_caps() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.2, which no allowlist names"));
     assert_eq!(sent(), 0);
+    // The allowlist judges the host the clients connect to: text after `#@` names another host
+    // but the request would go to the sink's. A database URL is judged too.
+    let bypass = format!("{url}#@127.0.0.3");
+    for (env, refused) in [
+        (
+            vec![
+                ("SUPABASE_URL", bypass.as_str()),
+                ("FLEETBENCH_ALLOW_HOSTS", "127.0.0.3"),
+            ],
+            "SUPABASE_URL points at 127.0.0.2",
+        ),
+        (
+            vec![
+                ("FLEETBENCH_ALLOW_HOSTS", "127.0.0.2"),
+                (
+                    "SUPABASE_DB_URL",
+                    "postgresql://u:p@127.0.0.4:5432/postgres",
+                ),
+            ],
+            "SUPABASE_DB_URL points at 127.0.0.4",
+        ),
+    ] {
+        let out = run(&env, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {stderr}");
+        assert!(stderr.contains(refused), "{env:?}: {stderr}");
+        assert_eq!(sent(), 0);
+    }
     // A run directory that cannot be written (under a file): found before anything is sent.
     let file = dir.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
@@ -125,6 +153,7 @@ async fn every_bad_input_is_one_located_message_exit_2_and_nothing_sent() {
         ("SUPABASE_SERVICE_ROLE_KEY", "service".into()),
         ("SUPABASE_DB_URL", good_db),
     ];
+    let long_run_id = "a".repeat(65);
     // (what, environment changes, arguments after the scenario, what the message must name)
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
     let cases: Vec<Case> = vec![
@@ -228,6 +257,32 @@ async fn every_bad_input_is_one_located_message_exit_2_and_nothing_sent() {
             "--start-at",
         ),
         ("an unknown flag", vec![], vec!["--agents", "5"], "--agents"),
+        // Run ids tag every user and row and name them in cleanup: empty, short, multi-byte at
+        // byte 8 (which used to panic) or beyond 64 characters are refused.
+        (
+            "an empty run id",
+            vec![],
+            vec!["--run-id", ""],
+            "is not a run id",
+        ),
+        (
+            "a short run id",
+            vec![],
+            vec!["--run-id", "abc"],
+            "is not a run id",
+        ),
+        (
+            "a multi-byte run id",
+            vec![],
+            vec!["--run-id", "abcdefgé-1234"],
+            "is not a run id",
+        ),
+        (
+            "a long run id",
+            vec![],
+            vec!["--run-id", long_run_id.as_str()],
+            "is not a run id",
+        ),
         (
             "a missing scenario",
             vec![],

@@ -172,10 +172,35 @@ async fn stack_up_migrate_schedule_env_down() {
     let prom = super::export::prometheus().await;
     let write_url = format!("{}/api/v1/write", prom.url);
     args.extend(["--prometheus-remote-write", &write_url]);
+    // Another team's SQL on the same database through the run (a shared staging project): the
+    // statements the run publishes are its own roles' only.
+    let other_team = OtherTeam::start(&var("SUPABASE_DB_SESSION_URL"));
     let printed = ok(fleetbench(&dir, &args));
+    let other_queries = other_team.stop();
+    assert!(
+        other_queries >= 3,
+        "the other team ran {other_queries} queries"
+    );
     assert_eq!(
         printed.trim(),
         out_dir.join("index.html").display().to_string()
+    );
+    let server: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("server.json")).unwrap())
+            .unwrap();
+    let statements: Vec<&str> = server["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["query"].as_str().unwrap())
+        .collect();
+    assert!(
+        statements.iter().any(|q| q.contains("system_metrics")),
+        "{statements:?}"
+    );
+    assert!(
+        !statements.iter().any(|q| q.contains("other_team_ledger")),
+        "{statements:?}"
     );
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
@@ -482,9 +507,15 @@ async fn stack_up_migrate_schedule_env_down() {
             .unwrap_or(0);
     assert!(rows > 0, "{summary}");
     let state = fleetbench_stack::StackState::load(&dir.join("state.json")).unwrap();
-    // The agents' passwords derive from the run id (`fb-<run id>-<index>`): their prefix is secret too.
-    let agent_password = format!("fb-{}-", summary["run_id"].as_str().unwrap());
-    let probe_password = format!("fbp-{}-", summary["run_id"].as_str().unwrap());
+    // The agents' and probe users' passwords, as the run derived them from its service key.
+    // (keyed by the service-role key, or by the secret key when the stack forwards addresses).
+    let run_id = summary["run_id"].as_str().unwrap();
+    let key = match (&state.secrets.opaque, state.ip_forwarding) {
+        (Some(k), true) => &k.secret,
+        _ => &state.secrets.service_role_key,
+    };
+    let agent_password = fleetbench_fleet::agent::credentials(key, run_id, 0).1;
+    let probe_password = fleetbench_fleet::agent::password(key, run_id, "probe-rls-0");
     let secrets = [
         &state.secrets.anon_key,
         &state.secrets.service_role_key,
@@ -614,4 +645,53 @@ async fn stack_up_migrate_schedule_env_down() {
         "the gateway still answers"
     );
     drop(instance);
+}
+
+/// Queries of a role the run never uses, on a thread of their own, until stopped: each sleeps
+/// 50 ms, so that unfiltered they would be among the statements that took the most time.
+struct OtherTeam {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl OtherTeam {
+    fn start(db_url: &str) -> OtherTeam {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (url, flag) = (db_url.to_string(), stop.clone());
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(conn);
+                db.batch_execute(
+                    "do $$ begin create role other_team; exception when duplicate_object then null; end $$; \
+                     create table if not exists public.other_team_ledger (id int); \
+                     grant select on public.other_team_ledger to other_team; set role other_team",
+                )
+                .await
+                .unwrap();
+                ready_tx.send(()).unwrap();
+                let mut n = 0;
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    db.simple_query("select pg_sleep(0.05), count(*) from public.other_team_ledger")
+                        .await
+                        .unwrap();
+                    n += 1;
+                }
+                n
+            })
+        });
+        ready.recv().expect("the other team's session started");
+        OtherTeam { stop, thread }
+    }
+
+    /// Stops the queries: how many ran.
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
 }
