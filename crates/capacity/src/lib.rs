@@ -9,5 +9,5 @@
 pub mod report;
 pub mod search;
 
-pub use report::{Estimate, Report, SIZES, binding, model};
+pub use report::{ComputeSize, Estimate, Report, SIZES, binding, compute_size, model};
 pub use search::{SearchOutcome, Settings, Step, judge, parse_slo, search, steady};

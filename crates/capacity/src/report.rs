@@ -6,21 +6,60 @@ use serde::{Deserialize, Serialize};
 
 use crate::search::SearchOutcome;
 
-/// Supabase compute sizes (from Supabase's compute docs): name, CPU cores (shared counted as their share),
-/// database max connections, pooler max clients.
-pub const SIZES: &[(&str, f64, u32, u32)] = &[
-    ("Nano", 0.5, 60, 200),
-    ("Micro", 1.0, 60, 200),
-    ("Small", 1.0, 90, 400),
-    ("Medium", 1.5, 120, 600),
-    ("Large", 2.0, 160, 800),
-    ("XL", 4.0, 240, 1_000),
-    ("2XL", 8.0, 380, 1_500),
-    ("4XL", 16.0, 480, 3_000),
-    ("8XL", 32.0, 490, 6_000),
-    ("12XL", 48.0, 500, 9_000),
-    ("16XL", 64.0, 500, 12_000),
+/// A Supabase compute size as Supabase publishes it (the compute-and-disk docs: CPUs and
+/// connection limits; the pooler's default pool size per size).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ComputeSize {
+    pub name: &'static str,
+    /// CPUs, as the Metrics API's node_exporter counts them.
+    pub cpus: f64,
+    /// Below Large the CPUs are shared and burstable: sustained load may get less than them.
+    pub burstable: bool,
+    /// Postgres' `max_connections` ("direct connections").
+    pub max_connections: u32,
+    /// The shared pooler's client limit.
+    pub pooler_clients: u32,
+    /// The pooler's default pool size (server connections per user, database and mode).
+    pub pool_size: u32,
+}
+
+const fn size(
+    name: &'static str,
+    cpus: f64,
+    burstable: bool,
+    (max_connections, pooler_clients, pool_size): (u32, u32, u32),
+) -> ComputeSize {
+    ComputeSize {
+        name,
+        cpus,
+        burstable,
+        max_connections,
+        pooler_clients,
+        pool_size,
+    }
+}
+
+/// Supabase's compute sizes, Nano to 16XL.
+pub const SIZES: &[ComputeSize] = &[
+    size("Nano", 2.0, true, (60, 200, 15)),
+    size("Micro", 2.0, true, (60, 200, 15)),
+    size("Small", 2.0, true, (90, 400, 15)),
+    size("Medium", 2.0, true, (120, 600, 15)),
+    size("Large", 2.0, false, (160, 800, 20)),
+    size("XL", 4.0, false, (240, 1_000, 20)),
+    size("2XL", 8.0, false, (380, 1_500, 25)),
+    size("4XL", 16.0, false, (480, 3_000, 32)),
+    size("8XL", 32.0, false, (490, 6_000, 64)),
+    size("12XL", 48.0, false, (500, 9_000, 96)),
+    size("16XL", 64.0, false, (500, 12_000, 128)),
 ];
+
+/// The size named `name`, any case.
+pub fn compute_size(name: &str) -> Option<&'static ComputeSize> {
+    SIZES
+        .iter()
+        .find(|s| s.name.eq_ignore_ascii_case(name.trim()))
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Estimate {
@@ -99,9 +138,7 @@ pub fn model(knee_agents: Option<f64>, plan: &Plan, measured_size: Option<&str>)
     let (Some(k), Some(measured)) = (knee_agents, measured_size) else {
         return Vec::new();
     };
-    let Some(&(measured_name, measured_cores, _, _)) =
-        SIZES.iter().find(|s| s.0.eq_ignore_ascii_case(measured))
-    else {
+    let Some(at) = compute_size(measured) else {
         return Vec::new();
     };
     let pooler_share = plan
@@ -111,12 +148,13 @@ pub fn model(knee_agents: Option<f64>, plan: &Plan, measured_size: Option<&str>)
         .map_or(0.0, |(_, s)| *s);
     SIZES
         .iter()
-        .map(|(name, size_cores, _db, clients)| {
-            let measured = *name == measured_name;
-            let cpu = k * size_cores / measured_cores;
+        .map(|size| {
+            let (name, clients) = (size.name, size.pooler_clients);
+            let measured = name == at.name;
+            let cpu = k * size.cpus / at.cpus;
             // An agent on the pooler path holds a pooled client connection of its own.
             let pooled = if pooler_share > 0.0 {
-                f64::from(*clients) / pooler_share
+                f64::from(clients) / pooler_share
             } else {
                 f64::INFINITY
             };
@@ -125,9 +163,17 @@ pub fn model(knee_agents: Option<f64>, plan: &Plan, measured_size: Option<&str>)
             } else if measured {
                 (cpu, "the measured knee".into())
             } else {
+                let burst = if size.burstable || at.burstable {
+                    "; burstable CPUs below Large: sustained load may get less"
+                } else {
+                    ""
+                };
                 (
                     cpu,
-                    format!("CPU ({size_cores} cores vs {measured_name}'s {measured_cores})"),
+                    format!(
+                        "CPU ({} cores vs {}'s {}{burst})",
+                        size.cpus, at.name, at.cpus
+                    ),
                 )
             };
             Estimate {
@@ -194,8 +240,16 @@ mod tests {
             (row("Micro").agents, row("Micro").basis.as_str()),
             (100.0, "measured")
         );
-        assert_eq!(row("XL").agents, 400.0);
-        assert_eq!(row("XL").binds, "CPU (4 cores vs Micro's 1)");
+        // Micro shows 2 CPUs, as hosted's node_exporter counts them.
+        assert_eq!(row("XL").agents, 200.0);
+        assert_eq!(
+            row("XL").binds,
+            "CPU (4 cores vs Micro's 2; burstable CPUs below Large: sustained load may get less)"
+        );
+        assert_eq!(
+            row("4XL").binds,
+            "CPU (16 cores vs Micro's 2; burstable CPUs below Large: sustained load may get less)"
+        );
         assert_eq!(row("XL").basis, "extrapolated");
     }
 }

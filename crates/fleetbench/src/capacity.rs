@@ -119,12 +119,11 @@ pub fn capacity(a: Args) -> Result<(), CommandError> {
     let runtime = tokio::runtime::Runtime::new()?;
     let size = target_size(&a, &resolved, &runtime);
     eprintln!("capacity: the target's compute size: {}", size.said);
-    let cores = size.name.as_deref().and_then(|n| {
-        capacity::SIZES
-            .iter()
-            .find(|s| s.0.eq_ignore_ascii_case(n))
-            .map(|s| s.1)
-    });
+    let compute = size
+        .name
+        .as_deref()
+        .and_then(capacity::compute_size)
+        .map(|c| (c.cpus, f64::from(c.pooler_clients)));
     let outcome = runtime.block_on(async {
         let stop = crate::signals::stop_on_signal("capacity: stopping after this step")?;
         let target = Arc::new(
@@ -141,7 +140,7 @@ pub fn capacity(a: Args) -> Result<(), CommandError> {
             target,
             resolved: &resolved,
             slo: &slo,
-            watch: tokio::sync::Mutex::new(step::Watch::new(&resolved, cores)),
+            watch: tokio::sync::Mutex::new(step::Watch::new(&resolved, compute)),
             warmup: a.warmup,
             hold: a.hold,
             stop,

@@ -314,28 +314,22 @@ pub enum StackAction {
 
 /// A compute size by its name, any case, from the capacity model's table.
 pub fn parse_compute(s: &str) -> Result<fleetbench_stack::state::Compute, String> {
-    fleetbench_capacity::SIZES
-        .iter()
-        .find(|(name, ..)| name.eq_ignore_ascii_case(s.trim()))
-        .map(
-            |&(name, _, max_connections, pooler_clients)| fleetbench_stack::state::Compute {
-                name: name.into(),
-                max_connections,
-                pooler_clients,
-            },
-        )
+    fleetbench_capacity::compute_size(s)
+        .map(|c| fleetbench_stack::state::Compute {
+            name: c.name.into(),
+            max_connections: c.max_connections,
+            pooler_clients: c.pooler_clients,
+            pool_size: c.pool_size,
+        })
         .ok_or_else(|| {
             let names: Vec<String> = fleetbench_capacity::SIZES
                 .iter()
-                .map(|(n, ..)| n.to_lowercase())
+                .map(|c| c.name.to_lowercase())
                 .collect();
             format!("{s:?} is not a compute size: {}", names.join(", "))
         })
 }
 
-/// `I/N` with I < N.
-/// A run id: 8 to 64 ASCII letters, digits and dashes (a UUID is one). It tags every user and row
-/// the run creates and names them in cleanup, so an empty, short or exotic one is refused.
 pub fn parse_run_id(s: &str) -> Result<String, String> {
     let ok =
         (8..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');

@@ -143,7 +143,7 @@ fn project_auth(
         if let Some(s) = project.jwt_exp.filter(|s| *s > 0) {
             lifetime = std::time::Duration::from_secs(s);
         }
-        if config.forward_ip && !project.security_sb_forwarded_for_enabled {
+        if config.forward_ip && project.security_sb_forwarded_for_enabled == Some(false) {
             return Err(CommandError::invalid(anyhow::anyhow!(
                 "FLEETBENCH_IP_FORWARDING=on, but the project's IP address forwarding is off (Management API: \
                  security_sb_forwarded_for_enabled = false), so every agent would share one /token bucket; \
@@ -156,10 +156,10 @@ fn project_auth(
                 .rate_limit_token_refresh
                 .map_or("unknown".into(), |n| n.to_string()),
             lifetime.as_secs(),
-            if project.security_sb_forwarded_for_enabled {
-                "on"
-            } else {
-                "off"
+            match project.security_sb_forwarded_for_enabled {
+                Some(true) => "on",
+                Some(false) => "off",
+                None => "unknown (null)",
             }
         ));
     }

@@ -35,12 +35,15 @@ fn host(url: &str) -> Option<String> {
     )
 }
 
-/// The hosts a Postgres connection string connects to, as tokio-postgres reads it (every `host`,
-/// and every `hostaddr`, which is where it actually connects when given); a Unix socket is this
-/// machine's own.
+/// The hosts a Postgres connection string connects to, read by the code that connects
+/// ([`fleetbench_tls::pg::PgConnect`]: libpq's TLS settings taken out, the rest tokio-postgres's):
+/// every `host`, and every `hostaddr`, which is where it actually connects when given; a Unix
+/// socket is this machine's own.
 fn db_hosts(url: &str) -> Result<Vec<String>, String> {
     use tokio_postgres::config::Host;
-    let config: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+    let config = fleetbench_tls::pg::PgConnect::parse(url)
+        .map_err(|e| e.to_string())?
+        .config;
     let names = config.get_hosts().iter().map(|h| match h {
         Host::Tcp(name) => name
             .trim_start_matches('[')
@@ -449,5 +452,8 @@ mod tests {
         );
         assert!(check_db_allowed("SUPABASE_DB_URL", "host=/run/postgresql user=u", &[]).is_ok());
         assert!(check_db_allowed("SUPABASE_DB_URL", "postgresql://u@127.0.0.1:1/x", &[]).is_ok());
+        // libpq's TLS settings, which tokio-postgres does not read, are no obstacle.
+        let tls = "postgresql://u:p@db.staging.example:6543/postgres?sslmode=verify-full&sslrootcert=system";
+        assert!(check_db_allowed("SUPABASE_DB_URL", tls, &staging).is_ok());
     }
 }

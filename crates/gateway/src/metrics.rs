@@ -8,12 +8,18 @@
 //!   `pg_stat_database_num_backends`, `connection_stats_connection_count` by user,
 //!   `max_connections_connection_count`, `pg_database_size_bytes`, `pg_wal_size_mb`,
 //!   `replication_slots_max_lag_bytes` (Realtime's slot) and `pg_stat_activity_xact_runtime`.
-//! - The database's host (`service_type="db"`): `node_cpu_seconds_total` (user and system time of
-//!   the PostgreSQL processes: the double shares its machine, so the processes stand for the
-//!   host), `node_disk_read_bytes_total`/`node_disk_written_bytes_total` (their storage I/O),
-//!   `node_memory_MemTotal_bytes`/`node_memory_MemAvailable_bytes`, and the poolers'
-//!   `pgbouncer_pools_*` client and server connections and `pgbouncer_config_max_client_connections`
-//!   (label `mode`: `transaction` or `session`).
+//! - The database's host (`service_type="db"`): `node_cpu_seconds_total` as node_exporter serves
+//!   it (per `cpu`, every mode, idle included: this machine's `/proc/stat`, which like hosted's
+//!   VM runs the API services beside Postgres), `node_disk_read_bytes_total`/
+//!   `node_disk_written_bytes_total` (the PostgreSQL processes' storage I/O),
+//!   `node_memory_MemTotal_bytes`/`node_memory_MemAvailable_bytes`.
+//! - The shared pooler (`service_type="pooler"`): `supavisor_connections_active` by `mode`
+//!   (`transaction`, `session`), the clients PgBouncer, standing in for Supavisor, holds, with
+//!   hosted's labels, its repeated `supabase_project_ref` included. No `pgbouncer_*`: those are
+//!   hosted's dedicated PgBouncer, which the double does not run.
+//!
+//! Every series carries the labels hosted's do (fixtures/hosted/metrics-api.prom):
+//! `supabase_project_ref`, and but for the pooler's `supabase_identifier`, and Postgres' `server`.
 //! - Auth (`service_type="gotrue"`): `http_status_codes_total{code}`, its responses by status (the
 //!   429s it sent among them).
 //!
@@ -168,13 +174,22 @@ impl Exposition {
             "postgresql"
         } else if name.starts_with("http_") {
             "gotrue"
+        } else if name.starts_with("supavisor_") {
+            "pooler"
         } else {
             "db"
         };
-        let mut l = format!(
-            "supabase_project_ref=\"{}\",service_type=\"{service}\"",
-            self.project_ref
-        );
+        let project = &self.project_ref;
+        let mut l = if service == "pooler" {
+            format!("supabase_project_ref=\"{project}\",service_type=\"{service}\"")
+        } else {
+            format!(
+                "supabase_project_ref=\"{project}\",supabase_identifier=\"{project}\",service_type=\"{service}\""
+            )
+        };
+        if service == "postgresql" && !name.starts_with("pg_database_size_bytes") {
+            l.push_str(",server=\"localhost:5432\"");
+        }
         for (k, val) in labels {
             let _ = write!(
                 l,
@@ -291,52 +306,41 @@ async fn postgres(db: &deadpool_postgres::Pool, out: &mut Exposition) -> anyhow:
     Ok(())
 }
 
-/// Linux's `USER_HZ`: the unit of `/proc/<pid>/stat`'s CPU times (fixed at 100 by the kernel ABI).
+/// Linux's `USER_HZ`: the unit of `/proc/stat`'s CPU times (fixed at 100 by the kernel ABI).
 const USER_HZ: f64 = 100.0;
 
-/// The postmaster and its children: (user s, system s, read bytes, written bytes). I/O is `None`
-/// when `/proc/<pid>/io` cannot be read (another user's processes without the right to trace them).
-fn postgres_processes(postmaster: u32) -> (f64, f64, Option<(f64, f64)>) {
+/// The postmaster's and its children's storage bytes (read, written); `None` when a
+/// `/proc/<pid>/io` cannot be read (another user's processes without the right to trace them).
+fn postgres_io(postmaster: u32) -> Option<(f64, f64)> {
     let mut pids = vec![postmaster];
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
-            if stat_fields(pid).is_some_and(|f| f.ppid == postmaster) {
+            if parent(pid) == Some(postmaster) {
                 pids.push(pid);
             }
         }
     }
-    let (mut user, mut system, mut io) = (0.0, 0.0, Some((0.0, 0.0)));
+    let mut io = (0.0, 0.0);
     for pid in pids {
-        let Some(f) = stat_fields(pid) else { continue };
-        user += f.utime / USER_HZ;
-        system += f.stime / USER_HZ;
-        io = match (io, process_io(pid)) {
-            (Some((r, w)), Some((r2, w2))) => Some((r + r2, w + w2)),
-            _ => None,
-        };
+        let (r, w) = process_io(pid)?;
+        io = (io.0 + r, io.1 + w);
     }
-    (user, system, io)
+    Some(io)
 }
 
-struct StatFields {
-    ppid: u32,
-    utime: f64,
-    stime: f64,
-}
-
-/// `/proc/<pid>/stat`'s parent and CPU times (fields 4, 14 and 15, counted after the command's
-/// closing parenthesis, which may itself contain spaces).
-fn stat_fields(pid: u32) -> Option<StatFields> {
+/// `/proc/<pid>/stat`'s parent (field 4, counted after the command's closing parenthesis,
+/// which may itself contain spaces).
+fn parent(pid: u32) -> Option<u32> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(StatFields {
-        ppid: rest.get(1)?.parse().ok()?,
-        utime: rest.get(11)?.parse().ok()?,
-        stime: rest.get(12)?.parse().ok()?,
-    })
+    text.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// `/proc/<pid>/io`'s storage bytes read and written.
@@ -350,24 +354,50 @@ fn process_io(pid: u32) -> Option<(f64, f64)> {
     Some((field("read_bytes:")?, field("write_bytes:")?))
 }
 
+/// node_exporter's CPU modes, in `/proc/stat`'s column order after the CPU's name.
+const CPU_MODES: [&str; 8] = [
+    "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+];
+
+/// `/proc/stat`'s per-CPU times as node_exporter serves them: (cpu index, mode, seconds).
+fn cpu_seconds() -> Vec<(String, &'static str, f64)> {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in stat.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(cpu) = fields.next().and_then(|f| f.strip_prefix("cpu")) else {
+            continue;
+        };
+        if cpu.is_empty() {
+            continue; // the all-CPU line
+        }
+        for (mode, ticks) in CPU_MODES.iter().zip(fields) {
+            if let Ok(t) = ticks.parse::<f64>() {
+                out.push((cpu.to_string(), *mode, t / USER_HZ));
+            }
+        }
+    }
+    out
+}
+
 fn host(sources: &Sources, out: &mut Exposition) {
-    if let Some(pid) = sources.postmaster_pid {
-        let (user, system, io) = postgres_processes(pid);
-        let help = "Seconds the CPUs spent in each mode.";
-        out.counter("node_cpu_seconds_total", help, &[("mode", "user")], user);
+    let help = "Seconds the CPUs spent in each mode.";
+    for (cpu, mode, seconds) in cpu_seconds() {
         out.counter(
             "node_cpu_seconds_total",
             help,
-            &[("mode", "system")],
-            system,
+            &[("cpu", &cpu), ("mode", mode)],
+            seconds,
         );
-        if let Some((read, written)) = io {
-            let labels = [("device", "postgres")];
-            let help = "The total number of bytes read successfully.";
-            out.counter("node_disk_read_bytes_total", help, &labels, read);
-            let help = "The total number of bytes written successfully.";
-            out.counter("node_disk_written_bytes_total", help, &labels, written);
-        }
+    }
+    if let Some((read, written)) = sources.postmaster_pid.and_then(postgres_io) {
+        let labels = [("device", "postgres")];
+        let help = "The total number of bytes read successfully.";
+        out.counter("node_disk_read_bytes_total", help, &labels, read);
+        let help = "The total number of bytes written successfully.";
+        out.counter("node_disk_written_bytes_total", help, &labels, written);
     }
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
@@ -400,42 +430,24 @@ async fn pooler(mode: &str, url: &str, out: &mut Exposition) -> anyhow::Result<(
                 .collect()
         };
     let pools = rows(console.simple_query("SHOW POOLS").await?);
-    let labels = [("mode", mode)];
-    for (column, name, help) in [
-        (
-            "cl_active",
-            "pgbouncer_pools_client_active_connections",
-            "Client connections linked to server connection and able to process queries",
-        ),
-        (
-            "cl_waiting",
-            "pgbouncer_pools_client_waiting_connections",
-            "Client connections waiting on a server connection",
-        ),
-        (
-            "sv_active",
-            "pgbouncer_pools_server_active_connections",
-            "Server connections linked to a client connection",
-        ),
-        (
-            "sv_idle",
-            "pgbouncer_pools_server_idle_connections",
-            "Server connections idle and ready for a client query",
-        ),
-    ] {
-        let total: f64 = pools
-            .iter()
-            .filter_map(|r| r.get(column).and_then(|v| v.parse::<f64>().ok()))
-            .sum();
-        out.gauge(name, help, &labels, total);
-    }
-    for r in rows(console.simple_query("SHOW CONFIG").await?) {
-        if r.get("key") == Some("max_client_conn")
-            && let Some(v) = r.get("value").and_then(|v| v.parse::<f64>().ok())
-        {
-            let help = "Config maximum number of client connections";
-            out.gauge("pgbouncer_config_max_client_connections", help, &labels, v);
-        }
-    }
+    // Supavisor's active clients are the clients it holds, served or waiting.
+    let clients: f64 = pools
+        .iter()
+        .flat_map(|r| ["cl_active", "cl_waiting"].map(|c| r.get(c)))
+        .filter_map(|v| v.and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    let project = out.project_ref.clone();
+    let labels = [
+        ("db_name", "postgres"),
+        ("mode", mode),
+        // Repeated, as hosted's Supavisor lines repeat it.
+        ("supabase_project_ref", project.as_str()),
+        ("type", "single"),
+        ("user", "postgres"),
+        ("host", "localhost"),
+        ("region", "local"),
+    ];
+    let help = "The total count of active clients for a tenant.";
+    out.gauge("supavisor_connections_active", help, &labels, clients);
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// The series names the panels read.
-pub const SERIES: [&str; 17] = [
+pub const SERIES: [&str; 18] = [
     "connection_stats_connection_count",
     "max_connections_connection_count",
     "pg_stat_database_xact_commit_total",
@@ -30,6 +30,7 @@ pub const SERIES: [&str; 17] = [
     "pgbouncer_pools_client_waiting_connections",
     "pgbouncer_config_max_client_connections",
     "pg_database_size_bytes",
+    "supavisor_connections_active",
 ];
 
 /// One scrape: seconds on the run's clock, and series → value.
@@ -48,6 +49,10 @@ pub struct ServerSeries {
     pub scrapes: Vec<Scrape>,
     /// Scrapes that failed (timeouts, 5xx) after the first succeeded.
     pub failed: u64,
+    /// The shared pooler's client limit, from the project's compute size when it is known (the
+    /// Metrics API does not give Supavisor's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooler_max_clients: Option<f64>,
     /// The statements that took the most database time during the run (`pg_stat_statements`
     /// before and after it, through the session URL), most first; empty without one.
     #[serde(default)]
@@ -85,11 +90,14 @@ pub fn total(s: &Scrape, name: &str) -> Option<f64> {
     found
 }
 
-/// CPU seconds spent busy (every `node_cpu_seconds_total` mode but `idle`), over all CPUs.
+/// CPU seconds spent busy (every `node_cpu_seconds_total` mode but `idle` and `iowait`, which is
+/// waiting), over all CPUs.
 pub fn busy_cpu(s: &Scrape) -> Option<f64> {
     let mut found = None;
     for (key, v) in &s.values {
-        if key.split('{').next() == Some("node_cpu_seconds_total") && !key.contains("mode=\"idle\"")
+        if key.split('{').next() == Some("node_cpu_seconds_total")
+            && !key.contains("mode=\"idle\"")
+            && !key.contains("mode=\"iowait\"")
         {
             *found.get_or_insert(0.0) += v;
         }
@@ -105,6 +113,18 @@ pub fn cpus(s: &Scrape) -> Option<f64> {
         .filter(|k| k.starts_with("node_cpu_seconds_total{") && k.contains("mode=\"idle\""))
         .count();
     (n > 0).then_some(n as f64)
+}
+
+/// The value of label `name` in a series key (`connection_stats_connection_count{username="x"}`).
+pub fn label<'a>(key: &'a str, name: &str) -> Option<&'a str> {
+    let labels = key.split_once('{')?.1.strip_suffix('}')?;
+    let wanted = format!("{name}=\"");
+    let start = labels
+        .match_indices(&wanted)
+        .map(|(i, _)| i)
+        .find(|i| *i == 0 || labels.as_bytes()[i - 1] == b',')?;
+    let rest = &labels[start + wanted.len()..];
+    Some(&rest[..rest.find('"')?])
 }
 
 /// The sum of the series of `name` whose labels include `label` (`mode="transaction"`).
@@ -156,7 +176,7 @@ impl ServerSeries {
         }
         keys.into_iter()
             .map(|k| {
-                let role = k.split('"').nth(1).unwrap_or(k.as_str()).to_string();
+                let role = label(k, "username").unwrap_or(k.as_str()).to_string();
                 (role, self.gauge(|s| s.values.get(k).copied()))
             })
             .collect()
@@ -177,14 +197,18 @@ impl ServerSeries {
     pub fn panels(&self) -> Vec<Panel> {
         let mib = |name: &'static str| move |s: &Scrape| total(s, name).map(|v| v / 1048576.0);
         let line = |name: &str, points: Vec<(f64, f64)>| (name.to_string(), points);
+        // The shared pooler's clients by mode: Supavisor's series on hosted; a saved run of the
+        // double before it served them has PgBouncer's, by `mode`.
         let pooler = |mode: &'static str| {
             move |s: &Scrape| {
                 let label = format!("mode=\"{mode}\"");
-                Some(
-                    total_where(s, "pgbouncer_pools_client_active_connections", &label)?
-                        + total_where(s, "pgbouncer_pools_client_waiting_connections", &label)
-                            .unwrap_or(0.0),
-                )
+                total_where(s, "supavisor_connections_active", &label).or_else(|| {
+                    Some(
+                        total_where(s, "pgbouncer_pools_client_active_connections", &label)?
+                            + total_where(s, "pgbouncer_pools_client_waiting_connections", &label)
+                                .unwrap_or(0.0),
+                    )
+                })
             }
         };
         let panels = vec![
@@ -225,8 +249,8 @@ impl ServerSeries {
             Panel {
                 title: "CPU",
                 unit: "cores busy",
-                lines: vec![line("database", self.rate(busy_cpu))],
-                limit: None,
+                lines: vec![line("database host", self.rate(busy_cpu))],
+                limit: Some(line("CPUs", self.gauge(cpus))),
             },
             Panel {
                 title: "Memory",
@@ -271,14 +295,17 @@ impl ServerSeries {
                 ],
                 limit: Some(line(
                     "max client connections",
-                    self.gauge(|s| {
-                        total_where(
-                            s,
-                            "pgbouncer_config_max_client_connections",
-                            "mode=\"transaction\"",
-                        )
-                        .or_else(|| total(s, "pgbouncer_config_max_client_connections"))
-                    }),
+                    match self.pooler_max_clients {
+                        // Supavisor's limit is the compute size's; the Metrics API has none.
+                        Some(max) => self.gauge(|_| Some(max)),
+                        None => self.gauge(|s| {
+                            total_where(
+                                s,
+                                "pgbouncer_config_max_client_connections",
+                                "mode=\"transaction\"",
+                            )
+                        }),
+                    },
                 )),
             },
         ];
@@ -340,8 +367,8 @@ mod tests {
                         ("pg_stat_database_xact_rollback_total", 0.0),
                         ("pg_stat_database_blks_hit_total", 900.0),
                         ("pg_stat_database_blks_read_total", 100.0),
-                        ("connection_stats_connection_count{usename=\"a\"}", 3.0),
-                        ("connection_stats_connection_count{usename=\"b\"}", 4.0),
+                        ("connection_stats_connection_count{username=\"a\"}", 3.0),
+                        ("connection_stats_connection_count{username=\"b\"}", 4.0),
                     ],
                 ),
                 scrape(
@@ -351,12 +378,13 @@ mod tests {
                         ("pg_stat_database_xact_rollback_total", 50.0),
                         ("pg_stat_database_blks_hit_total", 1_890.0),
                         ("pg_stat_database_blks_read_total", 110.0),
-                        ("connection_stats_connection_count{usename=\"a\"}", 5.0),
+                        ("connection_stats_connection_count{username=\"a\"}", 5.0),
                     ],
                 ),
             ],
             failed: 0,
             statements: Vec::new(),
+            pooler_max_clients: None,
         };
         let panels = s.panels();
         let get = |title: &str| panels.iter().find(|p| p.title == title).unwrap();

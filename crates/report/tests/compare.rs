@@ -131,6 +131,7 @@ fn the_comparison_is_kept_beside_the_run_and_shown_in_its_page() {
             .collect(),
         failed: 0,
         statements: Vec::new(),
+        pooler_max_clients: None,
     };
     let (bs, rs) = (server(100.0), server(250.0));
     for (dir, s, a, sv) in [(&bd, &b, &bagg, &bs), (&rd, &r, &ragg, &rs)] {

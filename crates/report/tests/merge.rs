@@ -87,6 +87,7 @@ fn merged_shards_equal_one_run_over_the_same_samples() {
             .collect(),
         failed: 0,
         statements: Vec::new(),
+        pooler_max_clients: None,
     };
     let mut dirs = Vec::new();
     for (k, agg) in shards.iter().enumerate() {

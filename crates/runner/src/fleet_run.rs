@@ -341,7 +341,10 @@ fn start_server_metrics(
     spec: &RunSpec<Plan>,
     done: watch::Receiver<bool>,
 ) -> Option<JoinHandle<Result<fleetbench_metrics::server::ServerSeries, String>>> {
-    let every = spec.plan.server_metrics?;
+    let every = spec
+        .plan
+        .server_metrics
+        .every(spec.endpoints.config.kind == "remote")?;
     let config = &spec.endpoints.config;
     let api = crate::server::MetricsApi::new(&config.api_url, &config.service_key).ok()?;
     let source = crate::redact(&config.api_url);

@@ -9,16 +9,20 @@ use serde::Deserialize;
 /// Where the Management API is when `FLEETBENCH_MANAGEMENT_API` does not say.
 pub const HOSTED_API: &str = "https://api.supabase.com";
 
-/// The fields of the project's Auth configuration a run plans with.
+/// The fields of the project's Auth configuration a run plans with. Every field of the
+/// Management API's `AuthConfigResponse` is nullable (supabase/cli's OpenAPI document): a `null`
+/// or a missing field is unknown, never an error.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AuthConfig {
     /// `/token` calls per 5 minutes per client address (password and refresh grants).
+    #[serde(default)]
     pub rate_limit_token_refresh: Option<u32>,
     /// Access-token lifetime, seconds.
+    #[serde(default)]
     pub jwt_exp: Option<u64>,
     /// Whether `Sb-Forwarded-For` counts with the secret key.
     #[serde(default)]
-    pub security_sb_forwarded_for_enabled: bool,
+    pub security_sb_forwarded_for_enabled: Option<bool>,
 }
 
 /// The project ref of a target: `SUPABASE_PROJECT_REF`, else the first label of a
@@ -119,6 +123,25 @@ fn size_name(variant: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// hosted's Auth config with its nullable fields null or absent reads as unknown.
+    #[test]
+    fn null_auth_fields_are_unknown_not_errors() {
+        let all_null: super::AuthConfig = serde_json::from_str(
+            r#"{"rate_limit_token_refresh":null,"jwt_exp":null,"security_sb_forwarded_for_enabled":null,"site_url":null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                all_null.rate_limit_token_refresh,
+                all_null.jwt_exp,
+                all_null.security_sb_forwarded_for_enabled
+            ),
+            (None, None, None)
+        );
+        let absent: super::AuthConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(absent, all_null);
+    }
+
     #[test]
     fn compute_variants_read_as_the_docs_name_sizes() {
         for (variant, size) in [

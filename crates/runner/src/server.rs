@@ -58,7 +58,26 @@ impl MetricsApi {
     }
 }
 
-/// The kept series of a Prometheus text exposition.
+/// Labels that say where a series comes from rather than what it counts: left out of the key
+/// (series that differ only by them are added up: the nodes of the pooler, say).
+const PROVENANCE: [&str; 9] = [
+    "supabase_project_ref",
+    "supabase_identifier",
+    "service_type",
+    "server",
+    "host",
+    "region",
+    "tenant",
+    "type",
+    "db_name",
+];
+
+/// The kept series of a Prometheus text exposition, as hosted serves it (supabase/supabase-grafana's
+/// published series, `fixtures/hosted/metrics-api.prom`): the primary database's only (a read
+/// replica's series carry a `supabase_identifier` other than the project's ref), values that are
+/// numbers (a `NaN` slot lag without a slot is no value), keyed by the labels that say what is
+/// counted (`username`, `cpu` and `mode`, `device`, `datname`, the pooler's `mode` and `user`).
+/// Repeated label names, as on hosted's Supavisor lines, are read as one.
 pub fn parse(text: &str, t: f64) -> Result<Scrape, String> {
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let parsed = prometheus_parse::Scrape::parse(lines)
@@ -74,10 +93,20 @@ pub fn parse(text: &str, t: f64) -> Result<Scrape, String> {
             | prometheus_parse::Value::Untyped(v) => v,
             _ => continue,
         };
+        let replica = match (
+            s.labels.get("supabase_identifier"),
+            s.labels.get("supabase_project_ref"),
+        ) {
+            (Some(id), Some(project)) => id != project,
+            _ => false,
+        };
+        if !value.is_finite() || replica {
+            continue;
+        }
         let mut labels: Vec<String> = s
             .labels
             .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "supabase_project_ref" | "service_type"))
+            .filter(|(k, _)| !PROVENANCE.contains(&k.as_str()))
             .map(|(k, v)| format!("{k}=\"{v}\""))
             .collect();
         labels.sort();
@@ -249,17 +278,78 @@ mod tests {
     fn only_the_panels_series_are_kept_without_the_project_labels() {
         let text = "# TYPE pg_stat_database_xact_commit_total counter\n\
             pg_stat_database_xact_commit_total{supabase_project_ref=\"abc\",service_type=\"postgresql\"} 42\n\
-            connection_stats_connection_count{usename=\"postgres\",service_type=\"postgresql\"} 3\n\
-            connection_stats_connection_count{usename=\"authenticator\",service_type=\"postgresql\"} 4\n\
+            connection_stats_connection_count{username=\"postgres\",service_type=\"postgresql\"} 3\n\
+            connection_stats_connection_count{username=\"authenticator\",service_type=\"postgresql\"} 4\n\
             go_goroutines 12\n";
         let s = super::parse(text, 1.5).unwrap();
         assert_eq!(s.t, 1.5);
         assert_eq!(s.values["pg_stat_database_xact_commit_total"], 42.0);
         assert_eq!(
-            s.values["connection_stats_connection_count{usename=\"postgres\"}"],
+            s.values["connection_stats_connection_count{username=\"postgres\"}"],
             3.0
         );
         assert_eq!(s.values.len(), 3);
         assert!(super::parse("go_goroutines 1\n", 0.0).is_err());
+    }
+
+    /// The Metrics API as hosted publishes it (the fixture's series and labels are
+    /// supabase/supabase-grafana's, values filled in): connections by role name, the primary's
+    /// series only, the shared pooler's clients by mode, node_exporter's CPUs, no `NaN`.
+    #[test]
+    fn hosted_series_read_as_hosted_publishes_them() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/hosted/metrics-api.prom"
+        ))
+        .unwrap();
+        let s = super::parse(&text, 0.0).unwrap();
+        let by_role: Vec<(&str, f64)> = s
+            .values
+            .iter()
+            .filter_map(|(k, v)| {
+                let role = k
+                    .strip_prefix("connection_stats_connection_count{username=\"")?
+                    .strip_suffix("\"}")?;
+                Some((role, *v))
+            })
+            .collect();
+        // The replica's 9 backends are not the primary's.
+        assert_eq!(
+            by_role,
+            vec![
+                ("authenticator", 12.0),
+                ("other", 3.0),
+                ("supabase_admin", 7.0)
+            ]
+        );
+        assert_eq!(
+            fleetbench_metrics::server::total(&s, "connection_stats_connection_count"),
+            Some(22.0)
+        );
+        assert_eq!(fleetbench_metrics::server::cpus(&s), Some(2.0));
+        // Busy: every mode but idle and iowait, over both CPUs.
+        assert_eq!(
+            fleetbench_metrics::server::busy_cpu(&s),
+            Some(400.0 + 100.0 + 10.0 + 5.0 + 300.0 + 80.0 + 6.0 + 4.0)
+        );
+        // The shared pooler (Supavisor, on two nodes) by mode; its repeated label read once.
+        assert_eq!(
+            s.values["supavisor_connections_active{mode=\"transaction\",user=\"postgres\"}"],
+            45.0
+        );
+        assert_eq!(
+            s.values["supavisor_connections_active{mode=\"session\",user=\"postgres\"}"],
+            2.0
+        );
+        // A slot lag of NaN (no slot) is no value; the replica's size is not the primary's.
+        assert!(
+            !s.values
+                .keys()
+                .any(|k| k.starts_with("replication_slots_max_lag_bytes"))
+        );
+        assert_eq!(
+            s.values["pg_database_size_bytes{datname=\"postgres\"}"],
+            52428800.0
+        );
     }
 }

@@ -51,11 +51,14 @@ pub struct Watch {
     metrics: Option<Arc<crate::server::MetricsApi>>,
     /// The target's CPU cores (its compute size's), when known.
     target_cores: Option<f64>,
+    /// The shared pooler's client limit (its compute size's), when known.
+    pooler_max_clients: Option<f64>,
 }
 
 impl Watch {
-    /// A watch on `resolved`, whose compute size has `target_cores` cores if known.
-    pub fn new(resolved: &Endpoints, target_cores: Option<f64>) -> Watch {
+    /// A watch on `resolved`, whose compute size, if known, has `(cores, pooler max clients)`.
+    pub fn new(resolved: &Endpoints, compute: Option<(f64, f64)>) -> Watch {
+        let (target_cores, pooler_max_clients) = compute.unzip();
         let mut sys = sysinfo::System::new();
         sys.refresh_cpu_usage();
         // PgBouncer's console is the pooler's own `pgbouncer` database (local stack only).
@@ -79,6 +82,7 @@ impl Watch {
             pooler_console,
             metrics,
             target_cores,
+            pooler_max_clients,
         }
     }
 
@@ -115,7 +119,17 @@ impl Watch {
             out.push(("database connections".into(), open, max));
         }
         let tx = "mode=\"transaction\"";
-        if let Some(active) = total_where(&b, "pgbouncer_pools_client_active_connections", tx) {
+        // The shared pooler: Supavisor's clients on hosted (its limit is the compute size's);
+        // PgBouncer's own series where a pooler serves them.
+        if let Some(clients) = total_where(&b, "supavisor_connections_active", tx) {
+            out.push((
+                "pooler clients (transaction mode)".into(),
+                clients,
+                self.pooler_max_clients,
+            ));
+        } else if let Some(active) =
+            total_where(&b, "pgbouncer_pools_client_active_connections", tx)
+        {
             let waiting =
                 total_where(&b, "pgbouncer_pools_client_waiting_connections", tx).unwrap_or(0.0);
             let max = total_where(&b, "pgbouncer_config_max_client_connections", tx);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::model::{self, Scenario};
-use crate::plan::Plan;
+use crate::plan::{Plan, ServerMetrics};
 
 mod checks;
 mod overrides;
@@ -300,9 +300,12 @@ fn validate(s: &Scenario, text: &str, file: &str) -> Result<Plan, ScenarioError>
         None => Duration::from_secs(1),
     };
     let server_metrics = match &s.output.server_metrics {
-        Some(v) if v.get_ref() == "off" => None,
-        Some(v) => Some(e.duration(v, "output.server_metrics")).filter(|d| !d.is_zero()),
-        None => Some(Duration::from_secs(5)),
+        Some(v) if v.get_ref() == "off" => ServerMetrics::Off,
+        Some(v) => match e.duration(v, "output.server_metrics") {
+            d if d.is_zero() => ServerMetrics::Off,
+            d => ServerMetrics::Every(d),
+        },
+        None => ServerMetrics::Default,
     };
     let prometheus_remote_write = s
         .output

@@ -63,8 +63,8 @@ pub struct Plan {
     /// The least share of planned agents that must run, the most share of uploads dropped.
     pub delivery: DeliveryPlan,
     pub window: Duration,
-    /// `[output] server_metrics`: how often the target's Metrics API is scraped (`None`: off).
-    pub server_metrics: Option<Duration>,
+    /// `[output] server_metrics`: how often the target's Metrics API is scraped.
+    pub server_metrics: ServerMetrics,
     /// `[output] prometheus_remote_write`: where the live series go (every operation is then
     /// aggregated live as well).
     pub prometheus_remote_write: Option<String>,
@@ -244,7 +244,7 @@ mod tests {
             token_rate_limit: None,
             delivery: DeliveryPlan::default(),
             window: Duration::from_secs(1),
-            server_metrics: None,
+            server_metrics: ServerMetrics::Off,
             prometheus_remote_write: None,
             probes: Default::default(),
             custom_profiles: vec![],
@@ -312,5 +312,28 @@ mod tests {
         };
         assert_eq!(in_second(3.0), 10);
         assert_eq!(in_second(14.0), 10 + 2 * 4 + 1);
+    }
+}
+
+/// How often a run scrapes the target's Metrics API (`[output] server_metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ServerMetrics {
+    /// `"off"` (or a zero duration).
+    Off,
+    /// A duration the scenario gives.
+    Every(Duration),
+    /// Not given: every 60 s against a remote project (Supabase's advice for its Metrics API),
+    /// every 5 s against a local stack.
+    Default,
+}
+
+impl ServerMetrics {
+    /// The interval for a target that is remote or not; `None` when off.
+    pub fn every(self, remote: bool) -> Option<Duration> {
+        match self {
+            ServerMetrics::Off => None,
+            ServerMetrics::Every(d) => Some(d),
+            ServerMetrics::Default => Some(Duration::from_secs(if remote { 60 } else { 5 })),
+        }
     }
 }

@@ -26,13 +26,21 @@ pub struct Compute {
     pub max_connections: u32,
     /// Each pooler's most clients ("pooler clients").
     pub pooler_clients: u32,
+    /// Server connections per pool: the size's published default pool size (15 up to Medium,
+    /// 20, 20, 25, 32, 64, 96, 128 from Large to 16XL). A state file from before it was kept
+    /// reads as 0: a quarter of `max_connections` then, as before.
+    #[serde(default)]
+    pub pool_size: u32,
 }
 
 impl Compute {
-    /// Server connections per pooler pool: a quarter of the database's (Supavisor's default pool
-    /// size is 15 on Micro's 60).
+    /// Server connections per pooler pool.
     pub fn pool_size(&self) -> u32 {
-        (self.max_connections / 4).max(1)
+        if self.pool_size > 0 {
+            self.pool_size
+        } else {
+            (self.max_connections / 4).max(1)
+        }
     }
 }
 

@@ -201,9 +201,9 @@ async fn keys_as_hosted(env: &BTreeMap<String, String>) {
         &env["SUPABASE_SECRET_KEY"],
     );
     assert!(publishable.starts_with("sb_publishable_") && secret.starts_with("sb_secret_"));
+    // Published to anyone, as hosted does: verifiers fetch it without a key.
     let jwks: serde_json::Value = http
         .get(format!("{url}/auth/v1/.well-known/jwks.json"))
-        .header("apikey", publishable)
         .send()
         .await
         .unwrap()

@@ -166,9 +166,9 @@ async fn sign_in(env: &BTreeMap<String, String>) -> Value {
         .unwrap()
 }
 
-/// One scrape, parsed as Prometheus text: each sample's name and labels to its value.
-pub async fn scrape(env: &BTreeMap<String, String>) -> BTreeMap<String, f64> {
-    let text = trusting(env)
+/// One scrape's text.
+async fn scrape_text(env: &BTreeMap<String, String>) -> String {
+    trusting(env)
         .get(format!(
             "{}/customer/v1/privileged/metrics",
             env["SUPABASE_URL"]
@@ -181,7 +181,25 @@ pub async fn scrape(env: &BTreeMap<String, String>) -> BTreeMap<String, f64> {
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Labels that say where a series comes from, not what it counts.
+const PROVENANCE: [&str; 8] = [
+    "supabase_project_ref",
+    "supabase_identifier",
+    "service_type",
+    "server",
+    "host",
+    "region",
+    "type",
+    "db_name",
+];
+
+/// One scrape, parsed as Prometheus text: each sample's name and labels (but where it comes
+/// from) to its value.
+pub async fn scrape(env: &BTreeMap<String, String>) -> BTreeMap<String, f64> {
+    let text = scrape_text(env).await;
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let parsed = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
     parsed
@@ -191,7 +209,7 @@ pub async fn scrape(env: &BTreeMap<String, String>) -> BTreeMap<String, f64> {
             let mut labels: Vec<String> = s
                 .labels
                 .iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "supabase_project_ref" | "service_type"))
+                .filter(|(k, _)| !PROVENANCE.contains(&k.as_str()))
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             labels.sort();
@@ -204,6 +222,46 @@ pub async fn scrape(env: &BTreeMap<String, String>) -> BTreeMap<String, f64> {
             (format!("{}{{{}}}", s.metric, labels.join(",")), value)
         })
         .collect()
+}
+
+/// Each family's label names (every label, where it comes from included).
+fn label_names(text: &str) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+    let mut out: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for s in parsed.samples {
+        out.entry(s.metric.clone())
+            .or_default()
+            .extend(s.labels.keys().cloned());
+    }
+    out
+}
+
+/// The double serves every series the client reads with hosted's label names
+/// (`fixtures/hosted/metrics-api.prom`, from Supabase's published exposition), but for the
+/// dedicated PgBouncer's, which it does not run.
+async fn metrics_api_has_hosted_shapes(env: &BTreeMap<String, String>) {
+    let fixture =
+        std::fs::read_to_string(workspace_root().join("fixtures/hosted/metrics-api.prom")).unwrap();
+    let hosted = label_names(&fixture);
+    let double = label_names(&scrape_text(env).await);
+    for family in fleetbench_metrics::server::SERIES {
+        if family.starts_with("pgbouncer_") {
+            continue;
+        }
+        let (Some(h), Some(d)) = (hosted.get(family), double.get(family)) else {
+            panic!(
+                "{family}: hosted has {:?}, the double {:?}",
+                hosted.get(family),
+                double.get(family)
+            );
+        };
+        assert_eq!(d, h, "{family}: the double's labels differ from hosted's");
+    }
+    assert!(
+        !double.keys().any(|f| f.starts_with("pgbouncer_")),
+        "the double runs no dedicated PgBouncer"
+    );
 }
 
 /// Basic auth as hosted; the compute size's limits; Postgres's counters rise by a burst of known
@@ -255,17 +313,27 @@ pub async fn metrics_api(env: &BTreeMap<String, String>) {
     }
     // Micro, the hosted profile's default size.
     assert_eq!(after["max_connections_connection_count{}"], 60.0);
-    assert_eq!(
-        after["pgbouncer_config_max_client_connections{mode=transaction}"],
-        200.0
-    );
     assert_eq!(after["pg_up{}"], 1.0);
     assert!(after["pg_stat_database_num_backends{}"] >= 1.0);
-    assert!(after["node_cpu_seconds_total{mode=user}"] > 0.0);
+    // node_exporter's CPUs: one series per CPU and mode, as many CPUs as /proc/stat lists.
+    let cpus = std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count();
+    let idle = after
+        .keys()
+        .filter(|k| k.starts_with("node_cpu_seconds_total{") && k.contains("mode=idle"))
+        .count();
+    assert_eq!(idle, cpus);
+    assert!(after["node_cpu_seconds_total{cpu=0,mode=user}"] > 0.0);
     assert!(after["node_disk_written_bytes_total{device=postgres}"] > 0.0);
     assert!(after["pg_wal_size_mb{}"] > 0.0);
     // Realtime's slot exists and its lag is a number.
     assert!(after["replication_slots_max_lag_bytes{}"].is_finite());
-    assert!(after.contains_key("pgbouncer_pools_client_active_connections{mode=session}"));
+    // The shared pooler as Supavisor's series, by mode.
+    assert!(after.contains_key("supavisor_connections_active{mode=session,user=postgres}"));
+    assert!(after.contains_key("supavisor_connections_active{mode=transaction,user=postgres}"));
+    metrics_api_has_hosted_shapes(env).await;
     db.batch_execute("drop table metrics_burst").await.unwrap();
 }
