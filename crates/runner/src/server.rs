@@ -60,7 +60,7 @@ impl MetricsApi {
 
 /// Labels that say where a series comes from rather than what it counts: left out of the key
 /// (series that differ only by them are added up: the nodes of the pooler, say).
-const PROVENANCE: [&str; 9] = [
+pub const PROVENANCE: [&str; 9] = [
     "supabase_project_ref",
     "supabase_identifier",
     "service_type",

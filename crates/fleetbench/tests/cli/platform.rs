@@ -184,18 +184,6 @@ async fn scrape_text(env: &BTreeMap<String, String>) -> String {
         .unwrap()
 }
 
-/// Labels that say where a series comes from, not what it counts.
-const PROVENANCE: [&str; 8] = [
-    "supabase_project_ref",
-    "supabase_identifier",
-    "service_type",
-    "server",
-    "host",
-    "region",
-    "type",
-    "db_name",
-];
-
 /// One scrape, parsed as Prometheus text: each sample's name and labels (but where it comes
 /// from) to its value.
 pub async fn scrape(env: &BTreeMap<String, String>) -> BTreeMap<String, f64> {
@@ -209,7 +197,7 @@ pub async fn scrape(env: &BTreeMap<String, String>) -> BTreeMap<String, f64> {
             let mut labels: Vec<String> = s
                 .labels
                 .iter()
-                .filter(|(k, _)| !PROVENANCE.contains(&k.as_str()))
+                .filter(|(k, _)| !fleetbench_runner::server::PROVENANCE.contains(&k.as_str()))
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             labels.sort();

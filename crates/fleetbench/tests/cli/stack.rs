@@ -437,12 +437,13 @@ async fn stack_up_migrate_schedule_env_down() {
             .iter()
             .map(|r| r[0].as_str().unwrap())
             .collect();
-        // The local stack's Metrics API gives the target's side; the processes' CPU beside it.
+        // The local stack's Metrics API gives the target's side (the pooler as Supavisor's
+        // clients, as hosted shows them); the processes' CPU beside it.
         for want in [
             "machine CPU % (load generator and local stack)",
             "local stack CPU % (of all cores)",
             "database connections",
-            "pooler clients waiting",
+            "pooler clients (transaction mode)",
         ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }
