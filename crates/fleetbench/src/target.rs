@@ -35,15 +35,12 @@ fn host(url: &str) -> Option<String> {
     )
 }
 
-/// The hosts a Postgres connection string connects to, read by the code that connects
+/// The hosts a Postgres connection connects to, as the code that connects read its string
 /// ([`fleetbench_tls::pg::PgConnect`]: libpq's TLS settings taken out, the rest tokio-postgres's):
 /// every `host`, and every `hostaddr`, which is where it actually connects when given; a Unix
 /// socket is this machine's own.
-fn db_hosts(url: &str) -> Result<Vec<String>, String> {
+fn db_hosts(config: &tokio_postgres::Config) -> Vec<String> {
     use tokio_postgres::config::Host;
-    let config = fleetbench_tls::pg::PgConnect::parse(url)
-        .map_err(|e| e.to_string())?
-        .config;
     let names = config.get_hosts().iter().map(|h| match h {
         Host::Tcp(name) => name
             .trim_start_matches('[')
@@ -52,7 +49,7 @@ fn db_hosts(url: &str) -> Result<Vec<String>, String> {
         Host::Unix(_) => "localhost".to_string(),
     });
     let addrs = config.get_hostaddrs().iter().map(|a| a.to_string());
-    Ok(names.chain(addrs).collect())
+    names.chain(addrs).collect()
 }
 
 /// This machine's own loopback, always allowed (other 127/8 addresses are treated as remote, so
@@ -75,18 +72,26 @@ pub fn check_allowed(what: &str, url: &str, scenario_allow: &[String]) -> Result
     judge(what, &[host], scenario_allow)
 }
 
-/// [`check_allowed`] for a Postgres connection string: every host it connects to.
+/// A Postgres connection string, read once as it will be connected with: it must parse (said
+/// without the URL: it carries a password), a plaintext-capable `sslmode` towards another machine
+/// is said, never silent, and every host it connects to must be allowed ([`check_allowed`]).
 pub fn check_db_allowed(
     what: &str,
     url: &str,
     scenario_allow: &[String],
 ) -> Result<(), CommandError> {
-    let hosts = db_hosts(url).map_err(|e| {
+    let pg = fleetbench_tls::pg::PgConnect::parse(url).map_err(|e| {
         CommandError::invalid(anyhow::anyhow!(
-            "{what} is not a Postgres connection string ({e}); nothing was sent"
+            "{what} is not a Postgres connection string ({e}): expected postgresql://USER:PASSWORD@HOST:PORT/postgres[?sslmode=verify-full&sslrootcert=FILE] (port 6543 for the transaction pooler); nothing was sent"
         ))
     })?;
-    judge(what, &hosts, scenario_allow)
+    if pg.may_be_plaintext() {
+        eprintln!(
+            "warning: {what} asks for sslmode={:?} towards another machine: the password and the data may cross the network in plaintext; use sslmode=verify-full&sslrootcert=FILE",
+            pg.mode
+        );
+    }
+    judge(what, &db_hosts(&pg.config), scenario_allow)
 }
 
 /// Every one of `hosts` is loopback or on an allowlist, or the flag says to go on anyway.
@@ -289,23 +294,6 @@ fn check_forwarding_key(service_key: &str) -> Result<(), CommandError> {
     )))
 }
 
-/// A Postgres URL must parse (said without the URL: it carries a password).
-/// A plaintext-capable `sslmode` towards another machine is said, never silent.
-fn check_db_url(name: &str, url: &str) -> Result<(), CommandError> {
-    let pg = fleetbench_tls::pg::PgConnect::parse(url).map_err(|e| {
-        CommandError::invalid(anyhow::anyhow!(
-            "{name} is not a Postgres connection string ({e}): expected postgresql://USER:PASSWORD@HOST:PORT/postgres[?sslmode=verify-full&sslrootcert=FILE] (port 6543 for the transaction pooler); nothing was sent"
-        ))
-    })?;
-    if pg.may_be_plaintext() {
-        eprintln!(
-            "warning: {name} asks for sslmode={:?} towards another machine: the password and the data may cross the network in plaintext; use sslmode=verify-full&sslrootcert=FILE",
-            pg.mode
-        );
-    }
-    Ok(())
-}
-
 /// [`resolve`] with the scenario's allowlist too.
 pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints, CommandError> {
     if let Some(url) = env(&["SUPABASE_URL"]) {
@@ -330,7 +318,6 @@ pub fn resolve_allowed(needs_pooler: bool, allow: &[String]) -> Result<Endpoints
         let db_url = env(&["SUPABASE_DB_URL"]);
         for name in ["SUPABASE_DB_URL", "SUPABASE_DB_SESSION_URL"] {
             if let Some(url) = env(&[name]) {
-                check_db_url(name, &url)?;
                 check_db_allowed(name, &url, allow)?;
             }
         }
@@ -397,7 +384,11 @@ mod tests {
         );
         assert_eq!(host("http://[::1]:8080").unwrap(), "::1");
         assert_eq!(
-            db_hosts("postgres://u:p@db.x.io:6543/postgres").unwrap(),
+            db_hosts(
+                &fleetbench_tls::pg::PgConnect::parse("postgres://u:p@db.x.io:6543/postgres")
+                    .unwrap()
+                    .config
+            ),
             ["db.x.io"]
         );
         let staging = ["staging.supabase.co".to_string()];

@@ -49,12 +49,14 @@ fn key_may_go_to(receiver: &str, api_url: &str) -> bool {
     let (Ok(r), Ok(api)) = (url::Url::parse(receiver), url::Url::parse(api_url)) else {
         return false;
     };
-    let loopback = matches!(
-        r.host(),
-        Some(url::Host::Ipv4(ip)) if ip.is_loopback()
-    ) || matches!(r.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
-        || r.host_str() == Some("localhost");
-    loopback || (r.scheme() == "https" && r.host_str().is_some() && r.host_str() == api.host_str())
+    let loopback = match r.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    let own_host = r.host_str().is_some_and(|h| Some(h) == api.host_str());
+    loopback || (r.scheme() == "https" && own_host)
 }
 
 /// `plan.alerts` thermal anomalies, one every `plan.interval`, round robin over `users`: when each

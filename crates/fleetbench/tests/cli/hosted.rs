@@ -561,11 +561,7 @@ fn capacity_from_the_platform(dir: &Path, remote: &BTreeMap<String, String>) {
         "{report}"
     );
     // The double's node_exporter counts this machine's CPUs, as hosted's counts its VM's.
-    let cpus = std::fs::read_to_string("/proc/stat")
-        .unwrap()
-        .lines()
-        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-        .count() as f64;
+    let cpus = proc_stat_cpus() as f64;
     let cpu_resource = format!("database CPU (cores busy, of its {cpus})");
     for step in report["outcome"]["steps"].as_array().unwrap() {
         let resources: BTreeMap<String, (f64, Option<f64>)> = step["resources"]

@@ -240,6 +240,16 @@ fn server_section(dir: &Path, summary: &serde_json::Value) {
     }
 }
 
+/// This machine's CPUs as `/proc/stat` lists them (one `cpuN` line each): what node_exporter, and
+/// so the double's Metrics API, counts.
+fn proc_stat_cpus() -> usize {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count()
+}
+
 /// The commit this checkout is at, as fleetbench's build names it (12 hex digits).
 fn head_commit() -> String {
     let out = Command::new("git")

@@ -304,11 +304,7 @@ pub async fn metrics_api(env: &BTreeMap<String, String>) {
     assert_eq!(after["pg_up{}"], 1.0);
     assert!(after["pg_stat_database_num_backends{}"] >= 1.0);
     // node_exporter's CPUs: one series per CPU and mode, as many CPUs as /proc/stat lists.
-    let cpus = std::fs::read_to_string("/proc/stat")
-        .unwrap()
-        .lines()
-        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-        .count();
+    let cpus = proc_stat_cpus();
     let idle = after
         .keys()
         .filter(|k| k.starts_with("node_cpu_seconds_total{") && k.contains("mode=idle"))
