@@ -148,16 +148,10 @@ pub fn remote_write_auth() -> Result<fleetbench_runner::remote_write::Auth, Comm
             "FLEETBENCH_RW_BEARER_TOKEN and FLEETBENCH_RW_USERNAME/PASSWORD are both set: the endpoint takes one".into(),
         ));
     }
-    let headers = match env(&["FLEETBENCH_RW_HTTP_HEADERS"]) {
-        Some(text) => fleetbench_runner::remote_write::Auth::parse_headers(&text)
-            .map_err(|e| invalid(format!("FLEETBENCH_RW_HTTP_HEADERS: {e}")))?,
-        None => Vec::new(),
-    };
-    Ok(fleetbench_runner::remote_write::Auth {
-        basic,
-        bearer,
-        headers,
-    })
+    let headers = env(&["FLEETBENCH_RW_HTTP_HEADERS"]);
+    let basic = basic.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+    fleetbench_runner::remote_write::Auth::new(basic, bearer.as_deref(), headers.as_deref())
+        .map_err(|e| invalid(format!("FLEETBENCH_RW_*: {e}")))
 }
 
 /// Hard caps every run obeys, whatever its scenario says: agents, uploads per second, and the load's

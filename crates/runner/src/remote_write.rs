@@ -26,6 +26,7 @@ use fleetbench_metrics::Summary;
 use fleetbench_metrics::summary::OperationSummary;
 use fleetbench_scenario::Plan;
 use prometheus_reqwest_remote_write::{LABEL_NAME, Label, Sample, TimeSeries, WriteRequest};
+use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use tokio::sync::watch;
 
 /// Every series name the export writes (the Grafana dashboard's queries must name these).
@@ -39,72 +40,72 @@ pub const NAMES: [&str; 7] = [
     "fleetbench_load_phase",
 ];
 
-/// How the export authenticates to its endpoint: HTTP basic, a bearer token, and extra headers
-/// (the environment's `FLEETBENCH_RW_USERNAME`/`FLEETBENCH_RW_PASSWORD`, `FLEETBENCH_RW_BEARER_TOKEN`
-/// and `FLEETBENCH_RW_HTTP_HEADERS`, as k6's `K6_PROMETHEUS_RW_*`). Never printed.
+/// How the export authenticates to its endpoint: the headers every push carries, built once from
+/// HTTP basic credentials, a bearer token and extra headers (the environment's
+/// `FLEETBENCH_RW_USERNAME`/`FLEETBENCH_RW_PASSWORD`, `FLEETBENCH_RW_BEARER_TOKEN` and
+/// `FLEETBENCH_RW_HTTP_HEADERS`, as k6's `K6_PROMETHEUS_RW_*`). Every value is marked sensitive;
+/// `Debug` shows the header names only.
 #[derive(Clone, Default)]
 pub struct Auth {
-    pub basic: Option<(String, String)>,
-    pub bearer: Option<String>,
-    pub headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("Auth")
-            .field("basic", &self.basic.as_ref().map(|(user, _)| user))
-            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
-            .field("headers", &names)
-            .finish()
+        f.debug_struct("Auth").field("headers", &names).finish()
     }
 }
 
 impl Auth {
-    /// `"Name:value,Name:value"` (k6's `K6_PROMETHEUS_RW_HTTP_HEADERS` form) as headers; the
-    /// error names the pair, never its value.
-    pub fn parse_headers(
-        text: &str,
-    ) -> Result<Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>, String> {
-        text.split(',')
-            .filter(|pair| !pair.trim().is_empty())
-            .enumerate()
-            .map(|(i, pair)| {
-                let (name, value) = pair
-                    .split_once(':')
-                    .ok_or_else(|| format!("pair {} has no `:` between name and value", i + 1))?;
-                let name = reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())
-                    .map_err(|_| format!("pair {} has no valid header name", i + 1))?;
-                let mut value = reqwest::header::HeaderValue::from_str(value.trim())
-                    .map_err(|_| format!("{name}'s value cannot be a header value"))?;
-                value.set_sensitive(true);
-                Ok((name, value))
-            })
-            .collect()
-    }
-
-    fn apply(&self, request: &mut reqwest::Request) {
-        use reqwest::header::{AUTHORIZATION, HeaderValue};
-        let headers = request.headers_mut();
-        let mut authorization = |v: String| {
-            if let Ok(mut v) = HeaderValue::from_str(&v) {
-                v.set_sensitive(true);
-                headers.insert(AUTHORIZATION, v);
-            }
-        };
-        if let Some((user, password)) = &self.basic {
+    /// The headers for `basic` (user, password) or a `bearer` token, and `extra`
+    /// (`"Name:value,Name:value"`, k6's `K6_PROMETHEUS_RW_HTTP_HEADERS` form). A value a header
+    /// cannot carry is an error that names what it is, never the value.
+    pub fn new(
+        basic: Option<(&str, &str)>,
+        bearer: Option<&str>,
+        extra: Option<&str>,
+    ) -> Result<Auth, String> {
+        let mut headers = Vec::new();
+        if let Some((user, password)) = basic {
             use base64::Engine as _;
             let pair =
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-            authorization(format!("Basic {pair}"));
+            headers.push((
+                AUTHORIZATION,
+                sensitive(&format!("Basic {pair}"), "the credentials")?,
+            ));
         }
-        if let Some(token) = &self.bearer {
-            authorization(format!("Bearer {token}"));
+        if let Some(token) = bearer {
+            headers.push((
+                AUTHORIZATION,
+                sensitive(&format!("Bearer {token}"), "the bearer token")?,
+            ));
         }
-        for (name, value) in &self.headers {
-            headers.insert(name.clone(), value.clone());
+        let pairs = extra
+            .into_iter()
+            .flat_map(|t| t.split(','))
+            .filter(|p| !p.trim().is_empty());
+        for (i, pair) in pairs.enumerate() {
+            let (name, value) = pair
+                .split_once(':')
+                .ok_or_else(|| format!("header {} has no `:` between name and value", i + 1))?;
+            let name = HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| format!("header {} has no valid name", i + 1))?;
+            let value = sensitive(value.trim(), &format!("{name}'s value"))?;
+            headers.push((name, value));
         }
+        Ok(Auth { headers })
     }
+}
+
+/// `value` as a header value marked sensitive; the error names `what`, not the value.
+fn sensitive(value: &str, what: &str) -> Result<HeaderValue, String> {
+    let mut v = HeaderValue::from_str(value).map_err(|_| {
+        format!("{what} cannot be a header value (a newline or a control character?)")
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 /// Where the series go, and the labels every one carries.
@@ -167,7 +168,9 @@ impl RemoteWrite {
         let request = WriteRequest { timeseries }.sorted();
         let sent = match request.build_http_request(self.http.clone(), &self.url, "fleetbench") {
             Ok(mut r) => {
-                self.auth.apply(&mut r);
+                for (name, value) in &self.auth.headers {
+                    r.headers_mut().insert(name.clone(), value.clone());
+                }
                 self.http
                     .execute(r)
                     .await
@@ -342,4 +345,33 @@ fn operations(ops: impl Iterator<Item = (String, OperationSummary)>) -> Vec<Poin
         }
     }
     points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Auth;
+
+    /// A credential a header cannot carry is refused, naming what it is and not its value; what
+    /// is built is shown by header name only.
+    #[test]
+    fn credentials_become_sensitive_headers_or_a_named_error() {
+        let e = Auth::new(None, Some("tok\nen-secret"), None).unwrap_err();
+        assert!(
+            e.contains("the bearer token") && !e.contains("secret"),
+            "{e}"
+        );
+        let e = Auth::new(None, None, Some("X-Scope-OrgID:team,broken")).unwrap_err();
+        assert!(e.contains("header 2"), "{e}");
+        let auth = Auth::new(Some(("u", "hunter2")), None, Some("X-Scope-OrgID: team")).unwrap();
+        let shown = format!("{auth:?}");
+        assert!(
+            shown.contains("authorization") && shown.contains("x-scope-orgid"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("team"),
+            "{shown}"
+        );
+        assert!(auth.headers.iter().all(|(_, v)| v.is_sensitive()));
+    }
 }
